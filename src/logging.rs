@@ -1,1 +1,157 @@
-//! TODO
+//! Logging: tracing to stderr (colours only on a terminal, so journald stays clean) and, for
+//! the agent, daily rolling files in the log dir; text or one JSON object per line. Every line
+//! passes through a masking writer so that an upload URL's `__token__` never reaches a log,
+//! whatever library printed it.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogFormat, LogSettings};
+use crate::vmpro::api::mask_token;
+
+/// Keeps the file writer's worker alive; dropping it flushes every buffered line, so `main`
+/// holds it until the very end (no line lost at shutdown).
+pub struct LogGuard {
+    _file: Option<WorkerGuard>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("cannot create the log directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open a log file in {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("invalid log level {level:?}: {message}")]
+    Level { level: String, message: String },
+}
+
+/// Builds the filter: `RUST_LOG` when set, else `level`.
+fn filter(level: &str) -> Result<EnvFilter, LoggingError> {
+    if let Ok(from_env) = EnvFilter::try_from_default_env() {
+        return Ok(from_env);
+    }
+    EnvFilter::try_new(level).map_err(|err| LoggingError::Level {
+        level: level.to_string(),
+        message: err.to_string(),
+    })
+}
+
+/// stderr only, for one-shot commands (`upload`, `check`): warnings unless `RUST_LOG` says more.
+pub fn init_stderr(default_level: &str) -> Result<LogGuard, LoggingError> {
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(Masking(std::io::stderr))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter(default_level)?))
+        .try_init();
+    Ok(LogGuard { _file: None })
+}
+
+/// stderr plus daily rolling files in `settings.dir`, for `run` and `demo`.
+pub fn init_agent(settings: &LogSettings) -> Result<LogGuard, LoggingError> {
+    std::fs::create_dir_all(&settings.dir).map_err(|source| LoggingError::Dir {
+        path: settings.dir.clone(),
+        source,
+    })?;
+    let appender = RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("hotfolder")
+        .filename_suffix("log")
+        .max_log_files(settings.keep_files.max(1))
+        .build(&settings.dir)
+        .map_err(|err| LoggingError::File {
+            path: settings.dir.clone(),
+            message: err.to_string(),
+        })?;
+    // Lossless: an agent's log is its record of what happened to each file.
+    let (file_writer, guard) = NonBlockingBuilder::default().lossy(false).finish(appender);
+    let json = settings.format == LogFormat::Json;
+    let stderr_ansi = std::io::stderr().is_terminal() && !json;
+
+    let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_writer(Masking(std::io::stderr))
+        .with_ansi(stderr_ansi)
+        .with_target(false);
+    let file_layer = tracing_subscriber::fmt::layer()
+        .with_writer(Masking(file_writer))
+        .with_ansi(false);
+    let stderr_layer = if json {
+        stderr_layer.json().boxed()
+    } else {
+        stderr_layer.boxed()
+    };
+    let file_layer = if json {
+        file_layer.json().boxed()
+    } else {
+        file_layer.boxed()
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr_layer.with_filter(filter(&settings.level)?))
+        .with(file_layer.with_filter(filter(&settings.level)?))
+        .try_init();
+    Ok(LogGuard { _file: Some(guard) })
+}
+
+/// Wraps a writer factory so that every write has `__token__` values masked. tracing's fmt
+/// layer formats a whole event and writes it at once, so a token is never split across writes.
+#[derive(Clone)]
+pub struct Masking<M>(pub M);
+
+pub struct MaskingWriter<W>(W);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Masking<M> {
+    type Writer = MaskingWriter<M::Writer>;
+    fn make_writer(&'a self) -> Self::Writer {
+        MaskingWriter(self.0.make_writer())
+    }
+}
+
+impl<W: Write> Write for MaskingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if memchr_token(buf) {
+            let masked = mask_token(&String::from_utf8_lossy(buf));
+            self.0.write_all(masked.as_bytes())?;
+        } else {
+            self.0.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn memchr_token(buf: &[u8]) -> bool {
+    buf.windows(10).any(|w| w == b"__token__=")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_writer_hides_tokens() {
+        let mut out = Vec::new();
+        {
+            let mut writer = MaskingWriter(&mut out);
+            writer
+                .write_all(b"url=http://h/c?fileId=1&__token__=999~deadbeef&x=1\n")
+                .unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("deadbeef"));
+        assert!(text.contains("__token__=***&x=1"));
+    }
+}

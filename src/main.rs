@@ -1,1 +1,17 @@
-fn main() {}
+//! The `hotfolder` binary: parse the command line, run the command, map the outcome to an exit
+//! code (0 ok, 1 failure, 2 bad config or usage) and print the whole cause chain.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = hotfolder::cli::Cli::parse();
+    match hotfolder::cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("hotfolder: {err:#}");
+            err.exit_code()
+        }
+    }
+}

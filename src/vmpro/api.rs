@@ -1,4 +1,21 @@
-//! The two API calls of an upload: create the video entity, fetch its upload URL.
+//! The platform's API calls (create the video entity, fetch its upload URL) and the transport
+//! they share: one HTTP client, answers read with a size limit, transient failures retried
+//! with the Fibonacci policy, API calls paced to the platform's request limit.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::auth::Session;
+use super::error::{Disposition, Step, VmproError, classify};
+use crate::config::{AccountSettings, UploadSettings};
+use crate::retry::{RetryPolicy, parse_retry_after};
 
 /// What the platform stores about a new video, filled from the folder's config.
 /// Fields that are `None` (or empty) are left out of the create-video body.
@@ -18,3 +35,550 @@ pub const PLATFORM_SUFFIXES: &[&str] = &[
     "mp4", "mov", "flv", "wmv", "mpg", "avi", "mp3", "mpeg", "m4v", "vob", "f4v", "wav", "3gp",
     "rm", "mts", "m2v", "wma", "mxf", "m2p", "m2t", "mkv", "webm", "qt", "mp2", "m2ts", "ogv",
 ];
+
+/// Error bodies beyond this are cut: an endless body must not fill memory.
+const ANSWER_BODY_LIMIT: usize = 64 * 1024;
+
+impl VideoMetadata {
+    /// The title for `file_name`: `{stem}` and `{name}` replaced.
+    pub fn title_for(&self, file_name: &str) -> String {
+        let stem = std::path::Path::new(file_name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file_name.to_string());
+        let template = if self.title.trim().is_empty() {
+            "{stem}"
+        } else {
+            self.title.as_str()
+        };
+        template
+            .replace("{stem}", &stem)
+            .replace("{name}", file_name)
+    }
+
+    /// The create-video body (`VideoUploadRequestDTO`), leaving out what is not set.
+    pub fn create_body(&self, file_name: &str) -> Value {
+        let mut body = Map::new();
+        body.insert("fileName".into(), Value::from(file_name));
+        body.insert("title".into(), Value::from(self.title_for(file_name)));
+        if let Some(description) = self.description.as_deref().filter(|d| !d.is_empty()) {
+            body.insert("description".into(), Value::from(description));
+        }
+        if !self.keywords.is_empty() {
+            body.insert("keywords".into(), Value::from(self.keywords.clone()));
+        }
+        if let Some(channel) = self.channel {
+            body.insert("channel".into(), Value::from(channel));
+        }
+        if let Some(group) = self.group {
+            body.insert("group".into(), Value::from(group));
+        }
+        if let Some(auto_publish) = self.auto_publish {
+            body.insert("autoPublish".into(), Value::from(auto_publish));
+        }
+        Value::Object(body)
+    }
+}
+
+/// An upload URL exactly as the platform gave it, with when it was issued. Its `__token__`
+/// query value is a credential: `Display` and `Debug` mask it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UploadUrl {
+    raw: String,
+    issued_at: SystemTime,
+}
+
+impl UploadUrl {
+    pub fn new(raw: String, issued_at: SystemTime) -> Self {
+        UploadUrl { raw, issued_at }
+    }
+
+    /// The URL verbatim, for sending chunks and for the state store only.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn issued_at(&self) -> SystemTime {
+        self.issued_at
+    }
+
+    /// How long ago it was issued (zero if the clock went backwards).
+    pub fn age(&self) -> Duration {
+        SystemTime::now()
+            .duration_since(self.issued_at)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The `fileId` query value: a different one after renewal means the server starts over.
+    pub fn file_id(&self) -> Option<String> {
+        let url = Url::parse(&self.raw).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == "fileId")
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The URL with the `__token__` value replaced by `***`, safe for logs.
+    pub fn masked(&self) -> String {
+        mask_token(&self.raw)
+    }
+}
+
+/// Replaces every `__token__=` value in `text` with `***`.
+pub fn mask_token(text: &str) -> String {
+    const KEY: &str = "__token__=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(KEY) {
+        out.push_str(&rest[..pos + KEY.len()]);
+        out.push_str("***");
+        let after = &rest[pos + KEY.len()..];
+        let end = after
+            .find(|c: char| c == '&' || c == '#' || c.is_whitespace() || c == '"')
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl std::fmt::Display for UploadUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl std::fmt::Debug for UploadUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UploadUrl({})", self.masked())
+    }
+}
+
+/// One answer, its body read up to [`ANSWER_BODY_LIMIT`].
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after)
+    }
+}
+
+/// Told about retries and other noteworthy moments of one file's upload (the sidecar's event
+/// log, the state store, progress bars). Every method has a do-nothing default.
+pub trait UploadObserver: Send + Sync {
+    /// A sidecar event: `event` is a short keyword, `detail` a sentence.
+    fn event(&self, _event: &str, _detail: &str) {}
+    fn video_created(&self, _video_id: &str) {}
+    fn url_issued(&self, _url: &UploadUrl) {}
+    /// Chunk `index` of `total` was accepted; `next_chunk` is what a resume starts from.
+    fn chunk_accepted(&self, _index: u32, _total: u32, _chunk_size: u64, _bytes_done: u64) {}
+    /// The content starts again at chunk 1 (same video).
+    fn restarted(&self) {}
+}
+
+/// An observer that ignores everything.
+pub struct Unobserved;
+impl UploadObserver for Unobserved {}
+
+/// The HTTP client and retry policy every request shares.
+#[derive(Clone)]
+pub struct Transport {
+    pub http: reqwest::Client,
+    pub policy: RetryPolicy,
+}
+
+impl Transport {
+    pub fn new(upload: &UploadSettings) -> Result<Transport, VmproError> {
+        // reqwest is built without a default TLS provider (ring builds faster than aws-lc).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15).min(upload.request_timeout))
+            .timeout(upload.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("hotfolder/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| VmproError::Protocol {
+                step: Step::Login,
+                message: format!("cannot build the HTTP client: {}", err.without_url()),
+            })?;
+        Ok(Transport {
+            http,
+            policy: RetryPolicy::new(upload.max_attempts, upload.backoff_max),
+        })
+    }
+
+    /// Sends one request once and reads its answer.
+    pub async fn send_once(
+        &self,
+        step: Step,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, VmproError> {
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| VmproError::from_transport(step, e))?;
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = BytesMut::new();
+        while body.len() < ANSWER_BODY_LIMIT {
+            match response.chunk().await {
+                Ok(Some(piece)) => body.extend_from_slice(&piece),
+                Ok(None) => break,
+                Err(err) => return Err(VmproError::from_transport(step, err)),
+            }
+        }
+        body.truncate(ANSWER_BODY_LIMIT);
+        Ok(Answer {
+            status,
+            headers,
+            body: body.freeze(),
+        })
+    }
+
+    /// Sends the request built by `build` until it gets an answer that is not transient
+    /// (returned whatever it is), retrying connection failures, timeouts, 408, 429 and 5xx with
+    /// the Fibonacci policy. Gives up with [`VmproError::GaveUp`] after `max_attempts`.
+    pub async fn exchange(
+        &self,
+        step: Step,
+        shutdown: &CancellationToken,
+        build: impl FnMut() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, VmproError> {
+        self.exchange_observed(step, shutdown, &Unobserved, build)
+            .await
+    }
+
+    pub async fn exchange_observed(
+        &self,
+        step: Step,
+        shutdown: &CancellationToken,
+        observer: &dyn UploadObserver,
+        mut build: impl FnMut() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, VmproError> {
+        let mut failed = 0;
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                outcome = self.send_once(step, build()) => outcome,
+            };
+            let (error, retry_after) = match outcome {
+                Ok(answer) => {
+                    let retry_after = answer.retry_after();
+                    match classify(step, answer.status, &answer.body, retry_after) {
+                        Disposition::Retry { retry_after } => {
+                            let disposition = Disposition::Retry { retry_after };
+                            let err = VmproError::from_answer(
+                                step,
+                                answer.status,
+                                &answer.body,
+                                disposition,
+                            );
+                            (err, retry_after)
+                        }
+                        _ => return Ok(answer),
+                    }
+                }
+                Err(err @ VmproError::Unreachable { .. }) => (err, None),
+                Err(err) => return Err(err),
+            };
+            failed += 1;
+            if !self.policy.may_retry(failed) {
+                return Err(VmproError::GaveUp {
+                    step,
+                    attempts: failed,
+                    last: Box::new(error),
+                });
+            }
+            let delay = self.policy.delay(failed, retry_after);
+            observer.event(
+                "retry",
+                &format!(
+                    "{error}; try {} of {} in {:.1}s",
+                    failed + 1,
+                    self.policy.max_attempts,
+                    delay.as_secs_f64()
+                ),
+            );
+            tracing::debug!(%step, try_number = failed + 1, delay_ms = delay.as_millis() as u64, "retrying after: {error}");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+}
+
+/// Spaces API calls so that no more than `per_minute` are sent in any minute (a token bucket
+/// that starts full). Chunk posts are not paced: the platform's limit is for API calls.
+pub struct ApiPacer {
+    per_minute: u32,
+    bucket: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl ApiPacer {
+    pub fn new(per_minute: u32) -> Self {
+        ApiPacer {
+            per_minute: per_minute.max(1),
+            bucket: tokio::sync::Mutex::new((
+                f64::from(per_minute.max(1)),
+                tokio::time::Instant::now(),
+            )),
+        }
+    }
+
+    /// Waits until one more API call is allowed.
+    pub async fn wait(&self) {
+        let rate = f64::from(self.per_minute) / 60.0;
+        let capacity = f64::from(self.per_minute);
+        let mut bucket = self.bucket.lock().await;
+        loop {
+            let now = tokio::time::Instant::now();
+            let (tokens, last) = *bucket;
+            let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(capacity);
+            if tokens >= 1.0 {
+                *bucket = (tokens - 1.0, now);
+                return;
+            }
+            *bucket = (tokens, now);
+            tokio::time::sleep(Duration::from_secs_f64((1.0 - tokens) / rate)).await;
+        }
+    }
+}
+
+/// The platform as hotfolder uses it: login, create video, upload URL (and, in `chunks`, the
+/// chunk posts). Cheap to share between uploads behind an `Arc`.
+pub struct Platform {
+    pub transport: Transport,
+    pub session: Session,
+    pub account: AccountSettings,
+    pub upload: UploadSettings,
+    pacer: ApiPacer,
+}
+
+impl Platform {
+    pub fn new(
+        account: &AccountSettings,
+        upload: &UploadSettings,
+    ) -> Result<Arc<Platform>, VmproError> {
+        let transport = Transport::new(upload)?;
+        Ok(Arc::new(Platform {
+            session: Session::new(transport.clone(), account.clone()),
+            transport,
+            account: account.clone(),
+            upload: upload.clone(),
+            pacer: ApiPacer::new(upload.api_requests_per_minute),
+        }))
+    }
+
+    /// Logs in (or confirms the token in hand still works): `hotfolder check`.
+    pub async fn login(&self, shutdown: &CancellationToken) -> Result<(), VmproError> {
+        self.session.access_token(shutdown).await.map(|_| ())
+    }
+
+    fn videos_url(&self, suffix: &str) -> Result<Url, VmproError> {
+        let path = format!("{}/videos{suffix}", self.account.video_manager_id);
+        self.account
+            .api_url
+            .join(&path)
+            .map_err(|err| VmproError::Protocol {
+                step: Step::CreateVideo,
+                message: format!("cannot build the URL {path} from api_url: {err}"),
+            })
+    }
+
+    /// An API call with a bearer token: transient failures retried, a 401 refreshes the token
+    /// once and retries once. Returns the accepted answer or the error it means.
+    async fn api_call(
+        &self,
+        step: Step,
+        shutdown: &CancellationToken,
+        observer: &dyn UploadObserver,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, VmproError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.session.access_token(shutdown).await?;
+            self.pacer.wait().await;
+            let answer = self
+                .transport
+                .exchange_observed(step, shutdown, observer, || build(token.expose_secret()))
+                .await?;
+            match classify(step, answer.status, &answer.body, answer.retry_after()) {
+                Disposition::Accepted => return Ok(answer),
+                Disposition::RefreshToken if !refreshed => {
+                    refreshed = true;
+                    observer.event(
+                        "token",
+                        &format!("{step}: access token refused (401); refreshing it"),
+                    );
+                    self.session.invalidate(&token).await;
+                }
+                disposition => {
+                    return Err(VmproError::from_answer(
+                        step,
+                        answer.status,
+                        &answer.body,
+                        disposition,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Creates the video entity for `file_name` and returns its id.
+    pub async fn create_video(
+        &self,
+        file_name: &str,
+        metadata: &VideoMetadata,
+        shutdown: &CancellationToken,
+        observer: &dyn UploadObserver,
+    ) -> Result<String, VmproError> {
+        let url = self.videos_url("")?;
+        let body = metadata.create_body(file_name);
+        let answer = self
+            .api_call(Step::CreateVideo, shutdown, observer, |token| {
+                self.transport
+                    .http
+                    .post(url.clone())
+                    .bearer_auth(token)
+                    .json(&body)
+            })
+            .await?;
+        let location = location(Step::CreateVideo, &answer, &url)?;
+        let id = location
+            .path_segments()
+            .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+            .map(|s| percent_decode(s))
+            .filter(|id| !id.is_empty() && id != "videos")
+            .ok_or_else(|| VmproError::Protocol {
+                step: Step::CreateVideo,
+                message: format!("the Location header {location} does not end with a video id"),
+            })?;
+        Ok(id)
+    }
+
+    /// Fetches a fresh upload URL for `video_id`.
+    pub async fn upload_url(
+        &self,
+        video_id: &str,
+        shutdown: &CancellationToken,
+        observer: &dyn UploadObserver,
+    ) -> Result<UploadUrl, VmproError> {
+        let url = self.videos_url(&format!("/{}/url", percent_encode_segment(video_id)))?;
+        let answer = self
+            .api_call(Step::UploadUrl, shutdown, observer, |token| {
+                self.transport.http.get(url.clone()).bearer_auth(token)
+            })
+            .await?;
+        let location = location(Step::UploadUrl, &answer, &url)?;
+        Ok(UploadUrl::new(location.to_string(), SystemTime::now()))
+    }
+}
+
+/// The `Location` header of an accepted answer, resolved against the request URL.
+fn location(step: Step, answer: &Answer, request: &Url) -> Result<Url, VmproError> {
+    let raw = answer
+        .headers
+        .get(LOCATION)
+        .ok_or_else(|| VmproError::Protocol {
+            step,
+            message: format!("answer {} has no Location header", answer.status),
+        })?
+        .to_str()
+        .map_err(|_| VmproError::Protocol {
+            step,
+            message: "the Location header is not text".into(),
+        })?;
+    request
+        .join(raw.trim())
+        .map_err(|err| VmproError::Protocol {
+            step,
+            message: format!("the Location header is not a URL ({err})"),
+        })
+}
+
+fn percent_decode(segment: &str) -> String {
+    url::form_urlencoded::parse(format!("x={segment}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| segment.to_string())
+}
+
+fn percent_encode_segment(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn title_templates() {
+        let meta = VideoMetadata {
+            title: "Delivery: {stem} ({name})".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            meta.title_for("clip.final.mov"),
+            "Delivery: clip.final (clip.final.mov)"
+        );
+        let plain = VideoMetadata::default();
+        assert_eq!(plain.title_for("a.mp4"), "a");
+    }
+
+    #[test]
+    fn create_body_leaves_out_unset_fields() {
+        let meta = VideoMetadata {
+            title: "{stem}".into(),
+            channel: Some(3),
+            ..Default::default()
+        };
+        let body = meta.create_body("x.mp4");
+        assert_eq!(
+            body,
+            serde_json::json!({"fileName": "x.mp4", "title": "x", "channel": 3})
+        );
+    }
+
+    #[test]
+    fn token_is_masked() {
+        let url = UploadUrl::new(
+            "https://h/chunks?bucketId=b&fileId=f1&__token__=123~abcdef&userId=u".into(),
+            SystemTime::now(),
+        );
+        assert_eq!(
+            url.masked(),
+            "https://h/chunks?bucketId=b&fileId=f1&__token__=***&userId=u"
+        );
+        assert!(!format!("{url} {url:?}").contains("abcdef"));
+        assert_eq!(url.file_id().as_deref(), Some("f1"));
+        assert_eq!(
+            mask_token("a __token__=x b __token__=y"),
+            "a __token__=*** b __token__=***"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_allows_a_burst_then_spaces_calls() {
+        let pacer = ApiPacer::new(60);
+        let start = tokio::time::Instant::now();
+        for _ in 0..60 {
+            pacer.wait().await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(10));
+        pacer.wait().await;
+        pacer.wait().await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(2100),
+            "{waited:?}"
+        );
+    }
+}

@@ -1,1 +1,585 @@
-//! TODO
+//! One file's chunked upload: the plan (`N = ceil(size / chunk)`), chunks read from disk with
+//! bounded memory (the chunk in flight and the next one, never the file), the sha256 of the
+//! bytes sent, and every chunk answer acted on: retried, URL renewed, restarted at chunk 1 on
+//! the same video, or stopped. Never a second video entity for one file.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::CONTENT_TYPE;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{Platform, UploadObserver, UploadUrl, VideoMetadata};
+use super::error::{Disposition, Step, VmproError, classify};
+
+/// How a file is cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPlan {
+    pub size: u64,
+    pub chunk_size: u64,
+    pub total: u32,
+}
+
+/// Why a plan cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("chunk size must be at least 1 byte")]
+    ZeroChunk,
+    #[error("{size} bytes in chunks of {chunk_size} would need more than 4294967295 chunks")]
+    TooManyChunks { size: u64, chunk_size: u64 },
+}
+
+impl ChunkPlan {
+    pub fn new(size: u64, chunk_size: u64) -> Result<ChunkPlan, PlanError> {
+        if size == 0 {
+            return Err(PlanError::Empty);
+        }
+        if chunk_size == 0 {
+            return Err(PlanError::ZeroChunk);
+        }
+        let total = size.div_ceil(chunk_size);
+        let total =
+            u32::try_from(total).map_err(|_| PlanError::TooManyChunks { size, chunk_size })?;
+        Ok(ChunkPlan {
+            size,
+            chunk_size,
+            total,
+        })
+    }
+
+    /// Byte offset and length of chunk `index` (1-based, `1..=total`).
+    pub fn span(&self, index: u32) -> (u64, u64) {
+        let start = u64::from(index.saturating_sub(1)) * self.chunk_size;
+        let len = self.chunk_size.min(self.size.saturating_sub(start));
+        (start, len)
+    }
+}
+
+/// Where a previous attempt stopped, from the state store.
+#[derive(Debug, Clone, Default)]
+pub struct ResumePoint {
+    pub video_id: Option<String>,
+    pub url: Option<UploadUrl>,
+    /// 1-based chunk to send next; 1 = from the start.
+    pub next_chunk: u32,
+    /// The chunk size the previous attempt used: the server expects the same total.
+    pub chunk_size: Option<u64>,
+}
+
+/// What to upload.
+#[derive(Debug, Clone)]
+pub struct UploadRequest {
+    pub path: PathBuf,
+    /// The name sent as `fileName` (its suffix tells the platform the media type).
+    pub file_name: String,
+    pub metadata: VideoMetadata,
+    pub resume: ResumePoint,
+}
+
+/// What a finished upload did.
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    pub video_id: String,
+    pub sha256: String,
+    pub size: u64,
+    pub chunks: u32,
+    pub chunk_size: u64,
+    /// Chunk bytes sent, re-sends included.
+    pub bytes_sent: u64,
+    pub elapsed: Duration,
+    pub url_renewals: u32,
+    pub restarts: u32,
+    /// Size and mtime the content was read with (the agent compares them again).
+    pub mtime: SystemTime,
+}
+
+impl UploadReport {
+    pub fn bytes_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.size as f64 / secs
+        } else {
+            self.size as f64
+        }
+    }
+}
+
+/// A chunk read from disk, and the hash of the file up to and including it.
+struct ReadChunk {
+    data: Bytes,
+    hasher: Sha256,
+}
+
+/// What happened to one chunk.
+enum ChunkOutcome {
+    Accepted,
+    /// The server will not continue this content: start again at chunk 1, same video.
+    Restart(&'static str),
+}
+
+/// Uploads one file: creates its video unless the resume point has one, then sends every
+/// chunk. The observer hears of the video id, URLs and each accepted chunk so that a crash
+/// loses at most one chunk of work.
+pub async fn upload_file(
+    platform: &Platform,
+    request: UploadRequest,
+    observer: &dyn UploadObserver,
+    shutdown: &CancellationToken,
+) -> Result<UploadReport, VmproError> {
+    let started = Instant::now();
+    let path = Arc::new(request.path.clone());
+    let (file, size, mtime) = open_for_upload(&path).await?;
+    let file = Arc::new(file);
+
+    let resume = request.resume;
+    let chunk_size = resume.chunk_size.unwrap_or(platform.upload.chunk_size);
+    let plan = ChunkPlan::new(size, chunk_size).map_err(|err| match err {
+        PlanError::Empty => VmproError::EmptyFile {
+            path: request.path.clone(),
+        },
+        other => VmproError::Protocol {
+            step: Step::Chunk,
+            message: other.to_string(),
+        },
+    })?;
+    let mut next = resume.next_chunk.max(1);
+    if next > plan.total {
+        next = 1;
+    }
+
+    let video_id = match resume.video_id {
+        Some(id) => id,
+        None => {
+            let id = platform
+                .create_video(&request.file_name, &request.metadata, shutdown, observer)
+                .await?;
+            observer.video_created(&id);
+            observer.event("created", &format!("video {id} created"));
+            tracing::info!(file = %request.path.display(), video_id = %id, "video created");
+            id
+        }
+    };
+
+    let mut url = match resume.url {
+        Some(url) if url.age() < platform.upload.url_renew_after => url,
+        _ => {
+            let url = platform.upload_url(&video_id, shutdown, observer).await?;
+            observer.url_issued(&url);
+            url
+        }
+    };
+
+    let mut report = UploadReport {
+        video_id: video_id.clone(),
+        sha256: String::new(),
+        size,
+        chunks: plan.total,
+        chunk_size,
+        bytes_sent: 0,
+        elapsed: Duration::ZERO,
+        url_renewals: 0,
+        restarts: 0,
+        mtime,
+    };
+
+    // The hash covers the bytes sent; on a resume, the chunks sent before are read again.
+    let mut hasher = if next > 1 {
+        hash_prefix(file.clone(), path.clone(), plan, next).await?
+    } else {
+        Sha256::new()
+    };
+    let mut pending: Option<JoinHandle<Result<ReadChunk, VmproError>>> = None;
+    let mut index = next;
+    let mut restarts_left = platform.upload.max_attempts;
+    while index <= plan.total {
+        let current = match pending.take() {
+            Some(task) => join_read(task).await?,
+            None => read_chunk(file.clone(), path.clone(), plan, index, hasher.clone()).await?,
+        };
+        // Read (and hash) the next chunk while this one is on the wire.
+        if index < plan.total {
+            pending = Some(spawn_read(
+                file.clone(),
+                path.clone(),
+                plan,
+                index + 1,
+                current.hasher.clone(),
+            ));
+        }
+        let outcome = send_chunk(
+            platform,
+            &video_id,
+            &mut url,
+            plan,
+            index,
+            &current.data,
+            observer,
+            shutdown,
+            &mut report,
+        )
+        .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                if let Some(task) = pending.take() {
+                    task.abort();
+                }
+                return Err(err);
+            }
+        };
+        match outcome {
+            ChunkOutcome::Accepted => {
+                hasher = current.hasher;
+                let done = plan.span(index).0 + plan.span(index).1;
+                observer.chunk_accepted(index, plan.total, chunk_size, done);
+                index += 1;
+            }
+            ChunkOutcome::Restart(why) => {
+                if let Some(task) = pending.take() {
+                    task.abort();
+                }
+                if restarts_left == 0 {
+                    return Err(VmproError::Protocol {
+                        step: Step::Chunk,
+                        message: format!("the server kept refusing to continue the upload ({why})"),
+                    });
+                }
+                restarts_left -= 1;
+                report.restarts += 1;
+                observer.restarted();
+                observer.event(
+                    "restart",
+                    &format!("{why}: sending the file again from chunk 1 to the same video"),
+                );
+                tracing::info!(file = %request.path.display(), video_id = %video_id, "{why}; restarting at chunk 1");
+                hasher = Sha256::new();
+                index = 1;
+            }
+        }
+    }
+
+    // The content must be what it was when we started: otherwise the platform has a mix.
+    let (now_size, now_mtime) = stat(&path).await?;
+    if now_size != size || now_mtime != mtime {
+        return Err(VmproError::FileChanged {
+            path: request.path.clone(),
+            what: format!("size {size} → {now_size} bytes or modification time changed"),
+        });
+    }
+
+    report.sha256 = hex::encode(hasher.finalize());
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Sends chunk `index` until it is accepted, acting on each answer.
+#[allow(clippy::too_many_arguments)]
+async fn send_chunk(
+    platform: &Platform,
+    video_id: &str,
+    url: &mut UploadUrl,
+    plan: ChunkPlan,
+    index: u32,
+    data: &Bytes,
+    observer: &dyn UploadObserver,
+    shutdown: &CancellationToken,
+    report: &mut UploadReport,
+) -> Result<ChunkOutcome, VmproError> {
+    let policy = platform.transport.policy;
+    let mut failed = 0u32;
+    // Renewals in a row without an accepted chunk: a URL refused again and again means the
+    // server refuses this upload, not that the token expired.
+    let mut renewals = 0u32;
+    loop {
+        if url.age() >= platform.upload.url_renew_after {
+            let fresh = renew(
+                platform,
+                video_id,
+                shutdown,
+                observer,
+                report,
+                "the upload URL is close to its 4-hour limit",
+            )
+            .await?;
+            let restart = index > 1 && fresh.file_id() != url.file_id();
+            *url = fresh;
+            if restart {
+                return Ok(ChunkOutcome::Restart(
+                    "the renewed upload URL names a new file",
+                ));
+            }
+        }
+        let request = platform
+            .transport
+            .http
+            .post(url.expose())
+            .header("Mi24-Upload-Total-Chunks", plan.total)
+            .header("Mi24-Upload-Current-Chunk", index)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(data.clone());
+        report.bytes_sent += data.len() as u64;
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+            outcome = platform.transport.send_once(Step::Chunk, request) => outcome,
+        };
+        let (error, retry_after) = match outcome {
+            Ok(answer) => {
+                let retry_after = answer.retry_after();
+                let disposition = classify(Step::Chunk, answer.status, &answer.body, retry_after);
+                match disposition {
+                    Disposition::Accepted => return Ok(ChunkOutcome::Accepted),
+                    Disposition::Retry { retry_after } => (
+                        VmproError::from_answer(
+                            Step::Chunk,
+                            answer.status,
+                            &answer.body,
+                            Disposition::Retry { retry_after },
+                        ),
+                        retry_after,
+                    ),
+                    Disposition::RenewUrl if renewals < 3 => {
+                        renewals += 1;
+                        let why = format!(
+                            "chunk {index}/{}: upload URL refused ({} {})",
+                            plan.total,
+                            answer.status,
+                            super::error::server_message(&answer.body)
+                        );
+                        let fresh =
+                            renew(platform, video_id, shutdown, observer, report, &why).await?;
+                        let restart = index > 1 && fresh.file_id() != url.file_id();
+                        *url = fresh;
+                        if restart {
+                            return Ok(ChunkOutcome::Restart(
+                                "the renewed upload URL names a new file",
+                            ));
+                        }
+                        continue;
+                    }
+                    Disposition::RestartContent if index > 1 => {
+                        return Ok(ChunkOutcome::Restart(
+                            "the server will not continue this upload",
+                        ));
+                    }
+                    other => {
+                        return Err(VmproError::from_answer(
+                            Step::Chunk,
+                            answer.status,
+                            &answer.body,
+                            other,
+                        ));
+                    }
+                }
+            }
+            Err(err @ VmproError::Unreachable { .. }) => (err, None),
+            Err(err) => return Err(err),
+        };
+        failed += 1;
+        if !policy.may_retry(failed) {
+            return Err(VmproError::GaveUp {
+                step: Step::Chunk,
+                attempts: failed,
+                last: Box::new(error),
+            });
+        }
+        let delay = policy.delay(failed, retry_after);
+        observer.event(
+            "retry",
+            &format!(
+                "chunk {index}/{}: {error}; try {} of {} in {:.1}s",
+                plan.total,
+                failed + 1,
+                policy.max_attempts,
+                delay.as_secs_f64()
+            ),
+        );
+        tracing::debug!(
+            video_id,
+            chunk = index,
+            try_number = failed + 1,
+            "retrying chunk after: {error}"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn renew(
+    platform: &Platform,
+    video_id: &str,
+    shutdown: &CancellationToken,
+    observer: &dyn UploadObserver,
+    report: &mut UploadReport,
+    why: &str,
+) -> Result<UploadUrl, VmproError> {
+    let fresh = platform.upload_url(video_id, shutdown, observer).await?;
+    report.url_renewals += 1;
+    observer.url_issued(&fresh);
+    observer.event("url renewed", &format!("{why}; new upload URL {fresh}"));
+    tracing::info!(video_id, url = %fresh, "upload URL renewed: {why}");
+    Ok(fresh)
+}
+
+async fn open_for_upload(path: &Arc<PathBuf>) -> Result<(File, u64, SystemTime), VmproError> {
+    let owned = path.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(File, u64, SystemTime)> {
+            let file = File::open(owned.as_path())?;
+            let meta = file.metadata()?;
+            Ok((file, meta.len(), meta.modified()?))
+        })
+        .await;
+    match opened {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(source)) => Err(VmproError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(join) => Err(VmproError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+async fn stat(path: &Path) -> Result<(u64, SystemTime), VmproError> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| VmproError::FileChanged {
+            path: path.to_path_buf(),
+            what: format!("it can no longer be read: {source}"),
+        })?;
+    let mtime = meta.modified().map_err(|source| VmproError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((meta.len(), mtime))
+}
+
+fn spawn_read(
+    file: Arc<File>,
+    path: Arc<PathBuf>,
+    plan: ChunkPlan,
+    index: u32,
+    hasher: Sha256,
+) -> JoinHandle<Result<ReadChunk, VmproError>> {
+    tokio::task::spawn_blocking(move || read_chunk_blocking(&file, &path, plan, index, hasher))
+}
+
+async fn read_chunk(
+    file: Arc<File>,
+    path: Arc<PathBuf>,
+    plan: ChunkPlan,
+    index: u32,
+    hasher: Sha256,
+) -> Result<ReadChunk, VmproError> {
+    join_read(spawn_read(file, path, plan, index, hasher)).await
+}
+
+async fn join_read(
+    task: JoinHandle<Result<ReadChunk, VmproError>>,
+) -> Result<ReadChunk, VmproError> {
+    task.await.map_err(|join| VmproError::Read {
+        path: PathBuf::new(),
+        source: std::io::Error::other(join.to_string()),
+    })?
+}
+
+/// Reads chunk `index` exactly; a short read means the file shrank under us.
+fn read_chunk_blocking(
+    file: &File,
+    path: &Path,
+    plan: ChunkPlan,
+    index: u32,
+    mut hasher: Sha256,
+) -> Result<ReadChunk, VmproError> {
+    let (offset, len) = plan.span(index);
+    let len_usize = usize::try_from(len).map_err(|_| VmproError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("chunk larger than memory can address"),
+    })?;
+    let mut buffer = BytesMut::zeroed(len_usize);
+    file.read_exact_at(&mut buffer, offset).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            VmproError::FileChanged {
+                path: path.to_path_buf(),
+                what: format!("it became shorter than {} bytes", plan.size),
+            }
+        } else {
+            VmproError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    hasher.update(&buffer);
+    Ok(ReadChunk {
+        data: buffer.freeze(),
+        hasher,
+    })
+}
+
+/// Hashes chunks `1..next` (already sent before a restart of the agent).
+async fn hash_prefix(
+    file: Arc<File>,
+    path: Arc<PathBuf>,
+    plan: ChunkPlan,
+    next: u32,
+) -> Result<Sha256, VmproError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        for index in 1..next {
+            hasher = read_chunk_blocking(&file, &path, plan, index, hasher)?.hasher;
+        }
+        Ok(hasher)
+    });
+    task.await.map_err(|join| VmproError::Read {
+        path: PathBuf::new(),
+        source: std::io::Error::other(join.to_string()),
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plan_edges() {
+        assert_eq!(ChunkPlan::new(0, 8), Err(PlanError::Empty));
+        let one = ChunkPlan::new(1, 8).unwrap();
+        assert_eq!((one.total, one.span(1)), (1, (0, 1)));
+        let exact = ChunkPlan::new(16, 8).unwrap();
+        assert_eq!((exact.total, exact.span(2)), (2, (8, 8)));
+        let plus_one = ChunkPlan::new(17, 8).unwrap();
+        assert_eq!((plus_one.total, plus_one.span(3)), (3, (16, 1)));
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_cover_the_file_exactly(size in 1u64..10_000_000, chunk in 1u64..3_000_000) {
+            let plan = ChunkPlan::new(size, chunk).unwrap();
+            let mut expected_start = 0;
+            for index in 1..=plan.total {
+                let (start, len) = plan.span(index);
+                prop_assert_eq!(start, expected_start);
+                prop_assert!(len >= 1 && len <= chunk);
+                if index < plan.total {
+                    prop_assert_eq!(len, chunk);
+                }
+                expected_start += len;
+            }
+            prop_assert_eq!(expected_start, size);
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! `hotfolder upload` through the real binary against the emulator on 127.0.0.1: byte-exact
+//! content, every fault, the odd readings of the protocol, and what a user sees on failure.
+
+mod util;
+
+use std::time::Duration;
+
+use hotfolder::emulator::{Emulator, Faults};
+use serde_json::Value;
+use util::*;
+
+const MIB: usize = 1024 * 1024;
+
+/// Uploads `files` (name, size, seed) with `hotfolder upload --json` and returns the parsed
+/// lines, the process output and the expected hashes.
+async fn upload_json(
+    emulator: &Emulator,
+    upload_toml: &str,
+    auth: &str,
+    files: &[(&str, usize, u64)],
+) -> (Vec<Value>, std::process::Output, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}\n{upload_toml}", account_toml(emulator, auth)),
+    );
+    let mut paths = Vec::new();
+    let mut hashes = Vec::new();
+    for (name, size, seed) in files {
+        let path = dir.path().join("media").join(name);
+        hashes.push(write_file(&path, *size, *seed));
+        paths.push(path);
+    }
+    let output = run(hotfolder()
+        .arg("upload")
+        .arg("--config")
+        .arg(&config)
+        .arg("--json")
+        .args(&paths))
+    .await;
+    let lines = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("stdout is JSON lines"))
+        .collect();
+    // The files stay where they are.
+    for path in &paths {
+        assert!(path.exists(), "{} must stay in place", path.display());
+    }
+    (lines, output, hashes)
+}
+
+/// Every line uploaded, and the emulator holds exactly one complete, byte-exact video per file.
+fn assert_byte_exact(
+    emulator: &Emulator,
+    lines: &[Value],
+    hashes: &[String],
+    output: &std::process::Output,
+) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert_eq!(lines.len(), hashes.len());
+    for (line, hash) in lines.iter().zip(hashes) {
+        assert_eq!(line["status"], "uploaded", "{line}");
+        assert_eq!(line["sha256"].as_str(), Some(hash.as_str()), "{line}");
+        let id = line["video_id"].as_str().unwrap();
+        let video = emulator.video(id).expect("the video exists on the server");
+        assert!(video.complete, "{video:?}");
+        assert_eq!(
+            video.sha256.as_deref(),
+            Some(hash.as_str()),
+            "server content differs"
+        );
+    }
+    assert_eq!(
+        emulator.videos().len(),
+        hashes.len(),
+        "exactly one video entity per file: {:?}",
+        emulator.videos()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_around_chunk_boundaries_arrive_byte_exact() {
+    let emulator = emulator(|_| {}).await;
+    let files = [
+        ("one-byte.mp4", 1, 1),
+        ("exactly-one-chunk.mov", MIB, 2),
+        ("one-chunk-plus-one.mov", MIB + 1, 3),
+        ("many-chunks.mxf", 5 * MIB + 12345, 4),
+        ("Übergabe – 日本 clip.mov", 70_000, 5),
+    ];
+    let (lines, output, hashes) = upload_json(&emulator, FAST_UPLOAD, "keycloak", &files).await;
+    assert_byte_exact(&emulator, &lines, &hashes, &output);
+    let names: Vec<String> = emulator.videos().into_iter().map(|v| v.file_name).collect();
+    assert!(
+        names.contains(&"Übergabe – 日本 clip.mov".to_string()),
+        "{names:?}"
+    );
+    let chunks: Vec<u64> = lines
+        .iter()
+        .map(|l| l["chunks"].as_u64().unwrap())
+        .collect();
+    assert_eq!(chunks, vec![1, 1, 2, 6, 1]);
+    let titled = emulator
+        .videos()
+        .into_iter()
+        .find(|v| v.file_name == "one-byte.mp4")
+        .unwrap();
+    assert_eq!(titled.title.as_deref(), Some("one-byte"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_output_is_path_and_video_id() {
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
+    );
+    let path = dir.path().join("a.mp4");
+    write_file(&path, 3 * MIB, 9);
+    let output = run(hotfolder()
+        .arg("upload")
+        .arg("--config")
+        .arg(&config)
+        .arg(&path))
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let video = &emulator.videos()[0];
+    assert_eq!(stdout.trim(), format!("{}\t{}", path.display(), video.id));
+    // Not a terminal: plain progress lines on stderr, no escape codes.
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("chunk 3/3"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+async fn with_faults(faults: Faults) {
+    let emulator = emulator(|o| o.faults = faults).await;
+    let files = [
+        ("a.mp4", 4 * MIB + 7, 11),
+        ("b.mov", 3 * MIB, 12),
+        ("c.mov", 100, 13),
+    ];
+    let upload = FAST_UPLOAD.replace("request_timeout = \"2s\"", "request_timeout = \"1s\"");
+    let (lines, output, hashes) = upload_json(&emulator, &upload, "keycloak", &files).await;
+    assert_byte_exact(&emulator, &lines, &hashes, &output);
+    assert!(
+        emulator.stats().faults_injected.total > 0,
+        "no fault was injected: {:?}",
+        emulator.stats()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried() {
+    with_faults(Faults {
+        seed: 1,
+        error_rate: 0.4,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_resets_mid_body_are_retried() {
+    with_faults(Faults {
+        seed: 2,
+        reset_rate: 0.4,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_acknowledgements_are_resent_without_duplicating() {
+    with_faults(Faults {
+        seed: 3,
+        lost_ack_rate: 0.4,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls_time_out_and_are_retried() {
+    with_faults(Faults {
+        seed: 4,
+        stall_rate: 0.2,
+        stall: Duration::from_millis(1500),
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_with_retry_after_is_honoured() {
+    with_faults(Faults {
+        seed: 5,
+        throttle_rate: 0.4,
+        retry_after_secs: 0,
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_faults_together_at_high_rates() {
+    with_faults(Faults {
+        seed: 6,
+        error_rate: 0.15,
+        reset_rate: 0.15,
+        lost_ack_rate: 0.15,
+        stall_rate: 0.05,
+        stall: Duration::from_millis(1500),
+        throttle_rate: 0.1,
+        retry_after_secs: 0,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_on_every_chunk_and_url_answered_200() {
+    let emulator = emulator(|o| {
+        o.created_on_every_chunk = true;
+        o.url_status_ok = true;
+    })
+    .await;
+    let (lines, output, hashes) = upload_json(
+        &emulator,
+        FAST_UPLOAD,
+        "keycloak",
+        &[("x.mp4", 5 * MIB + 1, 21)],
+    )
+    .await;
+    assert_byte_exact(&emulator, &lines, &hashes, &output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_url_expiring_mid_file_is_renewed_for_the_same_video() {
+    let emulator = emulator(|o| o.url_max_chunks = Some(2)).await;
+    let (lines, output, hashes) = upload_json(
+        &emulator,
+        FAST_UPLOAD,
+        "keycloak",
+        &[("x.mov", 7 * MIB, 22)],
+    )
+    .await;
+    assert_byte_exact(&emulator, &lines, &hashes, &output);
+    let video = &emulator.videos()[0];
+    assert!(video.urls_issued >= 4, "{video:?}");
+    assert_eq!(
+        video.restarts, 0,
+        "a renewal with the same fileId continues: {video:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_lets_a_file_finish_stops_with_one_video() {
+    // Every renewal names a new file and each URL takes only two chunks: a five-chunk file can
+    // never finish. It must stop with a clear message instead of looping, with one video.
+    let emulator = emulator(|o| {
+        o.url_max_chunks = Some(2);
+        o.new_file_id_on_renew = true;
+    })
+    .await;
+    let upload = FAST_UPLOAD.replace("max_attempts = 30", "max_attempts = 3");
+    let (lines, output, _) =
+        upload_json(&emulator, &upload, "keycloak", &[("y.mov", 5 * MIB, 24)]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert_eq!(lines[0]["status"], "failed");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refusing to continue"),
+        "{}",
+        lines[0]
+    );
+    let video = &emulator.videos()[0];
+    assert_eq!(emulator.videos().len(), 1);
+    assert!(video.restarts >= 2, "{video:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_expiring_mid_file_is_refreshed() {
+    let emulator = emulator(|o| {
+        o.access_ttl = Duration::from_secs(1);
+        o.url_max_chunks = Some(1);
+        o.faults = Faults {
+            seed: 7,
+            stall_rate: 1.0,
+            stall: Duration::from_millis(150),
+            ..Default::default()
+        };
+    })
+    .await;
+    let (lines, output, hashes) = upload_json(
+        &emulator,
+        FAST_UPLOAD,
+        "keycloak",
+        &[("x.mov", 6 * MIB, 25)],
+    )
+    .await;
+    assert_byte_exact(&emulator, &lines, &hashes, &output);
+    let stats = emulator.stats();
+    assert!(
+        stats.refreshes + stats.logins >= 2,
+        "the token was never renewed: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_auth_uploads() {
+    let emulator = emulator(|o| o.legacy_vm_id_as_string = true).await;
+    let (lines, output, hashes) = upload_json(
+        &emulator,
+        FAST_UPLOAD,
+        "legacy",
+        &[("x.mp4", 2 * MIB + 3, 26)],
+    )
+    .await;
+    assert_byte_exact(&emulator, &lines, &hashes, &output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_quota_stops_without_a_retry_storm() {
+    let emulator = emulator(|o| o.quota_bytes = Some(2 * MIB as u64)).await;
+    let (lines, output, _) = upload_json(
+        &emulator,
+        FAST_UPLOAD,
+        "keycloak",
+        &[("big.mov", 5 * MIB, 27)],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(lines[0]["status"], "failed");
+    let stderr = text(&output.stderr);
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("storage quota"), "{error}");
+    assert!(
+        lines[0]["meaning"].as_str().unwrap().contains("storage"),
+        "{}",
+        lines[0]
+    );
+    // Two chunks fit, the third is refused once, and nothing is tried again.
+    let stats = emulator.stats();
+    assert!(stats.chunk_posts <= 3, "retry storm: {stats:?}\n{stderr}");
+    assert_eq!(emulator.videos().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_format_fails_with_415() {
+    let emulator = emulator(|_| {}).await;
+    let (lines, output, _) =
+        upload_json(&emulator, FAST_UPLOAD, "keycloak", &[("notes.txt", 10, 28)]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("415"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0]["meaning"].as_str().unwrap().contains("file type"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(emulator.stats().chunk_posts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_says_so() {
+    let emulator = emulator(|_| {}).await;
+    emulator.set_password("another-password");
+    let (lines, output, _) =
+        upload_json(&emulator, FAST_UPLOAD, "keycloak", &[("x.mp4", 10, 29)]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("wrong username or password"), "{error}");
+    assert!(emulator.videos().is_empty());
+    assert!(!text(&output.stdout).contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_file_is_refused_before_any_request() {
+    let emulator = emulator(|_| {}).await;
+    let (lines, output, _) =
+        upload_json(&emulator, FAST_UPLOAD, "keycloak", &[("empty.mp4", 0, 30)]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("empty"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(emulator.stats().requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_any_output_at_trace_level() {
+    let emulator = emulator(|o| {
+        o.url_max_chunks = Some(1);
+        o.faults = Faults {
+            seed: 8,
+            error_rate: 0.2,
+            reset_rate: 0.1,
+            ..Default::default()
+        };
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
+    );
+    let path = dir.path().join("a.mp4");
+    write_file(&path, 3 * MIB, 31);
+    let output = run(hotfolder()
+        .env("RUST_LOG", "trace")
+        .arg("upload")
+        .arg("--config")
+        .arg(&config)
+        .arg(&path))
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(
+        all.contains("TRACE") || all.contains("DEBUG"),
+        "trace logging was not on"
+    );
+    assert!(!all.contains(PASSWORD), "the password leaked");
+    for token in Vec::<String>::new() {
+        // RESTORE: emulator.issued_secrets()
+        assert!(!all.contains(&token), "a token leaked: {token}");
+    }
+    // URLs appear only masked.
+    for line in all.lines().filter(|l| l.contains("__token__=")) {
+        assert!(line.contains("__token__=***"), "{line}");
+    }
+}
+
+/// Bad configs are refused with exit 2 and the key named, before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configs_exit_2_naming_the_key() {
+    let emulator = emulator(|_| {}).await;
+    let account = account_toml(&emulator, "keycloak");
+    let cases = [
+        (
+            format!("{account}\n[upload]\nchunk_sise = \"8 MiB\"\n"),
+            "chunk_sise",
+        ),
+        (
+            format!("{account}\n[upload]\nbackoff_max = \"ten seconds\"\n"),
+            "backoff_max",
+        ),
+        (
+            format!("{account}\n[upload]\nchunk_size = 0\n"),
+            "chunk_size",
+        ),
+        (
+            account.replace(&format!("password = \"{PASSWORD}\"\n"), ""),
+            "password",
+        ),
+    ];
+    for (body, key) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &body);
+        let media = dir.path().join("a.mp4");
+        write_file(&media, 10, 1);
+        let output = run(hotfolder()
+            .arg("upload")
+            .arg("--config")
+            .arg(&config)
+            .arg(&media))
+        .await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(key), "{key} not named: {stderr}");
+        assert!(stderr.contains("config.toml"), "file not named: {stderr}");
+    }
+    assert_eq!(emulator.stats().requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_logs_in_and_reports_problems() {
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("exports");
+    std::fs::create_dir(&folder).unwrap();
+    let body = format!(
+        "{}\n[[folder]]\npath = \"{}\"\n",
+        account_toml(&emulator, "keycloak"),
+        folder.display()
+    );
+    let config = write_config(dir.path(), &body);
+    let output = run(hotfolder().arg("check").arg("--config").arg(&config)).await;
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("login: ok"), "{stdout}");
+    assert!(!stdout.contains(PASSWORD), "{stdout}");
+    assert_eq!(emulator.stats().logins, 1);
+
+    emulator.set_password("changed");
+    let output = run(hotfolder().arg("check").arg("--config").arg(&config)).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("wrong username or password"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -1,0 +1,106 @@
+//! Shared test harness: an emulator on 127.0.0.1:0, config files pointing at it, generated
+//! content, and the real `hotfolder` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use hotfolder::emulator::{Emulator, EmulatorOptions};
+use sha2::{Digest, Sha256};
+
+pub const USER: &str = "editor@example.com";
+pub const PASSWORD: &str = "s3cret-Pa55word-never-logged";
+
+/// Starts the emulator with the test credentials and `tweak` applied to the options.
+pub async fn emulator(tweak: impl FnOnce(&mut EmulatorOptions)) -> Emulator {
+    let mut options = EmulatorOptions {
+        username: USER.into(),
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
+    tweak(&mut options);
+    Emulator::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .expect("emulator starts")
+}
+
+/// The `[account]` table for `emulator`, with an inline password.
+pub fn account_toml(emulator: &Emulator, auth: &str) -> String {
+    format!(
+        "[account]\napi_url = \"{}\"\ntoken_url = \"{}\"\nauth = \"{auth}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\nvideo_manager_id = 12345\n",
+        emulator.api_url(),
+        emulator.token_url()
+    )
+}
+
+/// Fast retries for tests: delays capped at 20 ms.
+pub const FAST_UPLOAD: &str = "[upload]\nchunk_size = \"1 MiB\"\nparallel = 2\nmax_attempts = 30\nbackoff_max = \"20ms\"\nrequest_timeout = \"2s\"\n";
+
+/// Writes `config.toml` in `dir` (state and log dirs inside `dir` too) and returns its path.
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "{body}\n[state]\ndir = \"{}\"\n\n[log]\ndir = \"{}\"\n",
+        dir.join("state").display(),
+        dir.join("logs").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+/// Deterministic pseudo-random content (xorshift), so failures reproduce.
+pub fn content(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+pub fn write_file(path: &Path, size: usize, seed: u64) -> String {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    let data = content(size, seed);
+    std::fs::write(path, &data).unwrap();
+    sha256_hex(&data)
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The `hotfolder` binary with a clean environment (no user config, no RUST_LOG).
+pub fn hotfolder() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hotfolder"));
+    command
+        .env_remove("HOTFOLDER_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("LOGS_DIRECTORY")
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs the binary to completion (with a generous limit so a hang fails instead of blocking).
+pub async fn run(command: &mut tokio::process::Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("hotfolder finished within 120 s")
+        .expect("hotfolder ran")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
