@@ -202,6 +202,7 @@ impl Transport {
             .connect_timeout(Duration::from_secs(15).min(upload.request_timeout))
             .timeout(upload.request_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
             .user_agent(concat!("hotfolder/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| VmproError::Protocol {

@@ -1,0 +1,620 @@
+//! The first stage: notices files arriving in watched folders.
+//!
+//! [`FolderWatcher`] keeps one `notify` watcher per folder (native events, or polling for
+//! network shares) and turns their events into [`WatchEvent`]s for the agent; [`scan`] walks a
+//! folder for the files already there at start-up and after a [`WatchEvent::RescanNeeded`].
+//! Neither decides whether a file is complete: that is `ready`'s job.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::ready::SkipReason;
+
+/// One folder to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSpec {
+    pub root: PathBuf,
+    pub recursive: bool,
+    /// `Some` polls at this interval instead of using native events: inotify and friends do
+    /// not see changes made by other machines on a network share.
+    pub poll_interval: Option<Duration>,
+    /// Folders never reported nor descended into (the folder's done/ and failed/ dirs, so the
+    /// agent does not upload what it just moved away).
+    pub ignore: Vec<PathBuf>,
+}
+
+impl WatchSpec {
+    fn is_ignored(&self, path: &Path) -> bool {
+        self.ignore.iter().any(|dir| path.starts_with(dir))
+    }
+}
+
+/// What the agent hears from the watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// Created, modified, renamed into place or closed after writing: worth a look.
+    Touched(PathBuf),
+    /// Deleted or renamed away. May name a folder, in which case everything under it is gone.
+    Removed(PathBuf),
+    /// Events were or may have been lost (kernel queue overflow, a watch that could not be
+    /// added, a folder that appeared with files already inside): walk `root` with [`scan`].
+    /// Several may arrive in a burst; one scan answers them all.
+    RescanNeeded { root: PathBuf, why: String },
+}
+
+/// Why a folder cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot watch {}: {sysctl_hint}", path.display())]
+    WatchLimit { path: PathBuf, sysctl_hint: String },
+    #[error("cannot watch {}: it is not a folder", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("cannot watch {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("cannot watch {}: {source}", path.display())]
+    Notify {
+        path: PathBuf,
+        source: notify::Error,
+    },
+}
+
+// The limits come back as bare errno values; both numbers are the same on Linux, macOS and the
+// BSDs, and std has no stable ErrorKind for EMFILE.
+#[cfg(unix)]
+const ENOSPC: i32 = 28;
+#[cfg(unix)]
+const EMFILE: i32 = 24;
+
+const MAX_USER_WATCHES_HINT: &str = "the system's limit on watched folders is reached \
+    (fs.inotify.max_user_watches); raise it with `sudo sysctl -w \
+    fs.inotify.max_user_watches=524288` and keep it across reboots with a line \
+    `fs.inotify.max_user_watches = 524288` in /etc/sysctl.d/90-hotfolder.conf, \
+    or set poll_interval for this folder";
+
+const MAX_USER_INSTANCES_HINT: &str = "too many watchers or open files (fs.inotify.max_user_instances, \
+    or the open-file limit); raise it with `sudo sysctl -w fs.inotify.max_user_instances=1024` \
+    and keep it in /etc/sysctl.d/90-hotfolder.conf, or raise LimitNOFILE in the service unit; \
+    fs.inotify.max_user_watches may need raising too";
+
+/// The operator's fix for a watcher limit, or `None` when the error is something else.
+fn limit_hint(err: &notify::Error) -> Option<&'static str> {
+    match &err.kind {
+        notify::ErrorKind::MaxFilesWatch => Some(MAX_USER_WATCHES_HINT),
+        #[cfg(unix)]
+        notify::ErrorKind::Io(io) => match io.raw_os_error() {
+            Some(ENOSPC) => Some(MAX_USER_WATCHES_HINT),
+            Some(EMFILE) => Some(MAX_USER_INSTANCES_HINT),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn watch_error(path: &Path, err: notify::Error) -> WatchError {
+    if let Some(hint) = limit_hint(&err) {
+        return WatchError::WatchLimit {
+            path: path.to_path_buf(),
+            sysctl_hint: hint.to_string(),
+        };
+    }
+    match err.kind {
+        notify::ErrorKind::Io(source) => WatchError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        notify::ErrorKind::PathNotFound => WatchError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "it does not exist"),
+        },
+        kind => WatchError::Notify {
+            path: path.to_path_buf(),
+            source: notify::Error::new(kind),
+        },
+    }
+}
+
+/// The notify watcher behind one spec, held for its `Drop`: dropping it stops its thread.
+struct ActiveWatcher {
+    /// "native" or "polling", for `Debug`.
+    kind: &'static str,
+    _watcher: Box<dyn Watcher + Send>,
+}
+
+impl fmt::Debug for ActiveWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind)
+    }
+}
+
+/// Watches folders and sends [`WatchEvent`]s to the agent.
+#[derive(Debug)]
+pub struct FolderWatcher {
+    events: UnboundedSender<WatchEvent>,
+    /// Keyed by root so a config reload can drop exactly the folders that went away.
+    watchers: BTreeMap<PathBuf, ActiveWatcher>,
+}
+
+impl FolderWatcher {
+    pub fn new(events: UnboundedSender<WatchEvent>) -> Self {
+        FolderWatcher {
+            events,
+            watchers: BTreeMap::new(),
+        }
+    }
+
+    /// Starts watching `spec.root` (replacing an earlier watch of the same root). Files already
+    /// there are not reported: [`scan`] the folder after this returns, so nothing falls in the
+    /// gap between the scan and the watch.
+    pub fn watch(&mut self, spec: WatchSpec) -> Result<(), WatchError> {
+        let root = spec.root.clone();
+        match std::fs::metadata(&root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(WatchError::NotADirectory { path: root }),
+            Err(source) => return Err(WatchError::Io { path: root, source }),
+        }
+        self.unwatch(&root);
+
+        let mode = if spec.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        // Symlinks are never followed: what they point to is someone else's.
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let sender = self.events.clone();
+        let active = match spec.poll_interval {
+            Some(interval) => {
+                let translator = EventTranslator {
+                    spec,
+                    native: false,
+                };
+                let handler = move |res| translator.send(res, &sender);
+                let mut watcher = PollWatcher::new(handler, config.with_poll_interval(interval))
+                    .map_err(|e| watch_error(&root, e))?;
+                watcher
+                    .watch(&root, mode)
+                    .map_err(|e| watch_error(&root, e))?;
+                ActiveWatcher {
+                    kind: "polling",
+                    _watcher: Box::new(watcher),
+                }
+            }
+            None => {
+                let translator = EventTranslator { spec, native: true };
+                let handler = move |res| translator.send(res, &sender);
+                let mut watcher =
+                    RecommendedWatcher::new(handler, config).map_err(|e| watch_error(&root, e))?;
+                watcher
+                    .watch(&root, mode)
+                    .map_err(|e| watch_error(&root, e))?;
+                ActiveWatcher {
+                    kind: "native",
+                    _watcher: Box::new(watcher),
+                }
+            }
+        };
+        self.watchers.insert(root, active);
+        Ok(())
+    }
+
+    /// Stops watching `root` (for a config reload). Events already on their way may still
+    /// arrive.
+    pub fn unwatch(&mut self, root: &Path) {
+        self.watchers.remove(root);
+    }
+
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.watchers.keys().cloned().collect()
+    }
+}
+
+/// Turns notify's events for one spec into ours; runs on notify's thread.
+struct EventTranslator {
+    spec: WatchSpec,
+    /// Native watchers need a rescan when a folder appears (files can land in it before the
+    /// new watch is in place); the polling watcher walks new folders by itself.
+    native: bool,
+}
+
+impl EventTranslator {
+    fn send(&self, res: notify::Result<Event>, sender: &UnboundedSender<WatchEvent>) {
+        for event in self.translate(res) {
+            // A closed channel means the agent is shutting down; nothing left to tell.
+            let _ = sender.send(event);
+        }
+    }
+
+    fn rescan(&self, why: impl Into<String>) -> WatchEvent {
+        WatchEvent::RescanNeeded {
+            root: self.spec.root.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn translate(&self, res: notify::Result<Event>) -> Vec<WatchEvent> {
+        let event = match res {
+            Ok(event) => event,
+            Err(err) => {
+                let why = match limit_hint(&err) {
+                    Some(hint) => format!("a subfolder could not be watched: {hint}"),
+                    None => format!("the watcher reported an error: {err}"),
+                };
+                return vec![self.rescan(why)];
+            }
+        };
+        if event.need_rescan() {
+            return vec![self.rescan(
+                "the system dropped change events (queue overflow, see \
+                 fs.inotify.max_queued_events); some changes were missed",
+            )];
+        }
+        let mut out = Vec::new();
+        for path in &event.paths {
+            if let Some(ev) = self.translate_one(&event.kind, path) {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
+    fn translate_one(&self, kind: &EventKind, path: &Path) -> Option<WatchEvent> {
+        let root = &self.spec.root;
+        if path == root {
+            return match kind {
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => Some(self.rescan(
+                    "the watched folder itself was removed or renamed; it is no longer watched",
+                )),
+                _ => None,
+            };
+        }
+        if !path.starts_with(root) || self.spec.is_ignored(path) {
+            return None;
+        }
+        if !self.spec.recursive && path.parent() != Some(root.as_path()) {
+            return None;
+        }
+        match kind {
+            // Our own reads (and everyone else's) say nothing about completeness, and
+            // reporting them would make the agent's checks retrigger themselves.
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                Some(WatchEvent::Touched(path.to_path_buf()))
+            }
+            EventKind::Access(_) | EventKind::Other => None,
+            EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                Some(WatchEvent::Removed(path.to_path_buf()))
+            }
+            // inotify also sends the From and To halves, which cover both sides.
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
+            EventKind::Create(CreateKind::Folder) => self.folder_appeared(path),
+            EventKind::Create(CreateKind::File) => Some(WatchEvent::Touched(path.to_path_buf())),
+            EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Any => match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_dir() => self.folder_appeared(path),
+                Ok(_) => Some(WatchEvent::Touched(path.to_path_buf())),
+                Err(_)
+                    if matches!(
+                        kind,
+                        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Any
+                    ) =>
+                {
+                    Some(WatchEvent::Removed(path.to_path_buf()))
+                }
+                // Created and already gone again: nothing to look at.
+                Err(_) => None,
+            },
+            // Attribute changes also come for folders (a subfolder's own watch, or the poller
+            // seeing a folder's mtime move); they are rare enough to look at.
+            EventKind::Modify(ModifyKind::Metadata(_)) => match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_dir() => None,
+                _ => Some(WatchEvent::Touched(path.to_path_buf())),
+            },
+            // Data changes are the busy case (every write of an export): no extra stat.
+            EventKind::Modify(_) => Some(WatchEvent::Touched(path.to_path_buf())),
+        }
+    }
+
+    fn folder_appeared(&self, path: &Path) -> Option<WatchEvent> {
+        if !self.spec.recursive || !self.native {
+            return None;
+        }
+        Some(self.rescan(format!(
+            "folder {} appeared; files already inside it send no events",
+            path.display()
+        )))
+    }
+}
+
+/// What [`scan`] found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Regular files, sorted.
+    pub files: Vec<PathBuf>,
+    /// Entries that are not regular files (links, pipes, devices, sockets); folders are not
+    /// listed here, they are either descended into or, when not recursive, left alone.
+    pub skipped: Vec<(PathBuf, SkipReason)>,
+    /// Folders or entries that could not be read.
+    pub errors: Vec<(PathBuf, io::Error)>,
+}
+
+/// Walks a spec's folder for candidate files. Blocking: the agent runs it in `spawn_blocking`.
+///
+/// Never follows symlinks (so a link loop cannot trap it), never enters `ignore` folders, and
+/// stays at the top level when the spec is not recursive. Unreadable folders end up in
+/// `errors` and the walk goes on.
+pub fn scan(spec: &WatchSpec) -> ScanResult {
+    let mut result = ScanResult::default();
+    let mut pending = vec![spec.root.clone()];
+    // Bind mounts can make a folder its own descendant without any symlink.
+    let mut visited = HashSet::new();
+    while let Some(dir) = pending.pop() {
+        if folder_identity(&dir).is_some_and(|id| !visited.insert(id)) {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                result.errors.push((dir, e));
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    result.errors.push((dir.clone(), e));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            if spec.is_ignored(&path) {
+                continue;
+            }
+            // From the directory entry itself where the system provides it: no extra stat.
+            let file_type = match entry.file_type() {
+                Ok(t) => t,
+                Err(e) => {
+                    result.errors.push((path, e));
+                    continue;
+                }
+            };
+            match SkipReason::of(file_type) {
+                None => result.files.push(path),
+                Some(SkipReason::Directory) => {
+                    if spec.recursive {
+                        pending.push(path);
+                    }
+                }
+                Some(reason) => result.skipped.push((path, reason)),
+            }
+        }
+    }
+    result.files.sort();
+    result.skipped.sort_by(|a, b| a.0.cmp(&b.0));
+    result
+}
+
+#[cfg(unix)]
+fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn folder_identity(_dir: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{DataChange, MetadataKind, RemoveKind};
+
+    fn translator(recursive: bool, native: bool) -> EventTranslator {
+        EventTranslator {
+            spec: WatchSpec {
+                root: PathBuf::from("/in"),
+                recursive,
+                poll_interval: None,
+                ignore: vec![PathBuf::from("/in/done"), PathBuf::from("/in/failed")],
+            },
+            native,
+        }
+    }
+
+    fn ev(kind: EventKind, paths: &[&str]) -> notify::Result<Event> {
+        let mut event = Event::new(kind);
+        for p in paths {
+            event = event.add_path(PathBuf::from(p));
+        }
+        Ok(event)
+    }
+
+    fn touched(p: &str) -> WatchEvent {
+        WatchEvent::Touched(PathBuf::from(p))
+    }
+
+    fn removed(p: &str) -> WatchEvent {
+        WatchEvent::Removed(PathBuf::from(p))
+    }
+
+    #[test]
+    fn writes_and_closes_are_touches_reads_are_not() {
+        let t = translator(true, true);
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert_eq!(
+            t.translate(ev(data, &["/in/a.mov"])),
+            vec![touched("/in/a.mov")]
+        );
+        let meta = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+        assert_eq!(
+            t.translate(ev(meta, &["/in/a.mov"])),
+            vec![touched("/in/a.mov")]
+        );
+        let close_write = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(
+            t.translate(ev(close_write, &["/in/sub/a.mov"])),
+            vec![touched("/in/sub/a.mov")]
+        );
+        let create = EventKind::Create(CreateKind::File);
+        assert_eq!(
+            t.translate(ev(create, &["/in/a.mov"])),
+            vec![touched("/in/a.mov")]
+        );
+        for quiet in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Other,
+        ] {
+            assert_eq!(t.translate(ev(quiet, &["/in/a.mov"])), vec![]);
+        }
+    }
+
+    #[test]
+    fn attribute_changes_of_folders_are_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let t = EventTranslator {
+            spec: WatchSpec {
+                root: root.clone(),
+                recursive: true,
+                poll_interval: Some(Duration::from_secs(1)),
+                ignore: vec![],
+            },
+            native: false,
+        };
+        let meta = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
+        let sub = root.join("sub");
+        let file = root.join("sub/a.mov");
+        let mut event = Event::new(meta).add_path(sub).add_path(file.clone());
+        event = event.add_path(root);
+        assert_eq!(t.translate(Ok(event)), vec![WatchEvent::Touched(file)]);
+    }
+
+    #[test]
+    fn renames_report_each_side_once() {
+        let t = translator(true, true);
+        let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert_eq!(
+            t.translate(ev(from, &["/in/a.mov"])),
+            vec![removed("/in/a.mov")]
+        );
+        assert_eq!(t.translate(ev(both, &["/in/a.mov", "/in/b.mov"])), vec![]);
+        let remove = EventKind::Remove(RemoveKind::File);
+        assert_eq!(
+            t.translate(ev(remove, &["/in/a.mov"])),
+            vec![removed("/in/a.mov")]
+        );
+    }
+
+    #[test]
+    fn ignored_folders_and_outside_paths_are_dropped() {
+        let t = translator(true, true);
+        let create = EventKind::Create(CreateKind::File);
+        assert_eq!(t.translate(ev(create, &["/in/done/a.mov"])), vec![]);
+        assert_eq!(t.translate(ev(create, &["/in/failed/x/a.mov"])), vec![]);
+        assert_eq!(t.translate(ev(create, &["/in/done"])), vec![]);
+        assert_eq!(t.translate(ev(create, &["/elsewhere/a.mov"])), vec![]);
+        // A name that merely starts like an ignored folder is not inside it.
+        assert_eq!(
+            t.translate(ev(create, &["/in/done-old.mov"])),
+            vec![touched("/in/done-old.mov")]
+        );
+    }
+
+    #[test]
+    fn non_recursive_drops_subfolders() {
+        let t = translator(false, true);
+        let create = EventKind::Create(CreateKind::File);
+        assert_eq!(t.translate(ev(create, &["/in/sub/a.mov"])), vec![]);
+        assert_eq!(
+            t.translate(ev(create, &["/in/a.mov"])),
+            vec![touched("/in/a.mov")]
+        );
+        let folder = EventKind::Create(CreateKind::Folder);
+        assert_eq!(t.translate(ev(folder, &["/in/sub"])), vec![]);
+    }
+
+    #[test]
+    fn a_new_folder_asks_for_a_rescan_on_native_recursive_watches_only() {
+        let folder = EventKind::Create(CreateKind::Folder);
+        let native = translator(true, true).translate(ev(folder, &["/in/shoot"]));
+        assert!(
+            matches!(&native[..], [WatchEvent::RescanNeeded { root, why }]
+                if root == Path::new("/in") && why.contains("/in/shoot")),
+            "{native:?}"
+        );
+        assert_eq!(
+            translator(true, false).translate(ev(folder, &["/in/shoot"])),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn overflow_errors_and_losing_the_root_ask_for_a_rescan() {
+        let t = translator(true, true);
+        let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        let out = t.translate(Ok(overflow));
+        assert!(
+            matches!(&out[..], [WatchEvent::RescanNeeded { why, .. }] if why.contains("overflow")),
+            "{out:?}"
+        );
+        let limit = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        let out = t.translate(Err(limit));
+        assert!(
+            matches!(&out[..], [WatchEvent::RescanNeeded { why, .. }]
+                if why.contains("fs.inotify.max_user_watches")),
+            "{out:?}"
+        );
+        let gone = EventKind::Remove(RemoveKind::Folder);
+        let out = t.translate(ev(gone, &["/in"]));
+        assert!(
+            matches!(&out[..], [WatchEvent::RescanNeeded { why, .. }] if why.contains("no longer watched")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn watcher_limits_become_watch_limit_errors_with_the_sysctl() {
+        let path = Path::new("/in");
+        let max = watch_error(path, notify::Error::new(notify::ErrorKind::MaxFilesWatch));
+        assert!(matches!(max, WatchError::WatchLimit { .. }));
+        let text = max.to_string();
+        assert!(text.contains("/in"), "{text}");
+        assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
+        assert!(text.contains("sysctl -w"), "{text}");
+        assert!(text.contains("/etc/sysctl.d"), "{text}");
+
+        #[cfg(unix)]
+        {
+            let enospc = notify::Error::io(io::Error::from_raw_os_error(ENOSPC));
+            assert!(matches!(
+                watch_error(path, enospc),
+                WatchError::WatchLimit { .. }
+            ));
+            let emfile = notify::Error::io(io::Error::from_raw_os_error(EMFILE));
+            let text = watch_error(path, emfile).to_string();
+            assert!(text.contains("fs.inotify.max_user_instances"), "{text}");
+        }
+        let other = watch_error(path, notify::Error::generic("boom"));
+        assert!(matches!(other, WatchError::Notify { .. }));
+    }
+
+    #[test]
+    fn folder_watcher_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<FolderWatcher>();
+    }
+}
