@@ -116,40 +116,41 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
                 crate::emulator::run_cli(&args, shutdown).await?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Run(_) | Command::Status { .. } | Command::Demo { .. } => Err(
-                CommandError::Usage("this command arrives with the agent (issue 3)".into()),
-            ),
+            Command::Run(config) => run_agent(&config).await,
+            Command::Status { config, json } => status(&config, json),
+            Command::Demo { dir } => demo(dir).await,
         }
     })
 }
 
 /// A token cancelled on the first SIGINT/SIGTERM; a second signal exits at once.
 pub fn shutdown_on_signals() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let cancel = token.clone();
+    // The streams are made once: a stream made after a signal would report that signal again.
+    let streams = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    );
+    let (Ok(mut interrupt), Ok(mut terminate)) = streams else {
+        tracing::warn!("cannot listen for SIGINT/SIGTERM; stop hotfolder with SIGKILL");
+        return token;
+    };
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
         cancel.cancel();
-        wait_for_signal().await;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
         eprintln!("hotfolder: second signal, exiting at once");
         std::process::exit(130);
     });
     token
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn load_settings(arg: &ConfigArg) -> Result<Settings, CommandError> {
@@ -469,4 +470,258 @@ impl UploadObserver for FileProgress {
             bar.set_position(0);
         }
     }
+}
+
+/// `hotfolder run`: the agent until SIGTERM/SIGINT.
+async fn run_agent(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
+    let settings = load_settings(arg)?;
+    let _log = crate::logging::init_agent(&settings.log).map_err(anyhow::Error::from)?;
+    tracing::info!(
+        config = %settings.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "hotfolder {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    let shutdown = shutdown_on_signals();
+    match crate::agent::run(settings, shutdown, || {}).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(crate::agent::AgentError::NoFolders) => Err(CommandError::Usage(
+            "the config has no [[folder]]: nothing to watch".into(),
+        )),
+        Err(err) => {
+            tracing::error!("{err}");
+            Err(anyhow::Error::from(err).into())
+        }
+    }
+}
+
+/// `hotfolder status [--json]`: the queue from the state store, read-only.
+fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
+    use crate::store::{JobState, JobStore, StoreError};
+    let settings = load_settings(arg)?;
+    let store = match JobStore::open_read_only(&settings.state_dir) {
+        Ok(store) => store,
+        Err(StoreError::NoStore { path }) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"state_store": path, "jobs": [], "summary": null})
+                );
+            } else {
+                println!(
+                    "no state store at {} yet: `hotfolder run` has not run with this config",
+                    path.display()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(err) => return Err(anyhow::Error::from(err).into()),
+    };
+    let summary = store.summary().map_err(anyhow::Error::from)?;
+    let pause = store.queue_pause().map_err(anyhow::Error::from)?;
+    let unfinished = store.unfinished().map_err(anyhow::Error::from)?;
+    let recent = store.recent_finished(10).map_err(anyhow::Error::from)?;
+    let now = time::OffsetDateTime::now_utc();
+    let rate = |job: &crate::store::Job| -> Option<f64> {
+        let started = job.started_at?;
+        let secs = (now - started).as_seconds_f64();
+        (secs > 0.0 && job.bytes_sent > 0).then(|| job.bytes_sent as f64 / secs)
+    };
+    if json {
+        let job_json = |job: &crate::store::Job| {
+            serde_json::json!({
+                "id": job.id,
+                "path": job.path,
+                "state": job.state.as_str(),
+                "size": job.size,
+                "video_id": job.video_id,
+                "next_chunk": job.next_chunk,
+                "total_chunks": job.total_chunks,
+                "bytes_sent": job.bytes_sent,
+                "bytes_per_second": rate(job),
+                "attempts": job.attempts,
+                "pause_reason": job.pause_reason,
+                "error": job.error,
+                "destination": job.destination,
+            })
+        };
+        let out = serde_json::json!({
+            "state_store": store.path(),
+            "summary": {
+                "waiting": summary.waiting, "uploading": summary.uploading, "paused": summary.paused,
+                "finishing": summary.finishing, "done": summary.done, "failed": summary.failed,
+            },
+            "queue_paused": pause.as_ref().map(|(reason, since)| serde_json::json!({
+                "reason": reason,
+                "since": since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            })),
+            "jobs": unfinished.iter().map(job_json).collect::<Vec<_>>(),
+            "recent": recent.iter().map(job_json).collect::<Vec<_>>(),
+        });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "queue: {} waiting, {} uploading, {} paused, {} done, {} failed",
+        summary.waiting,
+        summary.uploading,
+        summary.paused + summary.finishing,
+        summary.done,
+        summary.failed
+    );
+    if let Some((reason, since)) = &pause {
+        println!("PAUSED since {since}: {reason}");
+        println!("  files stay where they are; hotfolder keeps trying and resumes by itself");
+    }
+    for job in &unfinished {
+        let name = job.path.display();
+        match job.state {
+            JobState::Uploading => println!(
+                "uploading  {name}  chunk {}/{}  {}  video {}",
+                job.next_chunk.saturating_sub(1),
+                job.total_chunks
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                rate(job)
+                    .map(|r| format!("{:.1} MB/s", r / 1e6))
+                    .unwrap_or_else(|| "-".into()),
+                job.video_id.as_deref().unwrap_or("-")
+            ),
+            JobState::Paused => println!(
+                "paused     {name}  ({})",
+                job.pause_reason.as_deref().unwrap_or("no reason recorded")
+            ),
+            JobState::Finishing => println!("finishing  {name}"),
+            _ => println!("waiting    {name}"),
+        }
+    }
+    for job in &recent {
+        let target = job
+            .destination
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        match job.state {
+            JobState::Done => println!(
+                "done       {name} → {target}  video {}",
+                job.video_id.as_deref().unwrap_or("-"),
+                name = job.rel_path.display()
+            ),
+            JobState::Failed => println!(
+                "failed     {name} → {target}  {}",
+                job.error.as_ref().map(|e| e.meaning.as_str()).unwrap_or(""),
+                name = job.rel_path.display()
+            ),
+            _ => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hotfolder demo [--dir DIR]`: the built-in emulator, a sample export, and the agent.
+async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
+    use crate::config::{
+        AccountSettings, AuthStyle, FolderSettings, LogFormat, LogSettings, PasswordSource,
+        UploadSettings,
+    };
+    use crate::emulator::{Emulator, EmulatorOptions};
+
+    let dir = dir.unwrap_or_else(|| PathBuf::from("hotfolder-demo"));
+    let inbox = dir.join("inbox");
+    for sub in ["inbox", "done", "failed"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", dir.join(sub).display()))?;
+    }
+    let dir = std::fs::canonicalize(&dir)
+        .map_err(|err| anyhow::anyhow!("cannot resolve {}: {err}", dir.display()))?;
+    let inbox = std::fs::canonicalize(&inbox).unwrap_or(inbox);
+    let options = EmulatorOptions::default();
+    let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), options.clone())
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot start the emulator on 127.0.0.1: {err}"))?;
+
+    let mut folder = FolderSettings::with_defaults(inbox.clone());
+    folder.done_dir = dir.join("done");
+    folder.failed_dir = dir.join("failed");
+    folder.stable_for = std::time::Duration::from_secs(2);
+    let settings = Settings {
+        source: None,
+        account: AccountSettings {
+            api_url: emulator.api_url(),
+            token_url: emulator.token_url(),
+            auth: AuthStyle::Keycloak,
+            username: options.username.clone(),
+            password: options.password.clone().into(),
+            password_source: PasswordSource::Inline,
+            video_manager_id: crate::emulator::DEFAULT_VIDEO_MANAGER_ID,
+        },
+        upload: UploadSettings {
+            chunk_size: 1024 * 1024,
+            ..UploadSettings::default()
+        },
+        state_dir: dir.join(".hotfolder-state"),
+        log: LogSettings {
+            dir: dir.join("logs"),
+            level: "info".into(),
+            format: LogFormat::Text,
+            keep_files: 3,
+        },
+        folders: vec![folder],
+    };
+    let _log = crate::logging::init_agent(&settings.log).map_err(anyhow::Error::from)?;
+    println!("hotfolder demo");
+    println!(
+        "  emulated VideoManager Pro: {} (user {:?})",
+        emulator.base_url(),
+        options.username
+    );
+    println!("  watching:  {}", inbox.display());
+    println!("  done:      {}", dir.join("done").display());
+    println!("  failed:    {}", dir.join("failed").display());
+    println!(
+        "  A sample video is being written into the inbox now. Drop your own files there too;"
+    );
+    println!(
+        "  press Ctrl-C to stop. Uploaded videos: {}_emulator/videos",
+        emulator.base_url()
+    );
+    println!();
+
+    let shutdown = shutdown_on_signals();
+    let sample = inbox.join(format!(
+        "sample-{}.mp4",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    ));
+    let ready = move || {
+        tokio::spawn(write_sample_slowly(sample));
+    };
+    let result = crate::agent::run(settings, shutdown, ready).await;
+    emulator.shutdown().await;
+    result.map_err(anyhow::Error::from)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a 12 MiB sample "export" in pieces over about a second, the way an editing
+/// application does, so the demo shows hotfolder waiting for the file to be complete.
+async fn write_sample_slowly(path: PathBuf) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut file) = tokio::fs::File::create(&path).await else {
+        tracing::warn!(file = %path.display(), "cannot write the sample video");
+        return;
+    };
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..12 {
+        let mut piece = Vec::with_capacity(1024 * 1024);
+        while piece.len() < 1024 * 1024 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            piece.extend_from_slice(&state.to_le_bytes());
+        }
+        if file.write_all(&piece).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    }
+    let _ = file.sync_all().await;
+    tracing::info!(file = %path.display(), "sample video written (12 MiB)");
 }

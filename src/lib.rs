@@ -11,9 +11,14 @@
 //! client (auth, API calls, the chunked upload engine); `retry` is the Fibonacci backoff;
 //! `emulator` is the built-in VideoManager Pro emulator used by `demo`, `emulator` and tests.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod emulator;
+pub mod finish;
 pub mod logging;
+pub mod ready;
 pub mod retry;
+pub mod store;
 pub mod vmpro;
+pub mod watch;

@@ -190,7 +190,6 @@ pub async fn upload_file(
                 .await?;
             observer.video_created(&id);
             observer.event("created", &format!("video {id} created"));
-            tracing::info!(file = %request.path.display(), video_id = %id, "video created");
             id
         }
     };

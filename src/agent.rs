@@ -1,0 +1,877 @@
+//! The agent (`hotfolder run`): wires the stages together.
+//!
+//! ```text
+//! intake (watch + ready) ──► store (SQLite queue) ──► dispatcher ──► workers (upload) ──► finish
+//! ```
+//!
+//! The intake task owns the notify watchers and one stability tracker per folder; when a file
+//! has been still for `stable_for` it becomes a job in the store. The dispatcher starts up to
+//! `parallel` workers on waiting jobs. A worker uploads one file, recording every step in the
+//! store so that a kill at any moment resumes on the same video, then moves the file to done/
+//! or failed/ with its sidecar. Credentials, quota and network failures pause the whole queue
+//! instead of failing files. Shutdown is a `CancellationToken` passed in.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{FolderSettings, Settings};
+use crate::finish::{self, Sidecar};
+use crate::ready::{self, Inspection, NameFilter, NameVerdict, StabilityTracker, StableFile};
+use crate::retry::RetryPolicy;
+use crate::store::{
+    Enqueued, Job, JobError, JobState, JobStore, NewJob, Outcome, StateLock, StoreError,
+};
+use crate::vmpro::api::{Platform, UploadObserver, UploadUrl};
+use crate::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
+use crate::vmpro::error::{Blame, VmproError};
+use crate::watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec};
+
+/// How often every folder is walked again to catch events the watcher missed.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(300);
+
+/// How long a shutdown waits for uploads to stop before it returns anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("cannot prepare uploads: {0}")]
+    Platform(#[from] VmproError),
+    #[error("no [[folder]] in the config: nothing to watch")]
+    NoFolders,
+}
+
+/// A whole-queue pause: the account or the network is the problem, not the files.
+struct QueuePause {
+    reason: String,
+    failures: u32,
+    retry_at: Instant,
+    /// One job is trying whether the cause went away; no other starts meanwhile.
+    probing: bool,
+}
+
+/// What the tasks share.
+struct Shared {
+    settings: Settings,
+    store: Arc<JobStore>,
+    platform: Arc<Platform>,
+    /// Wakes the dispatcher: a job was queued, a worker finished, a pause ended.
+    wake: Notify,
+    /// Jobs a worker is on, so the dispatcher does not start them twice.
+    in_flight: Mutex<HashSet<i64>>,
+    pause: Mutex<Option<QueuePause>>,
+    /// Paths handed back to the intake to wait until they are stable again.
+    retrack: mpsc::UnboundedSender<PathBuf>,
+    /// Delays between probes while paused.
+    pause_policy: RetryPolicy,
+}
+
+/// Runs the agent until `shutdown` is cancelled. `ready` is called once every folder is watched
+/// (the service manager's READY).
+pub async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(),
+) -> Result<(), AgentError> {
+    if settings.folders.is_empty() {
+        return Err(AgentError::NoFolders);
+    }
+    let _lock = StateLock::acquire(&settings.state_dir)?;
+    let store = Arc::new(JobStore::open(&settings.state_dir)?);
+    let platform = Platform::new(&settings.account, &settings.upload)?;
+    let (retrack_tx, retrack_rx) = mpsc::unbounded_channel();
+    let mut pause_policy = RetryPolicy::new(
+        u32::MAX,
+        (settings.upload.backoff_max * 5).max(Duration::from_secs(1)),
+    );
+    pause_policy.jitter = 0.1;
+    let shared = Arc::new(Shared {
+        settings,
+        store,
+        platform,
+        wake: Notify::new(),
+        in_flight: Mutex::new(HashSet::new()),
+        pause: Mutex::new(None),
+        retrack: retrack_tx,
+        pause_policy,
+    });
+
+    let workers = TaskTracker::new();
+    recover(&shared).await;
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let mut watcher = FolderWatcher::new(events_tx);
+    let mut intake = Intake::new(&shared.settings.folders);
+    for folder in &intake.folders {
+        watcher.watch(folder.spec.clone())?;
+        tracing::info!(folder = %folder.spec.root.display(), "watching");
+    }
+    ready();
+    let intake_task = tokio::spawn({
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            intake.initial_scan(&shared).await;
+            intake.run(&shared, events_rx, retrack_rx, &shutdown).await;
+            drop(watcher);
+        }
+    });
+    dispatch(&shared, &workers, &shutdown).await;
+
+    workers.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, workers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "uploads did not stop within {SHUTDOWN_GRACE:?}; exiting anyway (they resume on restart)"
+        );
+    }
+    let _ = intake_task.await;
+    tracing::info!("stopped; state saved in {}", shared.store.path().display());
+    Ok(())
+}
+
+/// On start: finish moves that a crash interrupted, and put every other unfinished job back in
+/// the queue (or forget it when its file is gone).
+async fn recover(shared: &Arc<Shared>) {
+    let jobs = match shared.store.unfinished() {
+        Ok(jobs) => jobs,
+        Err(err) => {
+            tracing::error!("cannot read the queue: {err}");
+            return;
+        }
+    };
+    if !jobs.is_empty() {
+        tracing::info!(jobs = jobs.len(), "resuming unfinished jobs");
+    }
+    for job in jobs {
+        let result = match job.state {
+            JobState::Finishing => {
+                finish_job(shared, job.id).await;
+                Ok(())
+            }
+            _ if !job.path.exists() => {
+                tracing::info!(file = %job.path.display(), "forgetting a queued file that is no longer there");
+                shared
+                    .store
+                    .forget(job.id, "the file disappeared while hotfolder was stopped")
+            }
+            JobState::Paused => {
+                let _ = shared.retrack.send(job.path.clone());
+                Ok(())
+            }
+            JobState::Uploading => shared.store.set_waiting(job.id),
+            _ => Ok(()),
+        };
+        if let Err(err) = result {
+            tracing::error!(job = job.id, "cannot recover job: {err}");
+        }
+    }
+}
+
+/// One watched folder as the intake sees it.
+struct FolderIntake {
+    spec: WatchSpec,
+    settings: FolderSettings,
+    filter: NameFilter,
+    tracker: StabilityTracker,
+    /// Paths already reported as skipped, so a symlink is logged once, not at every rescan.
+    skipped: HashSet<PathBuf>,
+}
+
+/// Turns watcher events and scans into jobs once files are complete.
+struct Intake {
+    folders: Vec<FolderIntake>,
+}
+
+impl Intake {
+    fn new(folders: &[FolderSettings]) -> Intake {
+        Intake {
+            folders: folders
+                .iter()
+                .map(|folder| FolderIntake {
+                    spec: WatchSpec {
+                        root: folder.path.clone(),
+                        recursive: folder.recursive,
+                        poll_interval: folder.poll_interval,
+                        ignore: vec![folder.done_dir.clone(), folder.failed_dir.clone()],
+                    },
+                    settings: folder.clone(),
+                    filter: NameFilter::new(&folder.include, &folder.exclude),
+                    tracker: StabilityTracker::new(folder.stable_for),
+                    skipped: HashSet::new(),
+                })
+                .collect(),
+        }
+    }
+
+    async fn initial_scan(&mut self, shared: &Arc<Shared>) {
+        for index in 0..self.folders.len() {
+            self.scan_folder(shared, index).await;
+        }
+    }
+
+    async fn scan_folder(&mut self, shared: &Arc<Shared>, index: usize) {
+        let spec = self.folders[index].spec.clone();
+        let result = match tokio::task::spawn_blocking(move || crate::watch::scan(&spec)).await {
+            Ok(result) => result,
+            Err(err) => {
+                tracing::error!("folder scan failed: {err}");
+                return;
+            }
+        };
+        for (path, err) in &result.errors {
+            tracing::warn!(path = %path.display(), "cannot read: {err}");
+        }
+        for (path, reason) in result.skipped {
+            self.note_skipped(index, path, &reason.to_string());
+        }
+        for path in result.files {
+            self.consider(shared, path);
+        }
+    }
+
+    fn note_skipped(&mut self, index: usize, path: PathBuf, reason: &str) {
+        if self.folders[index].skipped.insert(path.clone()) {
+            tracing::info!(path = %path.display(), "skipped: it is {reason}");
+        }
+    }
+
+    /// The folder a path belongs to: the deepest root that contains it, unless it lies in
+    /// that folder's done/ or failed/.
+    fn folder_of(&self, path: &Path) -> Option<usize> {
+        let (index, folder) = self
+            .folders
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| path.starts_with(&f.spec.root))
+            .max_by_key(|(_, f)| f.spec.root.components().count())?;
+        if folder.spec.ignore.iter().any(|dir| path.starts_with(dir)) {
+            return None;
+        }
+        if !folder.spec.recursive && path.parent() != Some(folder.spec.root.as_path()) {
+            return None;
+        }
+        Some(index)
+    }
+
+    /// A path was created, changed or found by a scan: start (or keep) watching it settle.
+    fn consider(&mut self, shared: &Arc<Shared>, path: PathBuf) {
+        let Some(index) = self.folder_of(&path) else {
+            return;
+        };
+        let folder = &mut self.folders[index];
+        if folder.tracker.is_tracked(&path) {
+            return;
+        }
+        let Some(name) = path.file_name() else {
+            return;
+        };
+        match folder.filter.verdict(name) {
+            NameVerdict::Accepted { .. } => {}
+            verdict => {
+                tracing::debug!(path = %path.display(), "ignored: {verdict}");
+                return;
+            }
+        }
+        match shared.store.active_job_for_path(&path) {
+            Ok(Some(job)) if job.state != JobState::Paused => return,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!("state store: {err}");
+                return;
+            }
+        }
+        match ready::inspect(&path) {
+            Ok(Inspection::Regular(snapshot)) => {
+                folder.tracker.observe(path, snapshot, Instant::now());
+            }
+            Ok(Inspection::Vanished) => {}
+            Ok(Inspection::Skipped(ready::SkipReason::Directory)) => {}
+            Ok(Inspection::Skipped(reason)) => {
+                self.note_skipped(index, path, &reason.to_string());
+            }
+            Err(err) => tracing::warn!(path = %path.display(), "cannot inspect: {err}"),
+        }
+    }
+
+    fn forget(&mut self, path: &Path) {
+        for folder in &mut self.folders {
+            folder.tracker.forget(path);
+            folder.tracker.forget_under(path);
+            folder.skipped.remove(path);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.folders
+            .iter()
+            .filter_map(|f| f.tracker.next_deadline())
+            .min()
+    }
+
+    /// Looks again at files whose quiet period is over; the complete ones become jobs.
+    fn check_due(&mut self, shared: &Arc<Shared>) {
+        let now = Instant::now();
+        for index in 0..self.folders.len() {
+            let due = self.folders[index].tracker.due(now);
+            for path in due {
+                let folder = &mut self.folders[index];
+                match ready::inspect(&path) {
+                    Ok(Inspection::Regular(snapshot)) => {
+                        if let Some(stable) = folder.tracker.confirm(&path, snapshot, now) {
+                            let settings = folder.settings.clone();
+                            let verdict = path
+                                .file_name()
+                                .map(|n| folder.filter.verdict(n).to_string())
+                                .unwrap_or_default();
+                            enqueue(shared, &settings, stable, &verdict);
+                        }
+                    }
+                    Ok(Inspection::Vanished) => folder.tracker.forget(&path),
+                    Ok(Inspection::Skipped(reason)) => {
+                        folder.tracker.forget(&path);
+                        self.note_skipped(index, path, &reason.to_string());
+                    }
+                    Err(err) => {
+                        folder.tracker.forget(&path);
+                        tracing::warn!(path = %path.display(), "cannot inspect: {err}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        shared: &Arc<Shared>,
+        mut events: mpsc::UnboundedReceiver<WatchEvent>,
+        mut retrack: mpsc::UnboundedReceiver<PathBuf>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut rescan = tokio::time::interval_at(Instant::now() + RESCAN_EVERY, RESCAN_EVERY);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.recv() => match event {
+                    Some(WatchEvent::Touched(path)) => self.consider(shared, path),
+                    Some(WatchEvent::Removed(path)) => self.forget(&path),
+                    Some(WatchEvent::RescanNeeded { root, why }) => {
+                        tracing::info!(folder = %root.display(), "rescanning: {why}");
+                        while let Ok(more) = events.try_recv() {
+                            if let WatchEvent::Touched(path) = more {
+                                self.consider(shared, path);
+                            }
+                        }
+                        for index in 0..self.folders.len() {
+                            if self.folders[index].spec.root.starts_with(&root) || root.starts_with(&self.folders[index].spec.root) {
+                                self.scan_folder(shared, index).await;
+                            }
+                        }
+                    }
+                    None => return,
+                },
+                Some(path) = retrack.recv() => {
+                    self.forget(&path);
+                    self.consider(shared, path);
+                }
+                _ = sleep_until_opt(deadline) => self.check_due(shared),
+                _ = rescan.tick() => {
+                    for index in 0..self.folders.len() {
+                        self.scan_folder(shared, index).await;
+                    }
+                    retry_stuck_finishes(shared).await;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A complete file becomes a job (or a paused job of a changed file becomes waiting again).
+fn enqueue(shared: &Arc<Shared>, folder: &FolderSettings, stable: StableFile, verdict: &str) {
+    let path = stable.path.clone();
+    let rel_path = path
+        .strip_prefix(&folder.path)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| path.file_name().map(PathBuf::from).unwrap_or_default());
+    let mtime_ns = i64::try_from(stable.snapshot.mtime_ns).unwrap_or(i64::MAX);
+    let rule = format!("{}; name {verdict}", stable.rule);
+    let seen_for = Instant::now().saturating_duration_since(stable.first_seen);
+    let result = shared.store.enqueue(NewJob {
+        folder: folder.path.clone(),
+        path: path.clone(),
+        rel_path,
+        size: stable.snapshot.size,
+        mtime_ns,
+        rule: rule.clone(),
+    });
+    match result {
+        Ok(Enqueued::New(id)) => {
+            let _ = shared.store.record_event(
+                id,
+                "queued",
+                &format!(
+                    "first seen {:.1}s before it was complete",
+                    seen_for.as_secs_f64()
+                ),
+            );
+            tracing::info!(file = %path.display(), size = stable.snapshot.size, "complete: {rule}");
+            shared.wake.notify_one();
+        }
+        Ok(Enqueued::AlreadyActive(id)) => {
+            if let Ok(job) = shared.store.job(id)
+                && job.state == JobState::Paused
+            {
+                match shared
+                    .store
+                    .requeue_changed(id, stable.snapshot.size, mtime_ns)
+                {
+                    Ok(()) => {
+                        let _ = shared.store.record_event(
+                            id,
+                            "complete",
+                            &format!("stable again: {rule}"),
+                        );
+                        tracing::info!(file = %path.display(), "stable again; uploading it again to the same video");
+                        shared.wake.notify_one();
+                    }
+                    Err(err) => tracing::error!(job = id, "state store: {err}"),
+                }
+            }
+        }
+        Err(err) => tracing::error!(file = %path.display(), "cannot queue: {err}"),
+    }
+}
+
+/// Starts workers on waiting jobs, `parallel` at a time, honouring a queue pause.
+async fn dispatch(shared: &Arc<Shared>, workers: &TaskTracker, shutdown: &CancellationToken) {
+    let slots = Arc::new(Semaphore::new(shared.settings.upload.parallel.max(1)));
+    loop {
+        // While paused, wait for the next probe time; only one job probes.
+        let wait_until = {
+            let pause = shared.pause.lock().unwrap_or_else(|e| e.into_inner());
+            pause.as_ref().map(|p| (p.retry_at, p.probing))
+        };
+        if let Some((retry_at, probing)) = wait_until {
+            let notified = shared.wake.notified();
+            if probing || Instant::now() < retry_at {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(retry_at), if !probing => {}
+                    _ = notified => {}
+                }
+                continue;
+            }
+        }
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let notified = shared.wake.notified();
+        let next = {
+            let in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            next_waiting(&shared.store, &in_flight)
+        };
+        match next {
+            Ok(Some(job)) => {
+                {
+                    let mut pause = shared.pause.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(pause) = pause.as_mut() {
+                        pause.probing = true;
+                    }
+                }
+                shared
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(job.id);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                workers.spawn(async move {
+                    let id = job.id;
+                    work(&shared, job, &shutdown).await;
+                    shared
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    drop(slot);
+                    shared.wake.notify_one();
+                });
+            }
+            Ok(None) => {
+                drop(slot);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = notified => {}
+                }
+            }
+            Err(err) => {
+                drop(slot);
+                tracing::error!("state store: {err}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Records one job's upload in the store as it happens.
+struct JobObserver {
+    store: Arc<JobStore>,
+    id: i64,
+    name: String,
+    last_logged_quarter: Mutex<u64>,
+}
+
+impl JobObserver {
+    fn log_store_error(&self, result: Result<(), StoreError>) {
+        if let Err(err) = result {
+            tracing::error!(job = self.id, "state store: {err}");
+        }
+    }
+}
+
+impl UploadObserver for JobObserver {
+    fn event(&self, event: &str, detail: &str) {
+        tracing::info!(file = %self.name, "{event}: {detail}");
+        self.log_store_error(self.store.record_event(self.id, event, detail));
+    }
+    fn video_created(&self, video_id: &str) {
+        self.log_store_error(self.store.record_video(self.id, video_id));
+    }
+    fn url_issued(&self, url: &UploadUrl) {
+        let issued = OffsetDateTime::from(url.issued_at());
+        self.log_store_error(self.store.record_url(self.id, url.expose(), issued));
+    }
+    fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
+        self.log_store_error(self.store.record_progress(
+            self.id,
+            index + 1,
+            total,
+            chunk_size,
+            bytes_done,
+        ));
+        let quarter = u64::from(index) * 4 / u64::from(total.max(1));
+        let mut last = self
+            .last_logged_quarter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if quarter > *last && index < total {
+            *last = quarter;
+            tracing::info!(file = %self.name, "chunk {index}/{total} sent ({}%)", quarter * 25);
+        }
+        tracing::debug!(file = %self.name, "chunk {index}/{total} accepted");
+    }
+    fn restarted(&self) {
+        self.log_store_error(self.store.restart_content(self.id));
+    }
+}
+
+/// Uploads one job and decides what becomes of its file.
+async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
+    let id = job.id;
+    let name = job.rel_path.display().to_string();
+    if let Err(err) = shared.store.start_attempt(id) {
+        tracing::error!(job = id, "state store: {err}");
+        return;
+    }
+    let metadata = shared
+        .settings
+        .folders
+        .iter()
+        .find(|f| f.path == job.folder)
+        .map(|f| f.metadata.clone())
+        .unwrap_or_default();
+    let url = match (&job.upload_url, job.url_issued_at) {
+        (Some(raw), Some(issued)) => Some(UploadUrl::new(raw.clone(), SystemTime::from(issued))),
+        _ => None,
+    };
+    let request = UploadRequest {
+        path: job.path.clone(),
+        file_name: job
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        metadata,
+        resume: ResumePoint {
+            video_id: job.video_id.clone(),
+            url,
+            next_chunk: job.next_chunk,
+            chunk_size: job.chunk_size,
+        },
+    };
+    if job.next_chunk > 1 {
+        tracing::info!(file = %name, video_id = job.video_id.as_deref().unwrap_or("-"), "resuming at chunk {}", job.next_chunk);
+    } else {
+        tracing::info!(file = %name, size = job.size, "uploading");
+    }
+    let observer = JobObserver {
+        store: shared.store.clone(),
+        id,
+        name: name.clone(),
+        last_logged_quarter: Mutex::new(0),
+    };
+    let result = upload_file(&shared.platform, request, &observer, shutdown).await;
+    match result {
+        Ok(report) => {
+            end_pause(shared);
+            let _ = shared.store.record_event(
+                id,
+                "uploaded",
+                &format!(
+                    "{} bytes in {} chunks, {:.1} MB/s, sha256 {}",
+                    report.size,
+                    report.chunks,
+                    report.bytes_per_second() / 1e6,
+                    report.sha256
+                ),
+            );
+            if let Err(err) = shared
+                .store
+                .decide(id, Outcome::Uploaded, Some(&report.sha256), None)
+            {
+                tracing::error!(job = id, "state store: {err}");
+                return;
+            }
+            tracing::info!(file = %name, video_id = %report.video_id, "uploaded ({:.1} MB/s)", report.bytes_per_second() / 1e6);
+            finish_job(shared, id).await;
+        }
+        Err(err) => match err.blame() {
+            Blame::Cancelled => {
+                tracing::info!(file = %name, "upload interrupted by shutdown; it resumes on restart");
+            }
+            Blame::Account => {
+                let _ = shared.store.record_event(id, "paused", &err.to_string());
+                let _ = shared.store.set_waiting(id);
+                start_or_extend_pause(shared, &err);
+            }
+            Blame::Source => {
+                end_pause(shared);
+                if job.path.exists() {
+                    tracing::info!(file = %name, "{err}; waiting until it is stable again");
+                    let _ = shared.store.record_event(id, "changed", &err.to_string());
+                    let _ = shared.store.set_paused(
+                        id,
+                        "the file changed while uploading; waiting until it is stable",
+                    );
+                    let _ = shared.store.restart_content(id);
+                    let _ = shared.retrack.send(job.path.clone());
+                } else {
+                    tracing::info!(file = %name, "the file disappeared; forgetting it");
+                    let _ = shared
+                        .store
+                        .forget(id, "the file disappeared before it was uploaded");
+                }
+            }
+            Blame::File => {
+                end_pause(shared);
+                if !job.path.exists() {
+                    tracing::info!(file = %name, "the file disappeared; forgetting it");
+                    let _ = shared
+                        .store
+                        .forget(id, "the file disappeared before it was uploaded");
+                    return;
+                }
+                tracing::warn!(file = %name, "failed: {err} ({})", err.meaning());
+                let error = JobError {
+                    status: err.status(),
+                    message: err.to_string(),
+                    meaning: err.meaning(),
+                };
+                let _ = shared.store.record_event(id, "failed", &err.to_string());
+                if let Err(err) = shared.store.decide(id, Outcome::Failed, None, Some(&error)) {
+                    tracing::error!(job = id, "state store: {err}");
+                    return;
+                }
+                finish_job(shared, id).await;
+            }
+        },
+    }
+}
+
+fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
+    let reason = match err {
+        VmproError::Quota { .. } => {
+            format!("storage quota reached (1101): {}", err.server_message())
+        }
+        VmproError::Credentials { .. } => format!(
+            "login refused: wrong username or password ({})",
+            err.server_message()
+        ),
+        _ => format!("platform unreachable or failing: {err}"),
+    };
+    let mut pause = shared.pause.lock().unwrap_or_else(|e| e.into_inner());
+    let failures = pause.as_ref().map(|p| p.failures + 1).unwrap_or(1);
+    let delay = shared.pause_policy.delay(failures, None);
+    let changed = pause.as_ref().map(|p| p.reason != reason).unwrap_or(true);
+    if changed {
+        tracing::warn!(
+            "uploads paused: {reason}. Files stay where they are; trying again in {:.0}s and then less and less often",
+            delay.as_secs_f64()
+        );
+        let _ = shared.store.set_queue_pause(Some(&reason));
+    }
+    *pause = Some(QueuePause {
+        reason,
+        failures,
+        retry_at: Instant::now() + delay,
+        probing: false,
+    });
+    shared.wake.notify_one();
+}
+
+fn end_pause(shared: &Arc<Shared>) {
+    let mut pause = shared.pause.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = pause.take() {
+        tracing::info!("uploads resumed (paused because: {})", old.reason);
+        let _ = shared.store.set_queue_pause(None);
+        shared.wake.notify_waiters();
+    }
+}
+
+/// Moves a decided job's file to done/ or failed/ and writes its sidecar. A failure (disk
+/// full, permissions) leaves the file where it is and the job finishing, tried again later.
+async fn finish_job(shared: &Arc<Shared>, id: i64) {
+    let job = match shared.store.job(id) {
+        Ok(job) => job,
+        Err(err) => {
+            tracing::error!(job = id, "state store: {err}");
+            return;
+        }
+    };
+    let folder = shared
+        .settings
+        .folders
+        .iter()
+        .find(|f| f.path == job.folder);
+    let uploaded = job.outcome == Some(Outcome::Uploaded);
+    let base = match (folder, uploaded) {
+        (Some(f), true) => f.done_dir.clone(),
+        (Some(f), false) => f.failed_dir.clone(),
+        (None, true) => job.folder.join("done"),
+        (None, false) => job.folder.join("failed"),
+    };
+    let store = shared.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || finish_blocking(&store, &job, &base)).await;
+    match outcome {
+        Ok(Ok(dest)) => {
+            tracing::info!(
+                "{} → {}",
+                if uploaded { "done" } else { "failed" },
+                dest.display()
+            );
+        }
+        Ok(Err(message)) => tracing::error!(
+            job = id,
+            "{message}; the file stays where it is and is moved later"
+        ),
+        Err(err) => tracing::error!(job = id, "finishing failed: {err}"),
+    }
+}
+
+fn finish_blocking(store: &JobStore, job: &Job, base: &Path) -> Result<PathBuf, String> {
+    let dest = if job.path.exists() {
+        finish::move_without_overwrite(&job.path, base, &job.rel_path).map_err(|e| e.to_string())?
+    } else {
+        // A crash between the move and the record: the moved file is the one without a sidecar.
+        find_moved(base, &job.rel_path, job.size).ok_or_else(|| {
+            format!(
+                "{} is gone and was not found in {}",
+                job.path.display(),
+                base.display()
+            )
+        })?
+    };
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let _ = store.record_event(job.id, "moved", &format!("to {}", dest.display()));
+    let fresh = store.job(job.id).map_err(|e| e.to_string())?;
+    let sidecar = Sidecar::from_job(&fresh, &file_name);
+    finish::write_sidecar(&dest, &sidecar).map_err(|e| e.to_string())?;
+    store.mark_moved(job.id, &dest).map_err(|e| e.to_string())?;
+    Ok(dest)
+}
+
+/// After a crash mid-finish: the file in `base` named like `rel_path` (or with a ` (n)` suffix)
+/// of the right size that has no sidecar yet.
+fn find_moved(base: &Path, rel_path: &Path, size: u64) -> Option<PathBuf> {
+    let first = base.join(rel_path);
+    let dir = first.parent()?.to_path_buf();
+    let stem = first.file_stem()?.to_string_lossy().into_owned();
+    let ext = first
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    std::iter::once(first.clone())
+        .chain((1..1000).map(|n| dir.join(format!("{stem} ({n}){ext}"))))
+        .take_while(|p| p.exists() || p == &first)
+        .find(|p| {
+            p.metadata().map(|m| m.len() == size).unwrap_or(false)
+                && !finish::sidecar_path(p).exists()
+        })
+}
+
+/// Jobs stuck finishing (a move failed) are tried again at each rescan.
+async fn retry_stuck_finishes(shared: &Arc<Shared>) {
+    let Ok(jobs) = shared.store.unfinished() else {
+        return;
+    };
+    let busy: HashSet<i64> = shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for job in jobs {
+        if job.state == JobState::Finishing && !busy.contains(&job.id) {
+            finish_job(shared, job.id).await;
+        }
+    }
+}
+
+/// For `status`: a one-line summary of the queue.
+pub fn summary_line(store: &JobStore) -> String {
+    match store.summary() {
+        Ok(s) => format!(
+            "{} waiting, {} uploading, {} paused, {} done, {} failed",
+            s.waiting, s.uploading, s.paused, s.done, s.failed
+        ),
+        Err(err) => format!("queue unreadable: {err}"),
+    }
+}
+
+fn next_waiting(store: &JobStore, busy: &HashSet<i64>) -> Result<Option<Job>, StoreError> {
+    Ok(store
+        .unfinished()?
+        .into_iter()
+        .find(|job| job.state == JobState::Waiting && !busy.contains(&job.id)))
+}
