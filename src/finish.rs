@@ -1,0 +1,836 @@
+//! The last stage: moves a file whose outcome is recorded into done/ or failed/ (keeping its
+//! path relative to the watched folder, never overwriting anything) and writes its sidecar
+//! `<file name>.upload.json` beside it.
+//!
+//! The user's file is sacred: every failure here leaves the source where it was, and a move
+//! across file systems removes the source only after the copy is complete and on disk.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::store::{Job, JobError, JobEvent, Outcome, rfc3339};
+
+/// The sidecar's suffix, appended to the moved file's whole name.
+pub const SIDECAR_SUFFIX: &str = ".upload.json";
+
+/// How many `name (n)` suffixes to try before giving up; only reachable if something creates
+/// names as fast as we pick them.
+const MAX_SUFFIX: u32 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("could not find a free name for {} under {}: {source}", rel_path.display(), base.display())]
+    Destination {
+        base: PathBuf,
+        rel_path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not move {} to {} (the file was left where it was): {source}", src.display(), dest.display())]
+    Move {
+        src: PathBuf,
+        dest: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not write the sidecar {}: {source}", path.display())]
+    Sidecar {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `base/rel_path` if free, else `stem (1).ext`, `stem (2).ext`…; a name also counts as taken
+/// when its sidecar `<name>.upload.json` exists (it belongs to an earlier file of that name).
+/// Creates the parent dirs.
+pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
+    // Only plain names: an absolute path or `..` would put the file outside `base`.
+    let plain = rel_path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || rel_path.as_os_str().is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a relative path to a file inside the folder",
+                rel_path.display()
+            ),
+        ));
+    }
+    let wanted = base.join(rel_path);
+    let (Some(parent), Some(name)) = (wanted.parent(), wanted.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} does not name a file", rel_path.display()),
+        ));
+    };
+    fs::create_dir_all(parent)?;
+    let name = Path::new(name);
+    let stem = name.file_stem().unwrap_or(name.as_os_str());
+    let extension = name.extension();
+    for n in 0..=MAX_SUFFIX {
+        let candidate = if n == 0 {
+            wanted.clone()
+        } else {
+            let mut file_name = OsString::from(stem);
+            file_name.push(format!(" ({n})"));
+            if let Some(extension) = extension {
+                file_name.push(".");
+                file_name.push(extension);
+            }
+            parent.join(file_name)
+        };
+        if !is_taken(&candidate)? && !is_taken(&sidecar_path(&candidate))? {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "every name up to \"{}\" ({MAX_SUFFIX}) is taken",
+            name.display()
+        ),
+    ))
+}
+
+/// Whether anything (a dangling symlink included) has this name.
+fn is_taken(path: &Path) -> io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves `src` to a free name under `base/rel_path` (see [`free_destination`]) and returns
+/// where it went. Never overwrites: within a file system the primitive is a hard link (which
+/// fails if the name exists) and then removing the source; where hard links are not allowed,
+/// a rename to a name just checked to be free. Across file systems see [`copy_then_remove`].
+/// On any failure the source is untouched and nothing is left at the destination.
+pub fn move_without_overwrite(
+    src: &Path,
+    base: &Path,
+    rel_path: &Path,
+) -> Result<PathBuf, FinishError> {
+    // Each round loses at most one name to a concurrent creator; bounded so a pathological
+    // directory cannot loop us forever.
+    for _ in 0..64 {
+        let dest = free_destination(base, rel_path).map_err(|source| FinishError::Destination {
+            base: base.to_path_buf(),
+            rel_path: rel_path.to_path_buf(),
+            source,
+        })?;
+        let move_error = |source| FinishError::Move {
+            src: src.to_path_buf(),
+            dest: dest.clone(),
+            source,
+        };
+        match fs::hard_link(src, &dest) {
+            Ok(()) => {
+                if let Err(source) = fs::remove_file(src) {
+                    // Undo, so the file is in exactly one place: where it was.
+                    let _ = fs::remove_file(&dest);
+                    return Err(move_error(source));
+                }
+                sync_dirs(src, &dest);
+                return Ok(dest);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                match copy_without_overwrite(src, &dest) {
+                    Ok(()) => return Ok(dest),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(source) => return Err(move_error(source)),
+                }
+            }
+            // No hard links here (FAT, SMB, `fs.protected_hardlinks` on a file we do not own):
+            // rename, after checking once more that the name is free.
+            Err(_) => {
+                if is_taken(&dest).map_err(move_error)? {
+                    continue;
+                }
+                match fs::rename(src, &dest) {
+                    Ok(()) => {
+                        sync_dirs(src, &dest);
+                        return Ok(dest);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                        match copy_without_overwrite(src, &dest) {
+                            Ok(()) => return Ok(dest),
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                            Err(source) => return Err(move_error(source)),
+                        }
+                    }
+                    Err(source) => return Err(move_error(source)),
+                }
+            }
+        }
+    }
+    Err(FinishError::Move {
+        src: src.to_path_buf(),
+        dest: base.join(rel_path),
+        source: io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "every free name was taken before the file could be moved there",
+        ),
+    })
+}
+
+/// The move across file systems: copies `src` to a hidden temporary name beside `dest`,
+/// fsyncs it, puts it at `dest` without overwriting (an existing `dest` is an `AlreadyExists`
+/// error), fsyncs the directory, and only then removes `src`. On any failure the copy is
+/// removed and `src` is untouched.
+pub fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), FinishError> {
+    copy_without_overwrite(src, dest).map_err(|source| FinishError::Move {
+        src: src.to_path_buf(),
+        dest: dest.to_path_buf(),
+        source,
+    })
+}
+
+fn copy_without_overwrite(src: &Path, dest: &Path) -> io::Result<()> {
+    let (dir, name) = split(dest)?;
+    let temp = dir.join(temp_name(name));
+    let result = copy_to_temp(src, &temp).and_then(|()| place_without_overwrite(&temp, dest));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    // The copy must be durable before the only other copy goes.
+    let after_placing = sync_dir(dir).and_then(|()| fs::remove_file(src));
+    if let Err(e) = after_placing {
+        let _ = fs::remove_file(dest);
+        return Err(e);
+    }
+    if let Some(src_dir) = src.parent() {
+        let _ = sync_dir(src_dir);
+    }
+    Ok(())
+}
+
+fn copy_to_temp(src: &Path, temp: &Path) -> io::Result<()> {
+    let mut from = File::open(src)?;
+    let metadata = from.metadata()?;
+    let mut to = OpenOptions::new().write(true).create_new(true).open(temp)?;
+    io::copy(&mut from, &mut to)?;
+    // Keep what an editor sees in a file browser: permissions and modification time.
+    to.set_permissions(metadata.permissions())?;
+    if let Ok(modified) = metadata.modified() {
+        to.set_modified(modified)?;
+    }
+    to.sync_all()
+}
+
+/// Gives `from` the name `to`, failing with `AlreadyExists` rather than replacing anything.
+fn place_without_overwrite(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            if is_taken(to)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} already exists", to.display()),
+                ));
+            }
+            fs::rename(from, to)
+        }
+    }
+}
+
+/// The sidecar's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SidecarStatus {
+    Uploaded,
+    Failed,
+}
+
+/// What `<file name>.upload.json` says about one upload; field names are part of the contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar {
+    /// The file's name as it is now (after a collision suffix, if one was added).
+    pub file: String,
+    pub size: u64,
+    /// SHA-256 of the bytes sent.
+    pub sha256: Option<String>,
+    pub status: SidecarStatus,
+    pub video_id: Option<String>,
+    pub error: Option<JobError>,
+    pub chunks: Option<u32>,
+    pub chunk_size: Option<u64>,
+    pub attempts: u32,
+    #[serde(with = "rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Bytes sent over the time from the first start to the verdict, retries and pauses
+    /// included: what the user experienced.
+    pub bytes_per_second: Option<f64>,
+    pub events: Vec<JobEvent>,
+}
+
+impl Sidecar {
+    pub fn from_job(job: &Job, file_name: &str) -> Sidecar {
+        let status = match job.outcome {
+            Some(Outcome::Uploaded) => SidecarStatus::Uploaded,
+            // A job without a recorded outcome was never confirmed uploaded.
+            Some(Outcome::Failed) | None => SidecarStatus::Failed,
+        };
+        let bytes_per_second = match (job.started_at, job.finished_at) {
+            (Some(start), Some(end)) => {
+                let seconds = (end - start).as_seconds_f64();
+                (seconds > 0.0).then(|| job.bytes_sent as f64 / seconds)
+            }
+            _ => None,
+        };
+        Sidecar {
+            file: file_name.to_owned(),
+            size: job.size,
+            sha256: job.sha256.clone(),
+            status,
+            video_id: job.video_id.clone(),
+            error: job.error.clone(),
+            chunks: job.total_chunks,
+            chunk_size: job.chunk_size,
+            attempts: job.attempts,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            bytes_per_second,
+            events: job.events.clone(),
+        }
+    }
+}
+
+/// `<moved file's whole name>.upload.json`, beside it.
+pub fn sidecar_path(moved_file: &Path) -> PathBuf {
+    let mut name = moved_file.file_name().unwrap_or_default().to_os_string();
+    name.push(SIDECAR_SUFFIX);
+    moved_file.with_file_name(name)
+}
+
+/// Writes the sidecar beside `moved_file` and returns its path. Written to a temporary name,
+/// fsynced and renamed into place, so a reader never sees half a sidecar.
+pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, FinishError> {
+    let path = sidecar_path(moved_file);
+    let error = |source| FinishError::Sidecar {
+        path: path.clone(),
+        source,
+    };
+    let mut json = serde_json::to_vec_pretty(sidecar).map_err(|e| error(io::Error::other(e)))?;
+    json.push(b'\n');
+    let (dir, name) = split(&path).map_err(error)?;
+    let temp = dir.join(temp_name(name));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        fs::rename(&temp, &path)?;
+        sync_dir(dir)
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(error(source));
+    }
+    Ok(path)
+}
+
+fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} does not name a file", path.display()),
+        )),
+    }
+}
+
+/// A hidden, unique name beside the target: hidden so watchers (ours included, by the default
+/// `.*` exclude) ignore it, unique so two writers never share one.
+fn temp_name(name: &std::ffi::OsStr) -> OsString {
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".{}.hotfolder-tmp", uuid::Uuid::new_v4().simple()));
+    temp
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Directories cannot be opened as files here; renames are durable enough on NTFS.
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Best effort after a move that already happened: the move stands even if this fails, and
+/// reporting an error would make the caller think the file was not moved.
+fn sync_dirs(src: &Path, dest: &Path) {
+    for dir in [dest.parent(), src.parent()].into_iter().flatten() {
+        if let Err(e) = sync_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not fsync directory after a move");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{JobState, JobStore, NewJob};
+    use proptest::prelude::*;
+
+    fn write(path: &Path, bytes: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn taken_names_get_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let first = free_destination(base, Path::new("clip.mov")).unwrap();
+        assert_eq!(first, base.join("clip.mov"));
+        write(&first, b"1");
+        let second = free_destination(base, Path::new("clip.mov")).unwrap();
+        assert_eq!(second, base.join("clip (1).mov"));
+        write(&second, b"2");
+        assert_eq!(
+            free_destination(base, Path::new("clip.mov")).unwrap(),
+            base.join("clip (2).mov")
+        );
+    }
+
+    #[test]
+    fn names_without_or_with_many_dots() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        write(&base.join("README"), b"x");
+        assert_eq!(
+            free_destination(base, Path::new("README")).unwrap(),
+            base.join("README (1)")
+        );
+        write(&base.join("a.b.mov"), b"x");
+        assert_eq!(
+            free_destination(base, Path::new("a.b.mov")).unwrap(),
+            base.join("a.b (1).mov")
+        );
+    }
+
+    #[test]
+    fn a_leftover_sidecar_takes_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        write(&base.join("clip.mov.upload.json"), b"{}");
+        assert_eq!(
+            free_destination(base, Path::new("clip.mov")).unwrap(),
+            base.join("clip (1).mov")
+        );
+    }
+
+    #[test]
+    fn nested_paths_create_their_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("done");
+        let dest = free_destination(&base, Path::new("2025/show/ep1.mxf")).unwrap();
+        assert_eq!(dest, base.join("2025/show/ep1.mxf"));
+        assert!(base.join("2025/show").is_dir());
+        for bad in ["", "/etc/passwd", "../escape.mov", "a/../../b.mov"] {
+            assert!(free_destination(&base, Path::new(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn move_within_a_file_system_leaves_no_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("inbox/show/clip.mov");
+        write(&src, b"video bytes");
+        let base = dir.path().join("done");
+        write(&base.join("show/clip.mov"), b"an earlier clip");
+
+        let dest = move_without_overwrite(&src, &base, Path::new("show/clip.mov")).unwrap();
+        assert_eq!(dest, base.join("show/clip (1).mov"));
+        assert!(!src.exists());
+        assert_eq!(fs::read(&dest).unwrap(), b"video bytes");
+        assert_eq!(
+            fs::read(base.join("show/clip.mov")).unwrap(),
+            b"an earlier clip"
+        );
+    }
+
+    #[test]
+    fn copy_then_remove_moves_the_bytes_and_keeps_the_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("clip.mov");
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        write(&src, &bytes);
+        let mtime =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let dest = dir.path().join("done/clip.mov");
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+
+        copy_then_remove(&src, &dest).unwrap();
+        assert!(!src.exists());
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        assert_eq!(fs::metadata(&dest).unwrap().modified().unwrap(), mtime);
+        assert_eq!(names_in(&dir.path().join("done")), ["clip.mov"]);
+    }
+
+    #[test]
+    fn copy_then_remove_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("clip.mov");
+        write(&src, b"new");
+        let dest = dir.path().join("done/clip.mov");
+        write(&dest, b"old");
+
+        let err = copy_then_remove(&src, &dest).unwrap_err();
+        assert!(
+            matches!(&err, FinishError::Move { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        assert_eq!(fs::read(&src).unwrap(), b"new");
+        assert_eq!(names_in(&dir.path().join("done")), ["clip.mov"]);
+    }
+
+    #[test]
+    fn failed_copy_leaves_source_and_no_partial_file() {
+        // A directory as the source: opening works, reading fails midway, as a disk error would.
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("inbox/weird.mov");
+        fs::create_dir_all(&src).unwrap();
+        let done = dir.path().join("done");
+        fs::create_dir_all(&done).unwrap();
+
+        let err = copy_then_remove(&src, &done.join("weird.mov")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(&src.display().to_string()), "{message}");
+        assert!(
+            message.contains(&done.join("weird.mov").display().to_string()),
+            "{message}"
+        );
+        assert!(src.is_dir());
+        assert!(
+            names_in(&done).is_empty(),
+            "left behind: {:?}",
+            names_in(&done)
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn failed_move_into_read_only_dir_leaves_the_source() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("clip.mov");
+        write(&src, b"precious");
+        let done = dir.path().join("done");
+        fs::create_dir_all(&done).unwrap();
+        fs::set_permissions(&done, fs::Permissions::from_mode(0o555)).unwrap();
+        // Root (or CAP_DAC_OVERRIDE) ignores permission bits, so the move would just succeed.
+        if fs::write(done.join("probe"), b"").is_ok() {
+            fs::set_permissions(&done, fs::Permissions::from_mode(0o755)).unwrap();
+            eprintln!(
+                "skipped: running as root, which ignores the read-only permission this test relies on"
+            );
+            return;
+        }
+
+        let result = move_without_overwrite(&src, &done, Path::new("clip.mov"));
+        fs::set_permissions(&done, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = result.unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(&src.display().to_string()), "{message}");
+        assert!(message.contains(&done.display().to_string()), "{message}");
+        assert_eq!(fs::read(&src).unwrap(), b"precious");
+        assert!(names_in(&done).is_empty());
+    }
+
+    /// Makes a directory immutable (`chattr +i`) for the life of the guard: even root cannot
+    /// remove files from it, which is how these tests make "removing the source" fail.
+    struct ImmutableDir(PathBuf);
+
+    impl ImmutableDir {
+        fn set(dir: &Path) -> Option<ImmutableDir> {
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then(|| ImmutableDir(dir.to_path_buf()))
+        }
+    }
+
+    impl Drop for ImmutableDir {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    #[test]
+    fn source_that_cannot_be_removed_stays_and_leaves_no_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        let src = inbox.join("clip.mov");
+        write(&src, b"precious");
+        let done = dir.path().join("done");
+        fs::create_dir_all(&done).unwrap();
+        let Some(_immutable) = ImmutableDir::set(&inbox) else {
+            eprintln!(
+                "skipped: `chattr +i` is unavailable here (needs root and a file system with the immutable flag)"
+            );
+            return;
+        };
+
+        // Within the file system: the hard link succeeds, removing the source does not.
+        let err = move_without_overwrite(&src, &done, Path::new("clip.mov")).unwrap_err();
+        assert!(
+            err.to_string().contains(&src.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(fs::read(&src).unwrap(), b"precious");
+        assert!(
+            names_in(&done).is_empty(),
+            "left behind: {:?}",
+            names_in(&done)
+        );
+
+        // The copy branch: the complete copy is removed again.
+        let err = copy_then_remove(&src, &done.join("clip.mov")).unwrap_err();
+        assert!(matches!(err, FinishError::Move { .. }));
+        assert_eq!(fs::read(&src).unwrap(), b"precious");
+        assert!(
+            names_in(&done).is_empty(),
+            "left behind: {:?}",
+            names_in(&done)
+        );
+    }
+
+    /// The real EXDEV branch, when /dev/shm is a different file system than the temp dir.
+    #[cfg(unix)]
+    #[test]
+    fn move_across_file_systems() {
+        use std::os::unix::fs::MetadataExt;
+        let shm = Path::new("/dev/shm");
+        let dir = tempfile::tempdir().unwrap();
+        let other = match tempfile::tempdir_in(shm) {
+            Ok(other)
+                if fs::metadata(other.path()).unwrap().dev()
+                    != fs::metadata(dir.path()).unwrap().dev() =>
+            {
+                other
+            }
+            _ => {
+                eprintln!(
+                    "skipped: /dev/shm is missing or on the same file system as the temp dir"
+                );
+                return;
+            }
+        };
+        let src = dir.path().join("clip.mov");
+        write(&src, b"across");
+        let dest = move_without_overwrite(&src, other.path(), Path::new("sub/clip.mov")).unwrap();
+        assert_eq!(dest, other.path().join("sub/clip.mov"));
+        assert!(!src.exists());
+        assert_eq!(fs::read(&dest).unwrap(), b"across");
+        assert_eq!(names_in(&other.path().join("sub")), ["clip.mov"]);
+
+        // And again with the name taken.
+        write(&src, b"second");
+        let dest = move_without_overwrite(&src, other.path(), Path::new("sub/clip.mov")).unwrap();
+        assert_eq!(dest, other.path().join("sub/clip (1).mov"));
+        assert_eq!(fs::read(&dest).unwrap(), b"second");
+    }
+
+    fn finished_job(dir: &Path) -> Job {
+        let store = JobStore::open(&dir.join("state")).unwrap();
+        let id = store
+            .enqueue(NewJob {
+                folder: dir.to_path_buf(),
+                path: dir.join("clip.mov"),
+                rel_path: PathBuf::from("clip.mov"),
+                size: 2048,
+                mtime_ns: 0,
+                rule: "size and mtime unchanged for 10s".into(),
+            })
+            .unwrap()
+            .id();
+        store.start_attempt(id).unwrap();
+        store.record_video(id, "v-42").unwrap();
+        store.record_progress(id, 3, 2, 1024, 2048).unwrap();
+        store.record_event(id, "finished", "2 chunks").unwrap();
+        store
+            .decide(id, Outcome::Uploaded, Some("ab12"), None)
+            .unwrap();
+        let job = store.job(id).unwrap();
+        assert_eq!(job.state, JobState::Finishing);
+        job
+    }
+
+    #[test]
+    fn sidecar_has_every_contract_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = finished_job(dir.path());
+        let moved = dir.path().join("done/clip (1).mov");
+        write(&moved, b"x");
+
+        let path = write_sidecar(&moved, &Sidecar::from_job(&job, "clip (1).mov")).unwrap();
+        assert_eq!(path, dir.path().join("done/clip (1).mov.upload.json"));
+        assert_eq!(
+            names_in(&dir.path().join("done")),
+            ["clip (1).mov", "clip (1).mov.upload.json"]
+        );
+
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let object = json.as_object().unwrap();
+        for field in [
+            "file",
+            "size",
+            "sha256",
+            "status",
+            "video_id",
+            "error",
+            "chunks",
+            "chunk_size",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "bytes_per_second",
+            "events",
+        ] {
+            assert!(object.contains_key(field), "missing {field} in {json}");
+        }
+        assert_eq!(json["file"], "clip (1).mov");
+        assert_eq!(json["size"], 2048);
+        assert_eq!(json["sha256"], "ab12");
+        assert_eq!(json["status"], "uploaded");
+        assert_eq!(json["video_id"], "v-42");
+        assert!(json["error"].is_null());
+        assert_eq!(json["chunks"], 2);
+        assert_eq!(json["chunk_size"], 1024);
+        assert_eq!(json["attempts"], 1);
+        let started = json["started_at"].as_str().unwrap();
+        OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339).unwrap();
+        let events = json["events"].as_array().unwrap();
+        assert_eq!(events[0]["event"], "detected");
+        assert_eq!(events[0]["detail"], "size and mtime unchanged for 10s");
+        assert_eq!(events[1]["event"], "finished");
+        assert!(events[0]["at"].as_str().unwrap().ends_with('Z'));
+
+        // It also reads back as a Sidecar.
+        let back: Sidecar = serde_json::from_value(json).unwrap();
+        assert_eq!(back.started_at, job.started_at);
+    }
+
+    #[test]
+    fn failed_sidecar_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = finished_job(dir.path());
+        job.outcome = Some(Outcome::Failed);
+        job.error = Some(JobError {
+            status: Some(415),
+            message: "Unsupported Media Type".into(),
+            meaning: "the platform does not accept this kind of file".into(),
+        });
+        let moved = dir.path().join("clip.mov");
+        write(&moved, b"x");
+        let path = write_sidecar(&moved, &Sidecar::from_job(&job, "clip.mov")).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        assert_eq!(json["status"], "failed");
+        assert_eq!(json["error"]["status"], 415);
+        assert_eq!(json["error"]["message"], "Unsupported Media Type");
+        assert_eq!(
+            json["error"]["meaning"],
+            "the platform does not accept this kind of file"
+        );
+    }
+
+    #[test]
+    fn rate_is_bytes_over_elapsed_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = finished_job(dir.path());
+        let start = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        job.started_at = Some(start);
+        job.finished_at = Some(start + time::Duration::seconds(4));
+        job.bytes_sent = 2048;
+        assert_eq!(Sidecar::from_job(&job, "a").bytes_per_second, Some(512.0));
+        job.finished_at = Some(start);
+        assert_eq!(Sidecar::from_job(&job, "a").bytes_per_second, None);
+    }
+
+    #[test]
+    fn sidecar_path_appends_to_the_whole_name() {
+        assert_eq!(
+            sidecar_path(Path::new("/d/a.b.mov")),
+            PathBuf::from("/d/a.b.mov.upload.json")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn free_destination_never_returns_a_taken_name(
+            taken in proptest::collection::vec((0..6u32, any::<bool>(), any::<bool>()), 0..12),
+            name in prop_oneof![Just("clip.mov"), Just("clip"), Just("a.b.mov"), Just(".hidden")],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let base = dir.path().join("done");
+            let plain = base.join(name);
+            let (stem, ext) = match (plain.file_stem(), plain.extension()) {
+                (Some(s), Some(e)) => (s.to_string_lossy().into_owned(), format!(".{}", e.to_string_lossy())),
+                (Some(s), None) => (s.to_string_lossy().into_owned(), String::new()),
+                _ => unreachable!(),
+            };
+            for (n, as_sidecar, as_dir) in taken {
+                let file = if n == 0 { name.to_string() } else { format!("{stem} ({n}){ext}") };
+                let path = if as_sidecar { base.join(format!("{file}.upload.json")) } else { base.join(file) };
+                if path.exists() {
+                    continue;
+                }
+                if as_dir {
+                    fs::create_dir_all(&path).unwrap();
+                } else {
+                    write(&path, b"x");
+                }
+            }
+            let dest = free_destination(&base, Path::new(name)).unwrap();
+            prop_assert!(!dest.exists());
+            prop_assert!(!sidecar_path(&dest).exists());
+            prop_assert_eq!(dest.parent(), Some(base.as_path()));
+            let dest_name = dest.file_name().unwrap().to_string_lossy().into_owned();
+            prop_assert!(dest_name.starts_with(&stem) && dest_name.ends_with(&ext), "{}", dest_name);
+        }
+    }
+}
