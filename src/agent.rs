@@ -485,6 +485,7 @@ async fn dispatch(shared: &Arc<Shared>, workers: &TaskTracker, shutdown: &Cancel
             }
         }
         let slot = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
@@ -494,7 +495,7 @@ async fn dispatch(shared: &Arc<Shared>, workers: &TaskTracker, shutdown: &Cancel
         let notified = shared.wake.notified();
         let next = {
             let in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            next_waiting(&shared.store, &in_flight)
+            shared.store.next_waiting(&in_flight)
         };
         match next {
             Ok(Some(job)) => {
@@ -867,11 +868,4 @@ pub fn summary_line(store: &JobStore) -> String {
         ),
         Err(err) => format!("queue unreadable: {err}"),
     }
-}
-
-fn next_waiting(store: &JobStore, busy: &HashSet<i64>) -> Result<Option<Job>, StoreError> {
-    Ok(store
-        .unfinished()?
-        .into_iter()
-        .find(|job| job.state == JobState::Waiting && !busy.contains(&job.id)))
 }

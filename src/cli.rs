@@ -498,7 +498,16 @@ async fn run_agent(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
 fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
     use crate::store::{JobState, JobStore, StoreError};
     let settings = load_settings(arg)?;
-    let store = match JobStore::open_read_only(&settings.state_dir) {
+    // A store at schema version 0 is one that `run` is creating this very moment.
+    let mut opened = JobStore::open_read_only(&settings.state_dir);
+    for _ in 0..20 {
+        if !matches!(opened, Err(StoreError::NeedsUpgrade { found: 0, .. })) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        opened = JobStore::open_read_only(&settings.state_dir);
+    }
+    let store = match opened {
         Ok(store) => store,
         Err(StoreError::NoStore { path }) => {
             if json {

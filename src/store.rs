@@ -535,6 +535,22 @@ impl JobStore {
         })
     }
 
+    /// The oldest waiting job that is not in `busy` (jobs a worker is already on).
+    pub fn next_waiting(
+        &self,
+        busy: &std::collections::HashSet<i64>,
+    ) -> Result<Option<Job>, StoreError> {
+        let limit = i64::try_from(busy.len() + 1).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let jobs = load_jobs(
+                conn,
+                "WHERE state = 'waiting' ORDER BY id LIMIT ?1",
+                params![limit],
+            )?;
+            Ok(jobs.into_iter().find(|job| !busy.contains(&job.id)))
+        })
+    }
+
     /// Done, failed and gone jobs, most recently finished first.
     pub fn recent_finished(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

@@ -1,1 +1,243 @@
-//! TODO
+//! The built-in VideoManager Pro emulator: a strict, fast model of the platform's login, API and
+//! chunked upload protocol on loopback, with fault injection. Used by the tests, the benchmark,
+//! `hotfolder demo` and `hotfolder emulator`.
+//!
+//! It never keeps file contents: each video's sha256 is computed as chunk bodies stream in.
+//! Besides the platform's endpoints it answers `GET /_emulator/videos` and
+//! `GET /_emulator/stats` with the same JSON as [`Emulator::videos`] and [`Emulator::stats`].
+
+mod cli;
+mod faults;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+pub use cli::{EmulatorArgs, run_cli};
+pub use state::DEFAULT_VIDEO_MANAGER_ID;
+
+/// How the emulated platform behaves. The switches model the places where the platform's
+/// documentation contradicts itself, so clients can be tested against each reading.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    pub username: String,
+    pub password: String,
+    /// Keycloak's `expires_in`; also the lifetime of legacy access tokens.
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// Lifetime of an upload URL's `__token__` (the platform's is four hours).
+    pub url_ttl: Duration,
+    /// An upload URL is refused (403) after this many chunk posts.
+    pub url_max_chunks: Option<u32>,
+    /// Every `GET .../url` after the first issues a new fileId, and an unfinished video's
+    /// received content starts over.
+    pub new_file_id_on_renew: bool,
+    /// Answer 201 to every chunk instead of 202 ... 202, 201.
+    pub created_on_every_chunk: bool,
+    /// Answer `GET .../url` with 200 (as the OpenAPI says) instead of 201 (as the guide says).
+    pub url_status_ok: bool,
+    /// The legacy login's `validForVideoManager` as `"12345"` instead of `12345`.
+    pub legacy_vm_id_as_string: bool,
+    /// Storage quota across all videos; beyond it the platform answers 403 with code 1101.
+    pub quota_bytes: Option<u64>,
+    /// API calls (not chunk posts, not logins at the token endpoint) beyond this many in a
+    /// sliding minute get 429 with `Retry-After`.
+    pub api_requests_per_minute: Option<u32>,
+    pub faults: Faults,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        EmulatorOptions {
+            username: "demo".to_owned(),
+            password: "demo-password".to_owned(),
+            access_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(3600),
+            url_ttl: Duration::from_secs(4 * 3600),
+            url_max_chunks: None,
+            new_file_id_on_renew: false,
+            created_on_every_chunk: false,
+            url_status_ok: false,
+            legacy_vm_id_as_string: false,
+            quota_bytes: None,
+            api_requests_per_minute: None,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Injected misbehaviour; every rate is a probability per request in `0.0..=1.0`.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Seeds the RNG that decides, request by request, which fault happens.
+    pub seed: u64,
+    /// Any request is answered 500, 502, 503 or 504 with a JSON body; a chunk is not stored.
+    pub error_rate: f64,
+    /// Chunk posts: part of the body is read, then the connection is closed with no answer.
+    pub reset_rate: f64,
+    /// Chunk posts: the chunk is stored, then the connection is closed with no answer.
+    pub lost_ack_rate: f64,
+    /// Any request waits `stall` before it is handled (so clients time out).
+    pub stall_rate: f64,
+    pub stall: Duration,
+    /// Any request is answered 429 with `Retry-After: retry_after_secs`.
+    pub throttle_rate: f64,
+    pub retry_after_secs: u64,
+}
+
+/// What the emulator knows about one video, as tests and scripts see it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VideoRecord {
+    pub id: String,
+    pub video_manager_id: u64,
+    pub file_name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub keywords: Vec<String>,
+    pub channel: Option<u64>,
+    pub group: Option<u64>,
+    pub auto_publish: Option<bool>,
+    /// `Mi24-Upload-Total-Chunks` of the current upload, set by its chunk 1.
+    pub total_chunks: Option<u32>,
+    /// Chunks 1 ..= this are stored.
+    pub chunks_received: u32,
+    pub bytes_received: u64,
+    /// Lower-case hex sha256 of the complete content; `Some` only when complete.
+    pub sha256: Option<String>,
+    pub complete: bool,
+    /// How often received content was thrown away (chunk 1 again, or a new fileId).
+    pub restarts: u32,
+    pub urls_issued: u32,
+    /// The fileId that upload URLs must carry now.
+    pub file_id: String,
+}
+
+/// Counters since the emulator started. `_emulator/*` requests are not counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EmulatorStats {
+    pub requests: u64,
+    pub chunk_posts: u64,
+    /// Chunks committed to a video (re-sent duplicates included).
+    pub chunks_accepted: u64,
+    /// Chunk body bytes read from the network, whatever became of them.
+    pub bytes_received: u64,
+    /// Bytes held by all videos now: what counts against the quota.
+    pub bytes_stored: u64,
+    pub videos_created: u64,
+    /// Successful password logins, both styles.
+    pub logins: u64,
+    pub logins_refused: u64,
+    /// Successful refreshes, both styles.
+    pub refreshes: u64,
+    pub urls_issued: u64,
+    /// API calls refused by `api_requests_per_minute` (not counted as faults).
+    pub rate_limited: u64,
+    pub faults_injected: FaultCounts,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FaultCounts {
+    pub errors: u64,
+    pub resets: u64,
+    pub lost_acks: u64,
+    pub stalls: u64,
+    pub throttles: u64,
+    pub total: u64,
+}
+
+/// A running emulator. Dropping it stops the server too; [`Emulator::shutdown`] also waits
+/// until every connection is closed.
+pub struct Emulator {
+    shared: Arc<server::Shared>,
+    base_url: Url,
+    /// Stops the accept loop and every connection task.
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Emulator {
+    /// Binds `addr` (use `127.0.0.1:0` for a free port) and starts serving in the background.
+    pub async fn start(addr: SocketAddr, options: EmulatorOptions) -> std::io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let base_url = server::base_url_for(local)
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+        let shared = Arc::new(server::Shared::new(options, base_url.clone()));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(server::accept_loop(
+            listener,
+            Arc::clone(&shared),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        Ok(Emulator {
+            shared,
+            base_url,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/` (the loopback address when listening on every interface).
+    pub fn base_url(&self) -> Url {
+        self.base_url.clone()
+    }
+
+    /// `{base}v1/vms/`, ending in `/` like the platform's `api_url`.
+    pub fn api_url(&self) -> Url {
+        server::api_url(&self.base_url)
+    }
+
+    pub fn token_url(&self) -> Url {
+        server::token_url(&self.base_url)
+    }
+
+    /// Every video in creation order.
+    pub fn videos(&self) -> Vec<VideoRecord> {
+        self.shared.state().videos()
+    }
+
+    pub fn video(&self, id: &str) -> Option<VideoRecord> {
+        self.shared.state().video(id)
+    }
+
+    pub fn stats(&self) -> EmulatorStats {
+        self.shared.stats()
+    }
+
+    /// Replaces the fault rates and reseeds the fault RNG with `faults.seed`.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_faults(faults);
+    }
+
+    pub fn set_quota(&self, quota_bytes: Option<u64>) {
+        self.shared.state().set_quota(quota_bytes);
+    }
+
+    /// Changes the accepted password. Refresh tokens stop working at once (sessions end, as
+    /// after a credential reset); access tokens already issued run until they expire.
+    pub fn set_password(&self, password: &str) {
+        self.shared.state().set_password(password);
+    }
+
+    /// Stops accepting, closes every connection (requests in flight get no answer) and waits
+    /// until all of it is done.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -406,7 +406,10 @@ impl Platform {
         let mut refreshed = false;
         loop {
             let token = self.session.access_token(shutdown).await?;
-            self.pacer.wait().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                _ = self.pacer.wait() => {}
+            }
             let answer = self
                 .transport
                 .exchange_observed(step, shutdown, observer, || build(token.expose_secret()))

@@ -35,7 +35,7 @@ pub fn account_toml(emulator: &Emulator, auth: &str) -> String {
 }
 
 /// Fast retries for tests: delays capped at 20 ms.
-pub const FAST_UPLOAD: &str = "[upload]\nchunk_size = \"1 MiB\"\nparallel = 2\nmax_attempts = 30\nbackoff_max = \"20ms\"\nrequest_timeout = \"2s\"\n";
+pub const FAST_UPLOAD: &str = "[upload]\nchunk_size = \"1 MiB\"\nparallel = 2\nmax_attempts = 30\nbackoff_max = \"20ms\"\nrequest_timeout = \"2s\"\napi_requests_per_minute = 6000\n";
 
 /// Writes `config.toml` in `dir` (state and log dirs inside `dir` too) and returns its path.
 pub fn write_config(dir: &Path, body: &str) -> PathBuf {
@@ -103,4 +103,128 @@ pub async fn run(command: &mut tokio::process::Command) -> Output {
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A watched folder layout in a temp dir: `inbox/`, `inbox/done/`, `inbox/failed/` (defaults).
+pub struct Studio {
+    pub dir: tempfile::TempDir,
+    pub inbox: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Studio {
+    /// Config with the emulator's account, fast retries, and one folder with `folder_extra`
+    /// lines (e.g. `stable_for = "300ms"`) appended to its table.
+    pub fn new(emulator: &Emulator, upload_toml: &str, folder_extra: &str) -> Studio {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let inbox = std::fs::canonicalize(&inbox).unwrap();
+        let body = format!(
+            "{}\n{upload_toml}\n[[folder]]\npath = \"{}\"\n{folder_extra}\n",
+            account_toml(emulator, "keycloak"),
+            inbox.display()
+        );
+        let config = write_config(dir.path(), &body);
+        Studio { dir, inbox, config }
+    }
+
+    pub fn done(&self) -> PathBuf {
+        self.inbox.join("done")
+    }
+
+    pub fn failed(&self) -> PathBuf {
+        self.inbox.join("failed")
+    }
+
+    /// `hotfolder run` in the background; its stderr goes to `run-stderr.log` (appended).
+    pub fn start(&self) -> tokio::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_log())
+            .unwrap();
+        hotfolder()
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("hotfolder run starts")
+    }
+
+    pub fn stderr_log(&self) -> PathBuf {
+        self.dir.path().join("run-stderr.log")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.stderr_log()).unwrap_or_default()
+    }
+
+    pub async fn status_json(&self) -> serde_json::Value {
+        let output = run(hotfolder()
+            .arg("status")
+            .arg("--json")
+            .arg("--config")
+            .arg(&self.config))
+        .await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("status --json is JSON")
+    }
+}
+
+/// Waits up to `limit` for `condition`, checking every 50 ms.
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Files (not dirs) under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                out.push(path.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Sends SIGTERM (or another signal) to a child.
+pub fn signal(child: &tokio::process::Child, sig: i32) {
+    let pid = child.id().expect("child is running");
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Stops a child with SIGTERM; returns its exit status and how long it took.
+pub async fn stop(mut child: tokio::process::Child) -> (std::process::ExitStatus, Duration) {
+    let start = std::time::Instant::now();
+    signal(&child, 15);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("hotfolder stopped within 15 s of SIGTERM")
+        .unwrap();
+    (status, start.elapsed())
 }

@@ -1,0 +1,1120 @@
+//! The emulator's HTTP side, on hyper 1 directly: an accept loop, one http1 connection task per
+//! client, a small router and the handlers that turn requests into [`PlatformState`] calls.
+//!
+//! hyper rather than a framework because two faults must close the TCP connection without any
+//! answer: a service that returns `Err` makes hyper drop the connection on the spot.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use super::faults::{FaultCounters, FaultDice, FaultPlan};
+use super::state::{
+    ChunkPlan, ChunkRefusal, ChunkRequest, Clock, CreateRefusal, CreateVideoBody,
+    DEFAULT_VIDEO_MANAGER_ID, LoginRefusal, LoginStyle, PlatformState, QUOTA_MESSAGE,
+};
+use super::{EmulatorOptions, EmulatorStats, Faults};
+
+type Answer = Response<Full<Bytes>>;
+
+/// An answer that refuses a request, boxed so that `Result`s stay small.
+type Refused = Box<Answer>;
+
+/// Largest login or create-video body read; the platform's are a few hundred bytes.
+const API_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Bodies of refused chunks are read and discarded up to this much, so the client gets to read
+/// the answer instead of a broken pipe (the protocol allows chunks of up to 64 MiB).
+const DRAIN_LIMIT: u64 = 128 * 1024 * 1024;
+
+/// hyper's read buffer per connection. Larger than its default (~400 KiB) so that chunk bodies
+/// arrive in fewer, bigger frames: fewer syscalls and wake-ups per hashed byte.
+const READ_BUFFER: usize = 1024 * 1024;
+
+/// Chunks from this size on are hashed on a blocking thread; below it, handing frames over would
+/// cost more than it saves.
+const HASH_ON_THREAD_FROM: u64 = 1024 * 1024;
+
+/// Frames waiting to be hashed; bounded so a slow hash pushes back on the socket instead of
+/// piling up memory (at most this many frames of up to [`READ_BUFFER`] each).
+const HASH_QUEUE: usize = 8;
+
+const TOTAL_CHUNKS: &str = "mi24-upload-total-chunks";
+const CURRENT_CHUNK: &str = "mi24-upload-current-chunk";
+
+/// Why the emulator closed a connection instead of answering. Returned from the hyper service,
+/// which makes hyper drop the connection without writing a response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectionDropped {
+    #[error("injected fault: connection reset in the middle of a chunk body")]
+    ResetMidBody,
+    #[error("injected fault: chunk stored, answer lost")]
+    LostAck,
+    #[error("request body could not be read")]
+    Body(#[from] hyper::Error),
+    #[error("the thread hashing a chunk body failed")]
+    HashWorker,
+}
+
+/// Everything the connection tasks share.
+pub(crate) struct Shared {
+    state: Mutex<PlatformState>,
+    dice: Mutex<FaultDice>,
+    fault_counters: FaultCounters,
+    counters: Counters,
+    clock: Clock,
+    /// Used for `Location` headers when a request has no usable `Host`.
+    base_url: Url,
+    created_on_every_chunk: bool,
+    url_status_ok: bool,
+    legacy_vm_id_as_string: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    chunk_posts: AtomicU64,
+    chunks_accepted: AtomicU64,
+    bytes_received: AtomicU64,
+    videos_created: AtomicU64,
+    logins: AtomicU64,
+    logins_refused: AtomicU64,
+    refreshes: AtomicU64,
+    urls_issued: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Shared {
+    pub(crate) fn new(options: EmulatorOptions, base_url: Url) -> Shared {
+        Shared {
+            state: Mutex::new(PlatformState::new(&options)),
+            dice: Mutex::new(FaultDice::new(options.faults.clone())),
+            fault_counters: FaultCounters::default(),
+            counters: Counters::default(),
+            clock: Clock::new(),
+            base_url,
+            created_on_every_chunk: options.created_on_every_chunk,
+            url_status_ok: options.url_status_ok,
+            legacy_vm_id_as_string: options.legacy_vm_id_as_string,
+        }
+    }
+
+    /// The state lock is never held across an await, so a poisoned lock can only mean a panic
+    /// in plain bookkeeping; the data is still consistent enough for an emulator.
+    pub(crate) fn state(&self) -> MutexGuard<'_, PlatformState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        *self.dice.lock().unwrap_or_else(PoisonError::into_inner) = FaultDice::new(faults);
+    }
+
+    fn roll_faults(&self, chunk_post: bool) -> FaultPlan {
+        let plan = self
+            .dice
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .roll(chunk_post);
+        self.fault_counters.count(&plan);
+        plan
+    }
+
+    pub(crate) fn stats(&self) -> EmulatorStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let c = &self.counters;
+        EmulatorStats {
+            requests: load(&c.requests),
+            chunk_posts: load(&c.chunk_posts),
+            chunks_accepted: load(&c.chunks_accepted),
+            bytes_received: load(&c.bytes_received),
+            bytes_stored: self.state().stored_bytes(),
+            videos_created: load(&c.videos_created),
+            logins: load(&c.logins),
+            logins_refused: load(&c.logins_refused),
+            refreshes: load(&c.refreshes),
+            urls_issued: load(&c.urls_issued),
+            rate_limited: load(&c.rate_limited),
+            faults_injected: self.fault_counters.snapshot(),
+        }
+    }
+
+    /// The base URL the client used (its `Host`), so `Location` headers work for clients that
+    /// reach the emulator by another name or address than loopback.
+    fn request_base(&self, headers: &HeaderMap) -> Url {
+        headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| Url::parse(&format!("http://{host}/")).ok())
+            .filter(|url| {
+                url.path() == "/"
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+            })
+            .unwrap_or_else(|| self.base_url.clone())
+    }
+}
+
+/// Where clients reach a listener: an unspecified address (`0.0.0.0`) is reached on loopback.
+pub(crate) fn base_url_for(local: SocketAddr) -> Result<Url, url::ParseError> {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Url::parse(&format!("http://{}/", SocketAddr::new(ip, local.port())))
+}
+
+pub(crate) fn api_url(base: &Url) -> Url {
+    base.join("v1/vms/").unwrap_or_else(|_| base.clone())
+}
+
+pub(crate) fn token_url(base: &Url) -> Url {
+    base.join("auth/realms/platform/protocol/openid-connect/token")
+        .unwrap_or_else(|_| base.clone())
+}
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                tasks.spawn(serve_connection(
+                    stream,
+                    Arc::clone(&shared),
+                    shutdown.clone(),
+                ));
+            }
+            Err(error) => {
+                // Usually out of file descriptors: wait for connections to close, do not spin.
+                tracing::warn!(%error, "emulator could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    // Answers are tiny; Nagle would hold each one back waiting for the client's next ACK.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "emulator could not set TCP_NODELAY");
+    }
+    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(READ_BUFFER)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "emulator connection ended");
+            }
+        }
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// Where a request goes, from its method and path alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    KeycloakToken,
+    LegacyLogin,
+    LegacyRefresh { vm: String },
+    CreateVideo { vm: String },
+    UploadUrl { vm: String, video: String },
+    Chunk { vm: String, video: String },
+    ListVideos,
+    Stats,
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Route {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (route, allowed) = match segments.as_slice() {
+            [
+                "auth",
+                "realms",
+                "platform",
+                "protocol",
+                "openid-connect",
+                "token",
+            ] => (Route::KeycloakToken, Method::POST),
+            ["v1", "vms", "auth", "login"] => (Route::LegacyLogin, Method::POST),
+            ["v1", "vms", "auth", "refresh", vm] => (
+                Route::LegacyRefresh {
+                    vm: (*vm).to_owned(),
+                },
+                Method::POST,
+            ),
+            ["v1", "vms", vm, "videos"] => (
+                Route::CreateVideo {
+                    vm: (*vm).to_owned(),
+                },
+                Method::POST,
+            ),
+            ["v1", "vms", vm, "videos", video, "url"] => (
+                Route::UploadUrl {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                },
+                Method::GET,
+            ),
+            ["chunks", "vms", vm, "videos", video] => (
+                Route::Chunk {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                },
+                Method::POST,
+            ),
+            ["_emulator", "videos"] => (Route::ListVideos, Method::GET),
+            ["_emulator", "stats"] => (Route::Stats, Method::GET),
+            _ => return Route::NotFound,
+        };
+        if *method == allowed {
+            route
+        } else {
+            Route::MethodNotAllowed
+        }
+    }
+
+    /// Calls that count against the API's requests-per-minute limit.
+    fn is_api_call(&self) -> bool {
+        matches!(
+            self,
+            Route::LegacyLogin
+                | Route::LegacyRefresh { .. }
+                | Route::CreateVideo { .. }
+                | Route::UploadUrl { .. }
+        )
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Answer, ConnectionDropped> {
+    let route = Route::of(request.method(), request.uri().path());
+    match route {
+        Route::ListVideos => return Ok(json_answer(StatusCode::OK, &shared.state().videos())),
+        Route::Stats => return Ok(json_answer(StatusCode::OK, &shared.stats())),
+        _ => {}
+    }
+    bump(&shared.counters.requests);
+    let chunk_post = matches!(route, Route::Chunk { .. });
+    if chunk_post {
+        bump(&shared.counters.chunk_posts);
+    }
+    let plan = shared.roll_faults(chunk_post);
+    if let Some(stall) = plan.stall {
+        tokio::time::sleep(stall).await;
+    }
+    let (parts, body) = request.into_parts();
+    if plan.reset {
+        return Err(read_part_then_drop(&shared, &parts.headers, body).await);
+    }
+    if let Some(retry_after) = plan.throttle {
+        drain(&shared, body, chunk_post).await?;
+        let answer = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "injected fault: too many requests",
+        );
+        return Ok(with_header(
+            answer,
+            header::RETRY_AFTER,
+            &retry_after.to_string(),
+        ));
+    }
+    if let Some(status) = plan.error {
+        drain(&shared, body, chunk_post).await?;
+        return Ok(json_answer(
+            status,
+            &json!({"message": format!("injected fault: {status}"), "code": status.as_u16()}),
+        ));
+    }
+
+    let answer = match route {
+        Route::Chunk { vm, video } => chunk(&shared, &parts, body, &vm, &video).await?,
+        Route::MethodNotAllowed => {
+            drain(&shared, body, false).await?;
+            message(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        }
+        Route::NotFound => {
+            drain(&shared, body, false).await?;
+            message(StatusCode::NOT_FOUND, "no such resource")
+        }
+        route => {
+            let body = match read_small_body(body).await? {
+                Some(body) => body,
+                None => {
+                    return Ok(message(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large",
+                    ));
+                }
+            };
+            api_call(&shared, route, &parts, body)
+        }
+    };
+    if plan.lost_ack {
+        return Err(ConnectionDropped::LostAck);
+    }
+    Ok(answer)
+}
+
+/// Handlers for everything but chunk posts: their bodies are small and already read.
+fn api_call(shared: &Shared, route: Route, parts: &Parts, body: Bytes) -> Answer {
+    let now = shared.clock.now();
+    let admitted = if route.is_api_call() {
+        shared.state().admit_api_call(now)
+    } else {
+        Ok(())
+    };
+    if let Err(wait) = admitted {
+        bump(&shared.counters.rate_limited);
+        return with_header(
+            message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "API rate limit exceeded: too many requests per minute",
+            ),
+            header::RETRY_AFTER,
+            &whole_seconds(wait).max(1).to_string(),
+        );
+    }
+    match route {
+        Route::KeycloakToken => keycloak_token(shared, &parts.headers, &body),
+        Route::LegacyLogin => legacy_login(shared, &parts.headers, &body),
+        Route::LegacyRefresh { vm } => legacy_refresh(shared, &parts.headers, &vm, &body),
+        Route::CreateVideo { vm } => create_video(shared, &parts.headers, &vm, &body),
+        Route::UploadUrl { vm, video } => upload_url(shared, &parts.headers, &vm, &video),
+        _ => message(StatusCode::NOT_FOUND, "no such resource"),
+    }
+}
+
+fn keycloak_token(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        json_answer(
+            status,
+            &json!({"error": error, "error_description": description}),
+        )
+    };
+    if !has_media_type(headers, "application/x-www-form-urlencoded") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Content-Type must be application/x-www-form-urlencoded",
+        );
+    }
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .filter(|value| !value.is_empty())
+    };
+    if field("client_id").is_none() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing parameter: client_id",
+        );
+    }
+    let now = shared.clock.now();
+    let result = match field("grant_type") {
+        Some("password") => {
+            let (Some(username), Some(password)) = (field("username"), field("password")) else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Missing parameter: username or password",
+                );
+            };
+            let result =
+                shared
+                    .state()
+                    .password_login(LoginStyle::Keycloak, username, password, now);
+            count_login(shared, result.is_ok());
+            result
+        }
+        Some("refresh_token") => {
+            let Some(refresh_token) = field("refresh_token") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Missing parameter: refresh_token",
+                );
+            };
+            let result = shared
+                .state()
+                .refresh(LoginStyle::Keycloak, refresh_token, now);
+            if result.is_ok() {
+                bump(&shared.counters.refreshes);
+            }
+            result
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Unsupported grant_type",
+            );
+        }
+    };
+    match result {
+        Ok(tokens) => {
+            let (access_ttl, refresh_ttl) = {
+                let state = shared.state();
+                (state.access_ttl(), state.refresh_ttl())
+            };
+            json_answer(
+                StatusCode::OK,
+                &json!({
+                    "access_token": tokens.access_token,
+                    "expires_in": whole_seconds(access_ttl),
+                    "refresh_expires_in": whole_seconds(refresh_ttl),
+                    "refresh_token": tokens.refresh_token,
+                    "token_type": "Bearer",
+                    "not-before-policy": 0,
+                    "scope": "openid profile email",
+                }),
+            )
+        }
+        Err(LoginRefusal::BadCredentials) => oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "Invalid user credentials",
+        ),
+        Err(LoginRefusal::BadRefreshToken) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid refresh token",
+        ),
+    }
+}
+
+fn count_login(shared: &Shared, accepted: bool) {
+    if accepted {
+        bump(&shared.counters.logins);
+    } else {
+        bump(&shared.counters.logins_refused);
+    }
+}
+
+/// A lifetime as the integer seconds of `expires_in`, rounded up so that a sub-second test
+/// lifetime does not read as "already expired".
+fn whole_seconds(ttl: Duration) -> u64 {
+    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
+#[derive(serde::Deserialize)]
+struct LegacyLoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LegacyRefreshBody {
+    refresh_token: String,
+}
+
+fn legacy_login(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let login: LegacyLoginBody = match parse_json(headers, body) {
+        Ok(login) => login,
+        Err(answer) => return *answer,
+    };
+    let now = shared.clock.now();
+    let result =
+        shared
+            .state()
+            .password_login(LoginStyle::Legacy, &login.username, &login.password, now);
+    count_login(shared, result.is_ok());
+    match result {
+        Ok(tokens) => {
+            let vm = if shared.legacy_vm_id_as_string {
+                json!(DEFAULT_VIDEO_MANAGER_ID.to_string())
+            } else {
+                json!(DEFAULT_VIDEO_MANAGER_ID)
+            };
+            json_answer(
+                StatusCode::OK,
+                &json!({
+                    "accessToken": tokens.access_token,
+                    "refreshToken": tokens.refresh_token,
+                    "videoManagerList": [
+                        {"id": DEFAULT_VIDEO_MANAGER_ID, "name": "Emulated VideoManager"}
+                    ],
+                    "validForVideoManager": vm,
+                }),
+            )
+        }
+        Err(_) => message(StatusCode::UNAUTHORIZED, "Invalid username or password"),
+    }
+}
+
+fn legacy_refresh(shared: &Shared, headers: &HeaderMap, vm: &str, body: &[u8]) -> Answer {
+    if parse_decimal::<u64>(vm).is_none() {
+        return bad_video_manager(vm);
+    }
+    let refresh: LegacyRefreshBody = match parse_json(headers, body) {
+        Ok(refresh) => refresh,
+        Err(answer) => return *answer,
+    };
+    let now = shared.clock.now();
+    let result = shared
+        .state()
+        .refresh(LoginStyle::Legacy, &refresh.refresh_token, now);
+    match result {
+        Ok(tokens) => {
+            bump(&shared.counters.refreshes);
+            json_answer(StatusCode::OK, &json!({"accessToken": tokens.access_token}))
+        }
+        Err(_) => message(
+            StatusCode::UNAUTHORIZED,
+            "refresh token is not valid or has expired",
+        ),
+    }
+}
+
+/// `Err` is the answer when the bearer token is missing, unknown or expired.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Refused> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let authorized =
+        token.is_some_and(|token| shared.state().is_authorized(token, shared.clock.now()));
+    if authorized {
+        Ok(())
+    } else {
+        let answer = message(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: a valid, unexpired bearer access token is required",
+        );
+        Err(Box::new(with_header(
+            answer,
+            header::WWW_AUTHENTICATE,
+            "Bearer",
+        )))
+    }
+}
+
+fn bad_video_manager(vm: &str) -> Answer {
+    message(
+        StatusCode::BAD_REQUEST,
+        &format!("video manager id {vm:?} is not a number"),
+    )
+}
+
+fn create_video(shared: &Shared, headers: &HeaderMap, vm: &str, body: &[u8]) -> Answer {
+    if let Err(answer) = authorize(shared, headers) {
+        return *answer;
+    }
+    let Some(vm_id) = parse_decimal::<u64>(vm) else {
+        return bad_video_manager(vm);
+    };
+    let request: CreateVideoBody = match parse_json(headers, body) {
+        Ok(request) => request,
+        Err(answer) => return *answer,
+    };
+    let created = shared.state().create_video(vm_id, request);
+    match created {
+        Ok(id) => {
+            bump(&shared.counters.videos_created);
+            let base = shared.request_base(headers);
+            let location = format!("{}{vm_id}/videos/{id}", api_url(&base));
+            with_header(empty(StatusCode::CREATED), header::LOCATION, &location)
+        }
+        Err(CreateRefusal::BadRequest(text)) => message(StatusCode::BAD_REQUEST, &text),
+        Err(CreateRefusal::UnsupportedSuffix(text)) => {
+            message(StatusCode::UNSUPPORTED_MEDIA_TYPE, &text)
+        }
+        Err(CreateRefusal::Quota) => quota_answer(),
+    }
+}
+
+fn upload_url(shared: &Shared, headers: &HeaderMap, vm: &str, video: &str) -> Answer {
+    if let Err(answer) = authorize(shared, headers) {
+        return *answer;
+    }
+    let Some(vm_id) = parse_decimal::<u64>(vm) else {
+        return bad_video_manager(vm);
+    };
+    let now = shared.clock.now();
+    let issued = shared
+        .state()
+        .issue_upload_url(&shared.clock, vm_id, video, now);
+    let Some(url) = issued else {
+        return message(
+            StatusCode::NOT_FOUND,
+            &format!("video {video:?} not found in video manager {vm_id}"),
+        );
+    };
+    bump(&shared.counters.urls_issued);
+    let base = shared.request_base(headers);
+    let location = format!(
+        "{}{}?{}",
+        base.as_str().trim_end_matches('/'),
+        url.path,
+        url.query
+    );
+    let status = if shared.url_status_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    with_header(empty(status), header::LOCATION, &location)
+}
+
+async fn chunk(
+    shared: &Shared,
+    parts: &Parts,
+    mut body: Incoming,
+    vm: &str,
+    video: &str,
+) -> Result<Answer, ConnectionDropped> {
+    let mut plan = match begin_chunk(shared, parts, vm, video) {
+        Ok(plan) => plan,
+        Err(answer) => {
+            drain(shared, body, true).await?;
+            return Ok(*answer);
+        }
+    };
+    let (hasher, received) = hash_body(shared, &mut body, plan.hasher.clone(), plan.len()).await?;
+    plan.hasher = hasher;
+    if received != plan.len() {
+        return Ok(message(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "body has {received} bytes, Content-Length said {}",
+                plan.len()
+            ),
+        ));
+    }
+    let finished = shared.state().finish_chunk(plan);
+    Ok(match finished {
+        Ok(accepted) => {
+            bump(&shared.counters.chunks_accepted);
+            if accepted.complete || shared.created_on_every_chunk {
+                empty(StatusCode::CREATED)
+            } else {
+                empty(StatusCode::ACCEPTED)
+            }
+        }
+        Err(refusal) => chunk_refusal(refusal),
+    })
+}
+
+/// Feeds a chunk body into `hasher` frame by frame as hyper hands the frames over: nothing is
+/// buffered. Big chunks are hashed on a blocking thread while this task keeps reading the
+/// socket, because sha256 is the bottleneck and the copy out of the socket can overlap it.
+async fn hash_body(
+    shared: &Shared,
+    body: &mut Incoming,
+    mut hasher: Sha256,
+    len: u64,
+) -> Result<(Sha256, u64), ConnectionDropped> {
+    let count = |data: &Bytes| {
+        shared
+            .counters
+            .bytes_received
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        data.len() as u64
+    };
+    let mut received = 0u64;
+    if len < HASH_ON_THREAD_FROM {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                hasher.update(&data);
+                received += count(&data);
+            }
+        }
+        return Ok((hasher, received));
+    }
+    let (frames, mut to_hash) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+    let worker = tokio::task::spawn_blocking(move || {
+        while let Some(data) = to_hash.blocking_recv() {
+            hasher.update(&data);
+        }
+        hasher
+    });
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            received += count(&data);
+            if frames.send(data).await.is_err() {
+                break;
+            }
+        }
+    }
+    drop(frames);
+    let hasher = worker.await.map_err(|_| ConnectionDropped::HashWorker)?;
+    Ok((hasher, received))
+}
+
+/// Everything about a chunk post that can be checked before its body is read: the `__token__`,
+/// the headers, and then the video's state.
+fn begin_chunk(
+    shared: &Shared,
+    parts: &Parts,
+    vm: &str,
+    video: &str,
+) -> Result<ChunkPlan, Refused> {
+    let forbidden = |text: &str| refuse(StatusCode::FORBIDDEN, text);
+    let query = parts.uri.query().unwrap_or_default();
+    let mut file_id = None;
+    let mut token = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "fileId" if file_id.is_none() => file_id = Some(value.into_owned()),
+            "__token__" if token.is_none() => token = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(token) = token else {
+        return Err(forbidden("upload token (__token__) missing"));
+    };
+    let Some(file_id) = file_id else {
+        return Err(forbidden("fileId missing from the upload URL"));
+    };
+    let Some((expiry, signature)) = token
+        .split_once('~')
+        .and_then(|(expiry, signature)| Some((parse_decimal::<u64>(expiry)?, signature)))
+    else {
+        return Err(forbidden("upload token is not valid"));
+    };
+    let path = parts.uri.path();
+    // The token is the credential: it is checked before anything else about the request.
+    if !shared
+        .state()
+        .upload_token_is_genuine(path, &file_id, expiry, signature)
+    {
+        return Err(forbidden("upload token is not valid"));
+    }
+
+    let total = chunk_number(&parts.headers, TOTAL_CHUNKS)?;
+    let current = chunk_number(&parts.headers, CURRENT_CHUNK)?;
+    if total == 0 || current == 0 || current > total {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "chunk {current} of {total}: need 1 <= Mi24-Upload-Current-Chunk <= \
+                 Mi24-Upload-Total-Chunks"
+            ),
+        ));
+    }
+    if !has_media_type(&parts.headers, "application/octet-stream") {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/octet-stream",
+        ));
+    }
+    let Some(length) = parts.headers.get(header::CONTENT_LENGTH) else {
+        return Err(refuse(
+            StatusCode::LENGTH_REQUIRED,
+            "Content-Length required (chunked transfer encoding is not accepted)",
+        ));
+    };
+    let Some(len) = length.to_str().ok().and_then(parse_decimal::<u64>) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "Content-Length is not a number",
+        ));
+    };
+    if len == 0 {
+        return Err(refuse(StatusCode::BAD_REQUEST, "empty chunk"));
+    }
+    let Some(vm) = parse_decimal::<u64>(vm) else {
+        return Err(Box::new(bad_video_manager(vm)));
+    };
+    let request = ChunkRequest {
+        path: path.to_owned(),
+        vm,
+        video_id: video.to_owned(),
+        file_id,
+        expiry,
+        signature: signature.to_owned(),
+        total,
+        current,
+        len,
+    };
+    let now = shared.clock.now();
+    shared
+        .state()
+        .begin_chunk(&request, now)
+        .map_err(|refusal| Box::new(chunk_refusal(refusal)))
+}
+
+fn chunk_number(headers: &HeaderMap, name: &str) -> Result<u32, Refused> {
+    let Some(value) = headers.get(name) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("header {name} missing"),
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| parse_decimal::<u32>(text.trim()))
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("header {name} must be a decimal number"),
+            )
+        })
+}
+
+fn chunk_refusal(refusal: ChunkRefusal) -> Answer {
+    match refusal {
+        ChunkRefusal::Forbidden(text) => message(StatusCode::FORBIDDEN, &text),
+        ChunkRefusal::NotFound => message(StatusCode::NOT_FOUND, "video not found"),
+        ChunkRefusal::BadRequest(text) => message(StatusCode::BAD_REQUEST, &text),
+        ChunkRefusal::OutOfOrder { got, expected } => message(
+            StatusCode::CONFLICT,
+            &format!("chunk {got} out of order: expected {expected}"),
+        ),
+        ChunkRefusal::Conflict(text) => message(StatusCode::CONFLICT, &text),
+        ChunkRefusal::Quota => quota_answer(),
+    }
+}
+
+fn quota_answer() -> Answer {
+    json_answer(
+        StatusCode::FORBIDDEN,
+        &json!({"code": 1101, "message": QUOTA_MESSAGE}),
+    )
+}
+
+/// The reset fault: take in about half of the body, then give up on the connection.
+async fn read_part_then_drop(
+    shared: &Shared,
+    headers: &HeaderMap,
+    mut body: Incoming,
+) -> ConnectionDropped {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_decimal::<u64>)
+        .unwrap_or(0);
+    let mut received = 0u64;
+    while received == 0 || received < announced / 2 {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                    shared
+                        .counters
+                        .bytes_received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Some(Err(error)) => return ConnectionDropped::Body(error),
+            None => break,
+        }
+    }
+    ConnectionDropped::ResetMidBody
+}
+
+/// Reads and discards a body we are going to refuse, so the client is still listening when the
+/// answer comes. Past [`DRAIN_LIMIT`] hyper closes the connection after answering.
+async fn drain(
+    shared: &Shared,
+    mut body: Incoming,
+    chunk_body: bool,
+) -> Result<(), ConnectionDropped> {
+    let mut drained = 0u64;
+    while drained < DRAIN_LIMIT {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            drained += data.len() as u64;
+            if chunk_body {
+                shared
+                    .counters
+                    .bytes_received
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `None` when the body exceeds [`API_BODY_LIMIT`].
+async fn read_small_body(mut body: Incoming) -> Result<Option<Bytes>, ConnectionDropped> {
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if collected.len() + data.len() > API_BODY_LIMIT {
+                return Ok(None);
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(collected.freeze()))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Refused> {
+    if !has_media_type(headers, "application/json") {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("malformed JSON body: {error}"),
+        )
+    })
+}
+
+/// True when `Content-Type` names `media_type`, parameters (`; charset=…`) and spacing aside:
+/// curl's `Content-Type:application/octet-stream` (no space) must pass.
+fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case(media_type))
+}
+
+/// Digits only: `u64::from_str` would also take a leading `+`, which the platform would not.
+fn parse_decimal<T: std::str::FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn empty(status: StatusCode) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::new()));
+    *answer.status_mut() = status;
+    answer
+}
+
+fn json_answer<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Answer {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => {
+            let mut answer = Response::new(Full::new(Bytes::from(bytes)));
+            *answer.status_mut() = status;
+            answer.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            answer
+        }
+        Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> Answer {
+    json_answer(status, &json!({"message": text}))
+}
+
+fn refuse(status: StatusCode, text: &str) -> Refused {
+    Box::new(message(status, text))
+}
+
+/// Header values here are built from URLs and numbers, so they are always valid; if one is not,
+/// the emulator says so instead of sending a half-formed answer.
+fn with_header(mut answer: Answer, name: HeaderName, value: &str) -> Answer {
+    match HeaderValue::from_str(value) {
+        Ok(value) => {
+            answer.headers_mut().insert(name, value);
+            answer
+        }
+        Err(_) => message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "emulator built an invalid header value",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_platform_paths() {
+        let route = |method: Method, path: &str| Route::of(&method, path);
+        assert_eq!(
+            route(
+                Method::POST,
+                "/auth/realms/platform/protocol/openid-connect/token"
+            ),
+            Route::KeycloakToken
+        );
+        assert_eq!(
+            route(Method::POST, "/v1/vms/12345/videos"),
+            Route::CreateVideo { vm: "12345".into() }
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/vms/12345/videos/abc/url"),
+            Route::UploadUrl {
+                vm: "12345".into(),
+                video: "abc".into()
+            }
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/vms/12345/videos"),
+            Route::MethodNotAllowed
+        );
+        // A client that joins URLs badly produces double slashes: that must not match.
+        assert_eq!(
+            route(Method::POST, "/v1/vms//12345/videos"),
+            Route::NotFound
+        );
+    }
+
+    #[test]
+    fn decimal_means_digits_only() {
+        assert_eq!(parse_decimal::<u32>("7"), Some(7));
+        assert_eq!(parse_decimal::<u32>("+7"), None);
+        assert_eq!(parse_decimal::<u32>("-1"), None);
+        assert_eq!(parse_decimal::<u32>(""), None);
+        assert_eq!(parse_decimal::<u32>("99999999999"), None);
+    }
+
+    #[test]
+    fn base_url_uses_loopback_for_unspecified_addresses() {
+        let url = base_url_for("0.0.0.0:8080".parse().unwrap()).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+        let url = base_url_for("[::]:8080".parse().unwrap()).unwrap();
+        assert_eq!(url.as_str(), "http://[::1]:8080/");
+    }
+}

@@ -1,0 +1,504 @@
+//! `hotfolder run` as the studio runs it: the real binary, temp folders, the emulator on
+//! 127.0.0.1. Each test asserts what an editor or an admin would check: where the file ended
+//! up, what its sidecar says, and what the platform received.
+
+mod util;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use hotfolder::emulator::{Emulator, Faults};
+use serde_json::Value;
+use util::*;
+
+const MIB: usize = 1024 * 1024;
+const QUICK: &str = "stable_for = \"300ms\"";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn sidecar(path: &Path) -> Value {
+    let name = format!(
+        "{}.upload.json",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    let text = std::fs::read_to_string(path.with_file_name(name)).expect("sidecar exists");
+    serde_json::from_str(&text).expect("sidecar is JSON")
+}
+
+/// A file has arrived in done/ or failed/ once its sidecar is written (it is written last).
+fn arrived(path: &Path) -> bool {
+    let name = format!(
+        "{}.upload.json",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    path.exists() && path.with_file_name(name).exists()
+}
+
+/// The video the emulator holds for `file_name` (exactly one).
+fn only_video(emulator: &Emulator, file_name: &str) -> hotfolder::emulator::VideoRecord {
+    let videos: Vec<_> = emulator
+        .videos()
+        .into_iter()
+        .filter(|v| v.file_name == file_name)
+        .collect();
+    assert_eq!(
+        videos.len(),
+        1,
+        "one video entity for {file_name}: {videos:?}"
+    );
+    videos.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_slowly_is_uploaded_once_complete() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"700ms\"");
+    let agent = studio.start();
+    let path = studio.inbox.join("export.mov");
+    let data = content(3 * MIB + 17, 1);
+    let mut file = std::fs::File::create(&path).unwrap();
+    for piece in data.chunks(MIB / 4) {
+        file.write_all(piece).unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            emulator.videos().is_empty(),
+            "uploaded before the export was complete"
+        );
+    }
+    drop(file);
+    let done = studio.done().join("export.mov");
+    eventually(WAIT, "export.mov in done/", || arrived(&done)).await;
+    let video = only_video(&emulator, "export.mov");
+    assert_eq!(video.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    let side = sidecar(&done);
+    assert_eq!(side["status"], "uploaded");
+    assert_eq!(side["video_id"], video.id.as_str());
+    assert_eq!(side["sha256"], sha256_hex(&data));
+    assert_eq!(side["size"], data.len());
+    let events: Vec<&str> = side["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.contains(&"detected") && events.contains(&"created") && events.contains(&"uploaded"),
+        "{events:?}"
+    );
+    let rule = side["events"].to_string();
+    assert!(
+        rule.contains("unchanged for"),
+        "the rule that released the file: {rule}"
+    );
+    assert!(!path.exists());
+    let (status, _) = stop(agent).await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_then_rename_exports_and_junk_names() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let agent = studio.start();
+    for junk in [
+        ".DS_Store",
+        "._clip.mov",
+        ".hidden.mov",
+        "render.tmp",
+        "clip.mov.part",
+        "x.crdownload",
+        "notes.txt",
+        "~lock.mov",
+    ] {
+        write_file(&studio.inbox.join(junk), 1000, 3);
+    }
+    // An export written under a temporary name, then renamed into place.
+    let temp = studio.inbox.join("final.mp4.part");
+    let hash = write_file(&temp, 2 * MIB, 4);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::fs::rename(&temp, studio.inbox.join("final.mp4")).unwrap();
+    let done = studio.done().join("final.mp4");
+    eventually(WAIT, "final.mp4 in done/", || arrived(&done)).await;
+    assert_eq!(
+        only_video(&emulator, "final.mp4").sha256.as_deref(),
+        Some(hash.as_str())
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        emulator.videos().len(),
+        1,
+        "junk was uploaded: {:?}",
+        emulator.videos()
+    );
+    for junk in [
+        ".DS_Store",
+        "._clip.mov",
+        ".hidden.mov",
+        "render.tmp",
+        "clip.mov.part",
+        "notes.txt",
+    ] {
+        assert!(
+            studio.inbox.join(junk).exists(),
+            "{junk} must stay untouched"
+        );
+    }
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subfolders_keep_their_path_and_names_never_collide() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    std::fs::create_dir_all(studio.done()).unwrap();
+    std::fs::write(studio.done().join("clip.mov"), b"an earlier delivery").unwrap();
+    write_file(&studio.inbox.join("clip.mov"), 5000, 5);
+    write_file(&studio.inbox.join("show/ep1/clip.mov"), 6000, 6);
+    let agent = studio.start();
+    let renamed = studio.done().join("clip (1).mov");
+    let nested = studio.done().join("show/ep1/clip.mov");
+    eventually(WAIT, "both files in done/", || {
+        arrived(&renamed) && arrived(&nested)
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(studio.done().join("clip.mov")).unwrap(),
+        b"an earlier delivery"
+    );
+    assert_eq!(sidecar(&renamed)["file"], "clip (1).mov");
+    assert_eq!(sidecar(&nested)["status"], "uploaded");
+    assert_eq!(emulator.videos().len(), 2);
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_files_dropped_at_once_arrive_exactly_once() {
+    let emulator = emulator(|_| {}).await;
+    let upload = FAST_UPLOAD.replace("parallel = 2", "parallel = 4");
+    let studio = Studio::new(&emulator, &upload, QUICK);
+    let agent = studio.start();
+    let mut hashes = std::collections::HashMap::new();
+    for i in 0..100 {
+        let name = format!("batch-{i:03}.mp4");
+        hashes.insert(
+            name.clone(),
+            write_file(&studio.inbox.join(&name), 1000 + i * 997, i as u64),
+        );
+    }
+    eventually(Duration::from_secs(60), "100 files in done/", || {
+        files_under(&studio.done()).len() == 200
+    })
+    .await;
+    assert_eq!(emulator.videos().len(), 100);
+    for video in emulator.videos() {
+        assert_eq!(
+            video.sha256.as_ref(),
+            hashes.get(&video.file_name),
+            "{}",
+            video.file_name
+        );
+    }
+    assert!(
+        files_under(&studio.inbox)
+            .iter()
+            .all(|f| f.starts_with("done/"))
+    );
+    let status = studio.status_json().await;
+    assert_eq!(status["summary"]["done"], 100, "{status}");
+    stop(agent).await;
+}
+
+/// Uploads slow enough to interrupt: every request waits 60 ms.
+fn slow_server(o: &mut hotfolder::emulator::EmulatorOptions) {
+    o.faults = Faults {
+        seed: 9,
+        stall_rate: 1.0,
+        stall: Duration::from_millis(60),
+        ..Default::default()
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_upload_then_restart_finishes_on_the_same_video() {
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let data = content(20 * MIB, 10);
+    std::fs::write(studio.inbox.join("big.mxf"), &data).unwrap();
+    for round in 0..3 {
+        let mut agent = studio.start();
+        let target = 4 + round * 5;
+        eventually(WAIT, "some chunks received", || {
+            emulator
+                .videos()
+                .first()
+                .map(|v| v.chunks_received >= target)
+                .unwrap_or(false)
+        })
+        .await;
+        agent.start_kill().unwrap();
+        agent.wait().await.unwrap();
+    }
+    let agent = studio.start();
+    let done = studio.done().join("big.mxf");
+    eventually(WAIT, "big.mxf in done/", || arrived(&done)).await;
+    let video = only_video(&emulator, "big.mxf");
+    assert_eq!(video.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(std::fs::read(&done).unwrap(), data);
+    assert_eq!(
+        files_under(&studio.done()),
+        vec!["big.mxf", "big.mxf.upload.json"]
+    );
+    assert_eq!(sidecar(&done)["sha256"], sha256_hex(&data));
+    assert_eq!(
+        video.restarts, 0,
+        "resumed where it stopped, not from chunk 1: {video:?}"
+    );
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_0_quickly_and_a_restart_finishes() {
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let hash = write_file(&studio.inbox.join("a.mov"), 12 * MIB, 11);
+    let agent = studio.start();
+    eventually(WAIT, "upload started", || {
+        emulator
+            .videos()
+            .first()
+            .map(|v| v.chunks_received >= 2)
+            .unwrap_or(false)
+    })
+    .await;
+    let (status, took) = stop(agent).await;
+    assert_eq!(status.code(), Some(0), "{}", studio.log_text());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        studio.inbox.join("a.mov").exists(),
+        "the file stays until uploaded"
+    );
+    let status = studio.status_json().await;
+    assert_eq!(
+        status["jobs"][0]["video_id"],
+        emulator.videos()[0].id.as_str(),
+        "{status}"
+    );
+
+    let agent = studio.start();
+    eventually(WAIT, "a.mov in done/", || {
+        arrived(&studio.done().join("a.mov"))
+    })
+    .await;
+    assert_eq!(
+        only_video(&emulator, "a.mov").sha256.as_deref(),
+        Some(hash.as_str())
+    );
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_pauses_without_moving_files_and_resumes() {
+    let emulator = emulator(|o| o.quota_bytes = Some(0)).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let hash = write_file(&studio.inbox.join("q.mov"), MIB, 12);
+    let agent = studio.start();
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = studio.status_json().await;
+        if !status["queue_paused"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reason = status["queue_paused"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("storage quota"), "{status}");
+    assert!(studio.inbox.join("q.mov").exists());
+    assert!(files_under(&studio.failed()).is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = studio.log_text();
+    assert_eq!(
+        log.matches("uploads paused").count(),
+        1,
+        "one log line per state change:\n{log}"
+    );
+
+    emulator.set_quota(None);
+    eventually(WAIT, "q.mov in done/ after the quota was raised", || {
+        arrived(&studio.done().join("q.mov"))
+    })
+    .await;
+    assert_eq!(
+        only_video(&emulator, "q.mov").sha256.as_deref(),
+        Some(hash.as_str())
+    );
+    assert!(studio.status_json().await["queue_paused"].is_null());
+    stop(agent).await;
+    assert!(studio.log_text().contains("uploads resumed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_pauses_and_says_so() {
+    let emulator = emulator(|_| {}).await;
+    emulator.set_password("rotated-by-it");
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    write_file(&studio.inbox.join("p.mov"), 1000, 13);
+    let agent = studio.start();
+    eventually(WAIT, "pause logged", || {
+        studio.log_text().contains("uploads paused")
+    })
+    .await;
+    let output = run(hotfolder()
+        .arg("status")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    let text = text(&output.stdout);
+    assert!(
+        text.contains("PAUSED") && text.contains("wrong username or password"),
+        "{text}"
+    );
+    assert!(studio.inbox.join("p.mov").exists());
+    assert!(files_under(&studio.failed()).is_empty());
+    emulator.set_password(PASSWORD);
+    eventually(WAIT, "p.mov in done/", || {
+        arrived(&studio.done().join("p.mov"))
+    })
+    .await;
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_and_empty_files_go_to_failed_with_a_reason() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &format!("{QUICK}\ninclude = [\"*\"]"),
+    );
+    write_file(&studio.inbox.join("notes.txt"), 100, 14);
+    std::fs::write(studio.inbox.join("empty.mov"), b"").unwrap();
+    let agent = studio.start();
+    let notes = studio.failed().join("notes.txt");
+    let empty = studio.failed().join("empty.mov");
+    eventually(WAIT, "both in failed/", || {
+        arrived(&notes) && arrived(&empty)
+    })
+    .await;
+    let side = sidecar(&notes);
+    assert_eq!(side["status"], "failed");
+    assert_eq!(side["error"]["status"], 415, "{side}");
+    assert!(
+        side["error"]["meaning"]
+            .as_str()
+            .unwrap()
+            .contains("file type"),
+        "{side}"
+    );
+    let side = sidecar(&empty);
+    assert!(
+        side["error"]["message"].as_str().unwrap().contains("empty"),
+        "{side}"
+    );
+    assert!(
+        emulator.videos().iter().all(|v| v.file_name != "empty.mov"),
+        "nothing sent for the empty file"
+    );
+    // Moving a failed file back tries it again.
+    std::fs::write(&empty, b"now with content").unwrap();
+    std::fs::rename(&empty, studio.inbox.join("empty.mov")).unwrap();
+    eventually(WAIT, "retried file in done/", || {
+        arrived(&studio.done().join("empty.mov"))
+    })
+    .await;
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_modified_during_upload_is_uploaded_again_to_the_same_video() {
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let path = studio.inbox.join("m.mov");
+    std::fs::write(&path, content(8 * MIB, 15)).unwrap();
+    let agent = studio.start();
+    eventually(WAIT, "upload started", || {
+        emulator
+            .videos()
+            .first()
+            .map(|v| v.chunks_received >= 2)
+            .unwrap_or(false)
+    })
+    .await;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(&content(MIB, 16)).unwrap();
+    drop(file);
+    let expected = std::fs::read(&path).unwrap();
+    let done = studio.done().join("m.mov");
+    eventually(Duration::from_secs(60), "m.mov in done/", || arrived(&done)).await;
+    let video = only_video(&emulator, "m.mov");
+    assert_eq!(
+        video.sha256.as_deref(),
+        Some(sha256_hex(&expected).as_str())
+    );
+    assert_eq!(std::fs::read(&done).unwrap(), expected);
+    assert!(sidecar(&done)["events"].to_string().contains("changed"));
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_while_queued_is_forgotten() {
+    let emulator = emulator(slow_server).await;
+    let upload = FAST_UPLOAD.replace("parallel = 2", "parallel = 1");
+    let studio = Studio::new(&emulator, &upload, QUICK);
+    write_file(&studio.inbox.join("first.mov"), 24 * MIB, 17);
+    let agent = studio.start();
+    eventually(WAIT, "first upload started", || {
+        !emulator.videos().is_empty()
+    })
+    .await;
+    let second = studio.inbox.join("second.mov");
+    write_file(&second, 1000, 18);
+    eventually(WAIT, "second queued", || {
+        studio.log_text().contains("second.mov")
+    })
+    .await;
+    std::fs::remove_file(&second).unwrap();
+    eventually(WAIT, "first in done/", || {
+        arrived(&studio.done().join("first.mov"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        emulator
+            .videos()
+            .iter()
+            .all(|v| v.file_name != "second.mov")
+    );
+    assert!(files_under(&studio.failed()).is_empty());
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_state_dir_is_refused() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let agent = studio.start();
+    eventually(WAIT, "first agent watching", || {
+        studio.log_text().contains("watching")
+    })
+    .await;
+    let output = run(hotfolder().arg("run").arg("--config").arg(&studio.config)).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("another `hotfolder run`") && stderr.contains("state"),
+        "{stderr}"
+    );
+    stop(agent).await;
+}
