@@ -445,11 +445,7 @@ impl UploadObserver for FileProgress {
         if let Some(bar) = &self.bar {
             bar.set_position(bytes_done);
         } else if self.plain {
-            let tenth = if self.size == 0 {
-                10
-            } else {
-                bytes_done * 10 / self.size
-            };
+            let tenth = (bytes_done * 10).checked_div(self.size).unwrap_or(10);
             let mut last = self.last_tenth.lock().unwrap_or_else(|e| e.into_inner());
             if tenth > *last || index == total {
                 *last = tenth;

@@ -459,7 +459,7 @@ impl Platform {
         let id = location
             .path_segments()
             .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
-            .map(|s| percent_decode(s))
+            .map(percent_decode)
             .filter(|id| !id.is_empty() && id != "videos")
             .ok_or_else(|| VmproError::Protocol {
                 step: Step::CreateVideo,
