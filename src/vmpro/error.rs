@@ -85,21 +85,18 @@ pub fn classify(
 /// `errorCode`, `error` or `message` (at any depth), or the words "storage" with "limit" or
 /// "capacity". The body format is undocumented, so plain text is searched too.
 pub fn is_quota_body(body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(body);
-    if let Ok(json) = serde_json::from_slice::<Value>(body)
-        && json_has_quota_code(&json)
-    {
-        return true;
-    }
-    let lower = text.to_lowercase();
+    let lower = String::from_utf8_lossy(body).to_lowercase();
     if lower.contains("storage") && (lower.contains("limit") || lower.contains("capacity")) {
         return true;
     }
-    // Plain text such as "error 1101: upload denied", but not "11010" or an id containing it.
-    lower
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|word| word == "1101")
-        && serde_json::from_slice::<Value>(body).is_err()
+    match serde_json::from_slice::<Value>(body) {
+        // A bare `1101` or `"1101"` as the whole body counts too.
+        Ok(json) => json_has_quota_code(&json) || value_says_1101(&json),
+        // Plain text such as "error 1101: upload denied", but not "11010" or an id containing it.
+        Err(_) => lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == "1101"),
+    }
 }
 
 fn json_has_quota_code(value: &Value) -> bool {
