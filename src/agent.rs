@@ -13,11 +13,11 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,9 +63,11 @@ struct QueuePause {
 
 /// What the tasks share.
 struct Shared {
-    settings: Settings,
+    /// Replaced as a whole by a reload (SIGHUP); readers clone what they need.
+    settings: RwLock<Settings>,
     store: Arc<JobStore>,
-    platform: Arc<Platform>,
+    /// Replaced by a reload; uploads in flight keep the one they started with.
+    platform: RwLock<Arc<Platform>>,
     /// Wakes the dispatcher: a job was queued, a worker finished, a pause ended.
     wake: Notify,
     /// Jobs a worker is on, so the dispatcher does not start them twice.
@@ -77,12 +79,35 @@ struct Shared {
     pause_policy: RetryPolicy,
 }
 
+impl Shared {
+    fn settings(&self) -> std::sync::RwLockReadGuard<'_, Settings> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn platform(&self) -> Arc<Platform> {
+        self.platform
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn folder(&self, root: &Path) -> Option<FolderSettings> {
+        self.settings()
+            .folders
+            .iter()
+            .find(|f| f.path == root)
+            .cloned()
+    }
+}
+
 /// Runs the agent until `shutdown` is cancelled. `ready` is called once every folder is watched
-/// (the service manager's READY).
+/// (after the service manager was told READY). Each `Settings` arriving on `reloads` replaces
+/// the running ones (SIGHUP): folders added or removed, limits changed, uploads in flight kept.
 pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
     ready: impl FnOnce(),
+    reloads: mpsc::UnboundedReceiver<Settings>,
 ) -> Result<(), AgentError> {
     if settings.folders.is_empty() {
         return Err(AgentError::NoFolders);
@@ -97,9 +122,9 @@ pub async fn run(
     );
     pause_policy.jitter = 0.1;
     let shared = Arc::new(Shared {
-        settings,
+        settings: RwLock::new(settings),
         store,
-        platform,
+        platform: RwLock::new(platform),
         wake: Notify::new(),
         in_flight: Mutex::new(HashSet::new()),
         pause: Mutex::new(None),
@@ -112,22 +137,29 @@ pub async fn run(
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut watcher = FolderWatcher::new(events_tx);
-    let mut intake = Intake::new(&shared.settings.folders);
+    let folders = shared.settings().folders.clone();
+    let mut intake = Intake::new(&folders);
     for folder in &intake.folders {
         watcher.watch(folder.spec.clone())?;
         tracing::info!(folder = %folder.spec.root.display(), "watching");
     }
+    service_notify(&[sd_notify::NotifyState::Ready]);
     ready();
     let intake_task = tokio::spawn({
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         async move {
             intake.initial_scan(&shared).await;
-            intake.run(&shared, events_rx, retrack_rx, &shutdown).await;
-            drop(watcher);
+            let channels = IntakeChannels {
+                events: events_rx,
+                retrack: retrack_rx,
+                reloads,
+            };
+            intake.run(&shared, watcher, channels, &shutdown).await;
         }
     });
     dispatch(&shared, &workers, &shutdown).await;
+    service_notify(&[sd_notify::NotifyState::Stopping]);
 
     workers.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, workers.wait())
@@ -357,16 +389,32 @@ impl Intake {
     async fn run(
         &mut self,
         shared: &Arc<Shared>,
-        mut events: mpsc::UnboundedReceiver<WatchEvent>,
-        mut retrack: mpsc::UnboundedReceiver<PathBuf>,
+        mut watcher: FolderWatcher,
+        channels: IntakeChannels,
         shutdown: &CancellationToken,
     ) {
+        let IntakeChannels {
+            mut events,
+            mut retrack,
+            mut reloads,
+        } = channels;
         let mut rescan = tokio::time::interval_at(Instant::now() + RESCAN_EVERY, RESCAN_EVERY);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The watchdog is pinged from this loop: if it hangs, systemd restarts the agent.
+        let mut heartbeat = tokio::time::interval(heartbeat_period());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = heartbeat.tick() => {
+                    let status = status_line(shared);
+                    service_notify(&[
+                        sd_notify::NotifyState::Watchdog,
+                        sd_notify::NotifyState::Status(&status),
+                    ]);
+                }
+                Some(settings) = reloads.recv() => self.reload(shared, &mut watcher, settings).await,
                 event = events.recv() => match event {
                     Some(WatchEvent::Touched(path)) => self.consider(shared, path),
                     Some(WatchEvent::Removed(path)) => self.forget(&path),
@@ -399,6 +447,110 @@ impl Intake {
             }
         }
     }
+}
+
+/// The receiving ends the intake task listens to.
+struct IntakeChannels {
+    events: mpsc::UnboundedReceiver<WatchEvent>,
+    retrack: mpsc::UnboundedReceiver<PathBuf>,
+    reloads: mpsc::UnboundedReceiver<Settings>,
+}
+
+impl Intake {
+    /// Applies reloaded settings: watches added folders, drops removed ones, updates the rules
+    /// of the others (rescanning them), and swaps the platform client when account or upload
+    /// settings changed. Uploads in flight finish with the client they started with.
+    async fn reload(&mut self, shared: &Arc<Shared>, watcher: &mut FolderWatcher, new: Settings) {
+        let old = shared.settings().clone();
+        if new.state_dir != old.state_dir {
+            tracing::warn!("reload: [state] dir changed; that takes effect only after a restart");
+        }
+        let fresh = Intake::new(&new.folders);
+        let old_roots: HashSet<PathBuf> =
+            self.folders.iter().map(|f| f.spec.root.clone()).collect();
+        let mut kept = Vec::new();
+        for mut folder in fresh.folders {
+            let root = folder.spec.root.clone();
+            if let Some(previous) = self.folders.iter_mut().find(|f| f.spec.root == root) {
+                if previous.settings.stable_for == folder.settings.stable_for {
+                    // Keep files already settling, so a reload does not restart their clock.
+                    std::mem::swap(&mut folder.tracker, &mut previous.tracker);
+                    folder.skipped = std::mem::take(&mut previous.skipped);
+                }
+                if previous.spec != folder.spec
+                    && let Err(err) = watcher.watch(folder.spec.clone())
+                {
+                    tracing::error!(folder = %root.display(), "reload: cannot watch: {err}");
+                }
+            } else {
+                match watcher.watch(folder.spec.clone()) {
+                    Ok(()) => {
+                        tracing::info!(folder = %root.display(), "reload: watching a new folder")
+                    }
+                    Err(err) => {
+                        tracing::error!(folder = %root.display(), "reload: cannot watch the new folder: {err}");
+                        continue;
+                    }
+                }
+            }
+            kept.push(folder);
+        }
+        for root in &old_roots {
+            if !kept.iter().any(|f| &f.spec.root == root) {
+                watcher.unwatch(root);
+                tracing::info!(folder = %root.display(), "reload: no longer watching");
+            }
+        }
+        self.folders = kept;
+        let before = format!("{:?}{:?}", old.account, old.upload);
+        if format!("{:?}{:?}", new.account, new.upload) != before {
+            match Platform::new(&new.account, &new.upload) {
+                Ok(platform) => {
+                    *shared.platform.write().unwrap_or_else(|e| e.into_inner()) = platform
+                }
+                Err(err) => tracing::error!("reload: keeping the previous account settings: {err}"),
+            }
+        }
+        *shared.settings.write().unwrap_or_else(|e| e.into_inner()) = new;
+        tracing::info!("config reloaded: {} folder(s) watched", self.folders.len());
+        for index in 0..self.folders.len() {
+            self.scan_folder(shared, index).await;
+        }
+        shared.wake.notify_one();
+    }
+}
+
+/// Tells the service manager (systemd `Type=notify`) about a state; without `NOTIFY_SOCKET`
+/// this does nothing.
+fn service_notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::debug!("cannot notify the service manager: {err}");
+    }
+}
+
+/// Half the watchdog interval systemd set (`WatchdogSec=`), else every 10 s for STATUS.
+fn heartbeat_period() -> Duration {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Duration::from_micros(usec / 2).max(Duration::from_millis(100))
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+/// One line for STATUS=: the queue, and why it is paused.
+fn status_line(shared: &Shared) -> String {
+    let mut line = summary_line(&shared.store);
+    if let Some(pause) = shared
+        .pause
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        line.push_str("; PAUSED: ");
+        line.push_str(&pause.reason);
+    }
+    line
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -464,83 +616,97 @@ fn enqueue(shared: &Arc<Shared>, folder: &FolderSettings, stable: StableFile, ve
     }
 }
 
-/// Starts workers on waiting jobs, `parallel` at a time, honouring a queue pause.
+/// Starts workers on waiting jobs, `parallel` at a time (read at each start, so a reload can
+/// change it), honouring a queue pause.
 async fn dispatch(shared: &Arc<Shared>, workers: &TaskTracker, shutdown: &CancellationToken) {
-    let slots = Arc::new(Semaphore::new(shared.settings.upload.parallel.max(1)));
     loop {
-        // While paused, wait for the next probe time; only one job probes.
-        let wait_until = {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // Registered before looking, so a wake between the look and the wait is not lost.
+        let notified = shared.wake.notified();
+        let paused = {
             let pause = shared.pause.lock().unwrap_or_else(|e| e.into_inner());
             pause.as_ref().map(|p| (p.retry_at, p.probing))
         };
-        if let Some((retry_at, probing)) = wait_until {
-            let notified = shared.wake.notified();
-            if probing || Instant::now() < retry_at {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(retry_at), if !probing => {}
-                    _ = notified => {}
-                }
-                continue;
+        let mut wait_until = None;
+        let mut may_start = true;
+        if let Some((retry_at, probing)) = paused {
+            // While paused only one job probes, once the retry time has come.
+            if probing {
+                may_start = false;
+            } else if Instant::now() < retry_at {
+                may_start = false;
+                wait_until = Some(retry_at);
             }
         }
-        let slot = tokio::select! {
+        let parallel = shared.settings().upload.parallel.max(1);
+        let busy = shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if may_start && busy.len() < parallel {
+            match shared.store.next_waiting(&busy) {
+                Ok(Some(job)) => {
+                    start_worker(shared, workers, shutdown, job);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!("state store: {err}");
+                    wait_until = Some(Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+        tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
-        let notified = shared.wake.notified();
-        let next = {
-            let in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            shared.store.next_waiting(&in_flight)
-        };
-        match next {
-            Ok(Some(job)) => {
-                {
-                    let mut pause = shared.pause.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(pause) = pause.as_mut() {
-                        pause.probing = true;
-                    }
-                }
-                shared
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(job.id);
-                let shared = shared.clone();
-                let shutdown = shutdown.clone();
-                workers.spawn(async move {
-                    let id = job.id;
-                    work(&shared, job, &shutdown).await;
-                    shared
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                    drop(slot);
-                    shared.wake.notify_one();
-                });
-            }
-            Ok(None) => {
-                drop(slot);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = notified => {}
-                }
-            }
-            Err(err) => {
-                drop(slot);
-                tracing::error!("state store: {err}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-            }
+            _ = notified => {}
+            _ = sleep_until_opt(wait_until) => {}
         }
     }
+}
+
+fn start_worker(
+    shared: &Arc<Shared>,
+    workers: &TaskTracker,
+    shutdown: &CancellationToken,
+    job: Job,
+) {
+    if let Some(pause) = shared
+        .pause
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
+        pause.probing = true;
+    }
+    shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(job.id);
+    let shared = shared.clone();
+    let shutdown = shutdown.clone();
+    workers.spawn(async move {
+        let id = job.id;
+        work(&shared, job, &shutdown).await;
+        shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(pause) = shared
+            .pause
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            pause.probing = false;
+        }
+        shared.wake.notify_one();
+    });
 }
 
 /// Records one job's upload in the store as it happens.
@@ -604,11 +770,8 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
         return;
     }
     let metadata = shared
-        .settings
-        .folders
-        .iter()
-        .find(|f| f.path == job.folder)
-        .map(|f| f.metadata.clone())
+        .folder(&job.folder)
+        .map(|f| f.metadata)
         .unwrap_or_default();
     let url = match (&job.upload_url, job.url_issued_at) {
         (Some(raw), Some(issued)) => Some(UploadUrl::new(raw.clone(), SystemTime::from(issued))),
@@ -640,7 +803,8 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
         name: name.clone(),
         last_logged_quarter: Mutex::new(0),
     };
-    let result = upload_file(&shared.platform, request, &observer, shutdown).await;
+    let platform = shared.platform();
+    let result = upload_file(&platform, request, &observer, shutdown).await;
     match result {
         Ok(report) => {
             end_pause(shared);
@@ -768,13 +932,9 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
             return;
         }
     };
-    let folder = shared
-        .settings
-        .folders
-        .iter()
-        .find(|f| f.path == job.folder);
+    let folder = shared.folder(&job.folder);
     let uploaded = job.outcome == Some(Outcome::Uploaded);
-    let base = match (folder, uploaded) {
+    let base = match (&folder, uploaded) {
         (Some(f), true) => f.done_dir.clone(),
         (Some(f), false) => f.failed_dir.clone(),
         (None, true) => job.folder.join("done"),

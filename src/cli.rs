@@ -478,7 +478,8 @@ async fn run_agent(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         env!("CARGO_PKG_VERSION")
     );
     let shutdown = shutdown_on_signals();
-    match crate::agent::run(settings, shutdown, || {}).await {
+    let reloads = reload_on_sighup(settings.source.clone());
+    match crate::agent::run(settings, shutdown, || {}, reloads).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(crate::agent::AgentError::NoFolders) => Err(CommandError::Usage(
             "the config has no [[folder]]: nothing to watch".into(),
@@ -488,6 +489,36 @@ async fn run_agent(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
             Err(anyhow::Error::from(err).into())
         }
     }
+}
+
+/// Re-reads the config file at each SIGHUP and hands the new settings to the agent; a broken
+/// file is refused with a log line and the running settings stay in force.
+fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedReceiver<Settings> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!("cannot listen for SIGHUP ({err}); config reload is off");
+            return receiver;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: re-reading the config");
+            match config::load(source.as_deref()) {
+                Ok(settings) => {
+                    if sender.send(settings).is_err() {
+                        return;
+                    }
+                }
+                Err(err) => tracing::error!(
+                    "config reload refused; the running config stays in force:\n{err}"
+                ),
+            }
+        }
+    });
+    receiver
 }
 
 /// `hotfolder status [--json]`: the queue from the state store, read-only.
@@ -699,7 +730,9 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
     let ready = move || {
         tokio::spawn(write_sample_slowly(sample));
     };
-    let result = crate::agent::run(settings, shutdown, ready).await;
+    // The demo's settings are built in code: there is nothing to reload.
+    let (_no_reloads, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let result = crate::agent::run(settings, shutdown, ready, reloads).await;
     emulator.shutdown().await;
     result.map_err(anyhow::Error::from)?;
     Ok(ExitCode::SUCCESS)
