@@ -1148,18 +1148,6 @@ async fn chunk_throughput() {
     let url = upload.upload_url(&emulator).await;
     let chunk = content(8 << 20, 1);
     let chunks = 96u32;
-    {
-        let t = std::time::Instant::now();
-        let mut h = Sha256::new();
-        for _ in 0..chunks {
-            h.update(&chunk);
-        }
-        let _ = h.finalize();
-        println!(
-            "TEMP sha alone: {:.2} GB/s",
-            (chunks as f64 * chunk.len() as f64) / t.elapsed().as_secs_f64() / 1e9
-        );
-    }
     let mut stream = TcpStream::connect(emulator_addr(&emulator)).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let started = std::time::Instant::now();

@@ -274,6 +274,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn run_cli_serves_until_shutdown_and_names_a_busy_address() {
+        let shutdown = CancellationToken::new();
+        let args = parse(&["--listen", "127.0.0.1:0"]).unwrap();
+        let running = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { run_cli(&args, shutdown).await }
+        });
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let args = parse(&["--listen", &addr]).unwrap();
+        let error = run_cli(&args, CancellationToken::new()).await.unwrap_err();
+        assert!(format!("{error:#}").contains(&addr), "{error:#}");
+    }
+
+    #[tokio::test]
     async fn banner_has_a_pasteable_account_table() {
         let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorOptions::default())
             .await
