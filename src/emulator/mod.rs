@@ -212,6 +212,12 @@ impl Emulator {
         self.shared.stats()
     }
 
+    /// Every access and refresh token and every upload-URL `__token__` signature this emulator
+    /// handed out (the first 5000), so tests can assert that none of them was ever logged.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.shared.state().issued_secrets()
+    }
+
     /// Replaces the fault rates and reseeds the fault RNG with `faults.seed`.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);

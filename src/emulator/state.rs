@@ -260,6 +260,9 @@ pub(crate) struct PlatformState {
     user_id: String,
     access_tokens: HashMap<String, Instant>,
     refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Every secret handed out (tokens, `__token__` signatures), first few thousand only, so
+    /// tests can prove none of them reaches a log.
+    issued_secrets: Vec<String>,
     url_grants: HashMap<String, UrlGrant>,
     videos: HashMap<String, Video>,
     /// Creation order, so listings are stable.
@@ -292,6 +295,7 @@ impl PlatformState {
             user_id: rand::rng().random_range(100_000..1_000_000u32).to_string(),
             access_tokens: HashMap::new(),
             refresh_tokens: HashMap::new(),
+            issued_secrets: Vec::new(),
             url_grants: HashMap::new(),
             videos: HashMap::new(),
             video_order: Vec::new(),
@@ -335,6 +339,7 @@ impl PlatformState {
         }
         let access_token = self.new_access_token(now);
         let refresh_token = random_id(48);
+        self.remember_secret(&refresh_token);
         self.purge(now);
         self.refresh_tokens.insert(
             refresh_token.clone(),
@@ -368,6 +373,7 @@ impl PlatformState {
         let refresh_token = match style {
             LoginStyle::Keycloak => {
                 let fresh = random_id(48);
+                self.remember_secret(&fresh);
                 self.refresh_tokens.insert(
                     fresh.clone(),
                     RefreshGrant {
@@ -385,8 +391,20 @@ impl PlatformState {
         })
     }
 
+    fn remember_secret(&mut self, secret: &str) {
+        if self.issued_secrets.len() < 5000 {
+            self.issued_secrets.push(secret.to_owned());
+        }
+    }
+
+    /// Every access/refresh token and upload-URL signature issued so far (capped).
+    pub(crate) fn issued_secrets(&self) -> Vec<String> {
+        self.issued_secrets.clone()
+    }
+
     fn new_access_token(&mut self, now: Instant) -> String {
         let token = random_id(48);
+        self.remember_secret(&token);
         self.access_tokens
             .insert(token.clone(), now + self.access_ttl);
         token
@@ -530,6 +548,7 @@ impl PlatformState {
         self.url_serial += 1;
         let serial = self.url_serial;
         let signature = sign_upload_url(&self.secret, serial, &path, &file_id, expiry);
+        self.remember_secret(&signature);
         self.url_grants.insert(
             signature.clone(),
             UrlGrant {
