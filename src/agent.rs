@@ -226,11 +226,22 @@ struct FolderIntake {
 /// Turns watcher events and scans into jobs once files are complete.
 struct Intake {
     folders: Vec<FolderIntake>,
+    /// Complete files not yet in the store: queued together in one transaction (10,000 files
+    /// found at start must not cost 10,000 synchronous commits).
+    ready: Vec<ReadyFile>,
+}
+
+/// A complete file on its way into the store.
+struct ReadyFile {
+    folder: FolderSettings,
+    stable: StableFile,
+    verdict: String,
 }
 
 impl Intake {
     fn new(folders: &[FolderSettings]) -> Intake {
         Intake {
+            ready: Vec::new(),
             folders: folders
                 .iter()
                 .map(|folder| FolderIntake {
@@ -271,8 +282,9 @@ impl Intake {
             self.note_skipped(index, path, &reason.to_string());
         }
         for path in result.files {
-            self.consider(shared, path);
+            self.consider(shared, path, true);
         }
+        self.flush_ready(shared);
     }
 
     fn note_skipped(&mut self, index: usize, path: PathBuf, reason: &str) {
@@ -300,7 +312,10 @@ impl Intake {
     }
 
     /// A path was created, changed or found by a scan: start (or keep) watching it settle.
-    fn consider(&mut self, shared: &Arc<Shared>, path: PathBuf) {
+    /// A file a scan finds whose modification time is already older than `stable_for` has
+    /// provably not been written for that long and is complete at once (not on polled network
+    /// shares, whose clocks may differ from ours).
+    fn consider(&mut self, shared: &Arc<Shared>, path: PathBuf, from_scan: bool) {
         let Some(index) = self.folder_of(&path) else {
             return;
         };
@@ -328,7 +343,31 @@ impl Intake {
         }
         match ready::inspect(&path) {
             Ok(Inspection::Regular(snapshot)) => {
-                folder.tracker.observe(path, snapshot, Instant::now());
+                let stable_for = folder.settings.stable_for;
+                let age = mtime_age(snapshot.mtime_ns);
+                if from_scan
+                    && folder.settings.poll_interval.is_none()
+                    && age.is_some_and(|age| age >= stable_for)
+                {
+                    let verdict = folder.filter.verdict(name).to_string();
+                    let rule = format!(
+                        "found by a scan, not modified for {}s (stable_for is {}s)",
+                        age.map(|a| a.as_secs()).unwrap_or_default(),
+                        stable_for.as_secs_f64()
+                    );
+                    self.ready.push(ReadyFile {
+                        folder: folder.settings.clone(),
+                        stable: StableFile {
+                            path,
+                            snapshot,
+                            first_seen: Instant::now(),
+                            rule,
+                        },
+                        verdict,
+                    });
+                } else {
+                    folder.tracker.observe(path, snapshot, Instant::now());
+                }
             }
             Ok(Inspection::Vanished) => {}
             Ok(Inspection::Skipped(ready::SkipReason::Directory)) => {}
@@ -364,12 +403,15 @@ impl Intake {
                 match ready::inspect(&path) {
                     Ok(Inspection::Regular(snapshot)) => {
                         if let Some(stable) = folder.tracker.confirm(&path, snapshot, now) {
-                            let settings = folder.settings.clone();
                             let verdict = path
                                 .file_name()
                                 .map(|n| folder.filter.verdict(n).to_string())
                                 .unwrap_or_default();
-                            enqueue(shared, &settings, stable, &verdict);
+                            self.ready.push(ReadyFile {
+                                folder: folder.settings.clone(),
+                                stable,
+                                verdict,
+                            });
                         }
                     }
                     Ok(Inspection::Vanished) => folder.tracker.forget(&path),
@@ -383,6 +425,14 @@ impl Intake {
                     }
                 }
             }
+        }
+        self.flush_ready(shared);
+    }
+
+    /// Puts every complete file into the store in one transaction.
+    fn flush_ready(&mut self, shared: &Arc<Shared>) {
+        if !self.ready.is_empty() {
+            enqueue(shared, std::mem::take(&mut self.ready));
         }
     }
 
@@ -416,13 +466,13 @@ impl Intake {
                 }
                 Some(settings) = reloads.recv() => self.reload(shared, &mut watcher, settings).await,
                 event = events.recv() => match event {
-                    Some(WatchEvent::Touched(path)) => self.consider(shared, path),
+                    Some(WatchEvent::Touched(path)) => self.consider(shared, path, false),
                     Some(WatchEvent::Removed(path)) => self.forget(&path),
                     Some(WatchEvent::RescanNeeded { root, why }) => {
                         tracing::info!(folder = %root.display(), "rescanning: {why}");
                         while let Ok(more) = events.try_recv() {
                             if let WatchEvent::Touched(path) = more {
-                                self.consider(shared, path);
+                                self.consider(shared, path, false);
                             }
                         }
                         for index in 0..self.folders.len() {
@@ -435,7 +485,7 @@ impl Intake {
                 },
                 Some(path) = retrack.recv() => {
                     self.forget(&path);
-                    self.consider(shared, path);
+                    self.consider(shared, path, false);
                 }
                 _ = sleep_until_opt(deadline) => self.check_due(shared),
                 _ = rescan.tick() => {
@@ -502,14 +552,10 @@ impl Intake {
             }
         }
         self.folders = kept;
-        let before = format!("{:?}{:?}", old.account, old.upload);
-        if format!("{:?}{:?}", new.account, new.upload) != before {
-            match Platform::new(&new.account, &new.upload) {
-                Ok(platform) => {
-                    *shared.platform.write().unwrap_or_else(|e| e.into_inner()) = platform
-                }
-                Err(err) => tracing::error!("reload: keeping the previous account settings: {err}"),
-            }
+        // Always a new client: the password may have changed, and its Debug form is masked.
+        match Platform::new(&new.account, &new.upload) {
+            Ok(platform) => *shared.platform.write().unwrap_or_else(|e| e.into_inner()) = platform,
+            Err(err) => tracing::error!("reload: keeping the previous account settings: {err}"),
         }
         *shared.settings.write().unwrap_or_else(|e| e.into_inner()) = new;
         tracing::info!("config reloaded: {} folder(s) watched", self.folders.len());
@@ -561,59 +607,67 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 /// A complete file becomes a job (or a paused job of a changed file becomes waiting again).
-fn enqueue(shared: &Arc<Shared>, folder: &FolderSettings, stable: StableFile, verdict: &str) {
-    let path = stable.path.clone();
-    let rel_path = path
-        .strip_prefix(&folder.path)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| path.file_name().map(PathBuf::from).unwrap_or_default());
-    let mtime_ns = i64::try_from(stable.snapshot.mtime_ns).unwrap_or(i64::MAX);
-    let rule = format!("{}; name {verdict}", stable.rule);
-    let seen_for = Instant::now().saturating_duration_since(stable.first_seen);
-    let result = shared.store.enqueue(NewJob {
-        folder: folder.path.clone(),
-        path: path.clone(),
-        rel_path,
-        size: stable.snapshot.size,
-        mtime_ns,
-        rule: rule.clone(),
-    });
-    match result {
-        Ok(Enqueued::New(id)) => {
-            let _ = shared.store.record_event(
-                id,
-                "queued",
-                &format!(
-                    "first seen {:.1}s before it was complete",
-                    seen_for.as_secs_f64()
-                ),
-            );
-            tracing::info!(file = %path.display(), size = stable.snapshot.size, "complete: {rule}");
-            shared.wake.notify_one();
+fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
+    let jobs: Vec<NewJob> = files
+        .iter()
+        .map(|file| {
+            let path = &file.stable.path;
+            NewJob {
+                folder: file.folder.path.clone(),
+                path: path.clone(),
+                rel_path: path
+                    .strip_prefix(&file.folder.path)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|_| path.file_name().map(PathBuf::from).unwrap_or_default()),
+                size: file.stable.snapshot.size,
+                mtime_ns: i64::try_from(file.stable.snapshot.mtime_ns).unwrap_or(i64::MAX),
+                rule: format!("{}; name {}", file.stable.rule, file.verdict),
+            }
+        })
+        .collect();
+    let results = match shared.store.enqueue_many(&jobs) {
+        Ok(results) => results,
+        Err(err) => {
+            tracing::error!("cannot queue {} file(s): {err}", jobs.len());
+            return;
         }
-        Ok(Enqueued::AlreadyActive(id)) => {
-            if let Ok(job) = shared.store.job(id)
-                && job.state == JobState::Paused
-            {
-                match shared
-                    .store
-                    .requeue_changed(id, stable.snapshot.size, mtime_ns)
+    };
+    for (job, result) in jobs.iter().zip(results) {
+        match result {
+            Enqueued::New(_) => {
+                tracing::info!(file = %job.path.display(), size = job.size, "complete: {}", job.rule);
+            }
+            Enqueued::AlreadyActive(id) => {
+                // A file that changed while uploading is waiting (paused) to settle again.
+                if let Ok(active) = shared.store.job(id)
+                    && active.state == JobState::Paused
                 {
-                    Ok(()) => {
-                        let _ = shared.store.record_event(
-                            id,
-                            "complete",
-                            &format!("stable again: {rule}"),
-                        );
-                        tracing::info!(file = %path.display(), "stable again; uploading it again to the same video");
-                        shared.wake.notify_one();
+                    match shared.store.requeue_changed(id, job.size, job.mtime_ns) {
+                        Ok(()) => {
+                            let _ = shared.store.record_event(
+                                id,
+                                "complete",
+                                &format!("stable again: {}", job.rule),
+                            );
+                            tracing::info!(file = %job.path.display(), "stable again; uploading it again to the same video");
+                        }
+                        Err(err) => tracing::error!(job = id, "state store: {err}"),
                     }
-                    Err(err) => tracing::error!(job = id, "state store: {err}"),
                 }
             }
         }
-        Err(err) => tracing::error!(file = %path.display(), "cannot queue: {err}"),
     }
+    shared.wake.notify_one();
+}
+
+/// How long ago a file was last modified (None when its time lies in the future).
+fn mtime_age(mtime_ns: i128) -> Option<Duration> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    let age = i128::try_from(now).ok()?.checked_sub(mtime_ns)?;
+    u64::try_from(age).ok().map(Duration::from_nanos)
 }
 
 /// Starts workers on waiting jobs, `parallel` at a time (read at each start, so a reload can
