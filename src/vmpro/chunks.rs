@@ -308,22 +308,13 @@ async fn send_chunk(
     shutdown: &CancellationToken,
     report: &mut UploadReport,
 ) -> Result<ChunkOutcome, VmproError> {
-    let policy = platform.transport.policy;
-    let mut failed = 0u32;
     // Renewals in a row without an accepted chunk: a URL refused again and again means the
     // server refuses this upload, not that the token expired.
     let mut renewals = 0u32;
     loop {
         if url.age() >= platform.upload.url_renew_after {
-            let fresh = renew(
-                platform,
-                video_id,
-                shutdown,
-                observer,
-                report,
-                "the upload URL is close to its 4-hour limit",
-            )
-            .await?;
+            let why = "the upload URL is close to its 4-hour limit";
+            let fresh = renew(platform, video_id, shutdown, observer, report, why).await?;
             let restart = index > 1 && fresh.file_id() != url.file_id();
             *url = fresh;
             if restart {
@@ -332,99 +323,61 @@ async fn send_chunk(
                 ));
             }
         }
-        let request = platform
+        // Transient failures (connection lost, timeouts, 408/429/5xx) are retried in here.
+        let sends = std::sync::atomic::AtomicU64::new(0);
+        let answer = platform
             .transport
-            .http
-            .post(url.expose())
-            .header("Mi24-Upload-Total-Chunks", plan.total)
-            .header("Mi24-Upload-Current-Chunk", index)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(data.clone());
-        report.bytes_sent += data.len() as u64;
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-            outcome = platform.transport.send_once(Step::Chunk, request) => outcome,
-        };
-        let (error, retry_after) = match outcome {
-            Ok(answer) => {
-                let retry_after = answer.retry_after();
-                let disposition = classify(Step::Chunk, answer.status, &answer.body, retry_after);
-                match disposition {
-                    Disposition::Accepted => return Ok(ChunkOutcome::Accepted),
-                    Disposition::Retry { retry_after } => (
-                        VmproError::from_answer(
-                            Step::Chunk,
-                            answer.status,
-                            &answer.body,
-                            Disposition::Retry { retry_after },
-                        ),
-                        retry_after,
-                    ),
-                    Disposition::RenewUrl if renewals < 3 => {
-                        renewals += 1;
-                        let why = format!(
-                            "chunk {index}/{}: upload URL refused ({} {})",
-                            plan.total,
-                            answer.status,
-                            super::error::server_message(&answer.body)
-                        );
-                        let fresh =
-                            renew(platform, video_id, shutdown, observer, report, &why).await?;
-                        let restart = index > 1 && fresh.file_id() != url.file_id();
-                        *url = fresh;
-                        if restart {
-                            return Ok(ChunkOutcome::Restart(
-                                "the renewed upload URL names a new file",
-                            ));
-                        }
-                        continue;
-                    }
-                    Disposition::RestartContent if index > 1 => {
-                        return Ok(ChunkOutcome::Restart(
-                            "the server will not continue this upload",
-                        ));
-                    }
-                    other => {
-                        return Err(VmproError::from_answer(
-                            Step::Chunk,
-                            answer.status,
-                            &answer.body,
-                            other,
-                        ));
-                    }
+            .exchange_observed(Step::Chunk, shutdown, observer, || {
+                sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                platform
+                    .transport
+                    .http
+                    .post(url.expose())
+                    .header("Mi24-Upload-Total-Chunks", plan.total)
+                    .header("Mi24-Upload-Current-Chunk", index)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(data.clone())
+            })
+            .await;
+        report.bytes_sent += sends.into_inner() * data.len() as u64;
+        let answer = answer?;
+        match classify(
+            Step::Chunk,
+            answer.status,
+            &answer.body,
+            answer.retry_after(),
+        ) {
+            Disposition::Accepted => return Ok(ChunkOutcome::Accepted),
+            Disposition::RenewUrl if renewals < 3 => {
+                renewals += 1;
+                let why = format!(
+                    "chunk {index}/{}: upload URL refused ({} {})",
+                    plan.total,
+                    answer.status,
+                    super::error::server_message(&answer.body)
+                );
+                let fresh = renew(platform, video_id, shutdown, observer, report, &why).await?;
+                let restart = index > 1 && fresh.file_id() != url.file_id();
+                *url = fresh;
+                if restart {
+                    return Ok(ChunkOutcome::Restart(
+                        "the renewed upload URL names a new file",
+                    ));
                 }
             }
-            Err(err @ VmproError::Unreachable { .. }) => (err, None),
-            Err(err) => return Err(err),
-        };
-        failed += 1;
-        if !policy.may_retry(failed) {
-            return Err(VmproError::GaveUp {
-                step: Step::Chunk,
-                attempts: failed,
-                last: Box::new(error),
-            });
-        }
-        let delay = policy.delay(failed, retry_after);
-        observer.event(
-            "retry",
-            &format!(
-                "chunk {index}/{}: {error}; try {} of {} in {:.1}s",
-                plan.total,
-                failed + 1,
-                policy.max_attempts,
-                delay.as_secs_f64()
-            ),
-        );
-        tracing::debug!(
-            video_id,
-            chunk = index,
-            try_number = failed + 1,
-            "retrying chunk after: {error}"
-        );
-        tokio::select! {
-            _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-            _ = tokio::time::sleep(delay) => {}
+            Disposition::RestartContent if index > 1 => {
+                return Ok(ChunkOutcome::Restart(
+                    "the server will not continue this upload",
+                ));
+            }
+            other => {
+                return Err(VmproError::from_answer(
+                    Step::Chunk,
+                    answer.status,
+                    &answer.body,
+                    other,
+                ));
+            }
         }
     }
 }
