@@ -348,6 +348,7 @@ impl Intake {
                 if from_scan
                     && folder.settings.poll_interval.is_none()
                     && age.is_some_and(|age| age >= stable_for)
+                    && ready::opens_for_reading(&path).is_ok()
                 {
                     let verdict = folder.filter.verdict(name).to_string();
                     let rule = format!(
@@ -403,6 +404,16 @@ impl Intake {
                 match ready::inspect(&path) {
                     Ok(Inspection::Regular(snapshot)) => {
                         if let Some(stable) = folder.tracker.confirm(&path, snapshot, now) {
+                            // Still locked by the writer, or not readable by us: look again
+                            // after another quiet period (logged once).
+                            if let Err(err) = ready::opens_for_reading(&path) {
+                                if folder.skipped.insert(path.clone()) {
+                                    tracing::warn!(path = %path.display(), "complete but cannot be opened ({err}); waiting until it can be read");
+                                }
+                                folder.tracker.observe(path, snapshot, now);
+                                continue;
+                            }
+                            folder.skipped.remove(&path);
                             let verdict = path
                                 .file_name()
                                 .map(|n| folder.filter.verdict(n).to_string())

@@ -502,3 +502,56 @@ async fn a_second_run_on_the_same_state_dir_is_refused() {
     );
     stop(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_starter_config_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conf/hotfolder.toml");
+    let output = run(hotfolder().arg("init").arg(&path)).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("[account]") && written.contains("[[folder]]"));
+    let output = run(hotfolder().arg("init").arg(&path)).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("already exists"));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        written,
+        "not overwritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_uploads_its_sample_and_keeps_watching_until_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
+    let demo = hotfolder()
+        .arg("demo")
+        .arg("--dir")
+        .arg(&demo_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let done = demo_dir.join("done");
+    eventually(WAIT, "the sample in done/ with its sidecar", || {
+        files_under(&done)
+            .iter()
+            .any(|f| f.ends_with(".mp4.upload.json"))
+    })
+    .await;
+    // It keeps watching: a file the user drops arrives too.
+    write_file(&demo_dir.join("inbox/mine.mov"), 5000, 20);
+    eventually(WAIT, "the user's file in done/", || {
+        arrived(&done.join("mine.mov"))
+    })
+    .await;
+    signal(&demo, 2);
+    let mut demo = demo;
+    let status = tokio::time::timeout(Duration::from_secs(15), demo.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
