@@ -434,7 +434,10 @@ async fn no_secret_reaches_any_output_at_trace_level() {
     );
     assert!(!all.contains(PASSWORD), "the password leaked");
     let secrets = emulator.issued_secrets();
-    assert!(secrets.len() >= 4, "login and several upload URLs: {secrets:?}");
+    assert!(
+        secrets.len() >= 4,
+        "login and several upload URLs: {secrets:?}"
+    );
     for token in secrets {
         assert!(!all.contains(&token), "a token leaked: {token}");
     }
@@ -517,4 +520,18 @@ async fn check_logs_in_and_reports_problems() {
         "{}",
         text(&output.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_limit_caps_the_rate() {
+    let emulator = emulator(|_| {}).await;
+    let upload = format!("{FAST_UPLOAD}bandwidth_limit = \"2 MiB/s\"\n");
+    let start = std::time::Instant::now();
+    let (lines, output, hashes) =
+        upload_json(&emulator, &upload, "keycloak", &[("x.mp4", 6 * MIB, 40)]).await;
+    let took = start.elapsed();
+    assert_byte_exact(&emulator, &lines, &hashes, &output);
+    // 2 MiB pass on the full bucket, the other 4 MiB take 2 s at 2 MiB/s.
+    assert!(took >= Duration::from_millis(1900), "took {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
 }

@@ -201,6 +201,10 @@ impl Transport {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15).min(upload.request_timeout))
             .timeout(upload.request_timeout)
+            // A followed 301/302/303 turns a chunk POST into a GET without the chunk, and a 2xx
+            // from there would count a chunk that never arrived. No step of the protocol
+            // redirects: a 3xx is an answer to act on (an error), not to follow.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .user_agent(concat!("hotfolder/", env!("CARGO_PKG_VERSION")))
@@ -316,39 +320,46 @@ impl Transport {
     }
 }
 
-/// Spaces API calls so that no more than `per_minute` are sent in any minute (a token bucket
-/// that starts full). Chunk posts are not paced: the platform's limit is for API calls.
-pub struct ApiPacer {
-    per_minute: u32,
+/// A token bucket shared by every upload: API calls per minute (the platform allows 100) or
+/// chunk bytes per second (`bandwidth_limit`). It starts full; taking more than is there
+/// leaves a debt that the taker sleeps off, so a chunk larger than the bucket still passes.
+pub struct RateLimiter {
+    /// Units added per second.
+    rate: f64,
+    capacity: f64,
     bucket: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
-impl ApiPacer {
-    pub fn new(per_minute: u32) -> Self {
-        ApiPacer {
-            per_minute: per_minute.max(1),
-            bucket: tokio::sync::Mutex::new((
-                f64::from(per_minute.max(1)),
-                tokio::time::Instant::now(),
-            )),
+impl RateLimiter {
+    pub fn new(rate_per_second: f64, capacity: f64) -> Self {
+        let rate = rate_per_second.max(f64::MIN_POSITIVE);
+        let capacity = capacity.max(1.0);
+        RateLimiter {
+            rate,
+            capacity,
+            bucket: tokio::sync::Mutex::new((capacity, tokio::time::Instant::now())),
         }
     }
 
-    /// Waits until one more API call is allowed.
-    pub async fn wait(&self) {
-        let rate = f64::from(self.per_minute) / 60.0;
-        let capacity = f64::from(self.per_minute);
-        let mut bucket = self.bucket.lock().await;
-        loop {
+    /// `per_minute` API calls a minute, all of them allowed in a burst.
+    pub fn per_minute(per_minute: u32) -> Self {
+        let n = f64::from(per_minute.max(1));
+        RateLimiter::new(n / 60.0, n)
+    }
+
+    /// Takes `amount` units, waiting as long as that overdraws the bucket.
+    pub async fn take(&self, amount: f64) {
+        let debt = {
+            let mut bucket = self.bucket.lock().await;
             let now = tokio::time::Instant::now();
             let (tokens, last) = *bucket;
-            let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(capacity);
-            if tokens >= 1.0 {
-                *bucket = (tokens - 1.0, now);
-                return;
-            }
-            *bucket = (tokens, now);
-            tokio::time::sleep(Duration::from_secs_f64((1.0 - tokens) / rate)).await;
+            let refilled =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.capacity);
+            *bucket = (refilled - amount, now);
+            amount - refilled
+        };
+        if debt > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(debt / self.rate)).await;
         }
     }
 }
@@ -360,7 +371,9 @@ pub struct Platform {
     pub session: Session,
     pub account: AccountSettings,
     pub upload: UploadSettings,
-    pacer: ApiPacer,
+    pacer: RateLimiter,
+    /// Chunk bytes per second across all uploads (`bandwidth_limit`).
+    pub bandwidth: Option<RateLimiter>,
 }
 
 impl Platform {
@@ -374,7 +387,10 @@ impl Platform {
             transport,
             account: account.clone(),
             upload: upload.clone(),
-            pacer: ApiPacer::new(upload.api_requests_per_minute),
+            pacer: RateLimiter::per_minute(upload.api_requests_per_minute),
+            bandwidth: upload
+                .bandwidth_limit
+                .map(|bytes| RateLimiter::new(bytes as f64, bytes as f64)),
         }))
     }
 
@@ -408,7 +424,7 @@ impl Platform {
             let token = self.session.access_token(shutdown).await?;
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-                _ = self.pacer.wait() => {}
+                _ = self.pacer.take(1.0) => {}
             }
             let answer = self
                 .transport
@@ -570,15 +586,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn bandwidth_limit_spreads_chunks_over_time() {
+        // 1 MiB/s, 8 MiB chunks: the first passes on the full bucket's credit, and then each
+        // one costs 8 s.
+        let limit = RateLimiter::new(1048576.0, 1048576.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            limit.take(8.0 * 1048576.0).await;
+        }
+        let waited = start.elapsed().as_secs_f64();
+        assert!((waited - 23.0).abs() < 0.1, "{waited}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn pacer_allows_a_burst_then_spaces_calls() {
-        let pacer = ApiPacer::new(60);
+        let pacer = RateLimiter::per_minute(60);
         let start = tokio::time::Instant::now();
         for _ in 0..60 {
-            pacer.wait().await;
+            pacer.take(1.0).await;
         }
         assert!(start.elapsed() < Duration::from_millis(10));
-        pacer.wait().await;
-        pacer.wait().await;
+        pacer.take(1.0).await;
+        pacer.take(1.0).await;
         let waited = start.elapsed();
         assert!(
             waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(2100),

@@ -49,9 +49,20 @@ struct LegacyLoginAnswer {
     refresh_token: Option<String>,
 }
 
+/// Longer lifetimes are read as this one: an absurd `expires_in` from a broken server must
+/// not overflow the clock (`Instant + Duration` panics), and refreshing a day-old token early
+/// costs nothing.
+const LONGEST_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Refresh this long before the token expires: 60 s, or a quarter of a short lifetime.
 fn margin(lifetime: Duration) -> Duration {
     (lifetime / 4).min(Duration::from_secs(60))
+}
+
+/// When a token issued at `now` that lives `lifetime` should be refreshed.
+fn refresh_deadline(now: Instant, lifetime: Duration) -> Instant {
+    let lifetime = lifetime.min(LONGEST_TOKEN_LIFETIME);
+    now + lifetime - margin(lifetime)
 }
 
 impl Session {
@@ -232,12 +243,11 @@ impl Session {
                     .unwrap_or(ASSUMED_TOKEN_LIFETIME);
                 Ok(Tokens {
                     access: SecretString::from(parsed.access_token),
-                    refresh_at: now + lifetime - margin(lifetime),
+                    refresh_at: refresh_deadline(now, lifetime),
                     refresh: parsed.refresh_token.map(SecretString::from),
-                    refresh_usable_until: parsed.refresh_expires_in.map(|secs| {
-                        let life = Duration::from_secs(secs);
-                        now + life - margin(life)
-                    }),
+                    refresh_usable_until: parsed
+                        .refresh_expires_in
+                        .map(|secs| refresh_deadline(now, Duration::from_secs(secs))),
                 })
             }
             AuthStyle::Legacy => {
@@ -245,7 +255,7 @@ impl Session {
                     serde_json::from_slice(&answer.body).map_err(|e| protocol("the login", e))?;
                 Ok(Tokens {
                     access: SecretString::from(parsed.access_token),
-                    refresh_at: now + ASSUMED_TOKEN_LIFETIME - margin(ASSUMED_TOKEN_LIFETIME),
+                    refresh_at: refresh_deadline(now, ASSUMED_TOKEN_LIFETIME),
                     refresh: parsed.refresh_token.map(SecretString::from),
                     refresh_usable_until: None,
                 })

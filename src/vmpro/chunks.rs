@@ -323,6 +323,12 @@ async fn send_chunk(
                 ));
             }
         }
+        if let Some(bandwidth) = &platform.bandwidth {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                _ = bandwidth.take(data.len() as f64) => {}
+            }
+        }
         // Transient failures (connection lost, timeouts, 408/429/5xx) are retried in here.
         let sends = std::sync::atomic::AtomicU64::new(0);
         let answer = platform

@@ -259,6 +259,16 @@ impl VmproError {
             },
             VmproError::FileChanged { .. } => Blame::Source,
             VmproError::Cancelled => Blame::Cancelled,
+            // No usable token (an answer that is not the expected JSON, a redirect, a 404 from
+            // a wrong token_url): every file would fail alike, so none of them is to blame.
+            VmproError::Status {
+                step: Step::Login | Step::Refresh,
+                ..
+            }
+            | VmproError::Protocol {
+                step: Step::Login | Step::Refresh,
+                ..
+            } => Blame::Account,
             VmproError::Status { .. }
             | VmproError::Protocol { .. }
             | VmproError::Read { .. }
@@ -443,6 +453,19 @@ mod tests {
             classify(Step::UploadUrl, 503, b"", None),
             Disposition::Retry { retry_after: None }
         );
+    }
+
+    #[test]
+    fn a_broken_login_answer_blames_the_account_not_the_file() {
+        let protocol = |step| VmproError::Protocol {
+            step,
+            message: "the token answer is not the expected JSON".into(),
+        };
+        assert_eq!(protocol(Step::Login).blame(), Blame::Account);
+        assert_eq!(protocol(Step::Refresh).blame(), Blame::Account);
+        assert_eq!(protocol(Step::CreateVideo).blame(), Blame::File);
+        let redirected = VmproError::from_answer(Step::Login, 302, b"", Disposition::Permanent);
+        assert_eq!(redirected.blame(), Blame::Account);
     }
 
     #[test]
