@@ -45,6 +45,8 @@ const MAX_ATTEMPTS: u64 = 100;
 /// expired URL.
 const UPLOAD_TOKEN_LIFETIME: Duration = Duration::from_secs(4 * 3600);
 const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(10);
+/// The longest duration any setting takes; nothing here needs more than days.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 const DEFAULT_KEEP_FILES: u64 = 14;
 const DEFAULT_TITLE: &str = "{stem}";
 /// Placeholders the title template understands (substituted by the upload code).
@@ -622,11 +624,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
             "empty: write a duration such as \"10s\", \"500ms\" or \"4h\"".to_owned(),
         ));
     }
-    humantime::parse_duration(trimmed).map_err(|err| {
+    let duration = humantime::parse_duration(trimmed).map_err(|err| {
         InvalidValue(format!(
             "{trimmed:?} is not a duration ({err}); write e.g. \"10s\", \"500ms\" or \"4h\""
         ))
-    })
+    })?;
+    // Deadlines are computed as `now + duration` (and backoff caps multiplied): a duration of
+    // centuries would overflow the clock and abort the agent instead of being refused here.
+    if duration > MAX_DURATION {
+        return Err(InvalidValue(format!(
+            "{trimmed:?} is too long: at most \"{}d\"",
+            MAX_DURATION.as_secs() / 86_400
+        )));
+    }
+    Ok(duration)
 }
 
 /// Checks what only the file system can tell: each watched folder can be listed, each
@@ -2099,6 +2110,12 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("4h"), Ok(Duration::from_secs(4 * 3600)));
         assert!(parse_duration("10").unwrap_err().0.contains("10s"));
+        assert_eq!(
+            parse_duration("366d"),
+            Ok(Duration::from_secs(366 * 24 * 3600))
+        );
+        let huge = parse_duration("500000000000y").unwrap_err().0;
+        assert!(huge.contains("too long"), "{huge}");
     }
 
     #[test]
