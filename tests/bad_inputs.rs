@@ -316,6 +316,8 @@ async fn a_file_deleted_mid_upload_is_forgotten() {
     assert!(files_under(&studio.done()).is_empty());
     assert!(files_under(&studio.inbox).is_empty());
     assert_eq!(emulator.videos().len(), 1, "{:?}", emulator.videos());
+    // The last chunk is not sent for a file that is gone: no complete video of a deleted file.
+    assert!(!emulator.videos()[0].complete, "{:?}", emulator.videos());
     let status = studio.status_json().await;
     assert_eq!(status["jobs"], Value::Array(vec![]), "{status}");
     stop_cleanly(&studio, agent).await;

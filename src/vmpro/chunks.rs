@@ -233,6 +233,11 @@ pub async fn upload_file(
     let mut restarts_left = platform.upload.max_attempts;
     while index <= plan.total {
         let current = reader.next(&source).await?;
+        // Before the last chunk completes the video: a file deleted or rewritten meanwhile
+        // must not become a complete video on the platform.
+        if index == plan.total {
+            unchanged_since_start(&request.path, size, mtime).await?;
+        }
         let outcome = send_chunk(
             platform,
             &video_id,
@@ -275,14 +280,8 @@ pub async fn upload_file(
         }
     }
 
-    // The content must be what it was when we started: otherwise the platform has a mix.
-    let (now_size, now_mtime) = stat(&request.path).await?;
-    if now_size != size || now_mtime != mtime {
-        return Err(VmproError::FileChanged {
-            path: request.path.clone(),
-            what: format!("size {size} → {now_size} bytes or modification time changed"),
-        });
-    }
+    // And after it: a change during the last chunk means the platform has a mix.
+    unchanged_since_start(&request.path, size, mtime).await?;
 
     let Some(digest) = digest else {
         return Err(VmproError::Protocol {
@@ -424,6 +423,22 @@ async fn open_for_upload(path: &Arc<PathBuf>) -> Result<(File, u64, SystemTime),
             source: std::io::Error::other(join.to_string()),
         }),
     }
+}
+
+/// The content must be what it was when the upload started.
+async fn unchanged_since_start(
+    path: &Path,
+    size: u64,
+    mtime: SystemTime,
+) -> Result<(), VmproError> {
+    let (now_size, now_mtime) = stat(path).await?;
+    if now_size != size || now_mtime != mtime {
+        return Err(VmproError::FileChanged {
+            path: path.to_path_buf(),
+            what: format!("size {size} → {now_size} bytes or modification time changed"),
+        });
+    }
+    Ok(())
 }
 
 async fn stat(path: &Path) -> Result<(u64, SystemTime), VmproError> {
