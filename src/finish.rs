@@ -50,11 +50,7 @@ pub enum FinishError {
 /// when its sidecar `<name>.upload.json` exists (it belongs to an earlier file of that name).
 /// Creates the parent dirs.
 pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
-    // Only plain names: an absolute path or `..` would put the file outside `base`.
-    let plain = rel_path
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain || rel_path.as_os_str().is_empty() {
+    if !is_plain(rel_path) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -71,21 +67,8 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
         ));
     };
     fs::create_dir_all(parent)?;
-    let name = Path::new(name);
-    let stem = name.file_stem().unwrap_or(name.as_os_str());
-    let extension = name.extension();
     for n in 0..=MAX_SUFFIX {
-        let candidate = if n == 0 {
-            wanted.clone()
-        } else {
-            let mut file_name = OsString::from(stem);
-            file_name.push(format!(" ({n})"));
-            if let Some(extension) = extension {
-                file_name.push(".");
-                file_name.push(extension);
-            }
-            parent.join(file_name)
-        };
+        let candidate = numbered(&wanted, n);
         if !is_taken(&candidate)? && !is_taken(&sidecar_path(&candidate))? {
             return Ok(candidate);
         }
@@ -94,9 +77,67 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
         io::ErrorKind::AlreadyExists,
         format!(
             "every name up to \"{}\" ({MAX_SUFFIX}) is taken",
-            name.display()
+            Path::new(name).display()
         ),
     ))
+}
+
+/// Only plain names: an absolute path or `..` would put the file outside the base folder.
+fn is_plain(rel_path: &Path) -> bool {
+    !rel_path.as_os_str().is_empty()
+        && rel_path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// `wanted` itself for `n == 0`, else `stem (n).ext` beside it.
+fn numbered(wanted: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return wanted.to_path_buf();
+    }
+    let name = Path::new(wanted.file_name().unwrap_or_default());
+    let mut file_name = OsString::from(name.file_stem().unwrap_or(name.as_os_str()));
+    file_name.push(format!(" ({n})"));
+    if let Some(extension) = name.extension() {
+        file_name.push(".");
+        file_name.push(extension);
+    }
+    wanted.with_file_name(file_name)
+}
+
+/// The name an earlier move of `src` already gave it, if that move was killed between linking
+/// the destination and removing the source: the file then has both names, and moving it
+/// "again" would make a second copy under `stem (1).ext`. It is the source's own inode among
+/// the taken names [`free_destination`] walks, still without a sidecar (the sidecar is only
+/// written after the source is gone, so a linked copy that has one is someone else's).
+#[cfg(unix)]
+fn interrupted_move(src: &Path, base: &Path, rel_path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    if !is_plain(rel_path) {
+        return None;
+    }
+    let source = fs::symlink_metadata(src).ok()?;
+    let wanted = base.join(rel_path);
+    for n in 0..=MAX_SUFFIX {
+        let candidate = numbered(&wanted, n);
+        let sidecar = sidecar_path(&candidate);
+        match fs::symlink_metadata(&candidate) {
+            Ok(meta) => {
+                if meta.dev() == source.dev() && meta.ino() == source.ino() && !sidecar.exists() {
+                    return Some(candidate);
+                }
+            }
+            // The first free name ends the walk: the earlier move cannot have gone further.
+            Err(_) if !sidecar.exists() => return None,
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[cfg(not(unix))]
+fn interrupted_move(_src: &Path, _base: &Path, _rel_path: &Path) -> Option<PathBuf> {
+    None
 }
 
 /// Whether anything (a dangling symlink included) has this name.
@@ -112,12 +153,31 @@ fn is_taken(path: &Path) -> io::Result<bool> {
 /// where it went. Never overwrites: within a file system the primitive is a hard link (which
 /// fails if the name exists) and then removing the source; where hard links are not allowed,
 /// a rename to a name just checked to be free. Across file systems see [`copy_then_remove`].
-/// On any failure the source is untouched and nothing is left at the destination.
+/// On any failure the source is untouched and nothing is left at the destination. A move that
+/// was killed between the link and the removal of the source is completed, not repeated.
 pub fn move_without_overwrite(
     src: &Path,
     base: &Path,
     rel_path: &Path,
 ) -> Result<PathBuf, FinishError> {
+    if let Some(dest) = interrupted_move(src, base, rel_path) {
+        return match fs::remove_file(src) {
+            Ok(()) => {
+                sync_dirs(src, &dest);
+                Ok(dest)
+            }
+            Err(source) => {
+                // Both names are the same inode: dropping the new one loses nothing and leaves
+                // the file in exactly one place, where it was.
+                let _ = fs::remove_file(&dest);
+                Err(FinishError::Move {
+                    src: src.to_path_buf(),
+                    dest,
+                    source,
+                })
+            }
+        };
+    }
     // Each round loses at most one name to a concurrent creator; bounded so a pathological
     // directory cannot loop us forever.
     for _ in 0..64 {
@@ -326,8 +386,17 @@ pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, Fi
     let mut json = serde_json::to_vec_pretty(sidecar).map_err(|e| error(io::Error::other(e)))?;
     json.push(b'\n');
     let (dir, name) = split(&path).map_err(error)?;
-    let temp = dir.join(temp_name(name));
+    // One fixed temp name per sidecar (only the job that owns the file writes it): a writer
+    // killed before its rename leaves a temp that the next try replaces instead of a stray.
+    let mut temp_name = OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(".hotfolder-tmp");
+    let temp = dir.join(temp_name);
     let written = (|| {
+        match fs::remove_file(&temp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -477,6 +546,52 @@ mod tests {
         assert_eq!(
             fs::read(base.join("show/clip.mov")).unwrap(),
             b"an earlier clip"
+        );
+    }
+
+    /// A kill between `link(src, dest)` and `unlink(src)` leaves the file under both names;
+    /// the retry after the restart must finish that move, not make `clip (2).mov`.
+    #[cfg(unix)]
+    #[test]
+    fn a_move_killed_between_link_and_unlink_is_completed_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("inbox/show/clip.mov");
+        write(&src, b"video bytes");
+        let base = dir.path().join("done");
+        write(&base.join("show/clip.mov"), b"an earlier clip");
+        write(&base.join("show/clip.mov.upload.json"), b"{}");
+        fs::hard_link(&src, base.join("show/clip (1).mov")).unwrap();
+
+        let dest = move_without_overwrite(&src, &base, Path::new("show/clip.mov")).unwrap();
+        assert_eq!(dest, base.join("show/clip (1).mov"));
+        assert!(!src.exists());
+        assert_eq!(fs::read(&dest).unwrap(), b"video bytes");
+        assert_eq!(
+            names_in(&base.join("show")),
+            ["clip (1).mov", "clip.mov", "clip.mov.upload.json"]
+        );
+    }
+
+    /// The same inode with a sidecar was delivered before (a user hard-linked it back into
+    /// the folder): it is not an interrupted move, and it stays as it is.
+    #[cfg(unix)]
+    #[test]
+    fn a_delivered_hard_link_is_not_mistaken_for_an_interrupted_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("done");
+        let delivered = base.join("clip.mov");
+        write(&delivered, b"video bytes");
+        write(&sidecar_path(&delivered), b"{}");
+        let src = dir.path().join("inbox/clip.mov");
+        fs::create_dir_all(src.parent().unwrap()).unwrap();
+        fs::hard_link(&delivered, &src).unwrap();
+
+        let dest = move_without_overwrite(&src, &base, Path::new("clip.mov")).unwrap();
+        assert_eq!(dest, base.join("clip (1).mov"));
+        assert!(!src.exists());
+        assert_eq!(
+            names_in(&base),
+            ["clip (1).mov", "clip.mov", "clip.mov.upload.json"]
         );
     }
 
@@ -752,6 +867,25 @@ mod tests {
         // It also reads back as a Sidecar.
         let back: Sidecar = serde_json::from_value(json).unwrap();
         assert_eq!(back.started_at, job.started_at);
+    }
+
+    /// What a writer killed before its rename leaves behind is replaced by the next write.
+    #[test]
+    fn a_sidecar_write_killed_before_its_rename_leaves_no_stray() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = finished_job(dir.path());
+        let moved = dir.path().join("done/clip.mov");
+        write(&moved, b"x");
+        write(
+            &dir.path().join("done/.clip.mov.upload.json.hotfolder-tmp"),
+            b"{\"fi",
+        );
+
+        write_sidecar(&moved, &Sidecar::from_job(&job, "clip.mov")).unwrap();
+        assert_eq!(
+            names_in(&dir.path().join("done")),
+            ["clip.mov", "clip.mov.upload.json"]
+        );
     }
 
     #[test]
