@@ -369,10 +369,36 @@ impl Sidecar {
 }
 
 /// `<moved file's whole name>.upload.json`, beside it.
+/// A name too long for the file system (a 255-byte video name plus `.upload.json`) keeps the
+/// start of the name and a hash of all of it, so it still fits and stays unique.
 pub fn sidecar_path(moved_file: &Path) -> PathBuf {
-    let mut name = moved_file.file_name().unwrap_or_default().to_os_string();
-    name.push(SIDECAR_SUFFIX);
-    moved_file.with_file_name(name)
+    let name = moved_file.file_name().unwrap_or_default();
+    moved_file.with_file_name(fit_name("", name, SIDECAR_SUFFIX))
+}
+
+/// Longest file name (in bytes) that common file systems accept.
+const NAME_MAX: usize = 255;
+
+/// `prefix + core + suffix`, with `core` shortened to its start plus `~` and 12 hex digits of
+/// its sha256 when the whole would exceed [`NAME_MAX`].
+fn fit_name(prefix: &str, core: &std::ffi::OsStr, suffix: &str) -> OsString {
+    let bytes = core.as_encoded_bytes();
+    let mut out = OsString::from(prefix);
+    if prefix.len() + bytes.len() + suffix.len() <= NAME_MAX {
+        out.push(core);
+    } else {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(bytes));
+        let mut keep = NAME_MAX.saturating_sub(prefix.len() + suffix.len() + 13);
+        // Cut at a character boundary when the name is UTF-8.
+        while keep > 0 && std::str::from_utf8(&bytes[..keep]).is_err() && core.to_str().is_some() {
+            keep -= 1;
+        }
+        out.push(String::from_utf8_lossy(&bytes[..keep.min(bytes.len())]).as_ref());
+        out.push(format!("~{}", &digest[..12]));
+    }
+    out.push(suffix);
+    out
 }
 
 /// Writes the sidecar beside `moved_file` and returns its path. Written to a temporary name,
@@ -388,10 +414,7 @@ pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, Fi
     let (dir, name) = split(&path).map_err(error)?;
     // One fixed temp name per sidecar (only the job that owns the file writes it): a writer
     // killed before its rename leaves a temp that the next try replaces instead of a stray.
-    let mut temp_name = OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(".hotfolder-tmp");
-    let temp = dir.join(temp_name);
+    let temp = dir.join(fit_name(".", name, ".hotfolder-tmp"));
     let written = (|| {
         match fs::remove_file(&temp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -426,10 +449,8 @@ fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
 /// A hidden, unique name beside the target: hidden so watchers (ours included, by the default
 /// `.*` exclude) ignore it, unique so two writers never share one.
 fn temp_name(name: &std::ffi::OsStr) -> OsString {
-    let mut temp = OsString::from(".");
-    temp.push(name);
-    temp.push(format!(".{}.hotfolder-tmp", uuid::Uuid::new_v4().simple()));
-    temp
+    let suffix = format!(".{}.hotfolder-tmp", uuid::Uuid::new_v4().simple());
+    fit_name(".", name, &suffix)
 }
 
 /// Makes a rename or removal in `dir` durable.
@@ -966,5 +987,29 @@ mod tests {
             let dest_name = dest.file_name().unwrap().to_string_lossy().into_owned();
             prop_assert!(dest_name.starts_with(&stem) && dest_name.ends_with(&ext), "{}", dest_name);
         }
+    }
+}
+
+#[cfg(test)]
+mod long_name_tests {
+    use super::*;
+
+    #[test]
+    fn names_too_long_for_the_file_system_are_shortened_uniquely() {
+        let a = format!("{}.mov", "ü".repeat(125));
+        let b = format!("{}x.mov", "ü".repeat(125));
+        let side_a = sidecar_path(&Path::new("/done").join(&a));
+        let side_b = sidecar_path(&Path::new("/done").join(&b));
+        let name_a = side_a.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name_a.len() <= NAME_MAX && name_a.ends_with(SIDECAR_SUFFIX),
+            "{name_a}"
+        );
+        assert_ne!(side_a, side_b);
+        // Short names are untouched.
+        assert_eq!(
+            sidecar_path(Path::new("/done/clip.mov")),
+            Path::new("/done/clip.mov.upload.json")
+        );
     }
 }

@@ -428,9 +428,6 @@ async fn odd_names_arrive_under_their_own_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a 255-byte name is uploaded but never leaves the inbox: \
-            finish::free_destination also checks `<name>.upload.json`, longer than NAME_MAX \
-            (ENAMETOOLONG), and every later try fails the same way"]
 async fn a_255_byte_name_arrives_with_a_sidecar() {
     let emulator = emulator(|_| {}).await;
     let studio = Studio::new(&emulator, &upload_toml(), QUICK);
