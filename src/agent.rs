@@ -834,6 +834,55 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
         tracing::error!(job = id, "state store: {err}");
         return;
     }
+    // The file must still be the one the job recorded: replaced or rewritten while hotfolder
+    // was stopped (or since it was queued), resuming would mix old and new chunks.
+    match ready::inspect(&job.path) {
+        Ok(Inspection::Regular(now))
+            if now.size == job.size && now.mtime_ns == i128::from(job.mtime_ns) => {}
+        Ok(Inspection::Regular(_)) => {
+            let why = "the file changed since it was queued";
+            tracing::info!(file = %name, "{why}; waiting until it is stable, then sending it again");
+            let _ = shared.store.record_event(id, "changed", why);
+            let _ = shared
+                .store
+                .set_paused(id, "the file changed; waiting until it is stable");
+            let _ = shared.store.restart_content(id);
+            let _ = shared.retrack.send(job.path.clone());
+            return;
+        }
+        _ => {
+            tracing::info!(file = %name, "the file disappeared; forgetting it");
+            let _ = shared
+                .store
+                .forget(id, "the file disappeared before it was uploaded");
+            return;
+        }
+    }
+    // Every chunk was accepted before a restart: only the hash and the move are left.
+    if let (Some(video_id), Some(total)) = (&job.video_id, job.total_chunks)
+        && job.next_chunk == total + 1
+    {
+        let path = job.path.clone();
+        match tokio::task::spawn_blocking(move || sha256_of(&path)).await {
+            Ok(Ok(sha256)) => {
+                let _ = shared.store.record_event(
+                    id,
+                    "uploaded",
+                    &format!("all {total} chunks were accepted before a restart; sha256 {sha256}"),
+                );
+                if shared
+                    .store
+                    .decide(id, Outcome::Uploaded, Some(&sha256), None)
+                    .is_ok()
+                {
+                    tracing::info!(file = %name, video_id = %video_id, "uploaded (before a restart)");
+                    finish_job(shared, id).await;
+                }
+                return;
+            }
+            _ => tracing::warn!(file = %name, "cannot read it again to hash it; uploading again"),
+        }
+    }
     let metadata = shared
         .folder(&job.folder)
         .map(|f| f.metadata)
@@ -1065,6 +1114,23 @@ fn find_moved(base: &Path, rel_path: &Path, size: u64) -> Option<PathBuf> {
             p.metadata().map(|m| m.len() == size).unwrap_or(false)
                 && !finish::sidecar_path(p).exists()
         })
+}
+
+/// The sha256 of a whole file, read in 1 MiB pieces.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Jobs stuck finishing (a move failed) are tried again at each rescan.

@@ -555,3 +555,39 @@ async fn demo_uploads_its_sample_and_keeps_watching_until_ctrl_c() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_while_hotfolder_was_stopped_is_sent_again_whole() {
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let path = studio.inbox.join("re.mov");
+    std::fs::write(&path, content(10 * MIB, 1)).unwrap();
+    let mut agent = studio.start();
+    eventually(WAIT, "a few chunks received", || {
+        emulator
+            .videos()
+            .first()
+            .map(|v| v.chunks_received >= 4)
+            .unwrap_or(false)
+    })
+    .await;
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    // The editor re-exports over the same name, same size, while hotfolder is down.
+    let new = content(10 * MIB, 2);
+    std::fs::write(&path, &new).unwrap();
+    let agent = studio.start();
+    let done = studio.done().join("re.mov");
+    eventually(Duration::from_secs(60), "re.mov in done/", || {
+        arrived(&done)
+    })
+    .await;
+    let video = only_video(&emulator, "re.mov");
+    assert_eq!(
+        video.sha256.as_deref(),
+        Some(sha256_hex(&new).as_str()),
+        "the platform holds a mix"
+    );
+    assert_eq!(sidecar(&done)["sha256"], sha256_hex(&new));
+    stop(agent).await;
+}
