@@ -178,6 +178,18 @@ pub async fn run(
 /// On start: finish moves that a crash interrupted, and put every other unfinished job back in
 /// the queue (or forget it when its file is gone).
 async fn recover(shared: &Arc<Shared>) {
+    let dirs: Vec<PathBuf> = shared
+        .settings()
+        .folders
+        .iter()
+        .flat_map(|f| [f.done_dir.clone(), f.failed_dir.clone()])
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for dir in dirs {
+            remove_stale_temps(&dir);
+        }
+    })
+    .await;
     let jobs = match shared.store.unfinished() {
         Ok(jobs) => jobs,
         Err(err) => {
@@ -1114,6 +1126,35 @@ fn find_moved(base: &Path, rel_path: &Path, size: u64) -> Option<PathBuf> {
             p.metadata().map(|m| m.len() == size).unwrap_or(false)
                 && !finish::sidecar_path(p).exists()
         })
+}
+
+/// Removes our own temporary files (`.…hotfolder-tmp`: a copy across file systems or a
+/// sidecar being written) that a kill left in done/ or failed/. Only ours: nothing else is
+/// touched.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if kind.is_dir() {
+            remove_stale_temps(&path);
+        } else if kind.is_file() && name.starts_with('.') && name.ends_with(".hotfolder-tmp") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted move")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), "cannot remove a stale temporary file: {err}")
+                }
+            }
+        }
+    }
 }
 
 /// The sha256 of a whole file, read in 1 MiB pieces.

@@ -591,3 +591,20 @@ async fn a_file_replaced_while_hotfolder_was_stopped_is_sent_again_whole() {
     assert_eq!(sidecar(&done)["sha256"], sha256_hex(&new));
     stop(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_files_left_by_an_interrupted_move_are_removed_at_start() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let stale = studio.done().join("show/.clip.mov.0123abcd.hotfolder-tmp");
+    let editors = studio.done().join("show/.notes.txt");
+    write_file(&stale, 100, 1);
+    write_file(&editors, 100, 2);
+    let agent = studio.start();
+    eventually(WAIT, "stale temp removed", || !stale.exists()).await;
+    assert!(
+        editors.exists(),
+        "only hotfolder's own temp files are removed"
+    );
+    stop(agent).await;
+}
