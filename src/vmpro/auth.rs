@@ -132,14 +132,7 @@ impl Session {
                     ("username", self.account.username.as_str()),
                     ("password", self.account.password.expose_secret()),
                 ];
-                self.transport
-                    .exchange(Step::Login, shutdown, || {
-                        self.transport
-                            .http
-                            .post(self.account.token_url.clone())
-                            .form(&form)
-                    })
-                    .await?
+                self.post_token_form(Step::Login, &form, shutdown).await?
             }
             AuthStyle::Legacy => {
                 let body = serde_json::json!({
@@ -169,14 +162,7 @@ impl Session {
                     ("grant_type", "refresh_token"),
                     ("refresh_token", refresh.expose_secret()),
                 ];
-                self.transport
-                    .exchange(Step::Refresh, shutdown, || {
-                        self.transport
-                            .http
-                            .post(self.account.token_url.clone())
-                            .form(&form)
-                    })
-                    .await?
+                self.post_token_form(Step::Refresh, &form, shutdown).await?
             }
             AuthStyle::Legacy => {
                 let body = serde_json::json!({ "refreshToken": refresh.expose_secret() });
@@ -195,6 +181,23 @@ impl Session {
             tokens.refresh = Some(refresh.clone());
         }
         Ok(tokens)
+    }
+
+    /// A form POST to the Keycloak token endpoint, transient failures retried.
+    async fn post_token_form(
+        &self,
+        step: Step,
+        form: &[(&str, &str)],
+        shutdown: &CancellationToken,
+    ) -> Result<Answer, VmproError> {
+        self.transport
+            .exchange(step, shutdown, || {
+                self.transport
+                    .http
+                    .post(self.account.token_url.clone())
+                    .form(form)
+            })
+            .await
     }
 
     fn api_join(&self, path: &str) -> Result<url::Url, VmproError> {
