@@ -853,20 +853,17 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             if now.size == job.size && now.mtime_ns == i128::from(job.mtime_ns) => {}
         Ok(Inspection::Regular(_)) => {
             let why = "the file changed since it was queued";
-            tracing::info!(file = %name, "{why}; waiting until it is stable, then sending it again");
-            let _ = shared.store.record_event(id, "changed", why);
-            let _ = shared
-                .store
-                .set_paused(id, "the file changed; waiting until it is stable");
-            let _ = shared.store.restart_content(id);
-            let _ = shared.retrack.send(job.path.clone());
+            wait_until_stable_again(
+                shared,
+                &job,
+                &name,
+                why,
+                "the file changed; waiting until it is stable",
+            );
             return;
         }
         _ => {
-            tracing::info!(file = %name, "the file disappeared; forgetting it");
-            let _ = shared
-                .store
-                .forget(id, "the file disappeared before it was uploaded");
+            forget_vanished(shared, id, &name);
             return;
         }
     }
@@ -967,28 +964,21 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             Blame::Source => {
                 end_pause(shared);
                 if job.path.exists() {
-                    tracing::info!(file = %name, "{err}; waiting until it is stable again");
-                    let _ = shared.store.record_event(id, "changed", &err.to_string());
-                    let _ = shared.store.set_paused(
-                        id,
+                    wait_until_stable_again(
+                        shared,
+                        &job,
+                        &name,
+                        &err.to_string(),
                         "the file changed while uploading; waiting until it is stable",
                     );
-                    let _ = shared.store.restart_content(id);
-                    let _ = shared.retrack.send(job.path.clone());
                 } else {
-                    tracing::info!(file = %name, "the file disappeared; forgetting it");
-                    let _ = shared
-                        .store
-                        .forget(id, "the file disappeared before it was uploaded");
+                    forget_vanished(shared, id, &name);
                 }
             }
             Blame::File => {
                 end_pause(shared);
                 if !job.path.exists() {
-                    tracing::info!(file = %name, "the file disappeared; forgetting it");
-                    let _ = shared
-                        .store
-                        .forget(id, "the file disappeared before it was uploaded");
+                    forget_vanished(shared, id, &name);
                     return;
                 }
                 tracing::warn!(file = %name, "failed: {err} ({})", err.meaning());
@@ -1006,6 +996,24 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             }
         },
     }
+}
+
+/// The file changed: its job waits (paused) until the intake finds it stable again, and is
+/// then sent again from chunk 1 to the same video.
+fn wait_until_stable_again(shared: &Shared, job: &Job, name: &str, why: &str, pause_reason: &str) {
+    tracing::info!(file = %name, "{why}; waiting until it is stable, then sending it again");
+    let _ = shared.store.record_event(job.id, "changed", why);
+    let _ = shared.store.set_paused(job.id, pause_reason);
+    let _ = shared.store.restart_content(job.id);
+    let _ = shared.retrack.send(job.path.clone());
+}
+
+/// The file is gone before it was uploaded: its job is forgotten, nothing goes to failed/.
+fn forget_vanished(shared: &Shared, id: i64, name: &str) {
+    tracing::info!(file = %name, "the file disappeared; forgetting it");
+    let _ = shared
+        .store
+        .forget(id, "the file disappeared before it was uploaded");
 }
 
 fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
