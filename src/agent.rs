@@ -37,6 +37,14 @@ use crate::watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec};
 /// How often every folder is walked again to catch events the watcher missed.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(300);
 
+/// How often each watched folder is checked to still be the one watched: a folder deleted and
+/// made again, or a share unmounted and mounted again, loses its watch without a word.
+pub const FOLDER_CHECK_EVERY: Duration = Duration::from_secs(3);
+
+/// How long a folder check may take before the folder counts as not answering (a hung network
+/// mount); the check goes on in the background and is not started twice.
+const FOLDER_CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How long a shutdown waits for uploads to stop before it returns anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -139,8 +147,11 @@ pub async fn run(
     let mut watcher = FolderWatcher::new(events_tx);
     let folders = shared.settings().folders.clone();
     let mut intake = Intake::new(&folders);
-    for folder in &intake.folders {
-        watcher.watch(folder.spec.clone())?;
+    if let Err(err) = shared.store.clear_missing_folders() {
+        tracing::warn!("cannot reset the folders' state for status: {err}");
+    }
+    for folder in &mut intake.folders {
+        folder.watch(&mut watcher)?;
         tracing::info!(folder = %folder.spec.root.display(), "watching");
     }
     service_notify(&[sd_notify::NotifyState::Ready]);
@@ -233,6 +244,30 @@ struct FolderIntake {
     tracker: StabilityTracker,
     /// Paths already reported as skipped, so a symlink is logged once, not at every rescan.
     skipped: HashSet<PathBuf>,
+    /// What is watched: `Watched(identity)` while the watch is in place, `Missing` while the
+    /// folder cannot be seen (it is watched again once it is back).
+    presence: Presence,
+    /// A folder check still running after [`FOLDER_CHECK_PATIENCE`].
+    slow_check: Option<tokio::task::JoinHandle<Result<FolderId, String>>>,
+}
+
+/// Device and inode of a watched folder (`None` where the system has no such thing).
+type FolderId = Option<(u64, u64)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Presence {
+    Watched(FolderId),
+    Missing(String),
+}
+
+impl FolderIntake {
+    /// Starts watching the folder, remembering which folder (device and inode) it is.
+    fn watch(&mut self, watcher: &mut FolderWatcher) -> Result<(), WatchError> {
+        let identity = crate::watch::folder_identity(&self.spec.root);
+        watcher.watch(self.spec.clone())?;
+        self.presence = Presence::Watched(identity);
+        Ok(())
+    }
 }
 
 /// Turns watcher events and scans into jobs once files are complete.
@@ -267,8 +302,101 @@ impl Intake {
                     filter: NameFilter::new(&folder.include, &folder.exclude),
                     tracker: StabilityTracker::new(folder.stable_for),
                     skipped: HashSet::new(),
+                    presence: Presence::Missing("not watched yet".into()),
+                    slow_check: None,
                 })
                 .collect(),
+        }
+    }
+
+    /// Checks that every folder is still the one watched: one that is gone is reported once
+    /// (log and `status`) and its watch dropped; one that is back, or was replaced by another
+    /// folder of the same name (deleted and made again, a share mounted again), is watched and
+    /// scanned afresh.
+    async fn check_folders(&mut self, shared: &Arc<Shared>, watcher: &mut FolderWatcher) {
+        for index in 0..self.folders.len() {
+            let Some(now) = self.probe_folder(index).await else {
+                continue;
+            };
+            let folder = &self.folders[index];
+            let root = folder.spec.root.clone();
+            match (now, &folder.presence) {
+                (Ok(identity), Presence::Watched(watched)) if identity == *watched => {}
+                (Ok(_), previous) => {
+                    let was_missing = matches!(previous, Presence::Missing(_));
+                    match self.folders[index].watch(watcher) {
+                        Ok(()) => {
+                            if was_missing {
+                                tracing::info!(folder = %root.display(), "the folder is back; watching it again");
+                            } else {
+                                tracing::warn!(folder = %root.display(), "the folder was replaced (made again, or a share mounted over it); watching the new one");
+                            }
+                            self.note_presence(shared, index, None);
+                            self.scan_folder(shared, index).await;
+                        }
+                        Err(err) => self.folder_missing(shared, watcher, index, err.to_string()),
+                    }
+                }
+                (Err(why), _) => self.folder_missing(shared, watcher, index, why),
+            }
+        }
+    }
+
+    /// Looks at folder `index` off the async threads: `None` while an earlier look is still
+    /// hanging (a dead network mount must not stall the agent).
+    async fn probe_folder(&mut self, index: usize) -> Option<Result<FolderId, String>> {
+        let folder = &mut self.folders[index];
+        let mut probe = match folder.slow_check.take() {
+            Some(running) if !running.is_finished() => {
+                folder.slow_check = Some(running);
+                return None;
+            }
+            Some(finished) => finished,
+            None => {
+                let root = folder.spec.root.clone();
+                tokio::task::spawn_blocking(move || crate::watch::probe_folder(&root))
+            }
+        };
+        match tokio::time::timeout(FOLDER_CHECK_PATIENCE, &mut probe).await {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(err)) => Some(Err(format!("the check failed: {err}"))),
+            Err(_) => {
+                folder.slow_check = Some(probe);
+                Some(Err(format!(
+                    "it did not answer within {} s (a network share that hangs?)",
+                    FOLDER_CHECK_PATIENCE.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Folder `index` cannot be seen: said once, and in `status`; files already queued from it
+    /// stay queued (they fail only if they are really gone when their turn comes).
+    fn folder_missing(
+        &mut self,
+        shared: &Arc<Shared>,
+        watcher: &mut FolderWatcher,
+        index: usize,
+        why: String,
+    ) {
+        let folder = &mut self.folders[index];
+        if folder.presence == Presence::Missing(why.clone()) {
+            return;
+        }
+        let first = !matches!(folder.presence, Presence::Missing(_));
+        folder.presence = Presence::Missing(why.clone());
+        watcher.unwatch(&folder.spec.root);
+        if first {
+            tracing::error!(folder = %folder.spec.root.display(), "cannot see the watched folder: {why}; new files there are not noticed until it is back (checked every {} s)", FOLDER_CHECK_EVERY.as_secs());
+        }
+        self.note_presence(shared, index, Some(&why));
+    }
+
+    /// Keeps `status` told which folders are missing.
+    fn note_presence(&self, shared: &Arc<Shared>, index: usize, missing: Option<&str>) {
+        let root = &self.folders[index].spec.root;
+        if let Err(err) = shared.store.set_folder_missing(root, missing) {
+            tracing::warn!("cannot record the folder's state for status: {err}");
         }
     }
 
@@ -476,6 +604,9 @@ impl Intake {
         // The watchdog is pinged from this loop: if it hangs, systemd restarts the agent.
         let mut heartbeat = tokio::time::interval(heartbeat_period());
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut folder_check =
+            tokio::time::interval_at(Instant::now() + FOLDER_CHECK_EVERY, FOLDER_CHECK_EVERY);
+        folder_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -504,8 +635,13 @@ impl Intake {
                             }
                         }
                     }
+                    Some(WatchEvent::FolderGone { root }) => {
+                        tracing::debug!(folder = %root.display(), "the watched folder was removed or renamed");
+                        self.check_folders(shared, &mut watcher).await;
+                    }
                     None => return,
                 },
+                _ = folder_check.tick() => self.check_folders(shared, &mut watcher).await,
                 Some(path) = retrack.recv() => {
                     self.forget(&path);
                     self.consider(shared, path, false);
@@ -550,13 +686,16 @@ impl Intake {
                     std::mem::swap(&mut folder.tracker, &mut previous.tracker);
                     folder.skipped = std::mem::take(&mut previous.skipped);
                 }
+                folder.presence = previous.presence.clone();
+                folder.slow_check = previous.slow_check.take();
                 if previous.spec != folder.spec
-                    && let Err(err) = watcher.watch(folder.spec.clone())
+                    && matches!(folder.presence, Presence::Watched(_))
+                    && let Err(err) = folder.watch(watcher)
                 {
                     tracing::error!(folder = %root.display(), "reload: cannot watch: {err}");
                 }
             } else {
-                match watcher.watch(folder.spec.clone()) {
+                match folder.watch(watcher) {
                     Ok(()) => {
                         tracing::info!(folder = %root.display(), "reload: watching a new folder")
                     }
@@ -571,6 +710,9 @@ impl Intake {
         for root in &old_roots {
             if !kept.iter().any(|f| &f.spec.root == root) {
                 watcher.unwatch(root);
+                if let Err(err) = shared.store.set_folder_missing(root, None) {
+                    tracing::warn!("cannot record the folder's state for status: {err}");
+                }
                 tracing::info!(folder = %root.display(), "reload: no longer watching");
             }
         }
@@ -618,6 +760,9 @@ fn status_line(shared: &Shared) -> String {
     {
         line.push_str("; PAUSED: ");
         line.push_str(&pause.reason);
+    }
+    for folder in shared.store.missing_folders().unwrap_or_default() {
+        line.push_str(&format!("; FOLDER MISSING: {}", folder.path.display()));
     }
     line
 }

@@ -524,7 +524,7 @@ fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedRece
 /// `hotfolder status [--json]`: the queue from the state store, read-only.
 fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
     use crate::store::{JobState, JobStore, StoreError};
-    let settings = load_settings(arg)?;
+    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Inspect)?;
     // A store at schema version 0 is one that `run` is creating this very moment.
     let mut opened = JobStore::open_read_only(&settings.state_dir);
     for _ in 0..20 {
@@ -554,6 +554,7 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
     };
     let summary = store.summary().map_err(anyhow::Error::from)?;
     let pause = store.queue_pause().map_err(anyhow::Error::from)?;
+    let missing = store.missing_folders().map_err(anyhow::Error::from)?;
     let unfinished = store.unfinished().map_err(anyhow::Error::from)?;
     let recent = store.recent_finished(10).map_err(anyhow::Error::from)?;
     let now = time::OffsetDateTime::now_utc();
@@ -590,6 +591,11 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
                 "reason": reason,
                 "since": since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             })),
+            "missing_folders": missing.iter().map(|folder| serde_json::json!({
+                "path": folder.path,
+                "why": folder.why,
+                "since": folder.since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
             "jobs": unfinished.iter().map(job_json).collect::<Vec<_>>(),
             "recent": recent.iter().map(job_json).collect::<Vec<_>>(),
         });
@@ -607,6 +613,17 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
     if let Some((reason, since)) = &pause {
         println!("PAUSED since {since}: {reason}");
         println!("  files stay where they are; hotfolder keeps trying and resumes by itself");
+    }
+    for folder in &missing {
+        println!(
+            "FOLDER MISSING since {}: {}: {}",
+            folder.since,
+            folder.path.display(),
+            folder.why
+        );
+        println!(
+            "  new files there are not noticed until it is back; hotfolder checks every few seconds"
+        );
     }
     for job in &unfinished {
         let name = job.path.display();

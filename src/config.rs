@@ -334,8 +334,24 @@ pub fn default_exclude() -> Vec<String> {
     .collect()
 }
 
+/// What a config is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Uploading (`run`, `upload`, `check`): everything must be usable, the password included.
+    Run,
+    /// Reading the state store (`status`): the password is not read, and watched folders need
+    /// not exist. An admin asks for the status exactly when a share is gone, and from a shell
+    /// without the service's credentials.
+    Inspect,
+}
+
 /// Reads the config file: `explicit` if given, else [`default_config_path`].
 pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_for(explicit, Purpose::Run)
+}
+
+/// [`load`] for a [`Purpose`].
+pub fn load_for(explicit: Option<&Path>, purpose: Purpose) -> Result<Settings, ConfigError> {
     let path = match explicit {
         Some(path) => path.to_path_buf(),
         None => default_config_path().ok_or_else(|| ConfigError::NotFound {
@@ -349,14 +365,14 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigError> {
         }
         Err(source) => return Err(ConfigError::Unreadable { path, source }),
     };
-    Settings::from_toml_str(&text, &path)
+    from_toml_str_with_env(&text, &path, &|name| std::env::var_os(name), purpose)
 }
 
 impl Settings {
     /// Parses and validates config text. `source` is the file it came from: messages name it
     /// and relative paths are resolved against its directory.
     pub fn from_toml_str(text: &str, source: &Path) -> Result<Settings, ConfigError> {
-        from_toml_str_with_env(text, source, &|name| std::env::var_os(name))
+        from_toml_str_with_env(text, source, &|name| std::env::var_os(name), Purpose::Run)
     }
 
     /// The effective settings as TOML-like text, defaults filled in and the password masked.
@@ -1212,6 +1228,7 @@ fn from_toml_str_with_env(
     text: &str,
     source: &Path,
     env: EnvLookup<'_>,
+    purpose: Purpose,
 ) -> Result<Settings, ConfigError> {
     let source = std::path::absolute(source).unwrap_or_else(|_| source.to_path_buf());
     let base = source.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -1246,7 +1263,7 @@ fn from_toml_str_with_env(
         key_lines,
     };
     let raw = deserialize_leniently(document, &lines, &mut problems);
-    let settings = raw.and_then(|raw| validate(raw, &source, &base, env, &mut problems));
+    let settings = raw.and_then(|raw| validate(raw, &source, &base, env, purpose, &mut problems));
     if problems.list.is_empty() {
         if let Some(settings) = settings {
             return Ok(settings);
@@ -1269,10 +1286,11 @@ fn validate(
     source: &Path,
     base: &Path,
     env: EnvLookup<'_>,
+    purpose: Purpose,
     problems: &mut Problems,
 ) -> Option<Settings> {
     let account = match raw.account {
-        Some(account) => validate_account(account, base, env, problems),
+        Some(account) => validate_account(account, base, env, purpose, problems),
         None => {
             if !problems.has_problem_at("account") {
                 problems.add(
@@ -1290,7 +1308,7 @@ fn validate(
         None => default_state_dir(),
     };
     let log = validate_log(raw.log.unwrap_or_default(), base, problems);
-    let folders = validate_folders(raw.folder, base, problems);
+    let folders = validate_folders(raw.folder, base, purpose, problems);
     if !problems.list.is_empty() {
         return None;
     }
@@ -1334,6 +1352,7 @@ fn validate_account(
     raw: RawAccount,
     base: &Path,
     env: EnvLookup<'_>,
+    purpose: Purpose,
     problems: &mut Problems,
 ) -> Option<AccountSettings> {
     let api_url = validate_url(raw.api_url, DEFAULT_API_URL, "account.api_url", problems).and_then(
@@ -1390,6 +1409,7 @@ fn validate_account(
         raw.password,
         base,
         env,
+        purpose,
         problems,
     );
 
@@ -1428,6 +1448,7 @@ fn resolve_password(
     inline: Option<String>,
     base: &Path,
     env: EnvLookup<'_>,
+    purpose: Purpose,
     problems: &mut Problems,
 ) -> Option<(SecretString, PasswordSource)> {
     let given: Vec<&str> = [
@@ -1457,6 +1478,9 @@ fn resolve_password(
             );
             return None;
         }
+        if purpose == Purpose::Inspect {
+            return Some((SecretString::from(String::new()), PasswordSource::Env(name)));
+        }
         return match env(&name).map(OsString::into_string) {
             None => {
                 problems.add(
@@ -1484,6 +1508,12 @@ fn resolve_password(
     }
     if let Some(file) = from_file {
         let path = resolve_path(base, &file);
+        if purpose == Purpose::Inspect {
+            return Some((
+                SecretString::from(String::new()),
+                PasswordSource::File(path),
+            ));
+        }
         let key = "account.password_file";
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -1703,6 +1733,7 @@ fn validate_patterns(
 fn validate_folders(
     raw: Vec<RawFolder>,
     base: &Path,
+    purpose: Purpose,
     problems: &mut Problems,
 ) -> Vec<FolderSettings> {
     let mut folders = Vec::new();
@@ -1710,7 +1741,7 @@ fn validate_folders(
     let mut numbers = Vec::new();
     for (i, raw) in raw.into_iter().enumerate() {
         let n = i + 1;
-        if let Some(folder) = validate_folder(raw, n, base, problems) {
+        if let Some(folder) = validate_folder(raw, n, base, purpose, problems) {
             folders.push(folder);
             numbers.push(n);
         }
@@ -1723,6 +1754,7 @@ fn validate_folder(
     raw: RawFolder,
     n: usize,
     base: &Path,
+    purpose: Purpose,
     problems: &mut Problems,
 ) -> Option<FolderSettings> {
     let key = |field: &str| format!("folder[{n}].{field}");
@@ -1735,6 +1767,8 @@ fn validate_folder(
             let path = resolve_path(base, &path);
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => Some(std::fs::canonicalize(&path).unwrap_or(path)),
+                // The agent records a missing folder in the store; status must still open it.
+                _ if purpose == Purpose::Inspect => Some(path),
                 Ok(_) => {
                     problems.add(
                         key("path"),
@@ -2008,7 +2042,12 @@ mod tests {
     }
 
     fn load_with_env(text: &str, env: EnvLookup<'_>) -> Result<Settings, ConfigError> {
-        from_toml_str_with_env(text, Path::new("/etc/hotfolder/config.toml"), env)
+        from_toml_str_with_env(
+            text,
+            Path::new("/etc/hotfolder/config.toml"),
+            env,
+            Purpose::Run,
+        )
     }
 
     fn problems(result: Result<Settings, ConfigError>) -> Vec<ConfigProblem> {

@@ -98,6 +98,8 @@ const MIGRATIONS: &[&str] = &[
 
 const META_PAUSE_REASON: &str = "queue_pause_reason";
 const META_PAUSE_SINCE: &str = "queue_pause_since";
+/// Prefix of the meta keys of watched folders the agent cannot see (one key per folder).
+const META_FOLDER_MISSING: &str = "folder_missing:";
 
 const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, state, attempts, \
     video_id, upload_url, url_issued_at, next_chunk, total_chunks, chunk_size, bytes_sent, \
@@ -817,6 +819,76 @@ impl JobStore {
         })
     }
 
+    /// Records that a watched folder cannot be seen (`Some(why)`) or is back (`None`), for
+    /// `status`. A folder already missing keeps the time it went missing.
+    pub fn set_folder_missing(&self, folder: &Path, why: Option<&str>) -> Result<(), StoreError> {
+        let key = format!("{META_FOLDER_MISSING}{}", folder.display());
+        self.write(|tx| {
+            match why {
+                Some(why) => {
+                    let since = tx
+                        .query_row(
+                            "SELECT value FROM meta WHERE key = ?1",
+                            params![key],
+                            |row| row.get::<_, Json<StoredMissingFolder>>(0),
+                        )
+                        .optional()?
+                        .map_or_else(now_text, |Json(old)| old.since);
+                    let value = StoredMissingFolder {
+                        path: folder.display().to_string(),
+                        why: why.to_owned(),
+                        since,
+                    };
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        params![key, Json(&value)],
+                    )?;
+                }
+                None => {
+                    tx.execute("DELETE FROM meta WHERE key = ?1", params![key])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Forgets every missing folder: the agent looks at its folders afresh when it starts.
+    pub fn clear_missing_folders(&self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM meta WHERE substr(key, 1, ?2) = ?1",
+                params![META_FOLDER_MISSING, META_FOLDER_MISSING.len()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Watched folders the running agent cannot see, oldest first.
+    pub fn missing_folders(&self) -> Result<Vec<MissingFolder>, StoreError> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare("SELECT value FROM meta WHERE substr(key, 1, ?2) = ?1")?;
+            let rows = statement.query_map(
+                params![META_FOLDER_MISSING, META_FOLDER_MISSING.len()],
+                |row| row.get::<_, Json<StoredMissingFolder>>(0),
+            )?;
+            let mut folders = Vec::new();
+            for row in rows {
+                let Json(stored) = row?;
+                let since = time::PrimitiveDateTime::parse(&stored.since, STAMP_FORMAT)
+                    .map_or_else(|_| now(), |t| t.assume_utc());
+                folders.push(MissingFolder {
+                    path: PathBuf::from(stored.path),
+                    why: stored.why,
+                    since,
+                });
+            }
+            folders.sort_by_key(|folder| folder.since);
+            Ok(folders)
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock left no half-done transaction behind (it rolls back on
         // drop), so the connection is still good.
@@ -1128,6 +1200,26 @@ impl FromSql for Stamp {
             .map(|t| Stamp(t.assume_utc()))
             .map_err(|e| FromSqlError::Other(format!("bad timestamp {text:?}: {e}").into()))
     }
+}
+
+/// A watched folder the running agent cannot see: deleted, renamed, unmounted or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFolder {
+    pub path: PathBuf,
+    pub why: String,
+    pub since: OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMissingFolder {
+    path: String,
+    why: String,
+    since: String,
+}
+
+/// The current time as stored in the database.
+fn now_text() -> String {
+    now().format(STAMP_FORMAT).unwrap_or_default()
 }
 
 /// A value stored as JSON text.

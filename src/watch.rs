@@ -47,6 +47,9 @@ pub enum WatchEvent {
     /// added, a folder that appeared with files already inside): walk `root` with [`scan`].
     /// Several may arrive in a burst; one scan answers them all.
     RescanNeeded { root: PathBuf, why: String },
+    /// The watched folder itself was deleted, renamed or unmounted: its watch is gone. The
+    /// agent watches it again once it is back.
+    FolderGone { root: PathBuf },
 }
 
 /// Why a folder cannot be watched.
@@ -268,9 +271,9 @@ impl EventTranslator {
         let root = &self.spec.root;
         if path == root {
             return match kind {
-                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => Some(self.rescan(
-                    "the watched folder itself was removed or renamed; it is no longer watched",
-                )),
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => {
+                    Some(WatchEvent::FolderGone { root: root.clone() })
+                }
                 _ => None,
             };
         }
@@ -402,8 +405,23 @@ pub fn scan(spec: &WatchSpec) -> ScanResult {
     result
 }
 
+/// Whether a watched folder is there: `Ok` with its identity ([`folder_identity`]), or why
+/// it cannot be used, in words for the log and `status`.
+pub fn probe_folder(root: &Path) -> Result<Option<(u64, u64)>, String> {
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Ok(folder_identity(root)),
+        Ok(_) => Err("it is no longer a folder".into()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            Err("it does not exist (deleted, renamed, or its share is not mounted)".into())
+        }
+        Err(err) => Err(format!("it cannot be read: {err}")),
+    }
+}
+
+/// Which folder a path is (device and inode), without following a final symlink: tells a
+/// folder deleted and made again, or a share mounted over it, from the one that was watched.
 #[cfg(unix)]
-fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
+pub fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(dir)
         .ok()
@@ -411,7 +429,7 @@ fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
 }
 
 #[cfg(not(unix))]
-fn folder_identity(_dir: &Path) -> Option<(u64, u64)> {
+pub fn folder_identity(_dir: &Path) -> Option<(u64, u64)> {
     None
 }
 
@@ -581,7 +599,7 @@ mod tests {
         let gone = EventKind::Remove(RemoveKind::Folder);
         let out = t.translate(ev(gone, &["/in"]));
         assert!(
-            matches!(&out[..], [WatchEvent::RescanNeeded { why, .. }] if why.contains("no longer watched")),
+            matches!(&out[..], [WatchEvent::FolderGone { root }] if root == Path::new("/in")),
             "{out:?}"
         );
     }

@@ -608,3 +608,121 @@ async fn temp_files_left_by_an_interrupted_move_are_removed_at_start() {
     );
     stop(agent).await;
 }
+
+/// `missing_folders` of `hotfolder status --json`, polled until `wanted` holds or `limit`.
+async fn wait_for_missing_folders(
+    studio: &Studio,
+    limit: Duration,
+    what: &str,
+    wanted: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let status = studio.status_json().await;
+        let missing = status["missing_folders"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if wanted(&missing) {
+            return missing;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}; status: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_folder_that_disappears_is_reported_and_watched_again_when_back() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let agent = studio.start();
+    let first = studio.inbox.join("first.mov");
+    write_file(&first, 1000, 41);
+    eventually(WAIT, "first.mov in done/", || {
+        arrived(&studio.done().join("first.mov"))
+    })
+    .await;
+
+    // The share goes away (deleted, or unmounted): said in the log and in status.
+    std::fs::remove_dir_all(&studio.inbox).unwrap();
+    let missing = wait_for_missing_folders(&studio, WAIT, "the inbox reported missing", |m| {
+        !m.is_empty()
+    })
+    .await;
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(missing[0]["path"], studio.inbox.to_string_lossy().as_ref());
+    assert!(
+        missing[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{missing:?}"
+    );
+    let plain = run(hotfolder()
+        .arg("status")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    assert!(
+        text(&plain.stdout).contains("FOLDER MISSING"),
+        "{}",
+        text(&plain.stdout)
+    );
+    assert!(
+        studio.log_text().contains("cannot see the watched folder"),
+        "{}",
+        studio.log_text()
+    );
+
+    // It comes back, and a file dropped there is noticed without waiting for a rescan.
+    std::fs::create_dir(&studio.inbox).unwrap();
+    let second = studio.inbox.join("second.mov");
+    let data = content(2 * MIB + 5, 42);
+    std::fs::write(&second, &data).unwrap();
+    eventually(Duration::from_secs(20), "second.mov in done/", || {
+        arrived(&studio.done().join("second.mov"))
+    })
+    .await;
+    assert_eq!(
+        only_video(&emulator, "second.mov").sha256.as_deref(),
+        Some(sha256_hex(&data).as_str())
+    );
+    wait_for_missing_folders(&studio, WAIT, "the inbox no longer missing", |m| {
+        m.is_empty()
+    })
+    .await;
+    assert!(studio.log_text().contains("the folder is back"));
+    let (status, _) = stop(agent).await;
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_folder_replaced_by_a_new_one_is_watched_at_once() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let agent = studio.start();
+    eventually(WAIT, "agent watching", || {
+        studio.log_text().contains("watching")
+    })
+    .await;
+    // Renamed away and made again in one go (a script that rotates folders, a remount): the
+    // old watch follows the old folder; files in the new one must still be seen.
+    std::fs::rename(&studio.inbox, studio.dir.path().join("inbox-old")).unwrap();
+    std::fs::create_dir(&studio.inbox).unwrap();
+    let path = studio.inbox.join("fresh.mov");
+    write_file(&path, 3000, 43);
+    eventually(Duration::from_secs(20), "fresh.mov in done/", || {
+        arrived(&studio.done().join("fresh.mov"))
+    })
+    .await;
+    only_video(&emulator, "fresh.mov");
+    assert!(
+        files_under(&studio.dir.path().join("inbox-old")).is_empty(),
+        "nothing was moved into the old folder"
+    );
+    stop(agent).await;
+}

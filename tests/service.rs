@@ -199,3 +199,55 @@ async fn check_warns_about_a_readable_inline_password() {
         text(&output.stdout)
     );
 }
+
+/// An admin's shell under systemd: the credential file exists only inside the service, and
+/// `status` is what they run when a share is gone. It needs neither; `check` still needs both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_works_without_the_service_credential_and_with_a_folder_gone() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"300ms\"");
+    let agent = studio.start();
+    let path = studio.inbox.join("one.mov");
+    write_file(&path, 500, 51);
+    eventually(WAIT, "one.mov in done/", || {
+        studio.done().join("one.mov").exists()
+    })
+    .await;
+    stop(agent).await;
+
+    let credential = studio
+        .dir
+        .path()
+        .join("run/credentials/hotfolder.service/password");
+    let text_before = std::fs::read_to_string(&studio.config).unwrap();
+    let body = text_before.replace(
+        &format!("password = \"{PASSWORD}\""),
+        &format!("password_file = \"{}\"", credential.display()),
+    );
+    assert_ne!(
+        body, text_before,
+        "the test config has an inline password to replace"
+    );
+    std::fs::write(&studio.config, body).unwrap();
+    std::fs::remove_dir_all(&studio.inbox).unwrap();
+
+    let output = run(hotfolder()
+        .arg("status")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("1 done") && stdout.contains("one.mov"),
+        "{stdout}"
+    );
+
+    let output = run(hotfolder().arg("check").arg("--config").arg(&studio.config)).await;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("account.password_file") && stderr.contains("folder[1].path"),
+        "{stderr}"
+    );
+}

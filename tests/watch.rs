@@ -85,6 +85,7 @@ fn mentions(events: &[WatchEvent], path: &Path) -> bool {
     events.iter().any(|e| match e {
         WatchEvent::Touched(p) | WatchEvent::Removed(p) => p.starts_with(path),
         WatchEvent::RescanNeeded { why, .. } => why.contains(&*path.to_string_lossy()),
+        WatchEvent::FolderGone { root } => root.starts_with(path),
     })
 }
 
@@ -347,4 +348,22 @@ fn scan_handles_ten_thousand_files_quickly() {
         took < Duration::from_secs(2),
         "scan of 10,000 files took {took:?}"
     );
+}
+
+#[tokio::test]
+async fn the_watched_folder_itself_going_away_is_reported() {
+    for how in ["deleted", "renamed"] {
+        let setup = Setup::new();
+        let (_watcher, mut rx) = setup.watching(setup.spec(true, None));
+        match how {
+            "deleted" => fs::remove_dir_all(&setup.root).unwrap(),
+            _ => fs::rename(&setup.root, setup.outside.join("inbox-moved")).unwrap(),
+        }
+        wait_for(
+            &mut rx,
+            &format!("FolderGone when the folder is {how}"),
+            |e| matches!(e, WatchEvent::FolderGone { root } if root == &setup.root),
+        )
+        .await;
+    }
 }
