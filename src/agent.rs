@@ -58,6 +58,12 @@ pub enum AgentError {
     Platform(#[from] VmproError),
     #[error("no [[folder]] in the config: nothing to watch")]
     NoFolders,
+    /// The part that notices new files died: carrying on would upload what is queued and then
+    /// sit deaf for months, so the agent exits for its service manager to restart it.
+    #[error(
+        "the folder watcher stopped ({0}); exiting so that the service manager restarts hotfolder"
+    )]
+    IntakeStopped(String),
 }
 
 /// A whole-queue pause: the account or the network is the problem, not the files.
@@ -161,6 +167,8 @@ pub async fn run(
         let shutdown = shutdown.clone();
         async move {
             intake.initial_scan(&shared).await;
+            #[cfg(debug_assertions)]
+            intake.fault_for_tests();
             let channels = IntakeChannels {
                 events: events_rx,
                 retrack: retrack_rx,
@@ -169,7 +177,31 @@ pub async fn run(
             intake.run(&shared, watcher, channels, &shutdown).await;
         }
     });
-    dispatch(&shared, &workers, &shutdown).await;
+    // Stops the uploads too when the intake dies, not only on a signal.
+    let stop = shutdown.child_token();
+    let supervisor = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let stop = stop.clone();
+        async move {
+            let ended = intake_task.await;
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let why = match ended {
+                Ok(()) => "it returned".to_owned(),
+                Err(err) => match err.try_into_panic() {
+                    Ok(panic) => format!("it panicked: {}", panic_message(panic.as_ref())),
+                    Err(err) => err.to_string(),
+                },
+            };
+            tracing::error!(
+                "the folder watcher stopped ({why}); stopping uploads and exiting so that the service manager restarts hotfolder"
+            );
+            stop.cancel();
+            Some(why)
+        }
+    });
+    dispatch(&shared, &workers, &stop).await;
     service_notify(&[sd_notify::NotifyState::Stopping]);
 
     workers.close();
@@ -181,9 +213,20 @@ pub async fn run(
             "uploads did not stop within {SHUTDOWN_GRACE:?}; exiting anyway (they resume on restart)"
         );
     }
-    let _ = intake_task.await;
+    if let Ok(Some(why)) = supervisor.await {
+        return Err(AgentError::IntakeStopped(why));
+    }
     tracing::info!("stopped; state saved in {}", shared.store.path().display());
     Ok(())
+}
+
+/// The text of a panic payload (`panic!` with a message gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// On start: finish moves that a crash interrupted, and put every other unfinished job back in
@@ -397,6 +440,15 @@ impl Intake {
         let root = &self.folders[index].spec.root;
         if let Err(err) = shared.store.set_folder_missing(root, missing) {
             tracing::warn!("cannot record the folder's state for status: {err}");
+        }
+    }
+
+    /// Debug builds only: `HOTFOLDER_TEST_INTAKE_PANIC=1` makes the intake panic once it has
+    /// scanned, so that tests can check that the agent does not carry on deaf.
+    #[cfg(debug_assertions)]
+    fn fault_for_tests(&self) {
+        if std::env::var_os("HOTFOLDER_TEST_INTAKE_PANIC").is_some() {
+            panic!("HOTFOLDER_TEST_INTAKE_PANIC is set");
         }
     }
 

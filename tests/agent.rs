@@ -726,3 +726,46 @@ async fn a_watched_folder_replaced_by_a_new_one_is_watched_at_once() {
     );
     stop(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_folder_watcher_makes_the_agent_exit_for_a_restart_and_nothing_is_lost() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"5s\"");
+    let path = studio.inbox.join("waiting.mov");
+    let data = content(3 * MIB, 61);
+    std::fs::write(&path, &data).unwrap();
+    let log = std::fs::File::create(studio.stderr_log()).unwrap();
+    let mut agent = hotfolder()
+        .arg("run")
+        .arg("--config")
+        .arg(&studio.config)
+        .env("HOTFOLDER_TEST_INTAKE_PANIC", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Not carrying on deaf: it exits, with a code the service manager restarts on.
+    let status = tokio::time::timeout(WAIT, agent.wait())
+        .await
+        .expect("the agent exits when its folder watcher dies")
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{}", studio.log_text());
+    assert!(
+        studio
+            .log_text()
+            .contains("the folder watcher stopped (it panicked"),
+        "{}",
+        studio.log_text()
+    );
+    assert!(path.exists(), "the file is still in the inbox");
+
+    // The restart picks the file up as usual.
+    let agent = studio.start();
+    let done = studio.done().join("waiting.mov");
+    eventually(WAIT, "waiting.mov in done/", || arrived(&done)).await;
+    assert_eq!(
+        only_video(&emulator, "waiting.mov").sha256.as_deref(),
+        Some(sha256_hex(&data).as_str())
+    );
+    stop(agent).await;
+}
