@@ -11,7 +11,7 @@
 //! or failed/ with its sidecar. Credentials, quota and network failures pause the whole queue
 //! instead of failing files. Shutdown is a `CancellationToken` passed in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -44,6 +44,10 @@ pub const FOLDER_CHECK_EVERY: Duration = Duration::from_secs(3);
 /// How long a folder check may take before the folder counts as not answering (a hung network
 /// mount); the check goes on in the background and is not started twice.
 const FOLDER_CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How often a file whose move to done/ or failed/ failed (disk full, permissions) is tried
+/// again: the editor is waiting to see it leave the folder.
+pub const FINISH_RETRY_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a shutdown waits for uploads to stop before it returns anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -91,6 +95,9 @@ struct Shared {
     retrack: mpsc::UnboundedSender<PathBuf>,
     /// Delays between probes while paused.
     pause_policy: RetryPolicy,
+    /// Jobs whose file could not be moved to done/ or failed/, with the reason last logged:
+    /// tried again every [`FINISH_RETRY_EVERY`], logged again only when the reason changes.
+    stuck_finishes: Mutex<HashMap<i64, String>>,
 }
 
 impl Shared {
@@ -144,6 +151,7 @@ pub async fn run(
         pause: Mutex::new(None),
         retrack: retrack_tx,
         pause_policy,
+        stuck_finishes: Mutex::new(HashMap::new()),
     });
 
     let workers = TaskTracker::new();
@@ -659,6 +667,9 @@ impl Intake {
         let mut folder_check =
             tokio::time::interval_at(Instant::now() + FOLDER_CHECK_EVERY, FOLDER_CHECK_EVERY);
         folder_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut finish_retry =
+            tokio::time::interval_at(Instant::now() + FINISH_RETRY_EVERY, FINISH_RETRY_EVERY);
+        finish_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -694,6 +705,16 @@ impl Intake {
                     None => return,
                 },
                 _ = folder_check.tick() => self.check_folders(shared, &mut watcher).await,
+                _ = finish_retry.tick() => {
+                    let any_stuck = !shared
+                        .stuck_finishes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_empty();
+                    if any_stuck {
+                        retry_stuck_finishes(shared).await;
+                    }
+                }
                 Some(path) = retrack.recv() => {
                     self.forget(&path);
                     self.consider(shared, path, false);
@@ -1273,19 +1294,38 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     };
     let store = shared.store.clone();
     let outcome = tokio::task::spawn_blocking(move || finish_blocking(&store, &job, &base)).await;
-    match outcome {
+    let failure = match outcome {
         Ok(Ok(dest)) => {
             tracing::info!(
                 "{} → {}",
                 if uploaded { "done" } else { "failed" },
                 dest.display()
             );
+            None
         }
-        Ok(Err(message)) => tracing::error!(
-            job = id,
-            "{message}; the file stays where it is and is moved later"
-        ),
-        Err(err) => tracing::error!(job = id, "finishing failed: {err}"),
+        Ok(Err(message)) => Some(message),
+        Err(err) => Some(format!("finishing failed: {err}")),
+    };
+    let mut stuck = shared
+        .stuck_finishes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match failure {
+        None => {
+            stuck.remove(&id);
+        }
+        Some(message) => {
+            if stuck.get(&id) != Some(&message) {
+                tracing::error!(
+                    job = id,
+                    "{message}; the file stays where it is and is tried again every {} s",
+                    FINISH_RETRY_EVERY.as_secs()
+                );
+            } else {
+                tracing::debug!(job = id, "{message}; still trying");
+            }
+            stuck.insert(id, message);
+        }
     }
 }
 
@@ -1381,17 +1421,27 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
 
 /// Jobs stuck finishing (a move failed) are tried again at each rescan.
 async fn retry_stuck_finishes(shared: &Arc<Shared>) {
-    let Ok(jobs) = shared.store.unfinished() else {
-        return;
+    let ids = match shared.store.finishing_ids() {
+        Ok(ids) => ids,
+        Err(err) => {
+            tracing::error!("state store: {err}");
+            return;
+        }
     };
+    // Jobs that left Finishing some other way are no longer stuck.
+    shared
+        .stuck_finishes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|id, _| ids.contains(id));
     let busy: HashSet<i64> = shared
         .in_flight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    for job in jobs {
-        if job.state == JobState::Finishing && !busy.contains(&job.id) {
-            finish_job(shared, job.id).await;
+    for id in ids {
+        if !busy.contains(&id) {
+            finish_job(shared, id).await;
         }
     }
 }

@@ -537,6 +537,18 @@ impl JobStore {
         })
     }
 
+    /// Jobs whose upload is over but whose file is not in done/ or failed/ yet, oldest first.
+    pub fn finishing_ids(&self) -> Result<Vec<i64>, StoreError> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare("SELECT id FROM jobs WHERE state = 'finishing' ORDER BY id")?;
+            let ids = statement
+                .query_map(params![], |row| row.get(0))?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(ids)
+        })
+    }
+
     /// The oldest waiting job that is not in `busy` (jobs a worker is already on).
     pub fn next_waiting(
         &self,

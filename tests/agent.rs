@@ -769,3 +769,44 @@ async fn a_dead_folder_watcher_makes_the_agent_exit_for_a_restart_and_nothing_is
     );
     stop(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_moved_to_done_is_moved_soon_after_the_cause_is_fixed() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let agent = studio.start();
+    eventually(WAIT, "agent watching", || {
+        studio.log_text().contains("watching")
+    })
+    .await;
+    // done/ cannot be made (works as root too, unlike a read-only folder).
+    let _ = std::fs::remove_dir_all(studio.done());
+    std::fs::write(studio.done(), b"in the way").unwrap();
+    let path = studio.inbox.join("stuck.mov");
+    let data = content(1500, 71);
+    std::fs::write(&path, &data).unwrap();
+    eventually(WAIT, "the failed move logged", || {
+        studio.log_text().contains("tried again every")
+    })
+    .await;
+    assert!(path.exists(), "the file stays in the inbox");
+    only_video(&emulator, "stuck.mov");
+
+    // The admin clears the way: the file leaves the inbox without waiting for a rescan.
+    std::fs::remove_file(studio.done()).unwrap();
+    let done = studio.done().join("stuck.mov");
+    eventually(Duration::from_secs(25), "stuck.mov in done/", || {
+        arrived(&done)
+    })
+    .await;
+    assert_eq!(std::fs::read(&done).unwrap(), data);
+    assert_eq!(sidecar(&done)["status"], "uploaded");
+    assert_eq!(
+        studio.log_text().matches("tried again every").count(),
+        1,
+        "the same failure is logged once: {}",
+        studio.log_text()
+    );
+    only_video(&emulator, "stuck.mov");
+    stop(agent).await;
+}
