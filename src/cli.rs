@@ -70,7 +70,7 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
     /// The built-in VideoManager Pro emulator alone, for trying configurations offline.
-    Emulator(EmulatorArgs),
+    Emulator(Box<EmulatorArgs>),
 }
 
 /// A command that could not do its job; the variant decides the exit code.

@@ -810,3 +810,31 @@ async fn a_file_that_cannot_be_moved_to_done_is_moved_soon_after_the_cause_is_fi
     only_video(&emulator, "stuck.mov");
     stop(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_platform_is_creating_the_video_does_not_make_a_second_one() {
+    // The platform creates the video at once but answers 2 s later.
+    let emulator = emulator(|o| o.create_answer_delay = Some(Duration::from_secs(2))).await;
+    let upload = FAST_UPLOAD.replace("request_timeout = \"2s\"", "request_timeout = \"5s\"");
+    let studio = Studio::new(&emulator, &upload, QUICK);
+    let agent = studio.start();
+    let path = studio.inbox.join("slow-create.mov");
+    let data = content(MIB + 3, 81);
+    std::fs::write(&path, &data).unwrap();
+    eventually(WAIT, "the video exists on the platform", || {
+        !emulator.videos().is_empty()
+    })
+    .await;
+    // Stopped while the answer with the video's id is still on its way.
+    let (status, took) = stop(agent).await;
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+
+    let agent = studio.start();
+    let done = studio.done().join("slow-create.mov");
+    eventually(WAIT, "slow-create.mov in done/", || arrived(&done)).await;
+    let video = only_video(&emulator, "slow-create.mov");
+    assert_eq!(video.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(sidecar(&done)["video_id"], video.id.as_str());
+    stop(agent).await;
+}

@@ -73,6 +73,9 @@ pub struct EmulatorArgs {
     /// Seconds in the Retry-After of a throttled answer.
     #[arg(long = "retry-after", value_name = "SECONDS", default_value_t = 5)]
     pub retry_after: u64,
+    /// Answer each create-video call this long after the video was created (a slow platform).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub create_answer_delay: Option<Duration>,
     /// Seed of the fault RNG: the same seed repeats the same faults for the same requests.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -93,6 +96,7 @@ impl EmulatorArgs {
             legacy_vm_id_as_string: self.legacy_vm_id_as_string,
             quota_bytes: self.quota,
             api_requests_per_minute: self.api_requests_per_minute,
+            create_answer_delay: self.create_answer_delay,
             faults: Faults {
                 seed: self.seed,
                 error_rate: self.error_rate,

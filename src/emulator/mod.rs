@@ -49,6 +49,9 @@ pub struct EmulatorOptions {
     /// API calls (not chunk posts, not logins at the token endpoint) beyond this many in a
     /// sliding minute get 429 with `Retry-After`.
     pub api_requests_per_minute: Option<u32>,
+    /// A slow platform: a video is created at once, but the answer saying so comes this much
+    /// later (a client that gives up meanwhile never learns the id of a video that exists).
+    pub create_answer_delay: Option<Duration>,
     pub faults: Faults,
 }
 
@@ -67,6 +70,7 @@ impl Default for EmulatorOptions {
             legacy_vm_id_as_string: false,
             quota_bytes: None,
             api_requests_per_minute: None,
+            create_answer_delay: None,
             faults: Faults::default(),
         }
     }

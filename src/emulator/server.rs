@@ -75,6 +75,7 @@ pub(crate) struct Shared {
     created_on_every_chunk: bool,
     url_status_ok: bool,
     legacy_vm_id_as_string: bool,
+    create_answer_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +108,7 @@ impl Shared {
             created_on_every_chunk: options.created_on_every_chunk,
             url_status_ok: options.url_status_ok,
             legacy_vm_id_as_string: options.legacy_vm_id_as_string,
+            create_answer_delay: options.create_answer_delay,
         }
     }
 
@@ -373,7 +375,12 @@ async fn handle(
                     ));
                 }
             };
-            api_call(&shared, route, &parts, body)
+            let creating = matches!(route, Route::CreateVideo { .. });
+            let answer = api_call(&shared, route, &parts, body);
+            if let Some(delay) = shared.create_answer_delay.filter(|_| creating) {
+                tokio::time::sleep(delay).await;
+            }
+            answer
         }
     };
     if plan.lost_ack {

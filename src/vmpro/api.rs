@@ -269,9 +269,19 @@ impl Transport {
     ) -> Result<Answer, VmproError> {
         let mut failed = 0;
         loop {
-            let outcome = tokio::select! {
-                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-                outcome = self.send_once(step, build()) => outcome,
+            if shutdown.is_cancelled() {
+                return Err(VmproError::Cancelled);
+            }
+            let outcome = if step == Step::CreateVideo {
+                // Not abandoned on shutdown once sent: the platform may create the video and
+                // answer late, and a client that stopped listening would create a second one
+                // for the same file after its restart. `request_timeout` bounds the wait.
+                self.send_once(step, build()).await
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                    outcome = self.send_once(step, build()) => outcome,
+                }
             };
             let (error, retry_after) = match outcome {
                 Ok(answer) => {
