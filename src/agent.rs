@@ -1085,31 +1085,6 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             return;
         }
     }
-    // Every chunk was accepted before a restart: only the hash and the move are left.
-    if let (Some(video_id), Some(total)) = (&job.video_id, job.total_chunks)
-        && job.next_chunk == total + 1
-    {
-        let path = job.path.clone();
-        match tokio::task::spawn_blocking(move || sha256_of(&path)).await {
-            Ok(Ok(sha256)) => {
-                let _ = shared.store.record_event(
-                    id,
-                    "uploaded",
-                    &format!("all {total} chunks were accepted before a restart; sha256 {sha256}"),
-                );
-                if shared
-                    .store
-                    .decide(id, Outcome::Uploaded, Some(&sha256), None)
-                    .is_ok()
-                {
-                    tracing::info!(file = %name, video_id = %video_id, "uploaded (before a restart)");
-                    finish_job(shared, id).await;
-                }
-                return;
-            }
-            _ => tracing::warn!(file = %name, "cannot read it again to hash it; uploading again"),
-        }
-    }
     let metadata = shared
         .folder(&job.folder)
         .map(|f| f.metadata)
@@ -1133,7 +1108,9 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             chunk_size: job.chunk_size,
         },
     };
-    if job.next_chunk > 1 {
+    if job.total_chunks.is_some_and(|total| job.next_chunk > total) {
+        tracing::info!(file = %name, video_id = job.video_id.as_deref().unwrap_or("-"), "every chunk was accepted before the restart; hashing it to finish");
+    } else if job.next_chunk > 1 {
         tracing::info!(file = %name, video_id = job.video_id.as_deref().unwrap_or("-"), "resuming at chunk {}", job.next_chunk);
     } else {
         tracing::info!(file = %name, size = job.size, "uploading");
@@ -1402,24 +1379,8 @@ fn remove_stale_temps(dir: &Path) {
     }
 }
 
-/// The sha256 of a whole file, read in 1 MiB pieces.
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buffer = vec![0u8; 1024 * 1024];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Jobs stuck finishing (a move failed) are tried again at each rescan.
+/// Jobs stuck finishing (a move failed) are tried again: every [`FINISH_RETRY_EVERY`] while
+/// one is known to be stuck, and at each rescan.
 async fn retry_stuck_finishes(shared: &Arc<Shared>) {
     let ids = match shared.store.finishing_ids() {
         Ok(ids) => ids,

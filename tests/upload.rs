@@ -535,3 +535,120 @@ async fn bandwidth_limit_caps_the_rate() {
     assert!(took >= Duration::from_millis(1900), "took {took:?}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+/// The library's resume: a job whose chunks were all accepted before the agent stopped (it
+/// died between the last chunk and the move) finishes with the hash of the content and sends
+/// nothing more; a resume in the middle sends only the rest, to the same video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_sends_only_what_the_platform_has_not_accepted() {
+    use hotfolder::config::Settings;
+    use hotfolder::vmpro::api::{Platform, Unobserved};
+    use hotfolder::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
+    use tokio_util::sync::CancellationToken;
+
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
+    );
+    let settings =
+        Settings::from_toml_str(&std::fs::read_to_string(&config).unwrap(), &config).unwrap();
+    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
+    let path = dir.path().join("resumed.mov");
+    let expected = write_file(&path, 3 * MIB + 10, 91);
+    let request = |resume: ResumePoint| UploadRequest {
+        path: path.clone(),
+        file_name: "resumed.mov".into(),
+        metadata: Default::default(),
+        resume,
+    };
+    let stop = CancellationToken::new();
+
+    let first = upload_file(
+        &platform,
+        request(ResumePoint::default()),
+        &Unobserved,
+        &stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (first.chunks, first.sha256.as_str()),
+        (4, expected.as_str())
+    );
+    let posts = emulator.stats().chunk_posts;
+
+    let all_accepted = ResumePoint {
+        video_id: Some(first.video_id.clone()),
+        url: None,
+        next_chunk: 5,
+        chunk_size: Some(first.chunk_size),
+    };
+    let again = upload_file(&platform, request(all_accepted), &Unobserved, &stop)
+        .await
+        .unwrap();
+    assert_eq!(again.video_id, first.video_id);
+    assert_eq!(again.sha256, expected);
+    assert_eq!(again.bytes_sent, 0);
+    assert_eq!(
+        emulator.stats().chunk_posts,
+        posts,
+        "nothing was sent again"
+    );
+    assert_eq!(emulator.videos().len(), 1);
+
+    // Stopped after chunk 2 of 4, then resumed at chunk 3.
+    struct StopAfterTwo {
+        stop: CancellationToken,
+        video: std::sync::Mutex<Option<String>>,
+    }
+    impl hotfolder::vmpro::api::UploadObserver for StopAfterTwo {
+        fn video_created(&self, video_id: &str) {
+            *self.video.lock().unwrap() = Some(video_id.to_owned());
+        }
+        fn chunk_accepted(&self, index: u32, _total: u32, _chunk_size: u64, _done: u64) {
+            if index == 2 {
+                self.stop.cancel();
+            }
+        }
+    }
+    let observer = StopAfterTwo {
+        stop: CancellationToken::new(),
+        video: Default::default(),
+    };
+    let stopped = upload_file(
+        &platform,
+        request(ResumePoint::default()),
+        &observer,
+        &observer.stop,
+    )
+    .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let video_id = observer.video.lock().unwrap().clone().unwrap();
+    let posts = emulator.stats().chunk_posts;
+    let middle = ResumePoint {
+        video_id: Some(video_id.clone()),
+        url: None,
+        next_chunk: 3,
+        chunk_size: Some(first.chunk_size),
+    };
+    let resumed = upload_file(&platform, request(middle), &Unobserved, &stop)
+        .await
+        .unwrap();
+    assert_eq!(resumed.video_id, video_id);
+    assert_eq!(resumed.sha256, expected);
+    assert_eq!(
+        emulator.stats().chunk_posts - posts,
+        2,
+        "only chunks 3 and 4"
+    );
+    let videos = emulator.videos();
+    let video = videos.iter().find(|v| v.id == video_id).unwrap();
+    assert_eq!(video.sha256.as_deref(), Some(expected.as_str()));
+    assert_eq!(
+        videos.len(),
+        2,
+        "one video per upload_file without a resume point"
+    );
+}

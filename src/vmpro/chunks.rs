@@ -215,8 +215,43 @@ pub async fn upload_file(
         },
     })?;
     let mut next = resume.next_chunk.max(1);
-    if next > plan.total {
+    // Every chunk was accepted before a restart (the agent stopped between the last chunk and
+    // the move): the video is complete, only the hash of the content is left to compute.
+    let all_accepted = resume.video_id.is_some() && next == plan.total.saturating_add(1);
+    if next > plan.total && !all_accepted {
         next = 1;
+    }
+
+    if all_accepted && let Some(video_id) = resume.video_id {
+        let source = ChunkSource {
+            file,
+            path: path.clone(),
+            plan,
+            buffers: BufferPool::new(plan),
+        };
+        let digest = tokio::task::spawn_blocking(move || hash_all_blocking(&source))
+            .await
+            .map_err(|err| VmproError::Read {
+                path: request.path.clone(),
+                source: std::io::Error::other(err.to_string()),
+            })??;
+        unchanged_since_start(&request.path, size, mtime).await?;
+        observer.event(
+            "resumed",
+            &format!("all {} chunks were accepted before a restart", plan.total),
+        );
+        return Ok(UploadReport {
+            video_id,
+            sha256: hex::encode(digest),
+            size,
+            chunks: plan.total,
+            chunk_size,
+            bytes_sent: 0,
+            elapsed: started.elapsed(),
+            url_renewals: 0,
+            restarts: 0,
+            mtime,
+        });
     }
 
     let video_id = match resume.video_id {
@@ -758,6 +793,22 @@ fn read_pieces_blocking(
             }
         }
     }
+}
+
+/// The sha256 of the whole content, read piece by piece (for an upload whose chunks were all
+/// sent before).
+fn hash_all_blocking(source: &ChunkSource) -> Result<[u8; 32], VmproError> {
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    while offset < source.plan.size {
+        // At most READ_PIECE, so it fits a usize.
+        let len = (source.plan.size - offset).min(READ_PIECE as u64) as usize;
+        let data = read_piece_blocking(source, offset, len)?;
+        hasher.update(&data);
+        source.buffers.give(data);
+        offset += len as u64;
+    }
+    Ok(hasher.finalize().into())
 }
 
 /// Reads `len` bytes at `offset` exactly; a short read means the file shrank under us.
