@@ -1272,12 +1272,16 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     let store = shared.store.clone();
     let outcome = tokio::task::spawn_blocking(move || finish_blocking(&store, &job, &base)).await;
     let failure = match outcome {
-        Ok(Ok(dest)) => {
+        Ok(Ok(Finished::Moved(dest))) => {
             tracing::info!(
                 "{} → {}",
                 if uploaded { "done" } else { "failed" },
                 dest.display()
             );
+            None
+        }
+        Ok(Ok(Finished::RemovedBeforeMove(why))) => {
+            tracing::warn!(job = id, "{why}");
             None
         }
         Ok(Err(message)) => Some(message),
@@ -1306,18 +1310,39 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     }
 }
 
-fn finish_blocking(store: &JobStore, job: &Job, base: &Path) -> Result<PathBuf, String> {
+/// How a job's file left the watched folder.
+enum Finished {
+    Moved(PathBuf),
+    /// Someone removed it after its upload ended and before the move: nothing to move.
+    RemovedBeforeMove(String),
+}
+
+fn finish_blocking(store: &JobStore, job: &Job, base: &Path) -> Result<Finished, String> {
     let dest = if job.path.exists() {
         finish::move_without_overwrite(&job.path, base, &job.rel_path).map_err(|e| e.to_string())?
-    } else {
+    } else if let Some(moved) = find_moved(base, &job.rel_path, job.size) {
         // A crash between the move and the record: the moved file is the one without a sidecar.
-        find_moved(base, &job.rel_path, job.size).ok_or_else(|| {
-            format!(
-                "{} is gone and was not found in {}",
-                job.path.display(),
-                base.display()
-            )
-        })?
+        moved
+    } else if job.folder.is_dir() {
+        // The folder is there but the file is not (with a missing folder, wait for it instead).
+        let ended = match (&job.outcome, &job.video_id) {
+            (Some(Outcome::Uploaded), Some(video)) => format!("uploaded as video {video}"),
+            _ => "failed".to_owned(),
+        };
+        let why = format!(
+            "{} was removed from the folder after it {ended}, before it could be moved to {}; \
+             nothing to move",
+            job.path.display(),
+            base.display()
+        );
+        store.forget(job.id, &why).map_err(|e| e.to_string())?;
+        return Ok(Finished::RemovedBeforeMove(why));
+    } else {
+        return Err(format!(
+            "{} cannot be seen (its folder is missing) and was not found in {}",
+            job.path.display(),
+            base.display()
+        ));
     };
     let file_name = dest
         .file_name()
@@ -1328,7 +1353,7 @@ fn finish_blocking(store: &JobStore, job: &Job, base: &Path) -> Result<PathBuf, 
     let sidecar = Sidecar::from_job(&fresh, &file_name);
     finish::write_sidecar(&dest, &sidecar).map_err(|e| e.to_string())?;
     store.mark_moved(job.id, &dest).map_err(|e| e.to_string())?;
-    Ok(dest)
+    Ok(Finished::Moved(dest))
 }
 
 /// After a crash mid-finish: the file in `base` named like `rel_path` (or with a ` (n)` suffix)

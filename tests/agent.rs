@@ -838,3 +838,41 @@ async fn a_stop_while_the_platform_is_creating_the_video_does_not_make_a_second_
     assert_eq!(sidecar(&done)["video_id"], video.id.as_str());
     stop(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_removed_while_its_move_was_failing_ends_its_job_with_the_reason() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let agent = studio.start();
+    eventually(WAIT, "agent watching", || {
+        studio.log_text().contains("watching")
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(studio.done());
+    std::fs::write(studio.done(), b"in the way").unwrap();
+    let path = studio.inbox.join("taken.mov");
+    std::fs::write(&path, content(2000, 72)).unwrap();
+    eventually(WAIT, "the failed move logged", || {
+        studio.log_text().contains("tried again every")
+    })
+    .await;
+    // The editor takes the file away by hand; the admin then clears done/.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(studio.done()).unwrap();
+    let video = only_video(&emulator, "taken.mov");
+    eventually(
+        Duration::from_secs(25),
+        "the job ended with the reason",
+        || {
+            studio
+                .log_text()
+                .contains(&format!("after it uploaded as video {}", video.id))
+        },
+    )
+    .await;
+    let status = studio.status_json().await;
+    assert_eq!(status["summary"]["finishing"], 0, "{status}");
+    assert_eq!(status["jobs"].as_array().map(Vec::len), Some(0), "{status}");
+    assert!(files_under(&studio.done()).is_empty());
+    stop(agent).await;
+}
