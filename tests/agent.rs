@@ -770,8 +770,13 @@ async fn a_dead_folder_watcher_makes_the_agent_exit_for_a_restart_and_nothing_is
     stop(agent).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_that_cannot_be_moved_to_done_is_moved_soon_after_the_cause_is_fixed() {
+/// An agent that uploads `name` but cannot move it: a file named `done` stands where done/
+/// should be made (works as root too, unlike a read-only folder). Returns once the failed move
+/// was logged.
+async fn upload_with_done_blocked(
+    name: &str,
+    seed: u64,
+) -> (Emulator, Studio, tokio::process::Child, Vec<u8>) {
     let emulator = emulator(|_| {}).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
     let agent = studio.start();
@@ -779,16 +784,21 @@ async fn a_file_that_cannot_be_moved_to_done_is_moved_soon_after_the_cause_is_fi
         studio.log_text().contains("watching")
     })
     .await;
-    // done/ cannot be made (works as root too, unlike a read-only folder).
     let _ = std::fs::remove_dir_all(studio.done());
     std::fs::write(studio.done(), b"in the way").unwrap();
-    let path = studio.inbox.join("stuck.mov");
-    let data = content(1500, 71);
-    std::fs::write(&path, &data).unwrap();
+    let data = content(1500, seed);
+    std::fs::write(studio.inbox.join(name), &data).unwrap();
     eventually(WAIT, "the failed move logged", || {
         studio.log_text().contains("tried again every")
     })
     .await;
+    (emulator, studio, agent, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_moved_to_done_is_moved_soon_after_the_cause_is_fixed() {
+    let (emulator, studio, agent, data) = upload_with_done_blocked("stuck.mov", 71).await;
+    let path = studio.inbox.join("stuck.mov");
     assert!(path.exists(), "the file stays in the inbox");
     only_video(&emulator, "stuck.mov");
 
@@ -841,21 +851,8 @@ async fn a_stop_while_the_platform_is_creating_the_video_does_not_make_a_second_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_removed_while_its_move_was_failing_ends_its_job_with_the_reason() {
-    let emulator = emulator(|_| {}).await;
-    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
-    let agent = studio.start();
-    eventually(WAIT, "agent watching", || {
-        studio.log_text().contains("watching")
-    })
-    .await;
-    let _ = std::fs::remove_dir_all(studio.done());
-    std::fs::write(studio.done(), b"in the way").unwrap();
+    let (emulator, studio, agent, _) = upload_with_done_blocked("taken.mov", 72).await;
     let path = studio.inbox.join("taken.mov");
-    std::fs::write(&path, content(2000, 72)).unwrap();
-    eventually(WAIT, "the failed move logged", || {
-        studio.log_text().contains("tried again every")
-    })
-    .await;
     // The editor takes the file away by hand; the admin then clears done/.
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(studio.done()).unwrap();
