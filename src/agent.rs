@@ -300,6 +300,11 @@ struct FolderIntake {
     presence: Presence,
     /// A folder check still running after [`FOLDER_CHECK_PATIENCE`].
     slow_check: Option<tokio::task::JoinHandle<Result<FolderId, String>>>,
+    /// Failed attempts to watch the folder again while it is there, and when to try next:
+    /// watching a large tree walks all of it, which is not something to repeat every 3 s
+    /// while the system's watch limit is reached.
+    watch_failures: u32,
+    next_watch_attempt: Option<Instant>,
 }
 
 /// Device and inode of a watched folder (`None` where the system has no such thing).
@@ -355,6 +360,8 @@ impl Intake {
                     skipped: HashSet::new(),
                     presence: Presence::Missing("not watched yet".into()),
                     slow_check: None,
+                    watch_failures: 0,
+                    next_watch_attempt: None,
                 })
                 .collect(),
         }
@@ -373,9 +380,28 @@ impl Intake {
             let root = folder.spec.root.clone();
             match (now, &folder.presence) {
                 (Ok(identity), Presence::Watched(watched)) if identity == *watched => {}
+                (Ok(_), _)
+                    if folder
+                        .next_watch_attempt
+                        .is_some_and(|at| Instant::now() < at) => {}
                 (Ok(_), previous) => {
                     let was_missing = matches!(previous, Presence::Missing(_));
-                    match self.folders[index].watch(watcher) {
+                    let result = self.folders[index].watch(watcher);
+                    let folder = &mut self.folders[index];
+                    match &result {
+                        Ok(()) => {
+                            folder.watch_failures = 0;
+                            folder.next_watch_attempt = None;
+                        }
+                        Err(_) => {
+                            folder.watch_failures = folder.watch_failures.saturating_add(1);
+                            let wait = FOLDER_CHECK_EVERY
+                                .saturating_mul(1 << folder.watch_failures.min(7))
+                                .min(Duration::from_secs(300));
+                            folder.next_watch_attempt = Some(Instant::now() + wait);
+                        }
+                    }
+                    match result {
                         Ok(()) => {
                             if was_missing {
                                 tracing::info!(folder = %root.display(), "the folder is back; watching it again");
@@ -388,7 +414,12 @@ impl Intake {
                         Err(err) => self.folder_missing(shared, watcher, index, err.to_string()),
                     }
                 }
-                (Err(why), _) => self.folder_missing(shared, watcher, index, why),
+                (Err(why), _) => {
+                    // Once it is back, the first attempt to watch it is immediate.
+                    self.folders[index].watch_failures = 0;
+                    self.folders[index].next_watch_attempt = None;
+                    self.folder_missing(shared, watcher, index, why);
+                }
             }
         }
     }
