@@ -792,6 +792,8 @@ impl Intake {
                 }
                 folder.presence = previous.presence.clone();
                 folder.slow_check = previous.slow_check.take();
+                folder.watch_failures = previous.watch_failures;
+                folder.next_watch_attempt = previous.next_watch_attempt;
                 if previous.spec != folder.spec
                     && matches!(folder.presence, Presence::Watched(_))
                     && let Err(err) = folder.watch(watcher)
