@@ -12,32 +12,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-USER, PASSWORD = "bench", "bench-password"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness import account_toml, bench_env, build_release, process_cpu, start_emulator
 
 
 def stats(base):
     with urllib.request.urlopen(base + "_emulator/stats") as resp:
         return json.load(resp)
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def rss_mib(pid, key="VmRSS"):
@@ -51,13 +36,7 @@ def rss_mib(pid, key="VmRSS"):
 def write_config(work, base, inbox, stable_for, extra_upload=""):
     path = os.path.join(work, "config.toml")
     with open(path, "w") as f:
-        f.write(f"""[account]
-api_url = "{base}v1/vms/"
-token_url = "{base}auth/realms/platform/protocol/openid-connect/token"
-username = "{USER}"
-password_env = "HOTFOLDER_BENCH_PASSWORD"
-video_manager_id = 12345
-
+        f.write(account_toml(base) + f"""
 [upload]
 {extra_upload}
 
@@ -76,8 +55,7 @@ stable_for = "{stable_for}"
 
 
 def start_agent(binary, config):
-    env = dict(os.environ, HOTFOLDER_BENCH_PASSWORD=PASSWORD)
-    return subprocess.Popen([binary, "run", "--config", config], env=env,
+    return subprocess.Popen([binary, "run", "--config", config], env=bench_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -105,17 +83,12 @@ def main():
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "hotfolder")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    emulator = subprocess.Popen([binary, "emulator", "--listen", f"127.0.0.1:{port}",
-                                 "--username", USER, "--password", PASSWORD],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    binary = build_release()
+    emulator, base = start_emulator(binary)
     work = tempfile.mkdtemp(prefix="hotfolder-agent-bench-")
     results = {}
     try:
-        wait_for(lambda: stats(base) if _up(port) else None, 10)
+        stats(base)
 
         # 1. Detection latency: last write -> the video is created on the server.
         inbox = os.path.join(work, "latency")
@@ -149,9 +122,9 @@ def main():
         config = write_config(work, base, idle_dir, "10s")
         agent = start_agent(binary, config)
         time.sleep(5)
-        cpu_start = cpu_seconds(agent.pid)
+        cpu_start = process_cpu(agent.pid)
         time.sleep(args.idle_seconds)
-        idle_cpu = cpu_seconds(agent.pid) - cpu_start
+        idle_cpu = process_cpu(agent.pid) - cpu_start
         stop(agent)
         per_minute = idle_cpu * 60 / args.idle_seconds
         results["idle_cpu_s_per_minute"] = round(per_minute, 3)
@@ -176,7 +149,7 @@ def main():
         time.sleep(10)
         rss_now, rss_peak = rss_mib(agent.pid), rss_mib(agent.pid, "VmHWM")
         queued = subprocess.run([binary, "status", "--json", "--config", config], capture_output=True, text=True,
-                                env=dict(os.environ, HOTFOLDER_BENCH_PASSWORD=PASSWORD))
+                                env=bench_env())
         summary = json.loads(queued.stdout)["summary"] if queued.returncode == 0 else {}
         stop(agent)
         results.update(first_upload_s=round(first, 2), rss_mib=round(rss_now, 1), peak_rss_mib=round(rss_peak, 1))
@@ -187,14 +160,6 @@ def main():
         emulator.terminate()
         emulator.wait()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _up(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-        return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ Prints the best of --runs runs of each, and the ratio. Needs: cargo, curl, pytho
 import argparse
 import json
 import os
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,17 +23,10 @@ import time
 import urllib.parse
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import PASSWORD, ROOT, USER, VM, account_toml, bench_env, build_release, process_cpu, start_emulator
+
 OUT = os.path.join(ROOT, "bench-out")
 CHUNK = 8 * 1024 * 1024
-USER, PASSWORD, VM = "bench", "bench-password", 12345
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def generate(path, mib):
     if os.path.exists(path) and os.path.getsize(path) == mib * 1024 * 1024:
@@ -63,16 +54,6 @@ class Measured:
             out.seek(0)
             err.seek(0)
             self.stdout, self.stderr = out.read(), err.read()
-
-
-def process_cpu(pid):
-    """CPU seconds a running process has used so far (Linux), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def cpu_delta(before, after):
@@ -131,31 +112,14 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep bench-out/ afterwards")
     args = parser.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "hotfolder")
+    binary = build_release()
     os.makedirs(OUT, exist_ok=True)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    emulator = subprocess.Popen(
-        [binary, "emulator", "--listen", f"127.0.0.1:{port}", "--username", USER, "--password", PASSWORD],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    emulator, base = start_emulator(binary)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         config = os.path.join(OUT, "bench.toml")
         with open(config, "w") as f:
-            f.write(f"""[account]
-api_url = "{base}v1/vms/"
-token_url = "{base}auth/realms/platform/protocol/openid-connect/token"
-username = "{USER}"
-password_env = "HOTFOLDER_BENCH_PASSWORD"
-video_manager_id = {VM}
-
+            f.write(account_toml(base) + f"""
 [upload]
 chunk_size = "8 MiB"
 
@@ -165,7 +129,7 @@ dir = "{OUT}/state"
 [log]
 dir = "{OUT}/logs"
 """)
-        env = dict(os.environ, HOTFOLDER_BENCH_PASSWORD=PASSWORD)
+        env = bench_env()
         cores = os.cpu_count() or 1
         print(f"{'file':>9} {'tool':>9} {'best s':>8} {'MB/s':>8} {'peak RSS':>10} {'client CPU s':>13} {'server CPU s':>13}")
         results = {}
