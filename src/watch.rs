@@ -408,8 +408,9 @@ pub fn scan(spec: &WatchSpec) -> ScanResult {
 /// Whether a watched folder is there: `Ok` with its identity ([`folder_identity`]), or why
 /// it cannot be used, in words for the log and `status`.
 pub fn probe_folder(root: &Path) -> Result<Option<(u64, u64)>, String> {
+    // One stat, every few seconds per folder: the identity comes from the same answer.
     match std::fs::metadata(root) {
-        Ok(meta) if meta.is_dir() => Ok(folder_identity(root)),
+        Ok(meta) if meta.is_dir() => Ok(identity_of(&meta)),
         Ok(_) => Err("it is no longer a folder".into()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             Err("it does not exist (deleted, renamed, or its share is not mounted)".into())
@@ -420,16 +421,20 @@ pub fn probe_folder(root: &Path) -> Result<Option<(u64, u64)>, String> {
 
 /// Which folder a path is (device and inode), without following a final symlink: tells a
 /// folder deleted and made again, or a share mounted over it, from the one that was watched.
-#[cfg(unix)]
 pub fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(dir)
         .ok()
-        .map(|m| (m.dev(), m.ino()))
+        .and_then(|meta| identity_of(&meta))
+}
+
+#[cfg(unix)]
+fn identity_of(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]
-pub fn folder_identity(_dir: &Path) -> Option<(u64, u64)> {
+fn identity_of(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
 
