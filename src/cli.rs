@@ -602,14 +602,7 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "queue: {} waiting, {} uploading, {} paused, {} done, {} failed",
-        summary.waiting,
-        summary.uploading,
-        summary.paused + summary.finishing,
-        summary.done,
-        summary.failed
-    );
+    println!("queue: {}", crate::agent::queue_counts(&summary));
     if let Some((reason, since)) = &pause {
         println!("PAUSED since {since}: {reason}");
         println!("  files stay where they are; hotfolder keeps trying and resumes by itself");

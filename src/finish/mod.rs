@@ -4,19 +4,28 @@
 //!
 //! The user's file is sacred: every failure here leaves the source where it was, and a move
 //! across file systems removes the source only after the copy is complete and on disk.
+//!
+//! This file holds the moves; `sidecar` writes `<file name>.upload.json`, and `recover`
+//! completes a job's move (also one a kill interrupted) and clears our temp files at start.
+
+mod recover;
+mod sidecar;
+
+pub use recover::{Finished, finish_job_file, remove_stale_temps};
+pub use sidecar::{Sidecar, SidecarStatus, sidecar_path, write_sidecar};
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-
-use crate::store::{Job, JobError, JobEvent, Outcome, rfc3339};
 
 /// The sidecar's suffix, appended to the moved file's whole name.
 pub const SIDECAR_SUFFIX: &str = ".upload.json";
+
+/// The suffix of every temporary file hotfolder writes in done/ and failed/ (a copy across
+/// file systems, a sidecar being written); such files also start with `.`, so watchers ignore
+/// them, and only names with both are ever removed as stale.
+pub const TEMP_SUFFIX: &str = ".hotfolder-tmp";
 
 /// How many `name (n)` suffixes to try before giving up; only reachable if something creates
 /// names as fast as we pick them.
@@ -110,7 +119,6 @@ fn numbered(wanted: &Path, n: u32) -> PathBuf {
 /// "again" would make a second copy under `stem (1).ext`. It is the source's own inode among
 /// the taken names [`free_destination`] walks, still without a sidecar (the sidecar is only
 /// written after the source is gone, so a linked copy that has one is someone else's).
-#[cfg(unix)]
 fn interrupted_move(src: &Path, base: &Path, rel_path: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     if !is_plain(rel_path) {
@@ -132,11 +140,6 @@ fn interrupted_move(src: &Path, base: &Path, rel_path: &Path) -> Option<PathBuf>
             Err(_) => {}
         }
     }
-    None
-}
-
-#[cfg(not(unix))]
-fn interrupted_move(_src: &Path, _base: &Path, _rel_path: &Path) -> Option<PathBuf> {
     None
 }
 
@@ -304,84 +307,12 @@ fn place_without_overwrite(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The sidecar's `status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SidecarStatus {
-    Uploaded,
-    Failed,
-}
-
-/// What `<file name>.upload.json` says about one upload; field names are part of the contract.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sidecar {
-    /// The file's name as it is now (after a collision suffix, if one was added).
-    pub file: String,
-    pub size: u64,
-    /// SHA-256 of the bytes sent.
-    pub sha256: Option<String>,
-    pub status: SidecarStatus,
-    pub video_id: Option<String>,
-    pub error: Option<JobError>,
-    pub chunks: Option<u32>,
-    pub chunk_size: Option<u64>,
-    pub attempts: u32,
-    #[serde(with = "rfc3339::option")]
-    pub started_at: Option<OffsetDateTime>,
-    #[serde(with = "rfc3339::option")]
-    pub finished_at: Option<OffsetDateTime>,
-    /// Bytes sent over the time from the first start to the verdict, retries and pauses
-    /// included: what the user experienced.
-    pub bytes_per_second: Option<f64>,
-    pub events: Vec<JobEvent>,
-}
-
-impl Sidecar {
-    pub fn from_job(job: &Job, file_name: &str) -> Sidecar {
-        let status = match job.outcome {
-            Some(Outcome::Uploaded) => SidecarStatus::Uploaded,
-            // A job without a recorded outcome was never confirmed uploaded.
-            Some(Outcome::Failed) | None => SidecarStatus::Failed,
-        };
-        let bytes_per_second = match (job.started_at, job.finished_at) {
-            (Some(start), Some(end)) => {
-                let seconds = (end - start).as_seconds_f64();
-                (seconds > 0.0).then(|| job.bytes_sent as f64 / seconds)
-            }
-            _ => None,
-        };
-        Sidecar {
-            file: file_name.to_owned(),
-            size: job.size,
-            sha256: job.sha256.clone(),
-            status,
-            video_id: job.video_id.clone(),
-            error: job.error.clone(),
-            chunks: job.total_chunks,
-            chunk_size: job.chunk_size,
-            attempts: job.attempts,
-            started_at: job.started_at,
-            finished_at: job.finished_at,
-            bytes_per_second,
-            events: job.events.clone(),
-        }
-    }
-}
-
-/// `<moved file's whole name>.upload.json`, beside it.
-/// A name too long for the file system (a 255-byte video name plus `.upload.json`) keeps the
-/// start of the name and a hash of all of it, so it still fits and stays unique.
-pub fn sidecar_path(moved_file: &Path) -> PathBuf {
-    let name = moved_file.file_name().unwrap_or_default();
-    moved_file.with_file_name(fit_name("", name, SIDECAR_SUFFIX))
-}
-
 /// Longest file name (in bytes) that common file systems accept.
-const NAME_MAX: usize = 255;
+pub(crate) const NAME_MAX: usize = 255;
 
 /// `prefix + core + suffix`, with `core` shortened to its start plus `~` and 12 hex digits of
 /// its sha256 when the whole would exceed [`NAME_MAX`].
-fn fit_name(prefix: &str, core: &std::ffi::OsStr, suffix: &str) -> OsString {
+pub(crate) fn fit_name(prefix: &str, core: &std::ffi::OsStr, suffix: &str) -> OsString {
     let bytes = core.as_encoded_bytes();
     let mut out = OsString::from(prefix);
     if prefix.len() + bytes.len() + suffix.len() <= NAME_MAX {
@@ -401,42 +332,8 @@ fn fit_name(prefix: &str, core: &std::ffi::OsStr, suffix: &str) -> OsString {
     out
 }
 
-/// Writes the sidecar beside `moved_file` and returns its path. Written to a temporary name,
-/// fsynced and renamed into place, so a reader never sees half a sidecar.
-pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, FinishError> {
-    let path = sidecar_path(moved_file);
-    let error = |source| FinishError::Sidecar {
-        path: path.clone(),
-        source,
-    };
-    let mut json = serde_json::to_vec_pretty(sidecar).map_err(|e| error(io::Error::other(e)))?;
-    json.push(b'\n');
-    let (dir, name) = split(&path).map_err(error)?;
-    // One fixed temp name per sidecar (only the job that owns the file writes it): a writer
-    // killed before its rename leaves a temp that the next try replaces instead of a stray.
-    let temp = dir.join(fit_name(".", name, ".hotfolder-tmp"));
-    let written = (|| {
-        match fs::remove_file(&temp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        fs::rename(&temp, &path)?;
-        sync_dir(dir)
-    })();
-    if let Err(source) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(error(source));
-    }
-    Ok(path)
-}
-
-fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
+/// `dir` and the file name of `path`, or an error when it names no file.
+pub(crate) fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
     match (path.parent(), path.file_name()) {
         (Some(dir), Some(name)) => Ok((dir, name)),
         _ => Err(io::Error::new(
@@ -449,22 +346,13 @@ fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
 /// A hidden, unique name beside the target: hidden so watchers (ours included, by the default
 /// `.*` exclude) ignore it, unique so two writers never share one.
 fn temp_name(name: &std::ffi::OsStr) -> OsString {
-    let suffix = format!(".{}.hotfolder-tmp", uuid::Uuid::new_v4().simple());
+    let suffix = format!(".{}{TEMP_SUFFIX}", uuid::Uuid::new_v4().simple());
     fit_name(".", name, &suffix)
 }
 
 /// Makes a rename or removal in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        // Directories cannot be opened as files here; renames are durable enough on NTFS.
-        let _ = dir;
-        Ok(())
-    }
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Best effort after a move that already happened: the move stands even if this fails, and
@@ -480,7 +368,6 @@ fn sync_dirs(src: &Path, dest: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{JobState, JobStore, NewJob};
     use proptest::prelude::*;
 
     fn write(path: &Path, bytes: &[u8]) {
@@ -810,149 +697,6 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"second");
     }
 
-    fn finished_job(dir: &Path) -> Job {
-        let store = JobStore::open(&dir.join("state")).unwrap();
-        let id = store
-            .enqueue(NewJob {
-                folder: dir.to_path_buf(),
-                path: dir.join("clip.mov"),
-                rel_path: PathBuf::from("clip.mov"),
-                size: 2048,
-                mtime_ns: 0,
-                rule: "size and mtime unchanged for 10s".into(),
-            })
-            .unwrap()
-            .id();
-        store.start_attempt(id).unwrap();
-        store.record_video(id, "v-42").unwrap();
-        store.record_progress(id, 3, 2, 1024, 2048).unwrap();
-        store.record_event(id, "finished", "2 chunks").unwrap();
-        store
-            .decide(id, Outcome::Uploaded, Some("ab12"), None)
-            .unwrap();
-        let job = store.job(id).unwrap();
-        assert_eq!(job.state, JobState::Finishing);
-        job
-    }
-
-    #[test]
-    fn sidecar_has_every_contract_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let job = finished_job(dir.path());
-        let moved = dir.path().join("done/clip (1).mov");
-        write(&moved, b"x");
-
-        let path = write_sidecar(&moved, &Sidecar::from_job(&job, "clip (1).mov")).unwrap();
-        assert_eq!(path, dir.path().join("done/clip (1).mov.upload.json"));
-        assert_eq!(
-            names_in(&dir.path().join("done")),
-            ["clip (1).mov", "clip (1).mov.upload.json"]
-        );
-
-        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        let object = json.as_object().unwrap();
-        for field in [
-            "file",
-            "size",
-            "sha256",
-            "status",
-            "video_id",
-            "error",
-            "chunks",
-            "chunk_size",
-            "attempts",
-            "started_at",
-            "finished_at",
-            "bytes_per_second",
-            "events",
-        ] {
-            assert!(object.contains_key(field), "missing {field} in {json}");
-        }
-        assert_eq!(json["file"], "clip (1).mov");
-        assert_eq!(json["size"], 2048);
-        assert_eq!(json["sha256"], "ab12");
-        assert_eq!(json["status"], "uploaded");
-        assert_eq!(json["video_id"], "v-42");
-        assert!(json["error"].is_null());
-        assert_eq!(json["chunks"], 2);
-        assert_eq!(json["chunk_size"], 1024);
-        assert_eq!(json["attempts"], 1);
-        let started = json["started_at"].as_str().unwrap();
-        OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339).unwrap();
-        let events = json["events"].as_array().unwrap();
-        assert_eq!(events[0]["event"], "detected");
-        assert_eq!(events[0]["detail"], "size and mtime unchanged for 10s");
-        assert_eq!(events[1]["event"], "finished");
-        assert!(events[0]["at"].as_str().unwrap().ends_with('Z'));
-
-        // It also reads back as a Sidecar.
-        let back: Sidecar = serde_json::from_value(json).unwrap();
-        assert_eq!(back.started_at, job.started_at);
-    }
-
-    /// What a writer killed before its rename leaves behind is replaced by the next write.
-    #[test]
-    fn a_sidecar_write_killed_before_its_rename_leaves_no_stray() {
-        let dir = tempfile::tempdir().unwrap();
-        let job = finished_job(dir.path());
-        let moved = dir.path().join("done/clip.mov");
-        write(&moved, b"x");
-        write(
-            &dir.path().join("done/.clip.mov.upload.json.hotfolder-tmp"),
-            b"{\"fi",
-        );
-
-        write_sidecar(&moved, &Sidecar::from_job(&job, "clip.mov")).unwrap();
-        assert_eq!(
-            names_in(&dir.path().join("done")),
-            ["clip.mov", "clip.mov.upload.json"]
-        );
-    }
-
-    #[test]
-    fn failed_sidecar_says_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut job = finished_job(dir.path());
-        job.outcome = Some(Outcome::Failed);
-        job.error = Some(JobError {
-            status: Some(415),
-            message: "Unsupported Media Type".into(),
-            meaning: "the platform does not accept this kind of file".into(),
-        });
-        let moved = dir.path().join("clip.mov");
-        write(&moved, b"x");
-        let path = write_sidecar(&moved, &Sidecar::from_job(&job, "clip.mov")).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
-        assert_eq!(json["status"], "failed");
-        assert_eq!(json["error"]["status"], 415);
-        assert_eq!(json["error"]["message"], "Unsupported Media Type");
-        assert_eq!(
-            json["error"]["meaning"],
-            "the platform does not accept this kind of file"
-        );
-    }
-
-    #[test]
-    fn rate_is_bytes_over_elapsed_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut job = finished_job(dir.path());
-        let start = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        job.started_at = Some(start);
-        job.finished_at = Some(start + time::Duration::seconds(4));
-        job.bytes_sent = 2048;
-        assert_eq!(Sidecar::from_job(&job, "a").bytes_per_second, Some(512.0));
-        job.finished_at = Some(start);
-        assert_eq!(Sidecar::from_job(&job, "a").bytes_per_second, None);
-    }
-
-    #[test]
-    fn sidecar_path_appends_to_the_whole_name() {
-        assert_eq!(
-            sidecar_path(Path::new("/d/a.b.mov")),
-            PathBuf::from("/d/a.b.mov.upload.json")
-        );
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -987,29 +731,5 @@ mod tests {
             let dest_name = dest.file_name().unwrap().to_string_lossy().into_owned();
             prop_assert!(dest_name.starts_with(&stem) && dest_name.ends_with(&ext), "{}", dest_name);
         }
-    }
-}
-
-#[cfg(test)]
-mod long_name_tests {
-    use super::*;
-
-    #[test]
-    fn names_too_long_for_the_file_system_are_shortened_uniquely() {
-        let a = format!("{}.mov", "ü".repeat(125));
-        let b = format!("{}x.mov", "ü".repeat(125));
-        let side_a = sidecar_path(&Path::new("/done").join(&a));
-        let side_b = sidecar_path(&Path::new("/done").join(&b));
-        let name_a = side_a.file_name().unwrap().to_str().unwrap();
-        assert!(
-            name_a.len() <= NAME_MAX && name_a.ends_with(SIDECAR_SUFFIX),
-            "{name_a}"
-        );
-        assert_ne!(side_a, side_b);
-        // Short names are untouched.
-        assert_eq!(
-            sidecar_path(Path::new("/done/clip.mov")),
-            Path::new("/done/clip.mov.upload.json")
-        );
     }
 }

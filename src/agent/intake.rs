@@ -1,0 +1,788 @@
+//! The intake: folders → complete files → jobs in the queue. It owns the notify watchers and
+//! one stability tracker per folder, checks that each watched folder is still the one watched
+//! (deleted, replaced, a share unmounted), applies reloaded settings, and queues complete files
+//! in batches. Its loop also pings the service manager's watchdog, so a hung intake gets the
+//! agent restarted.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    FINISH_RETRY_EVERY, FOLDER_CHECK_EVERY, RESCAN_EVERY, Shared, dispatch, service,
+    sleep_until_opt,
+};
+use crate::config::{FolderSettings, Settings};
+use crate::ready::{self, Inspection, NameFilter, NameVerdict, StabilityTracker, StableFile};
+use crate::store::{Enqueued, JobState, NewJob};
+use crate::vmpro::api::Platform;
+use crate::watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec};
+
+/// How long a folder check may take before the folder counts as not answering (a hung network
+/// mount); the check goes on in the background and is not started twice.
+const FOLDER_CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// One watched folder as the intake sees it.
+struct FolderIntake {
+    spec: WatchSpec,
+    settings: FolderSettings,
+    filter: NameFilter,
+    tracker: StabilityTracker,
+    /// Paths already reported as skipped, so a symlink is logged once, not at every rescan.
+    skipped: HashSet<PathBuf>,
+    /// What is watched: `Watched(identity)` while the watch is in place, `Missing` while the
+    /// folder cannot be seen (it is watched again once it is back).
+    presence: Presence,
+    /// A folder check still running after [`FOLDER_CHECK_PATIENCE`].
+    slow_check: Option<tokio::task::JoinHandle<Result<FolderId, String>>>,
+    /// Failed attempts to watch the folder again while it is there, and when to try next:
+    /// watching a large tree walks all of it, which is not something to repeat every 3 s
+    /// while the system's watch limit is reached.
+    watch_failures: u32,
+    next_watch_attempt: Option<Instant>,
+}
+
+/// Device and inode of a watched folder (`None` where the system has no such thing).
+type FolderId = Option<(u64, u64)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Presence {
+    Watched(FolderId),
+    Missing(String),
+}
+
+impl FolderIntake {
+    /// Starts watching the folder, remembering which folder (device and inode) it is.
+    fn watch(&mut self, watcher: &mut FolderWatcher) -> Result<(), WatchError> {
+        let identity = crate::watch::folder_identity(&self.spec.root);
+        watcher.watch(self.spec.clone())?;
+        self.presence = Presence::Watched(identity);
+        Ok(())
+    }
+}
+
+/// Turns watcher events and scans into jobs once files are complete.
+pub(super) struct Intake {
+    folders: Vec<FolderIntake>,
+    /// Complete files not yet in the store: queued together in one transaction (10,000 files
+    /// found at start must not cost 10,000 synchronous commits).
+    ready: Vec<ReadyFile>,
+}
+
+/// A complete file on its way into the store.
+struct ReadyFile {
+    folder: FolderSettings,
+    stable: StableFile,
+    verdict: String,
+}
+
+impl Intake {
+    pub(super) fn new(folders: &[FolderSettings]) -> Intake {
+        Intake {
+            ready: Vec::new(),
+            folders: folders
+                .iter()
+                .map(|folder| FolderIntake {
+                    spec: WatchSpec {
+                        root: folder.path.clone(),
+                        recursive: folder.recursive,
+                        poll_interval: folder.poll_interval,
+                        ignore: vec![folder.done_dir.clone(), folder.failed_dir.clone()],
+                    },
+                    settings: folder.clone(),
+                    filter: NameFilter::new(&folder.include, &folder.exclude),
+                    tracker: StabilityTracker::new(folder.stable_for),
+                    skipped: HashSet::new(),
+                    presence: Presence::Missing("not watched yet".into()),
+                    slow_check: None,
+                    watch_failures: 0,
+                    next_watch_attempt: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks that every folder is still the one watched: one that is gone is reported once
+    /// (log and `status`) and its watch dropped; one that is back, or was replaced by another
+    /// folder of the same name (deleted and made again, a share mounted again), is watched and
+    /// scanned afresh.
+    async fn check_folders(&mut self, shared: &Arc<Shared>, watcher: &mut FolderWatcher) {
+        for index in 0..self.folders.len() {
+            let Some(now) = self.probe_folder(index).await else {
+                continue;
+            };
+            let folder = &self.folders[index];
+            let root = folder.spec.root.clone();
+            match (now, &folder.presence) {
+                (Ok(identity), Presence::Watched(watched)) if identity == *watched => {}
+                (Ok(_), _)
+                    if folder
+                        .next_watch_attempt
+                        .is_some_and(|at| Instant::now() < at) => {}
+                (Ok(_), previous) => {
+                    let was_missing = matches!(previous, Presence::Missing(_));
+                    let result = self.folders[index].watch(watcher);
+                    let folder = &mut self.folders[index];
+                    match &result {
+                        Ok(()) => {
+                            folder.watch_failures = 0;
+                            folder.next_watch_attempt = None;
+                        }
+                        Err(_) => {
+                            folder.watch_failures = folder.watch_failures.saturating_add(1);
+                            let wait = FOLDER_CHECK_EVERY
+                                .saturating_mul(1 << folder.watch_failures.min(7))
+                                .min(Duration::from_secs(300));
+                            folder.next_watch_attempt = Some(Instant::now() + wait);
+                        }
+                    }
+                    match result {
+                        Ok(()) => {
+                            if was_missing {
+                                tracing::info!(folder = %root.display(), "the folder is back; watching it again");
+                            } else {
+                                tracing::warn!(folder = %root.display(), "the folder was replaced (made again, or a share mounted over it); watching the new one");
+                            }
+                            self.note_presence(shared, index, None);
+                            self.scan_folder(shared, index).await;
+                        }
+                        Err(err) => self.folder_missing(shared, watcher, index, err.to_string()),
+                    }
+                }
+                (Err(why), _) => {
+                    // Once it is back, the first attempt to watch it is immediate.
+                    self.folders[index].watch_failures = 0;
+                    self.folders[index].next_watch_attempt = None;
+                    self.folder_missing(shared, watcher, index, why);
+                }
+            }
+        }
+    }
+
+    /// Looks at folder `index` off the async threads: `None` while an earlier look is still
+    /// hanging (a dead network mount must not stall the agent).
+    async fn probe_folder(&mut self, index: usize) -> Option<Result<FolderId, String>> {
+        let folder = &mut self.folders[index];
+        let mut probe = match folder.slow_check.take() {
+            Some(running) if !running.is_finished() => {
+                folder.slow_check = Some(running);
+                return None;
+            }
+            Some(finished) => finished,
+            None => {
+                let root = folder.spec.root.clone();
+                tokio::task::spawn_blocking(move || crate::watch::probe_folder(&root))
+            }
+        };
+        match tokio::time::timeout(FOLDER_CHECK_PATIENCE, &mut probe).await {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(err)) => Some(Err(format!("the check failed: {err}"))),
+            Err(_) => {
+                folder.slow_check = Some(probe);
+                Some(Err(format!(
+                    "it did not answer within {} s (a network share that hangs?)",
+                    FOLDER_CHECK_PATIENCE.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Folder `index` cannot be seen: said once, and in `status`; files already queued from it
+    /// stay queued (they fail only if they are really gone when their turn comes).
+    fn folder_missing(
+        &mut self,
+        shared: &Arc<Shared>,
+        watcher: &mut FolderWatcher,
+        index: usize,
+        why: String,
+    ) {
+        let folder = &mut self.folders[index];
+        if folder.presence == Presence::Missing(why.clone()) {
+            return;
+        }
+        let first = !matches!(folder.presence, Presence::Missing(_));
+        folder.presence = Presence::Missing(why.clone());
+        watcher.unwatch(&folder.spec.root);
+        if first {
+            tracing::error!(folder = %folder.spec.root.display(), "cannot see the watched folder: {why}; new files there are not noticed until it is back (checked every {} s)", FOLDER_CHECK_EVERY.as_secs());
+        }
+        self.note_presence(shared, index, Some(&why));
+    }
+
+    /// Keeps `status` told which folders are missing.
+    fn note_presence(&self, shared: &Arc<Shared>, index: usize, missing: Option<&str>) {
+        let root = &self.folders[index].spec.root;
+        if let Err(err) = shared.store.set_folder_missing(root, missing) {
+            tracing::warn!("cannot record the folder's state for status: {err}");
+        }
+    }
+
+    pub(super) async fn initial_scan(&mut self, shared: &Arc<Shared>) {
+        for index in 0..self.folders.len() {
+            self.scan_folder(shared, index).await;
+        }
+    }
+
+    async fn scan_folder(&mut self, shared: &Arc<Shared>, index: usize) {
+        let spec = self.folders[index].spec.clone();
+        let result = match tokio::task::spawn_blocking(move || crate::watch::scan(&spec)).await {
+            Ok(result) => result,
+            Err(err) => {
+                tracing::error!("folder scan failed: {err}");
+                return;
+            }
+        };
+        for (path, err) in &result.errors {
+            tracing::warn!(path = %path.display(), "cannot read: {err}");
+        }
+        for (path, reason) in result.skipped {
+            self.note_skipped(index, path, &reason.to_string());
+        }
+        for path in result.files {
+            self.consider(shared, path, true);
+        }
+        self.flush_ready(shared);
+    }
+
+    fn note_skipped(&mut self, index: usize, path: PathBuf, reason: &str) {
+        if self.folders[index].skipped.insert(path.clone()) {
+            tracing::info!(path = %path.display(), "skipped: it is {reason}");
+        }
+    }
+
+    /// The folder a path belongs to: the deepest root that contains it, unless it lies in
+    /// that folder's done/ or failed/.
+    fn folder_of(&self, path: &Path) -> Option<usize> {
+        let (index, folder) = self
+            .folders
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| path.starts_with(&f.spec.root))
+            .max_by_key(|(_, f)| f.spec.root.components().count())?;
+        if folder.spec.ignore.iter().any(|dir| path.starts_with(dir)) {
+            return None;
+        }
+        if !folder.spec.recursive && path.parent() != Some(folder.spec.root.as_path()) {
+            return None;
+        }
+        Some(index)
+    }
+
+    /// A path was created, changed or found by a scan: start (or keep) watching it settle.
+    /// A file a scan finds whose modification time is already older than `stable_for` has
+    /// provably not been written for that long and is complete at once (not on polled network
+    /// shares, whose clocks may differ from ours).
+    fn consider(&mut self, shared: &Arc<Shared>, path: PathBuf, from_scan: bool) {
+        let Some(index) = self.folder_of(&path) else {
+            return;
+        };
+        let folder = &mut self.folders[index];
+        if folder.tracker.is_tracked(&path) {
+            return;
+        }
+        let Some(name) = path.file_name() else {
+            return;
+        };
+        match folder.filter.verdict(name) {
+            NameVerdict::Accepted { .. } => {}
+            verdict => {
+                tracing::debug!(path = %path.display(), "ignored: {verdict}");
+                return;
+            }
+        }
+        match shared.store.active_job_for_path(&path) {
+            Ok(Some(job)) if job.state != JobState::Paused => return,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!("state store: {err}");
+                return;
+            }
+        }
+        match ready::inspect(&path) {
+            Ok(Inspection::Regular(snapshot)) => {
+                let stable_for = folder.settings.stable_for;
+                let age = mtime_age(snapshot.mtime_ns);
+                if from_scan
+                    && folder.settings.poll_interval.is_none()
+                    && age.is_some_and(|age| age >= stable_for)
+                    && ready::opens_for_reading(&path).is_ok()
+                {
+                    let verdict = folder.filter.verdict(name).to_string();
+                    let rule = format!(
+                        "found by a scan, not modified for {}s (stable_for is {}s)",
+                        age.map(|a| a.as_secs()).unwrap_or_default(),
+                        stable_for.as_secs_f64()
+                    );
+                    self.ready.push(ReadyFile {
+                        folder: folder.settings.clone(),
+                        stable: StableFile {
+                            path,
+                            snapshot,
+                            first_seen: Instant::now(),
+                            rule,
+                        },
+                        verdict,
+                    });
+                } else {
+                    folder.tracker.observe(path, snapshot, Instant::now());
+                }
+            }
+            Ok(Inspection::Vanished) => {}
+            Ok(Inspection::Skipped(ready::SkipReason::Directory)) => {}
+            Ok(Inspection::Skipped(reason)) => {
+                self.note_skipped(index, path, &reason.to_string());
+            }
+            Err(err) => tracing::warn!(path = %path.display(), "cannot inspect: {err}"),
+        }
+    }
+
+    fn forget(&mut self, path: &Path) {
+        for folder in &mut self.folders {
+            folder.tracker.forget(path);
+            folder.tracker.forget_under(path);
+            folder.skipped.remove(path);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.folders
+            .iter()
+            .filter_map(|f| f.tracker.next_deadline())
+            .min()
+    }
+
+    /// Looks again at files whose quiet period is over; the complete ones become jobs.
+    fn check_due(&mut self, shared: &Arc<Shared>) {
+        let now = Instant::now();
+        for index in 0..self.folders.len() {
+            let due = self.folders[index].tracker.due(now);
+            for path in due {
+                let folder = &mut self.folders[index];
+                match ready::inspect(&path) {
+                    Ok(Inspection::Regular(snapshot)) => {
+                        if let Some(stable) = folder.tracker.confirm(&path, snapshot, now) {
+                            // Still locked by the writer, or not readable by us: look again
+                            // after another quiet period (logged once).
+                            if let Err(err) = ready::opens_for_reading(&path) {
+                                if folder.skipped.insert(path.clone()) {
+                                    tracing::warn!(path = %path.display(), "complete but cannot be opened ({err}); waiting until it can be read");
+                                }
+                                folder.tracker.observe(path, snapshot, now);
+                                continue;
+                            }
+                            folder.skipped.remove(&path);
+                            let verdict = path
+                                .file_name()
+                                .map(|n| folder.filter.verdict(n).to_string())
+                                .unwrap_or_default();
+                            self.ready.push(ReadyFile {
+                                folder: folder.settings.clone(),
+                                stable,
+                                verdict,
+                            });
+                        }
+                    }
+                    Ok(Inspection::Vanished) => folder.tracker.forget(&path),
+                    Ok(Inspection::Skipped(reason)) => {
+                        folder.tracker.forget(&path);
+                        self.note_skipped(index, path, &reason.to_string());
+                    }
+                    Err(err) => {
+                        folder.tracker.forget(&path);
+                        tracing::warn!(path = %path.display(), "cannot inspect: {err}");
+                    }
+                }
+            }
+        }
+        self.flush_ready(shared);
+    }
+
+    /// Puts every complete file into the store in one transaction.
+    fn flush_ready(&mut self, shared: &Arc<Shared>) {
+        if !self.ready.is_empty() {
+            enqueue(shared, std::mem::take(&mut self.ready));
+        }
+    }
+
+    pub(super) async fn run(
+        &mut self,
+        shared: &Arc<Shared>,
+        mut watcher: FolderWatcher,
+        channels: IntakeChannels,
+        shutdown: &CancellationToken,
+    ) {
+        let IntakeChannels {
+            mut events,
+            mut retrack,
+            mut reloads,
+        } = channels;
+        let mut rescan = tokio::time::interval_at(Instant::now() + RESCAN_EVERY, RESCAN_EVERY);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The watchdog is pinged from this loop: if it hangs, systemd restarts the agent.
+        let mut heartbeat = tokio::time::interval(service::heartbeat_period());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut folder_check =
+            tokio::time::interval_at(Instant::now() + FOLDER_CHECK_EVERY, FOLDER_CHECK_EVERY);
+        folder_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut finish_retry =
+            tokio::time::interval_at(Instant::now() + FINISH_RETRY_EVERY, FINISH_RETRY_EVERY);
+        finish_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = heartbeat.tick() => {
+                    let status = service::status_line(shared);
+                    service::notify(&[
+                        sd_notify::NotifyState::Watchdog,
+                        sd_notify::NotifyState::Status(&status),
+                    ]);
+                }
+                Some(settings) = reloads.recv() => self.reload(shared, &mut watcher, settings).await,
+                event = events.recv() => match event {
+                    Some(WatchEvent::Touched(path)) => self.consider(shared, path, false),
+                    Some(WatchEvent::Removed(path)) => self.forget(&path),
+                    Some(WatchEvent::RescanNeeded { root, why }) => {
+                        tracing::info!(folder = %root.display(), "rescanning: {why}");
+                        while let Ok(more) = events.try_recv() {
+                            if let WatchEvent::Touched(path) = more {
+                                self.consider(shared, path, false);
+                            }
+                        }
+                        for index in 0..self.folders.len() {
+                            if self.folders[index].spec.root.starts_with(&root) || root.starts_with(&self.folders[index].spec.root) {
+                                self.scan_folder(shared, index).await;
+                            }
+                        }
+                    }
+                    Some(WatchEvent::FolderGone { root }) => {
+                        tracing::debug!(folder = %root.display(), "the watched folder was removed or renamed");
+                        self.check_folders(shared, &mut watcher).await;
+                    }
+                    None => return,
+                },
+                _ = folder_check.tick() => self.check_folders(shared, &mut watcher).await,
+                _ = finish_retry.tick() => {
+                    if shared.dispatch.any_stuck() {
+                        dispatch::retry_stuck_finishes(shared).await;
+                    }
+                }
+                Some(path) = retrack.recv() => {
+                    self.forget(&path);
+                    self.consider(shared, path, false);
+                }
+                _ = sleep_until_opt(deadline) => self.check_due(shared),
+                _ = rescan.tick() => {
+                    for index in 0..self.folders.len() {
+                        self.scan_folder(shared, index).await;
+                    }
+                    dispatch::retry_stuck_finishes(shared).await;
+                }
+            }
+        }
+    }
+}
+
+/// The receiving ends the intake task listens to.
+pub(super) struct IntakeChannels {
+    pub(super) events: mpsc::UnboundedReceiver<WatchEvent>,
+    pub(super) retrack: mpsc::UnboundedReceiver<PathBuf>,
+    pub(super) reloads: mpsc::UnboundedReceiver<Settings>,
+}
+
+impl Intake {
+    /// Starts watching every folder (at start: a folder that cannot be watched is fatal).
+    pub(super) fn watch_all(&mut self, watcher: &mut FolderWatcher) -> Result<(), WatchError> {
+        for folder in &mut self.folders {
+            folder.watch(watcher)?;
+            tracing::info!(folder = %folder.spec.root.display(), "watching");
+        }
+        Ok(())
+    }
+
+    /// Applies reloaded settings: watches added folders, drops removed ones, updates the rules
+    /// of the others (rescanning them), and swaps the platform client when account or upload
+    /// settings changed. Uploads in flight finish with the client they started with.
+    async fn reload(&mut self, shared: &Arc<Shared>, watcher: &mut FolderWatcher, new: Settings) {
+        if new.state_dir != shared.settings().state_dir {
+            tracing::warn!("reload: [state] dir changed; that takes effect only after a restart");
+        }
+        let plan = plan_reload(&mut self.folders, &new.folders);
+        let mut kept = Vec::new();
+        for (mut folder, watch) in plan.folders {
+            let root = folder.spec.root.clone();
+            match watch {
+                Rewatch::No => {}
+                Rewatch::Changed => {
+                    if let Err(err) = folder.watch(watcher) {
+                        tracing::error!(folder = %root.display(), "reload: cannot watch: {err}");
+                    }
+                }
+                Rewatch::New => match folder.watch(watcher) {
+                    Ok(()) => {
+                        tracing::info!(folder = %root.display(), "reload: watching a new folder")
+                    }
+                    Err(err) => {
+                        tracing::error!(folder = %root.display(), "reload: cannot watch the new folder: {err}");
+                        continue;
+                    }
+                },
+            }
+            kept.push(folder);
+        }
+        for root in &plan.removed {
+            watcher.unwatch(root);
+            if let Err(err) = shared.store.set_folder_missing(root, None) {
+                tracing::warn!("cannot record the folder's state for status: {err}");
+            }
+            tracing::info!(folder = %root.display(), "reload: no longer watching");
+        }
+        self.folders = kept;
+        // Always a new client: the password may have changed, and its Debug form is masked.
+        let platform = match Platform::new(&new.account, &new.upload) {
+            Ok(platform) => Some(platform),
+            Err(err) => {
+                tracing::error!("reload: keeping the previous account settings: {err}");
+                None
+            }
+        };
+        shared.replace(new, platform);
+        tracing::info!("config reloaded: {} folder(s) watched", self.folders.len());
+        for index in 0..self.folders.len() {
+            self.scan_folder(shared, index).await;
+        }
+        shared.wake.notify_one();
+    }
+}
+
+/// Whether a folder kept or added by a reload needs a (new) watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewatch {
+    /// Watched as before (or missing: the folder check watches it once it is back).
+    No,
+    /// Watched, but what to watch changed (recursion, polling, done/ or failed/).
+    Changed,
+    /// Not watched before.
+    New,
+}
+
+/// What a reload does to the folders, decided before anything is watched.
+struct ReloadPlan {
+    /// The folders of the new settings, in their order.
+    folders: Vec<(FolderIntake, Rewatch)>,
+    /// Roots watched before and not any more.
+    removed: Vec<PathBuf>,
+}
+
+/// Compares the running folders with the reloaded settings. A folder that stays keeps what it
+/// knows of its presence and its watch retries, and, while `stable_for` is unchanged, the files
+/// already settling (a reload must not restart their clock) and the paths already reported.
+fn plan_reload(current: &mut [FolderIntake], new: &[FolderSettings]) -> ReloadPlan {
+    let fresh = Intake::new(new);
+    let mut folders = Vec::new();
+    for mut folder in fresh.folders {
+        let watch = match current.iter_mut().find(|f| f.spec.root == folder.spec.root) {
+            Some(previous) => {
+                if previous.settings.stable_for == folder.settings.stable_for {
+                    std::mem::swap(&mut folder.tracker, &mut previous.tracker);
+                    folder.skipped = std::mem::take(&mut previous.skipped);
+                }
+                folder.presence = previous.presence.clone();
+                folder.slow_check = previous.slow_check.take();
+                folder.watch_failures = previous.watch_failures;
+                folder.next_watch_attempt = previous.next_watch_attempt;
+                if previous.spec != folder.spec && matches!(folder.presence, Presence::Watched(_)) {
+                    Rewatch::Changed
+                } else {
+                    Rewatch::No
+                }
+            }
+            None => Rewatch::New,
+        };
+        folders.push((folder, watch));
+    }
+    let removed = current
+        .iter()
+        .map(|f| f.spec.root.clone())
+        .filter(|root| !folders.iter().any(|(f, _)| &f.spec.root == root))
+        .collect();
+    ReloadPlan { folders, removed }
+}
+
+/// Debug builds only: `HOTFOLDER_TEST_INTAKE_PANIC=1` makes the intake panic once it has
+/// scanned, so that tests can check that the agent does not carry on deaf.
+#[cfg(debug_assertions)]
+pub(super) fn fault_for_tests() {
+    if std::env::var_os("HOTFOLDER_TEST_INTAKE_PANIC").is_some() {
+        panic!("HOTFOLDER_TEST_INTAKE_PANIC is set");
+    }
+}
+
+/// A complete file becomes a job (or a paused job of a changed file becomes waiting again).
+fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
+    let jobs: Vec<NewJob> = files
+        .iter()
+        .map(|file| {
+            let path = &file.stable.path;
+            NewJob {
+                folder: file.folder.path.clone(),
+                path: path.clone(),
+                rel_path: path
+                    .strip_prefix(&file.folder.path)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|_| path.file_name().map(PathBuf::from).unwrap_or_default()),
+                size: file.stable.snapshot.size,
+                mtime_ns: i64::try_from(file.stable.snapshot.mtime_ns).unwrap_or(i64::MAX),
+                rule: format!("{}; name {}", file.stable.rule, file.verdict),
+            }
+        })
+        .collect();
+    let results = match shared.store.enqueue_many(&jobs) {
+        Ok(results) => results,
+        Err(err) => {
+            tracing::error!("cannot queue {} file(s): {err}", jobs.len());
+            return;
+        }
+    };
+    for (job, result) in jobs.iter().zip(results) {
+        match result {
+            Enqueued::New(_) => {
+                tracing::info!(file = %job.path.display(), size = job.size, "complete: {}", job.rule);
+            }
+            Enqueued::AlreadyActive(id) => {
+                // A file that changed while uploading is waiting (paused) to settle again.
+                if let Ok(active) = shared.store.job(id)
+                    && active.state == JobState::Paused
+                {
+                    match shared.store.requeue_changed(id, job.size, job.mtime_ns) {
+                        Ok(()) => {
+                            if let Err(err) = shared.store.record_event(
+                                id,
+                                "complete",
+                                &format!("stable again: {}", job.rule),
+                            ) {
+                                tracing::warn!(
+                                    job = id,
+                                    "state store: cannot record the event: {err}"
+                                );
+                            }
+                            tracing::info!(file = %job.path.display(), "stable again; uploading it again to the same video");
+                        }
+                        Err(err) => tracing::error!(job = id, "state store: {err}"),
+                    }
+                }
+            }
+        }
+    }
+    shared.wake.notify_one();
+}
+
+/// How long ago a file was last modified (None when its time lies in the future).
+fn mtime_age(mtime_ns: i128) -> Option<Duration> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    let age = i128::try_from(now).ok()?.checked_sub(mtime_ns)?;
+    u64::try_from(age).ok().map(Duration::from_nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ready::FileSnapshot;
+
+    fn folder(path: &str, stable_secs: u64) -> FolderSettings {
+        let mut folder = FolderSettings::with_defaults(PathBuf::from(path));
+        folder.stable_for = Duration::from_secs(stable_secs);
+        folder
+    }
+
+    fn settling(intake: &Intake, root: &str, file: &str) -> bool {
+        intake
+            .folders
+            .iter()
+            .find(|f| f.spec.root == Path::new(root))
+            .is_some_and(|f| f.tracker.is_tracked(&Path::new(root).join(file)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_what_it_can_and_says_what_to_watch_and_drop() {
+        let mut intake = Intake::new(&[folder("/a", 10), folder("/b", 10), folder("/c", 10)]);
+        for (root, presence) in [
+            ("/a", Presence::Watched(Some((1, 1)))),
+            ("/b", Presence::Watched(Some((1, 2)))),
+            ("/c", Presence::Missing("unmounted".into())),
+        ] {
+            let f = intake
+                .folders
+                .iter_mut()
+                .find(|f| f.spec.root == Path::new(root))
+                .unwrap();
+            f.presence = presence;
+            let snapshot = FileSnapshot {
+                size: 1,
+                mtime_ns: 0,
+            };
+            f.tracker
+                .observe(Path::new(root).join("clip.mov"), snapshot, Instant::now());
+        }
+
+        // /a unchanged, /b with another stable_for and no longer recursive, /c gone, /d new.
+        let mut b = folder("/b", 30);
+        b.recursive = false;
+        let new = [folder("/a", 10), b, folder("/d", 10)];
+        let plan = plan_reload(&mut intake.folders, &new);
+        assert_eq!(plan.removed, [PathBuf::from("/c")]);
+
+        let watches: Vec<(PathBuf, Rewatch)> = plan
+            .folders
+            .iter()
+            .map(|(f, w)| (f.spec.root.clone(), *w))
+            .collect();
+        assert_eq!(
+            watches,
+            [
+                (PathBuf::from("/a"), Rewatch::No),
+                (PathBuf::from("/b"), Rewatch::Changed),
+                (PathBuf::from("/d"), Rewatch::New),
+            ]
+        );
+        let reloaded = Intake {
+            folders: plan.folders.into_iter().map(|(f, _)| f).collect(),
+            ready: Vec::new(),
+        };
+        // Same stable_for: the file settling in /a keeps its clock; /b's restarts.
+        assert!(settling(&reloaded, "/a", "clip.mov"));
+        assert!(!settling(&reloaded, "/b", "clip.mov"));
+        assert_eq!(
+            reloaded.folders[0].presence,
+            Presence::Watched(Some((1, 1)))
+        );
+        assert_eq!(
+            reloaded.folders[2].presence,
+            Presence::Missing("not watched yet".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_folder_is_not_rewatched_by_a_reload_and_keeps_its_retry_count() {
+        let mut intake = Intake::new(&[folder("/c", 10)]);
+        intake.folders[0].presence = Presence::Missing("unmounted".into());
+        intake.folders[0].watch_failures = 3;
+        let mut changed = folder("/c", 10);
+        changed.recursive = false;
+        let plan = plan_reload(&mut intake.folders, &[changed]);
+        let (kept, watch) = &plan.folders[0];
+        // The folder check watches it again once it is back, with the new spec.
+        assert_eq!(*watch, Rewatch::No);
+        assert_eq!(kept.presence, Presence::Missing("unmounted".into()));
+        assert_eq!(kept.watch_failures, 3);
+        assert!(!kept.spec.recursive);
+    }
+}
