@@ -29,7 +29,7 @@ use url::Url;
 use crate::vmpro::api::{PLATFORM_SUFFIXES, VideoMetadata};
 
 /// The commented starter config that `hotfolder init` writes.
-pub const STARTER_CONFIG: &str = include_str!("../config.example.toml");
+pub const STARTER_CONFIG: &str = include_str!("../../config.example.toml");
 
 /// The platform's documented endpoints (see docs/vmpro-protocol.md).
 pub const DEFAULT_API_URL: &str = "https://api.video-cdn.net/v1/vms/";
