@@ -1,0 +1,347 @@
+//! The config file: raw serde structs that mirror the TOML (unknown keys refused) and their
+//! conversion into validated [`Settings`] that the rest of the program uses.
+//!
+//! Loading collects every problem instead of stopping at the first, because a user fixing a
+//! config wants the whole list in one go:
+//!
+//! 1. the text is parsed into a spanned TOML document; a syntax error ends loading here, since
+//!    nothing after it can be trusted;
+//! 2. the raw structs are deserialized; a value of the wrong type or an unknown key is recorded,
+//!    taken out of the document, and deserialization is tried again, so one typo does not hide
+//!    the next;
+//! 3. the raw values are validated and resolved: ranges, URLs, paths, the password.
+//!
+//! Problems name the key (`upload.chunk_size`, `folder[2].stable_for`; folders are counted
+//! from 1, in the order of their `[[folder]]` tables) and, where known, the line.
+//!
+//! This file holds the settings types and the entry points that run those steps; each step,
+//! and what `check` does with the result, has a file of its own:
+//!
+//! - `raw`: step 2, the structs as written and how they are read past a bad entry;
+//! - `validate`: step 3;
+//! - `diagnostics`: the problem list, and how a problem finds its key and line;
+//! - `units`: sizes, rates and durations as users write them;
+//! - `paths`: where files go by default and how paths in the file are resolved;
+//! - `describe`: the effective settings that `hotfolder check` prints;
+//! - `probe`: what only the file system can tell, also for `hotfolder check`.
+
+mod describe;
+mod diagnostics;
+mod paths;
+mod probe;
+mod raw;
+mod units;
+mod validate;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use toml::de::DeTable;
+use url::Url;
+
+use crate::vmpro::api::{PLATFORM_SUFFIXES, VideoMetadata};
+
+pub use diagnostics::{ConfigError, ConfigProblem};
+pub use paths::{default_config_path, default_log_dir, default_state_dir};
+pub use probe::{check_folder_access, secret_file_warnings};
+pub use units::{InvalidValue, format_size, parse_duration, parse_rate, parse_size};
+
+use diagnostics::{LineIndex, Problems, index_lines};
+use raw::deserialize_leniently;
+use validate::validate;
+
+/// The commented starter config that `hotfolder init` writes.
+pub const STARTER_CONFIG: &str = include_str!("../../config.example.toml");
+
+/// The platform's documented endpoints (see docs/vmpro-protocol.md).
+pub const DEFAULT_API_URL: &str = "https://api.video-cdn.net/v1/vms/";
+pub const DEFAULT_TOKEN_URL: &str =
+    "https://login.movingimage.com/auth/realms/platform/protocol/openid-connect/token";
+
+// Shared by the file's defaults (validate) and the defaults of settings built in code.
+const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(10);
+const DEFAULT_TITLE: &str = "{stem}";
+
+/// Everything hotfolder needs, validated: absolute paths, parsed durations and sizes, the
+/// password resolved from its source.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings came from (for messages), or `None` when built in code (demo).
+    pub source: Option<PathBuf>,
+    pub account: AccountSettings,
+    pub upload: UploadSettings,
+    pub state_dir: PathBuf,
+    pub log: LogSettings,
+    pub folders: Vec<FolderSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// OpenID Connect password grant at `token_url` (the default).
+    Keycloak,
+    /// `POST {api_url}auth/login` with a JSON body, still in the OpenAPI description.
+    Legacy,
+}
+
+/// Where the password came from, so `check` can show it without showing the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    Env(String),
+    File(PathBuf),
+    Inline,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    /// Base of the API, always ending in `/` so that joining `"{vm}/videos"` works.
+    pub api_url: Url,
+    pub token_url: Url,
+    pub auth: AuthStyle,
+    pub username: String,
+    pub password: SecretString,
+    pub password_source: PasswordSource,
+    pub video_manager_id: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// Bytes per chunk, 1 MiB ..= 64 MiB.
+    pub chunk_size: u64,
+    /// Files uploading at once.
+    pub parallel: usize,
+    /// Tries per request before the file fails (or, for network outages, the queue pauses).
+    pub max_attempts: u32,
+    /// Cap of the Fibonacci delay between tries.
+    pub backoff_max: Duration,
+    /// Time limit for one request, chunk posts included.
+    pub request_timeout: Duration,
+    /// Renew the upload URL between chunks once it is this old (the platform's token lasts 4 h).
+    pub url_renew_after: Duration,
+    /// Chunk bytes per second across all uploads; `None` = unlimited.
+    pub bandwidth_limit: Option<u64>,
+    /// API calls (not chunk posts) per minute; the platform allows 100.
+    pub api_requests_per_minute: u32,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        UploadSettings {
+            chunk_size: 8 * 1024 * 1024,
+            parallel: 2,
+            max_attempts: 8,
+            backoff_max: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
+            url_renew_after: Duration::from_secs(3 * 3600 + 45 * 60),
+            bandwidth_limit: None,
+            api_requests_per_minute: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub dir: PathBuf,
+    /// A tracing filter directive such as `info` or `hotfolder=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+    /// How many daily log files to keep.
+    pub keep_files: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct FolderSettings {
+    pub path: PathBuf,
+    pub done_dir: PathBuf,
+    pub failed_dir: PathBuf,
+    /// Size and mtime unchanged this long = the export is complete.
+    pub stable_for: Duration,
+    pub recursive: bool,
+    /// Glob patterns on the file name; a file must match one to be picked up.
+    pub include: Vec<String>,
+    /// Glob patterns on the file name; a file matching one is never picked up.
+    pub exclude: Vec<String>,
+    /// `Some` puts the folder on the polling watcher (network shares).
+    pub poll_interval: Option<Duration>,
+    pub metadata: VideoMetadata,
+}
+
+impl FolderSettings {
+    /// A folder with every default the config file would give it: `done/` and `failed/`
+    /// inside it, 10 s of stability, recursive, the default include/exclude lists and the
+    /// file's stem as title. For settings built in code (demo, tests).
+    pub fn with_defaults(path: PathBuf) -> FolderSettings {
+        FolderSettings {
+            done_dir: path.join("done"),
+            failed_dir: path.join("failed"),
+            path,
+            stable_for: DEFAULT_STABLE_FOR,
+            recursive: true,
+            include: default_include(),
+            exclude: default_exclude(),
+            poll_interval: None,
+            metadata: VideoMetadata {
+                title: DEFAULT_TITLE.to_owned(),
+                ..VideoMetadata::default()
+            },
+        }
+    }
+}
+
+/// `*.{suffix}` for every suffix the platform accepts.
+pub fn default_include() -> Vec<String> {
+    PLATFORM_SUFFIXES.iter().map(|s| format!("*.{s}")).collect()
+}
+
+/// Names that are never a finished export. The include list already keeps out anything that
+/// does not end in a video suffix, so these matter for names that do (`._clip.mp4`) and for
+/// users who widen `include`.
+///
+/// Premiere Pro, Adobe Media Encoder, After Effects and DaVinci Resolve write an export under
+/// its final name and let it grow; no name gives those away, which is what `stable_for` is for.
+pub fn default_exclude() -> Vec<String> {
+    [
+        // Hidden files: macOS AppleDouble (`._clip.mp4`), rsync's in-flight `.clip.mp4.XXXXXX`,
+        // Syncthing's `.syncthing.*.tmp`, and anything else a tool wants out of sight.
+        ".*",
+        // Spelled out although `.*` covers them, so they stay excluded if a user trims `.*`.
+        ".DS_Store",
+        "._*",
+        // Downloads in flight: Firefox and many downloaders, Chrome/Edge, Safari.
+        "*.part",
+        "*.partial",
+        "*.crdownload",
+        "*.download",
+        // WinSCP uploads under this name and renames when done.
+        "*.filepart",
+        // Aspera: `.partial` is its partial-file suffix when configured; `.aspx` and
+        // `.aspera-ckpt` are its resume files beside a file still arriving.
+        "*.aspx",
+        "*.aspera-ckpt",
+        // Generic temporary names (`clip.mp4.tmp`, `export.temp`).
+        "*.tmp",
+        "*.temp",
+        // Lock and backup files of editors and office tools (`~$notes.docx`, `clip.mov~`).
+        "~*",
+        "*~",
+        // Adobe media cache: conformed audio and peak files, written beside the media when
+        // the cache is set to live next to the originals.
+        "*.cfa",
+        "*.pek",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// What a config is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Uploading (`run`, `upload`, `check`): everything must be usable, the password included.
+    Run,
+    /// Reading the state store (`status`): the password is not read, and watched folders need
+    /// not exist. An admin asks for the status exactly when a share is gone, and from a shell
+    /// without the service's credentials.
+    Inspect,
+}
+
+/// Reads the config file: `explicit` if given, else [`default_config_path`].
+pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_for(explicit, Purpose::Run)
+}
+
+/// [`load`] for a [`Purpose`].
+pub fn load_for(explicit: Option<&Path>, purpose: Purpose) -> Result<Settings, ConfigError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => default_config_path().ok_or_else(|| ConfigError::NotFound {
+            path: PathBuf::from("$HOTFOLDER_CONFIG"),
+        })?,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::NotFound { path });
+        }
+        Err(source) => return Err(ConfigError::Unreadable { path, source }),
+    };
+    from_toml_str_with_env(&text, &path, &|name| std::env::var_os(name), purpose)
+}
+
+impl Settings {
+    /// Parses and validates config text. `source` is the file it came from: messages name it
+    /// and relative paths are resolved against its directory.
+    pub fn from_toml_str(text: &str, source: &Path) -> Result<Settings, ConfigError> {
+        from_toml_str_with_env(text, source, &|name| std::env::var_os(name), Purpose::Run)
+    }
+}
+
+/// Stands in for `std::env::var_os`, so that tests can give the password variable without
+/// changing the process environment.
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The three loading steps of the module documentation, for [`load_for`] and
+/// [`Settings::from_toml_str`].
+fn from_toml_str_with_env(
+    text: &str,
+    source: &Path,
+    env: EnvLookup<'_>,
+    purpose: Purpose,
+) -> Result<Settings, ConfigError> {
+    let source = std::path::absolute(source).unwrap_or_else(|_| source.to_path_buf());
+    let base = source.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Windows editors like to start files with a byte-order mark, which TOML does not allow.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = LineIndex { text };
+    let invalid = |problems: Vec<ConfigProblem>| ConfigError::Invalid {
+        path: source.clone(),
+        problems,
+    };
+
+    let document = match DeTable::parse(text) {
+        Ok(document) => document,
+        Err(err) => {
+            let (line, column) = err.span().map_or((1, 1), |span| lines.position(span.start));
+            let message = format!(
+                "not valid TOML: {} (column {column}: `{}`)",
+                err.message().trim_end(),
+                lines.line_text(line)
+            );
+            return Err(invalid(vec![ConfigProblem {
+                key: format!("line {line}"),
+                message,
+            }]));
+        }
+    };
+
+    let mut key_lines = HashMap::new();
+    index_lines(document.get_ref(), &mut Vec::new(), &lines, &mut key_lines);
+    let mut problems = Problems {
+        list: Vec::new(),
+        key_lines,
+    };
+    let raw = deserialize_leniently(document, &lines, &mut problems);
+    let settings = raw.and_then(|raw| validate(raw, &source, &base, env, purpose, &mut problems));
+    if problems.list.is_empty() {
+        if let Some(settings) = settings {
+            return Ok(settings);
+        }
+    }
+    // File order; problems without a line (a missing table) first. The sort is stable.
+    problems.list.sort_by_key(|(line, _)| line.unwrap_or(0));
+    Err(invalid(
+        problems
+            .list
+            .into_iter()
+            .map(|(_, problem)| problem)
+            .collect(),
+    ))
+}

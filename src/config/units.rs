@@ -1,0 +1,226 @@
+//! Sizes, rates and durations as users write them (`"8 MiB"`, `"20 MB/s"`, `"1h 30m"`), and
+//! sizes written back the same way (for `check` and for messages). Text in, value out: how
+//! TOML values reach these parsers is in `raw`, the range each setting allows in `validate`.
+
+use std::time::Duration;
+
+pub(super) const MIB: u64 = 1024 * 1024;
+/// The longest duration any setting takes; nothing here needs more than days.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A size, duration or similar value that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(String);
+
+/// Reads a size: `"8 MiB"`, `"512 KiB"`, `"1.5 GiB"`, `"8MiB"`, `"20 MB"` (decimal units:
+/// KB, MB, GB, TB), `"4096"` or `"4096 B"` (bytes). A lower-case `b` after a prefix (`Mb`) is
+/// refused: it reads as bits.
+pub fn parse_size(text: &str) -> Result<u64, InvalidValue> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(InvalidValue(
+            "empty: write a size such as \"8 MiB\"".to_owned(),
+        ));
+    }
+    let number_end = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(number_end);
+    let unit = unit.trim();
+    if number.is_empty() {
+        return Err(InvalidValue(format!(
+            "{trimmed:?} does not start with a number; write a size such as \"8 MiB\""
+        )));
+    }
+    let multiplier = size_unit(unit)?;
+    let (whole, fraction) = match number.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (number, None),
+    };
+    let too_large = || InvalidValue(format!("{trimmed:?} is too large"));
+    if whole.is_empty() {
+        return Err(InvalidValue(format!(
+            "{trimmed:?} is not a number; write a size such as \"8 MiB\""
+        )));
+    }
+    let whole: u128 = whole.parse().map_err(|_| too_large())?;
+    let mut bytes = whole.checked_mul(multiplier.into()).ok_or_else(too_large)?;
+    if let Some(fraction) = fraction {
+        if fraction.is_empty() || fraction.len() > 9 || fraction.contains('.') {
+            return Err(InvalidValue(format!(
+                "{trimmed:?} is not a number; write a size such as \"1.5 GiB\""
+            )));
+        }
+        if multiplier == 1 {
+            return Err(InvalidValue(format!(
+                "{trimmed:?}: a number of bytes must be whole"
+            )));
+        }
+        let digits: u128 = fraction.parse().map_err(|_| too_large())?;
+        // At most 9 fraction digits and a multiplier below 2^41: no overflow in u128.
+        bytes += digits * u128::from(multiplier) / 10u128.pow(fraction.len() as u32);
+    }
+    u64::try_from(bytes).map_err(|_| too_large())
+}
+
+fn size_unit(unit: &str) -> Result<u64, InvalidValue> {
+    if unit.len() > 1 && unit.ends_with('b') && !unit.eq_ignore_ascii_case("bytes") {
+        let prefix = &unit[..unit.len() - 1];
+        return Err(InvalidValue(format!(
+            "unit {unit:?} reads as bits; write {}B (powers of 1000) or {}iB (powers of 1024)",
+            prefix.trim_end_matches(['i', 'I']).to_uppercase(),
+            prefix.trim_end_matches(['i', 'I']).to_uppercase(),
+        )));
+    }
+    let multiplier = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" | "BYTE" | "BYTES" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KIB" => 1 << 10,
+        "MIB" => 1 << 20,
+        "GIB" => 1 << 30,
+        "TIB" => 1 << 40,
+        "K" | "M" | "G" | "T" => {
+            let prefix = unit.to_ascii_uppercase();
+            return Err(InvalidValue(format!(
+                "unit {unit:?} is ambiguous; \
+                 write {prefix}iB (powers of 1024) or {prefix}B (powers of 1000)"
+            )));
+        }
+        _ => {
+            return Err(InvalidValue(format!(
+                "unknown unit {unit:?}; use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB"
+            )));
+        }
+    };
+    Ok(multiplier)
+}
+
+/// Reads a rate: a size per second, `"20 MiB"` or `"20 MiB/s"`.
+pub fn parse_rate(text: &str) -> Result<u64, InvalidValue> {
+    let trimmed = text.trim();
+    let size = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/sec"))
+        .unwrap_or(trimmed);
+    parse_size(size)
+}
+
+/// Formats a byte count the way [`parse_size`] reads it: `"8 MiB"`, `"1.5 GiB"`, `"1000 B"`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: &[(u64, &str)] = &[
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    for &(unit, name) in UNITS {
+        if bytes >= unit && bytes % unit == 0 {
+            return format!("{} {name}", bytes / unit);
+        }
+    }
+    for &(unit, name) in UNITS {
+        // Exact to the byte when printed with up to three decimals, else fall through to bytes.
+        let thousandths = u128::from(bytes) * 1000 / u128::from(unit);
+        if bytes >= unit && thousandths * u128::from(unit) == u128::from(bytes) * 1000 {
+            let text = format!("{}.{:03}", thousandths / 1000, thousandths % 1000);
+            return format!("{} {name}", text.trim_end_matches('0'));
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// Reads a duration written like `"500ms"`, `"10s"`, `"4h"`, `"1h 30m"`.
+pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(InvalidValue(
+            "empty: write a duration such as \"10s\", \"500ms\" or \"4h\"".to_owned(),
+        ));
+    }
+    let duration = humantime::parse_duration(trimmed).map_err(|err| {
+        InvalidValue(format!(
+            "{trimmed:?} is not a duration ({err}); write e.g. \"10s\", \"500ms\" or \"4h\""
+        ))
+    })?;
+    // Deadlines are computed as `now + duration` (and backoff caps multiplied): a duration of
+    // centuries would overflow the clock and abort the agent instead of being refused here.
+    if duration > MAX_DURATION {
+        return Err(InvalidValue(format!(
+            "{trimmed:?} is too long: at most \"{}d\"",
+            MAX_DURATION.as_secs() / 86_400
+        )));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_users_write_them() {
+        assert_eq!(parse_size("8 MiB"), Ok(8 * MIB));
+        assert_eq!(parse_size("8MiB"), Ok(8 * MIB));
+        assert_eq!(parse_size("512 KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("20 MB"), Ok(20_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096 B"), Ok(4096));
+        assert_eq!(parse_size(" 2 MIB "), Ok(2 * MIB));
+        assert!(parse_size("2 mib").unwrap_err().0.contains("bits"));
+        assert!(parse_size("8 Mb").unwrap_err().0.contains("bits"));
+        assert!(parse_size("8M").unwrap_err().0.contains("ambiguous"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1.5").is_err());
+        assert!(
+            parse_size("99999999999999999999 TiB")
+                .unwrap_err()
+                .0
+                .contains("too large")
+        );
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn rates_accept_a_per_second_suffix() {
+        assert_eq!(parse_rate("20 MiB/s"), Ok(20 * MIB));
+        assert_eq!(parse_rate("20 MiB"), Ok(20 * MIB));
+    }
+
+    #[test]
+    fn formatted_sizes_read_back_to_the_same_bytes() {
+        for bytes in [
+            0,
+            1,
+            1000,
+            1024,
+            1536,
+            8 * MIB,
+            3 << 29,
+            5 * MIB + 1,
+            u64::MAX,
+        ] {
+            let text = format_size(bytes);
+            assert_eq!(parse_size(&text), Ok(bytes), "{text}");
+        }
+        assert_eq!(format_size(8 * MIB), "8 MiB");
+    }
+
+    #[test]
+    fn durations_read_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("4h"), Ok(Duration::from_secs(4 * 3600)));
+        assert!(parse_duration("10").unwrap_err().0.contains("10s"));
+        assert_eq!(
+            parse_duration("366d"),
+            Ok(Duration::from_secs(366 * 24 * 3600))
+        );
+        let huge = parse_duration("500000000000y").unwrap_err().0;
+        assert!(huge.contains("too long"), "{huge}");
+    }
+}

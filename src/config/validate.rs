@@ -1,0 +1,813 @@
+//! Step 3 of loading: raw values to [`Settings`]. Each key is checked and given its default,
+//! paths are resolved and the password is read. A problem is recorded in [`Problems`] and
+//! checking goes on, so that one run lists them all; settings come out only when there was
+//! none.
+//!
+//! The file runs a little past 800 lines because it holds one rule per key of the config
+//! file; it stays whole so that every rule, and the helpers they share (`in_range`,
+//! `positive_duration`), are in one place.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::vmpro::api::VideoMetadata;
+
+use super::diagnostics::Problems;
+use super::paths::{canonical_prefix, default_log_dir, default_state_dir, resolve_path};
+use super::raw::{
+    HumanDuration, RawAccount, RawAuth, RawConfig, RawFolder, RawLog, RawLogFormat, RawUpload,
+};
+use super::units::{MIB, format_size};
+use super::{
+    AccountSettings, AuthStyle, DEFAULT_API_URL, DEFAULT_STABLE_FOR, DEFAULT_TITLE,
+    DEFAULT_TOKEN_URL, EnvLookup, FolderSettings, LogFormat, LogSettings, PasswordSource, Purpose,
+    Settings, UploadSettings, default_exclude, default_include,
+};
+
+const MIN_CHUNK_SIZE: u64 = MIB;
+const MAX_CHUNK_SIZE: u64 = 64 * MIB;
+const MAX_PARALLEL: u64 = 64;
+const MAX_ATTEMPTS: u64 = 100;
+/// The platform's upload URL token lasts four hours; renewing later than that is renewing an
+/// expired URL.
+const UPLOAD_TOKEN_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+const DEFAULT_KEEP_FILES: u64 = 14;
+/// Placeholders the title template understands (substituted by the upload code).
+const TITLE_PLACEHOLDERS: &[&str] = &["stem", "name"];
+
+/// Turns raw values into settings, recording every problem; `None` if there was any.
+pub(super) fn validate(
+    raw: RawConfig,
+    source: &Path,
+    base: &Path,
+    env: EnvLookup<'_>,
+    purpose: Purpose,
+    problems: &mut Problems,
+) -> Option<Settings> {
+    let account = match raw.account {
+        Some(account) => validate_account(account, base, env, purpose, problems),
+        None => {
+            if !problems.has_problem_at("account") {
+                problems.add(
+                    "account",
+                    "missing: the [account] table is required (username, one of \
+                     password_env/password_file/password, video_manager_id)",
+                );
+            }
+            None
+        }
+    };
+    let upload = validate_upload(raw.upload.unwrap_or_default(), problems);
+    let state_dir = match raw.state.and_then(|s| s.dir) {
+        Some(dir) => resolve_path(base, &dir),
+        None => default_state_dir(),
+    };
+    let log = validate_log(raw.log.unwrap_or_default(), base, problems);
+    let folders = validate_folders(raw.folder, base, purpose, problems);
+    if !problems.list.is_empty() {
+        return None;
+    }
+    Some(Settings {
+        source: Some(source.to_path_buf()),
+        account: account?,
+        upload,
+        state_dir,
+        log,
+        folders,
+    })
+}
+
+fn validate_url(
+    raw: Option<String>,
+    default: &str,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Url> {
+    let text = raw.unwrap_or_else(|| default.to_owned());
+    match Url::parse(text.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+        Ok(url) => {
+            problems.add(
+                key,
+                format!(
+                    "{text:?} is a {}: URL; use http:// or https://",
+                    url.scheme()
+                ),
+            );
+            None
+        }
+        Err(err) => {
+            problems.add(key, format!("{text:?} is not a URL ({err})"));
+            None
+        }
+    }
+}
+
+fn validate_account(
+    raw: RawAccount,
+    base: &Path,
+    env: EnvLookup<'_>,
+    purpose: Purpose,
+    problems: &mut Problems,
+) -> Option<AccountSettings> {
+    let api_url = validate_url(raw.api_url, DEFAULT_API_URL, "account.api_url", problems).and_then(
+        |mut url| {
+            if url.query().is_some() || url.fragment().is_some() {
+                problems.add(
+                    "account.api_url",
+                    "must not have a query (?…) or fragment (#…): API paths are appended to it",
+                );
+                return None;
+            }
+            if !url.path().ends_with('/') {
+                // Without it, joining "12345/videos" would replace the last path segment.
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            Some(url)
+        },
+    );
+    let token_url = validate_url(
+        raw.token_url,
+        DEFAULT_TOKEN_URL,
+        "account.token_url",
+        problems,
+    );
+    let auth = match raw.auth {
+        Some(RawAuth::Legacy) => AuthStyle::Legacy,
+        Some(RawAuth::Keycloak) | None => AuthStyle::Keycloak,
+    };
+
+    let username = match raw.username {
+        Some(name) if !name.trim().is_empty() => Some(name.trim().to_owned()),
+        Some(_) => {
+            problems.add(
+                "account.username",
+                "empty: the login name of the upload account",
+            );
+            None
+        }
+        None => {
+            if !problems.has_problem_at("account.username") {
+                problems.add(
+                    "account.username",
+                    "missing: the login name of the upload account",
+                );
+            }
+            None
+        }
+    };
+
+    let password = resolve_password(
+        raw.password_env,
+        raw.password_file,
+        raw.password,
+        base,
+        env,
+        purpose,
+        problems,
+    );
+
+    let video_manager_id = match raw.video_manager_id {
+        Some(0) => {
+            problems.add("account.video_manager_id", "must be greater than 0");
+            None
+        }
+        Some(id) => Some(id),
+        None => {
+            if !problems.has_problem_at("account.video_manager_id") {
+                problems.add(
+                    "account.video_manager_id",
+                    "missing: the number of the VideoManager to upload into",
+                );
+            }
+            None
+        }
+    };
+
+    let (password, password_source) = password?;
+    Some(AccountSettings {
+        api_url: api_url?,
+        token_url: token_url?,
+        auth,
+        username: username?,
+        password,
+        password_source,
+        video_manager_id: video_manager_id?,
+    })
+}
+
+fn resolve_password(
+    from_env: Option<String>,
+    from_file: Option<PathBuf>,
+    inline: Option<String>,
+    base: &Path,
+    env: EnvLookup<'_>,
+    purpose: Purpose,
+    problems: &mut Problems,
+) -> Option<(SecretString, PasswordSource)> {
+    let given: Vec<&str> = [
+        from_env.as_ref().map(|_| "password_env"),
+        from_file.as_ref().map(|_| "password_file"),
+        inline.as_ref().map(|_| "password"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        problems.add(
+            "account",
+            format!(
+                "{} are all set: keep exactly one password source",
+                given.join(" and ")
+            ),
+        );
+        return None;
+    }
+    if let Some(name) = from_env {
+        let name = name.trim().to_owned();
+        if name.is_empty() {
+            problems.add(
+                "account.password_env",
+                "empty: name the environment variable that holds the password",
+            );
+            return None;
+        }
+        if purpose == Purpose::Inspect {
+            return Some((SecretString::from(String::new()), PasswordSource::Env(name)));
+        }
+        return match env(&name).map(OsString::into_string) {
+            None => {
+                problems.add(
+                    "account.password_env",
+                    format!("environment variable {name} is not set"),
+                );
+                None
+            }
+            Some(Err(_)) => {
+                problems.add(
+                    "account.password_env",
+                    format!("environment variable {name} is not valid UTF-8"),
+                );
+                None
+            }
+            Some(Ok(value)) if value.is_empty() => {
+                problems.add(
+                    "account.password_env",
+                    format!("environment variable {name} is empty"),
+                );
+                None
+            }
+            Some(Ok(value)) => Some((SecretString::from(value), PasswordSource::Env(name))),
+        };
+    }
+    if let Some(file) = from_file {
+        let path = resolve_path(base, &file);
+        if purpose == Purpose::Inspect {
+            return Some((
+                SecretString::from(String::new()),
+                PasswordSource::File(path),
+            ));
+        }
+        let key = "account.password_file";
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                problems.add(key, format!("{} does not exist", path.display()));
+                return None;
+            }
+            Err(err) => {
+                problems.add(key, format!("cannot read {}: {err}", path.display()));
+                return None;
+            }
+        };
+        let Ok(mut text) = String::from_utf8(bytes) else {
+            problems.add(key, format!("{} is not UTF-8 text", path.display()));
+            return None;
+        };
+        // `echo secret > file` leaves a newline that is not part of the password.
+        let kept = text.trim_end_matches(['\n', '\r']).len();
+        text.truncate(kept);
+        if text.is_empty() {
+            problems.add(key, format!("{} is empty", path.display()));
+            return None;
+        }
+        return Some((SecretString::from(text), PasswordSource::File(path)));
+    }
+    if let Some(password) = inline {
+        if password.is_empty() {
+            problems.add("account.password", "empty");
+            return None;
+        }
+        return Some((SecretString::from(password), PasswordSource::Inline));
+    }
+    if !problems.has_problem_at("account.password")
+        && !problems.has_problem_at("account.password_env")
+        && !problems.has_problem_at("account.password_file")
+    {
+        problems.add(
+            "account",
+            "no password: set exactly one of password_env (an environment variable), \
+             password_file or password",
+        );
+    }
+    None
+}
+
+/// Checks `value` is within `range`, recording a problem naming the key if not.
+fn in_range(
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    key: &str,
+    problems: &mut Problems,
+) -> u64 {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        problems.add(
+            key,
+            format!(
+                "must be between {} and {}, not {value}",
+                range.start(),
+                range.end()
+            ),
+        );
+    }
+    value
+}
+
+fn positive_duration(
+    value: Option<HumanDuration>,
+    default: Duration,
+    key: &str,
+    problems: &mut Problems,
+) -> Duration {
+    let value = value.map_or(default, |d| d.0);
+    if value.is_zero() {
+        problems.add(key, "must be longer than 0s");
+    }
+    value
+}
+
+fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
+    let defaults = UploadSettings::default();
+    let chunk_size = raw.chunk_size.map_or(defaults.chunk_size, |s| s.0);
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        problems.add(
+            "upload.chunk_size",
+            format!(
+                "must be between 1 MiB and 64 MiB, not {}",
+                format_size(chunk_size)
+            ),
+        );
+    }
+    let parallel = in_range(
+        raw.parallel,
+        defaults.parallel as u64,
+        1..=MAX_PARALLEL,
+        "upload.parallel",
+        problems,
+    );
+    let max_attempts = in_range(
+        raw.max_attempts,
+        defaults.max_attempts.into(),
+        1..=MAX_ATTEMPTS,
+        "upload.max_attempts",
+        problems,
+    );
+    let backoff_max = positive_duration(
+        raw.backoff_max,
+        defaults.backoff_max,
+        "upload.backoff_max",
+        problems,
+    );
+    let request_timeout = positive_duration(
+        raw.request_timeout,
+        defaults.request_timeout,
+        "upload.request_timeout",
+        problems,
+    );
+    let url_renew_after = positive_duration(
+        raw.url_renew_after,
+        defaults.url_renew_after,
+        "upload.url_renew_after",
+        problems,
+    );
+    if url_renew_after >= UPLOAD_TOKEN_LIFETIME {
+        problems.add(
+            "upload.url_renew_after",
+            "must be shorter than 4h: the platform's upload URL expires after 4 hours",
+        );
+    }
+    let bandwidth_limit = raw.bandwidth_limit.map(|r| r.0);
+    if bandwidth_limit == Some(0) {
+        problems.add(
+            "upload.bandwidth_limit",
+            "must be greater than 0; leave it out for no limit",
+        );
+    }
+    let api_requests_per_minute = in_range(
+        raw.api_requests_per_minute,
+        defaults.api_requests_per_minute.into(),
+        1..=u64::from(u32::MAX),
+        "upload.api_requests_per_minute",
+        problems,
+    );
+    UploadSettings {
+        chunk_size,
+        // The ranges checked above fit these types; on a problem the value is never used.
+        parallel: usize::try_from(parallel).unwrap_or(defaults.parallel),
+        max_attempts: u32::try_from(max_attempts).unwrap_or(defaults.max_attempts),
+        backoff_max,
+        request_timeout,
+        url_renew_after,
+        bandwidth_limit,
+        api_requests_per_minute: u32::try_from(api_requests_per_minute)
+            .unwrap_or(defaults.api_requests_per_minute),
+    }
+}
+
+fn validate_log(raw: RawLog, base: &Path, problems: &mut Problems) -> LogSettings {
+    let dir = match raw.dir {
+        Some(dir) => resolve_path(base, &dir),
+        None => default_log_dir(),
+    };
+    let level = raw.level.unwrap_or_else(|| "info".to_owned());
+    if level.trim().is_empty() {
+        problems.add("log.level", "empty: use error, warn, info, debug or trace");
+    } else if let Err(err) = tracing_subscriber::EnvFilter::try_new(&level) {
+        problems.add(
+            "log.level",
+            format!(
+                "{level:?} is not a log filter ({err}); use e.g. \"info\" or \"hotfolder=debug\""
+            ),
+        );
+    }
+    let format = match raw.format {
+        Some(RawLogFormat::Json) => LogFormat::Json,
+        Some(RawLogFormat::Text) | None => LogFormat::Text,
+    };
+    let keep_files = in_range(
+        raw.keep_files,
+        DEFAULT_KEEP_FILES,
+        1..=100_000,
+        "log.keep_files",
+        problems,
+    );
+    LogSettings {
+        dir,
+        level,
+        format,
+        keep_files: usize::try_from(keep_files).unwrap_or(DEFAULT_KEEP_FILES as usize),
+    }
+}
+
+fn validate_patterns(
+    patterns: Option<Vec<String>>,
+    default: fn() -> Vec<String>,
+    key: &str,
+    problems: &mut Problems,
+) -> Vec<String> {
+    let Some(patterns) = patterns else {
+        return default();
+    };
+    for (i, pattern) in patterns.iter().enumerate() {
+        let item_key = format!("{key}[{}]", i + 1);
+        if pattern.trim().is_empty() {
+            problems.add(item_key, "empty pattern");
+        } else if pattern.contains(['/', '\\']) {
+            problems.add(
+                item_key,
+                format!("{pattern:?}: patterns match the file name only, not a path"),
+            );
+        }
+    }
+    patterns
+}
+
+fn validate_folders(
+    raw: Vec<RawFolder>,
+    base: &Path,
+    purpose: Purpose,
+    problems: &mut Problems,
+) -> Vec<FolderSettings> {
+    let mut folders = Vec::new();
+    // Index in the file of each folder that made it, for cross-folder messages.
+    let mut numbers = Vec::new();
+    for (i, raw) in raw.into_iter().enumerate() {
+        let n = i + 1;
+        if let Some(folder) = validate_folder(raw, n, base, purpose, problems) {
+            folders.push(folder);
+            numbers.push(n);
+        }
+    }
+    check_folder_overlaps(&folders, &numbers, problems);
+    folders
+}
+
+fn validate_folder(
+    raw: RawFolder,
+    n: usize,
+    base: &Path,
+    purpose: Purpose,
+    problems: &mut Problems,
+) -> Option<FolderSettings> {
+    let key = |field: &str| format!("folder[{n}].{field}");
+    let path = match raw.path {
+        Some(path) if path.as_os_str().is_empty() => {
+            problems.add(key("path"), "empty: the folder to watch");
+            None
+        }
+        Some(path) => {
+            let path = resolve_path(base, &path);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => Some(std::fs::canonicalize(&path).unwrap_or(path)),
+                // The agent records a missing folder in the store; status must still open it.
+                _ if purpose == Purpose::Inspect => Some(path),
+                Ok(_) => {
+                    problems.add(
+                        key("path"),
+                        format!("{} is not a directory", path.display()),
+                    );
+                    None
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    problems.add(key("path"), format!("{} does not exist", path.display()));
+                    None
+                }
+                Err(err) => {
+                    problems.add(key("path"), format!("cannot use {}: {err}", path.display()));
+                    None
+                }
+            }
+        }
+        None => {
+            if !problems.has_problem_at(&key("path")) {
+                problems.add(format!("folder[{n}]"), "missing path: the folder to watch");
+            }
+            None
+        }
+    };
+
+    // Relative done/failed dirs are read against the watched folder, like their defaults.
+    let side_dir = |value: Option<PathBuf>, default: &str| -> Option<PathBuf> {
+        let path = path.as_ref()?;
+        Some(match value {
+            Some(dir) => resolve_path(path, &dir),
+            None => path.join(default),
+        })
+        .map(|dir| canonical_prefix(&dir))
+    };
+    let done_dir = side_dir(raw.done_dir, "done");
+    let failed_dir = side_dir(raw.failed_dir, "failed");
+    if let (Some(path), Some(done), Some(failed)) = (&path, &done_dir, &failed_dir) {
+        if done == path {
+            problems.add(
+                key("done_dir"),
+                "is the watched folder itself; uploaded files must be moved somewhere else",
+            );
+        }
+        if failed == path {
+            problems.add(
+                key("failed_dir"),
+                "is the watched folder itself; failed files must be moved somewhere else",
+            );
+        }
+        if done == failed {
+            problems.add(
+                key("failed_dir"),
+                format!(
+                    "is the same as done_dir ({}); keep uploaded and failed files apart",
+                    done.display()
+                ),
+            );
+        }
+    }
+
+    let stable_for = raw.stable_for.map_or(DEFAULT_STABLE_FOR, |d| d.0);
+    let poll_interval = raw.poll_interval.map(|d| d.0);
+    if poll_interval.is_some_and(|d| d.is_zero()) {
+        problems.add(
+            key("poll_interval"),
+            "must be longer than 0s; leave it out to use native events",
+        );
+    }
+    let include = validate_patterns(raw.include, default_include, &key("include"), problems);
+    if include.is_empty() {
+        problems.add(
+            key("include"),
+            "empty list: no file would ever be picked up; \
+             leave include out for every video suffix the platform accepts",
+        );
+    }
+    let exclude = validate_patterns(raw.exclude, default_exclude, &key("exclude"), problems);
+
+    let title = raw.title.unwrap_or_else(|| DEFAULT_TITLE.to_owned());
+    if title.trim().is_empty() {
+        problems.add(
+            key("title"),
+            "empty: the platform needs a title; \"{stem}\" uses the file name",
+        );
+    } else {
+        for placeholder in unknown_placeholders(&title) {
+            problems.add(
+                key("title"),
+                format!(
+                    "unknown placeholder {{{placeholder}}}; \
+                     use {{stem}} (file name without suffix) or {{name}}"
+                ),
+            );
+        }
+    }
+    let keywords = raw.keywords.unwrap_or_default();
+    for (i, keyword) in keywords.iter().enumerate() {
+        if keyword.trim().is_empty() {
+            problems.add(format!("folder[{n}].keywords[{}]", i + 1), "empty keyword");
+        }
+    }
+
+    Some(FolderSettings {
+        path: path?,
+        done_dir: done_dir?,
+        failed_dir: failed_dir?,
+        stable_for,
+        recursive: raw.recursive.unwrap_or(true),
+        include,
+        exclude,
+        poll_interval,
+        metadata: VideoMetadata {
+            title,
+            description: raw.description.filter(|d| !d.is_empty()),
+            channel: raw.channel,
+            group: raw.group,
+            keywords,
+            auto_publish: raw.auto_publish,
+        },
+    })
+}
+
+/// `{word}` placeholders in a title that the upload code will not fill in.
+fn unknown_placeholders(title: &str) -> Vec<&str> {
+    let mut unknown = Vec::new();
+    let mut rest = title;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        let name = &after[..close];
+        if !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !TITLE_PLACEHOLDERS.contains(&name)
+        {
+            unknown.push(name);
+        }
+        rest = &after[close + 1..];
+    }
+    unknown
+}
+
+/// Folders that would feed each other: the same folder twice, a folder inside another's
+/// done/failed dir, a folder (or a done/failed dir) inside a folder watched recursively.
+fn check_folder_overlaps(folders: &[FolderSettings], numbers: &[usize], problems: &mut Problems) {
+    for (a, folder) in folders.iter().enumerate() {
+        let na = numbers[a];
+        for (b, other) in folders.iter().enumerate() {
+            if a == b {
+                continue;
+            }
+            let nb = numbers[b];
+            if folder.path == other.path {
+                if b < a {
+                    problems.add(
+                        format!("folder[{na}].path"),
+                        format!(
+                            "{} is already watched by folder[{nb}]",
+                            folder.path.display()
+                        ),
+                    );
+                }
+                continue;
+            }
+            for (dir, what) in [
+                (&other.done_dir, "done_dir"),
+                (&other.failed_dir, "failed_dir"),
+            ] {
+                if folder.path.starts_with(dir) {
+                    problems.add(
+                        format!("folder[{na}].path"),
+                        format!(
+                            "{} is inside folder[{nb}]'s {what} ({}): \
+                             files moved there would be uploaded again",
+                            folder.path.display(),
+                            dir.display()
+                        ),
+                    );
+                }
+            }
+            if other.recursive && folder.path.starts_with(&other.path) {
+                problems.add(
+                    format!("folder[{na}].path"),
+                    format!(
+                        "{} is inside folder[{nb}] ({}), which is watched recursively: \
+                         files would be uploaded twice",
+                        folder.path.display(),
+                        other.path.display()
+                    ),
+                );
+            }
+            // Already reported above when the whole folder is inside the other one.
+            let folder_inside = other.recursive && folder.path.starts_with(&other.path);
+            for (dir, what) in [
+                (&folder.done_dir, "done_dir"),
+                (&folder.failed_dir, "failed_dir"),
+            ] {
+                // Only a recursive watch sees into subfolders; a done dir beside the files of a
+                // non-recursive folder is not watched.
+                if other.recursive && !folder_inside && dir.starts_with(&other.path) {
+                    problems.add(
+                        format!("folder[{na}].{what}"),
+                        format!(
+                            "{} is inside folder[{nb}] ({}), which is watched recursively: \
+                             files moved there would be uploaded again",
+                            dir.display(),
+                            other.path.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigError, ConfigProblem, from_toml_str_with_env};
+    use secrecy::ExposeSecret as _;
+
+    fn config_with(password_lines: &str) -> String {
+        format!("[account]\nusername = \"u\"\nvideo_manager_id = 1\n{password_lines}\n")
+    }
+
+    fn load_with_env(text: &str, env: EnvLookup<'_>) -> Result<Settings, ConfigError> {
+        from_toml_str_with_env(
+            text,
+            Path::new("/etc/hotfolder/config.toml"),
+            env,
+            Purpose::Run,
+        )
+    }
+
+    fn problems(result: Result<Settings, ConfigError>) -> Vec<ConfigProblem> {
+        match result {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn password_from_a_set_env_var_is_used() {
+        let text = config_with("password_env = \"VM_PASSWORD\"");
+        let settings = load_with_env(&text, &|name| {
+            (name == "VM_PASSWORD").then(|| OsString::from("hunter2"))
+        })
+        .unwrap();
+        assert_eq!(settings.account.password.expose_secret(), "hunter2");
+        assert_eq!(
+            settings.account.password_source,
+            PasswordSource::Env("VM_PASSWORD".into())
+        );
+    }
+
+    #[test]
+    fn empty_env_var_is_a_problem() {
+        let text = config_with("password_env = \"VM_PASSWORD\"");
+        let found = problems(load_with_env(&text, &|_| Some(OsString::new())));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, "account.password_env");
+        assert!(
+            found[0].message.contains("VM_PASSWORD is empty"),
+            "{found:?}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_env_var_is_a_problem() {
+        use std::os::unix::ffi::OsStringExt as _;
+        let text = config_with("password_env = \"VM_PASSWORD\"");
+        let found = problems(load_with_env(&text, &|_| {
+            Some(OsString::from_vec(vec![0xff]))
+        }));
+        assert!(found[0].message.contains("not valid UTF-8"), "{found:?}");
+    }
+
+    #[test]
+    fn unknown_title_placeholders_are_found() {
+        assert_eq!(unknown_placeholders("{stem} by {author}"), vec!["author"]);
+        assert!(unknown_placeholders("{stem} {name} {}").is_empty());
+    }
+}
