@@ -7,7 +7,7 @@
 //! ```text
 //!   Waiting ◄──► Uploading ◄──► Paused      from any of these three:
 //!      └────────────┴──────────────┘         ──► Uploading  start_attempt
-//!                   │ decide                  ──► Paused     set_paused
+//!                   │ decide                  ──► Paused     set_paused, pause_changed
 //!                   ▼                         ──► Waiting    set_waiting, requeue_changed
 //!              Finishing ──mark_moved──► Done (outcome uploaded) / Failed (outcome failed)
 //!
@@ -247,32 +247,32 @@ impl JobStore {
 
     /// The server will not continue this upload: send everything again, to the same video.
     pub fn restart_content(&self, id: i64) -> Result<(), StoreError> {
-        self.update(
-            id,
-            "restarted",
-            ACTIVE,
-            "UPDATE jobs SET next_chunk = 1, bytes_sent = 0, updated_at = ?2 WHERE id = ?1",
-            params![id, Stamp(now())],
-        )
+        self.write(|tx| restart_content_in(tx, id))
     }
 
     /// Appends a line to the job's upload log (any state).
     pub fn record_event(&self, id: i64, event: &str, detail: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            current_state(tx, id)?;
-            insert_event(tx, id, event, detail)
-        })
+        self.write(|tx| record_event_in(tx, id, event, detail))
     }
 
     /// The job waits for something outside the file (quota, credentials, network).
     pub fn set_paused(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        self.update(
-            id,
-            "paused",
-            ACTIVE,
-            "UPDATE jobs SET state = 'paused', pause_reason = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, reason, Stamp(now())],
-        )
+        self.write(|tx| set_paused_in(tx, id, reason))
+    }
+
+    /// The file changed under an unfinished upload: a `changed` event saying `why`, Paused with
+    /// `pause_reason` until the file is stable again, and the content restarts at chunk 1 on the
+    /// same video. What [`JobStore::record_event`], [`JobStore::set_paused`] and
+    /// [`JobStore::restart_content`] do in that order, with their state guards, but in one
+    /// transaction: a crash in between cannot leave a paused job that would resume mid-file,
+    /// and if a step is refused (unknown job; not Waiting, Uploading or Paused) nothing is
+    /// written, not even the event.
+    pub fn pause_changed(&self, id: i64, why: &str, pause_reason: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            record_event_in(tx, id, "changed", why)?;
+            set_paused_in(tx, id, pause_reason)?;
+            restart_content_in(tx, id)
+        })
     }
 
     /// Back in the queue (after a pause, or an upload interrupted by shutdown).
@@ -389,11 +389,7 @@ impl JobStore {
         sql: &str,
         params: &[&dyn ToSql],
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            check_state(tx, id, allowed, action)?;
-            tx.execute(sql, params)?;
-            Ok(())
-        })
+        self.write(|tx| transition(tx, id, action, allowed, sql, params))
     }
 }
 
@@ -466,6 +462,55 @@ fn check_state(
     } else {
         Err(StoreError::WrongState { id, state, action })
     }
+}
+
+/// The body of [`JobStore::update`], for methods that chain several steps in one transaction.
+fn transition(
+    tx: &Transaction<'_>,
+    id: i64,
+    action: &'static str,
+    allowed: &[JobState],
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<(), StoreError> {
+    check_state(tx, id, allowed, action)?;
+    tx.execute(sql, params)?;
+    Ok(())
+}
+
+// The steps that `JobStore::pause_changed` chains, shared with the methods that run each one
+// alone, so the combined method cannot drift from them.
+
+fn record_event_in(
+    tx: &Transaction<'_>,
+    id: i64,
+    event: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    current_state(tx, id)?;
+    insert_event(tx, id, event, detail)
+}
+
+fn set_paused_in(tx: &Transaction<'_>, id: i64, reason: &str) -> Result<(), StoreError> {
+    transition(
+        tx,
+        id,
+        "paused",
+        ACTIVE,
+        "UPDATE jobs SET state = 'paused', pause_reason = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, reason, Stamp(now())],
+    )
+}
+
+fn restart_content_in(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
+    transition(
+        tx,
+        id,
+        "restarted",
+        ACTIVE,
+        "UPDATE jobs SET next_chunk = 1, bytes_sent = 0, updated_at = ?2 WHERE id = ?1",
+        params![id, Stamp(now())],
+    )
 }
 
 fn now() -> OffsetDateTime {
@@ -717,6 +762,118 @@ mod tests {
     }
 
     #[test]
+    fn pause_changed_is_the_three_steps_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let started = |name: &str| {
+            let id = id_of(store.enqueue(new_job(dir.path(), name)).unwrap());
+            store.start_attempt(id).unwrap();
+            store.record_video(id, "v7").unwrap();
+            store.record_progress(id, 4, 10, 100, 300).unwrap();
+            id
+        };
+        let why = "size 1000 -> 1200";
+        let reason = "the file changed; waiting until it is stable";
+        let combined = started("a.mov");
+        let stepwise = started("b.mov");
+        store.pause_changed(combined, why, reason).unwrap();
+        store.record_event(stepwise, "changed", why).unwrap();
+        store.set_paused(stepwise, reason).unwrap();
+        store.restart_content(stepwise).unwrap();
+
+        let job = store.job(combined).unwrap();
+        assert_eq!(job.state, JobState::Paused);
+        assert_eq!(job.pause_reason.as_deref(), Some(reason));
+        assert_eq!((job.next_chunk, job.bytes_sent), (1, 0));
+        assert_eq!(job.video_id.as_deref(), Some("v7"));
+        let last = job.events.last().unwrap();
+        assert_eq!(
+            (last.event.as_str(), last.detail.as_str()),
+            ("changed", why)
+        );
+
+        // Everything but the ids, paths and clocks matches the three separate calls.
+        let same = |job: &Job| {
+            (
+                job.state,
+                job.pause_reason.clone(),
+                job.attempts,
+                job.video_id.clone(),
+                (
+                    job.next_chunk,
+                    job.total_chunks,
+                    job.chunk_size,
+                    job.bytes_sent,
+                ),
+                job.events
+                    .iter()
+                    .map(|e| (e.event.clone(), e.detail.clone()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(same(&job), same(&store.job(stepwise).unwrap()));
+
+        // A paused job can change again.
+        store.pause_changed(combined, "grew again", reason).unwrap();
+        assert_eq!(
+            store.job(combined).unwrap().events.len(),
+            job.events.len() + 1
+        );
+    }
+
+    #[test]
+    fn pause_changed_writes_nothing_when_a_step_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            store.pause_changed(77, "x", "y"),
+            Err(StoreError::UnknownJob(77))
+        ));
+
+        // Refused by the pause's state guard: the event, which on its own would be recorded
+        // (any state), is rolled back with it.
+        let decided = id_of(store.enqueue(new_job(dir.path(), "a.mov")).unwrap());
+        store
+            .decide(decided, Outcome::Uploaded, None, None)
+            .unwrap();
+        let before = store.job(decided).unwrap();
+        assert!(matches!(
+            store.pause_changed(decided, "grew", "changed"),
+            Err(StoreError::WrongState {
+                state: JobState::Finishing,
+                action: "paused",
+                ..
+            })
+        ));
+        assert_eq!(store.job(decided).unwrap(), before);
+
+        // Refused at the last step, after the event and the pause were written: both are undone.
+        let id = id_of(store.enqueue(new_job(dir.path(), "b.mov")).unwrap());
+        store.start_attempt(id).unwrap();
+        store.record_progress(id, 4, 10, 100, 300).unwrap();
+        let before = store.job(id).unwrap();
+        store
+            .lock()
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse_restart BEFORE UPDATE OF next_chunk ON jobs
+                 BEGIN SELECT RAISE(ABORT, 'restart refused by the test'); END;",
+            )
+            .unwrap();
+        let err = store.pause_changed(id, "grew", "changed").unwrap_err();
+        assert!(
+            err.to_string().contains("restart refused by the test"),
+            "{err}"
+        );
+        assert_eq!(store.job(id).unwrap(), before);
+        // The same failure with the three separate calls leaves a half-done change behind.
+        store.record_event(id, "changed", "grew").unwrap();
+        store.set_paused(id, "changed").unwrap();
+        assert!(store.restart_content(id).is_err());
+        let half = store.job(id).unwrap();
+        assert_eq!((half.state, half.next_chunk), (JobState::Paused, 4));
+    }
+
+    #[test]
     fn vanished_file_is_gone_not_failed() {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::open(dir.path()).unwrap();
@@ -812,6 +969,7 @@ mod tests {
         Moved(usize),
         Forget(usize),
         Changed(usize),
+        PauseChanged(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -827,6 +985,7 @@ mod tests {
             any::<usize>().prop_map(Op::Moved),
             any::<usize>().prop_map(Op::Forget),
             any::<usize>().prop_map(Op::Changed),
+            any::<usize>().prop_map(Op::PauseChanged),
         ]
     }
 
@@ -844,7 +1003,7 @@ mod tests {
                     Op::Enqueue(_) => None,
                     Op::Start(j) | Op::Pause(j) | Op::Resume(j) | Op::Progress(j, _)
                     | Op::Restart(j) | Op::Decide(j, _) | Op::Moved(j) | Op::Forget(j)
-                    | Op::Changed(j) => pick(&ids, *j),
+                    | Op::Changed(j) | Op::PauseChanged(j) => pick(&ids, *j),
                 };
                 let result = match (&op, target) {
                     (Op::Enqueue(p), _) => store
@@ -867,6 +1026,7 @@ mod tests {
                     (Op::Moved(_), Some(id)) => store.mark_moved(id, Path::new("/dest")),
                     (Op::Forget(_), Some(id)) => store.forget(id, "vanished"),
                     (Op::Changed(_), Some(id)) => store.requeue_changed(id, 7, 7),
+                    (Op::PauseChanged(_), Some(id)) => store.pause_changed(id, "grew", "changed"),
                 };
                 if result.is_err() {
                     // A refused operation changes nothing.
@@ -876,6 +1036,7 @@ mod tests {
                         prop_assert_eq!(now.state, before.state);
                         prop_assert_eq!(now.next_chunk, before.next_chunk);
                         prop_assert_eq!(now.updated_at, before.updated_at);
+                        prop_assert_eq!(now.events.len(), before.events.len());
                     }
                 }
 
