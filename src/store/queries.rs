@@ -1,0 +1,153 @@
+//! Read-only questions about jobs: one job, the jobs to resume or finish, the next job to
+//! upload, recent results and per-state counts. Used by the agent and by `hotfolder status`
+//! (through a read-only store); none of them changes anything.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rusqlite::params;
+
+use super::job::UNFINISHED;
+use super::schema::{SqlPath, load_job, load_jobs, state_list};
+use super::{Job, JobState, JobStore, QueueSummary, StoreError};
+
+impl JobStore {
+    pub fn job(&self, id: i64) -> Result<Job, StoreError> {
+        self.read(|conn| {
+            load_job(conn, "WHERE id = ?1", params![id])?.ok_or(StoreError::UnknownJob(id))
+        })
+    }
+
+    /// The unfinished job (Waiting, Uploading, Paused or Finishing) for this file, if any.
+    pub fn active_job_for_path(&self, path: &Path) -> Result<Option<Job>, StoreError> {
+        self.read(|conn| {
+            load_job(
+                conn,
+                &format!("WHERE path = ?1 AND state IN ({})", state_list(UNFINISHED)),
+                params![SqlPath(path)],
+            )
+        })
+    }
+
+    /// Every unfinished job, oldest first: what a restart resumes.
+    pub fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        self.read(|conn| {
+            load_jobs(
+                conn,
+                &format!("WHERE state IN ({}) ORDER BY id", state_list(UNFINISHED)),
+                params![],
+            )
+        })
+    }
+
+    /// Jobs whose upload is over but whose file is not in done/ or failed/ yet, oldest first.
+    pub fn finishing_ids(&self) -> Result<Vec<i64>, StoreError> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare("SELECT id FROM jobs WHERE state = 'finishing' ORDER BY id")?;
+            let ids = statement
+                .query_map(params![], |row| row.get(0))?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(ids)
+        })
+    }
+
+    /// The oldest waiting job that is not in `busy` (jobs a worker is already on).
+    pub fn next_waiting(&self, busy: &HashSet<i64>) -> Result<Option<Job>, StoreError> {
+        let limit = i64::try_from(busy.len() + 1).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let jobs = load_jobs(
+                conn,
+                "WHERE state = 'waiting' ORDER BY id LIMIT ?1",
+                params![limit],
+            )?;
+            Ok(jobs.into_iter().find(|job| !busy.contains(&job.id)))
+        })
+    }
+
+    /// Done, failed and gone jobs, most recently finished first.
+    pub fn recent_finished(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            load_jobs(
+                conn,
+                "WHERE state IN ('done', 'failed', 'gone') ORDER BY updated_at DESC, id DESC LIMIT ?1",
+                params![limit],
+            )
+        })
+    }
+
+    pub fn summary(&self) -> Result<QueueSummary, StoreError> {
+        self.read(|conn| {
+            let mut summary = QueueSummary::default();
+            let mut stmt =
+                conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let state: JobState = row.get(0)?;
+                let count: u64 = row.get(1)?;
+                let slot = match state {
+                    JobState::Waiting => &mut summary.waiting,
+                    JobState::Uploading => &mut summary.uploading,
+                    JobState::Paused => &mut summary.paused,
+                    JobState::Finishing => &mut summary.finishing,
+                    JobState::Done => &mut summary.done,
+                    JobState::Failed => &mut summary.failed,
+                    JobState::Gone => &mut summary.gone,
+                };
+                *slot = count;
+            }
+            Ok(summary)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Outcome;
+    use crate::store::test_support::{id_of, new_job};
+
+    #[test]
+    fn summary_counts_each_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let ids: Vec<i64> = (0..7)
+            .map(|i| {
+                id_of(
+                    store
+                        .enqueue(new_job(dir.path(), &format!("{i}.mov")))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        store.start_attempt(ids[1]).unwrap();
+        store.set_paused(ids[2], "quota").unwrap();
+        store.decide(ids[3], Outcome::Uploaded, None, None).unwrap();
+        store.decide(ids[4], Outcome::Uploaded, None, None).unwrap();
+        store.mark_moved(ids[4], Path::new("/d/4.mov")).unwrap();
+        store.decide(ids[5], Outcome::Failed, None, None).unwrap();
+        store.mark_moved(ids[5], Path::new("/f/5.mov")).unwrap();
+        store.forget(ids[6], "deleted").unwrap();
+        assert_eq!(
+            store.summary().unwrap(),
+            QueueSummary {
+                waiting: 1,
+                uploading: 1,
+                paused: 1,
+                finishing: 1,
+                done: 1,
+                failed: 1,
+                gone: 1,
+            }
+        );
+        let recent: Vec<i64> = store
+            .recent_finished(10)
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(recent, [ids[6], ids[5], ids[4]]);
+        assert_eq!(store.recent_finished(1).unwrap().len(), 1);
+    }
+}

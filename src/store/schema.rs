@@ -1,0 +1,390 @@
+//! How the store is laid out in SQLite: the schema migrations and their version checks, and the
+//! mapping between rows and Rust values (jobs, states, timestamps, paths, JSON columns).
+//! Nothing here decides *when* a row changes; that is the state machine in `mod.rs`.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, Row, ToSql, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Job, JobError, JobEvent, JobState, Outcome, StoreError};
+
+/// Schema migrations; entry `i` upgrades the schema from version `i` to `i + 1`. Append only:
+/// a released migration never changes, because databases in the field already ran it.
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "
+    CREATE TABLE jobs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        folder        TEXT    NOT NULL,
+        path          TEXT    NOT NULL,
+        rel_path      TEXT    NOT NULL,
+        size          INTEGER NOT NULL,
+        mtime_ns      INTEGER NOT NULL,
+        rule          TEXT    NOT NULL,
+        state         TEXT    NOT NULL CHECK (state IN
+                          ('waiting', 'uploading', 'paused', 'finishing', 'done', 'failed', 'gone')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        video_id      TEXT,
+        upload_url    TEXT,
+        url_issued_at TEXT,
+        next_chunk    INTEGER NOT NULL DEFAULT 1 CHECK (next_chunk >= 1),
+        total_chunks  INTEGER,
+        chunk_size    INTEGER,
+        bytes_sent    INTEGER NOT NULL DEFAULT 0,
+        sha256        TEXT,
+        outcome       TEXT CHECK (outcome IN ('uploaded', 'failed')),
+        error         TEXT,
+        pause_reason  TEXT,
+        detected_at   TEXT    NOT NULL,
+        started_at    TEXT,
+        finished_at   TEXT,
+        destination   TEXT,
+        updated_at    TEXT    NOT NULL,
+        CHECK (total_chunks IS NULL OR next_chunk <= total_chunks + 1),
+        CHECK (state NOT IN ('finishing', 'done', 'failed') OR outcome IS NOT NULL)
+    );
+    -- One unfinished job per file: the watcher may report a file many times.
+    CREATE UNIQUE INDEX jobs_one_active_per_path ON jobs (path)
+        WHERE state IN ('waiting', 'uploading', 'paused', 'finishing');
+    CREATE INDEX jobs_by_state ON jobs (state, updated_at);
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id  INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at      TEXT    NOT NULL,
+        event   TEXT    NOT NULL,
+        detail  TEXT    NOT NULL
+    );
+    CREATE INDEX events_by_job ON events (job_id, id);
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    ",
+];
+
+/// Every column of `jobs`, for [`job_from_row`] (which reads them by name).
+const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, state, attempts, \
+    video_id, upload_url, url_issued_at, next_chunk, total_chunks, chunk_size, bytes_sent, \
+    sha256, outcome, error, pause_reason, detected_at, started_at, finished_at, destination, \
+    updated_at";
+
+/// Brings the schema up to date (or creates it), in one transaction.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let run = |conn: &mut Connection| -> Result<(), StoreError> {
+        // IMMEDIATE so two processes opening a fresh store do not both run the migrations.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let supported = MIGRATIONS.len() as i64;
+        let Ok(start) = usize::try_from(found) else {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        };
+        if found > supported {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        for migration in &MIGRATIONS[start..] {
+            tx.execute_batch(migration)?;
+        }
+        if start < MIGRATIONS.len() {
+            tx.pragma_update(None, "user_version", supported)?;
+        }
+        tx.commit()?;
+        Ok(())
+    };
+    run(conn).map_err(|e| e.at(path))
+}
+
+/// Checks that a store opened read-only has exactly the schema this hotfolder knows: a reader
+/// cannot upgrade an older one, and must not guess at a newer one.
+pub(super) fn check_read_only_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported || found < 0 {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    if found < supported {
+        return Err(StoreError::NeedsUpgrade {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}
+
+/// `'waiting', 'uploading', …` for an SQL `IN (…)`.
+pub(super) fn state_list(states: &[JobState]) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first job matching `clause` (`WHERE …`), with its events.
+pub(super) fn load_job(
+    conn: &Connection,
+    clause: &str,
+    params: &[&dyn ToSql],
+) -> Result<Option<Job>, StoreError> {
+    Ok(load_jobs(conn, clause, params)?.into_iter().next())
+}
+
+/// The jobs matching `clause` (`WHERE … ORDER BY …`), each with its events.
+pub(super) fn load_jobs(
+    conn: &Connection,
+    clause: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<Job>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs {clause}"))?;
+    let mut jobs = stmt
+        .query_map(params, job_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut events =
+        conn.prepare_cached("SELECT at, event, detail FROM events WHERE job_id = ?1 ORDER BY id")?;
+    for job in &mut jobs {
+        job.events = events
+            .query_map(params![job.id], |row| {
+                Ok(JobEvent {
+                    at: row.get::<_, Stamp>(0)?.0,
+                    event: row.get(1)?,
+                    detail: row.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(jobs)
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: row.get("id")?,
+        folder: row.get::<_, OwnedPath>("folder")?.0,
+        path: row.get::<_, OwnedPath>("path")?.0,
+        rel_path: row.get::<_, OwnedPath>("rel_path")?.0,
+        size: row.get("size")?,
+        mtime_ns: row.get("mtime_ns")?,
+        rule: row.get("rule")?,
+        state: row.get("state")?,
+        attempts: row.get("attempts")?,
+        video_id: row.get("video_id")?,
+        upload_url: row.get("upload_url")?,
+        url_issued_at: row.get::<_, Option<Stamp>>("url_issued_at")?.map(|s| s.0),
+        next_chunk: row.get("next_chunk")?,
+        total_chunks: row.get("total_chunks")?,
+        chunk_size: row.get("chunk_size")?,
+        bytes_sent: row.get("bytes_sent")?,
+        sha256: row.get("sha256")?,
+        outcome: row.get("outcome")?,
+        error: row.get::<_, Option<Json<JobError>>>("error")?.map(|j| j.0),
+        pause_reason: row.get("pause_reason")?,
+        events: Vec::new(),
+        detected_at: row.get::<_, Stamp>("detected_at")?.0,
+        started_at: row.get::<_, Option<Stamp>>("started_at")?.map(|s| s.0),
+        finished_at: row.get::<_, Option<Stamp>>("finished_at")?.map(|s| s.0),
+        destination: row.get::<_, Option<OwnedPath>>("destination")?.map(|p| p.0),
+        updated_at: row.get::<_, Stamp>("updated_at")?.0,
+    })
+}
+
+impl ToSql for JobState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for JobState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        JobState::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown job state {text:?}").into()))
+    }
+}
+
+impl ToSql for Outcome {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Outcome {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "uploaded" => Ok(Outcome::Uploaded),
+            "failed" => Ok(Outcome::Failed),
+            other => Err(FromSqlError::Other(
+                format!("unknown outcome {other:?}").into(),
+            )),
+        }
+    }
+}
+
+/// A timestamp stored as fixed-width UTC text (`2025-01-31T12:00:00.000000000Z`): readable in
+/// `sqlite3`, and it sorts in time order as text.
+pub(super) struct Stamp(pub(super) OffsetDateTime);
+
+pub(super) const STAMP_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+);
+
+impl ToSql for Stamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let text = self
+            .0
+            .to_offset(time::UtcOffset::UTC)
+            .format(STAMP_FORMAT)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(ToSqlOutput::from(text))
+    }
+}
+
+impl FromSql for Stamp {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        time::PrimitiveDateTime::parse(text, STAMP_FORMAT)
+            .map(|t| Stamp(t.assume_utc()))
+            .map_err(|e| FromSqlError::Other(format!("bad timestamp {text:?}: {e}").into()))
+    }
+}
+
+/// A value stored as JSON text.
+pub(super) struct Json<T>(pub(super) T);
+
+impl<T: Serialize> ToSql for Json<&T> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let text = serde_json::to_string(self.0)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(ToSqlOutput::from(text))
+    }
+}
+
+impl<T: for<'de> Deserialize<'de>> FromSql for Json<T> {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        serde_json::from_str(value.as_str()?)
+            .map(Json)
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// A path as text when it is UTF-8 (readable in `sqlite3`), else as the raw bytes, so that
+/// every file name the OS allows round-trips exactly. The same path always maps to the same
+/// value, which the one-active-job-per-path index relies on.
+pub(super) struct SqlPath<'a>(pub(super) &'a Path);
+
+impl ToSql for SqlPath<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        if let Some(text) = self.0.to_str() {
+            return Ok(ToSqlOutput::from(text));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            Ok(ToSqlOutput::Owned(Value::Blob(
+                self.0.as_os_str().as_bytes().to_vec(),
+            )))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(ToSqlOutput::Owned(Value::Text(
+                self.0.to_string_lossy().into_owned(),
+            )))
+        }
+    }
+}
+
+/// A path read back from a column written as [`SqlPath`].
+struct OwnedPath(PathBuf);
+
+impl FromSql for OwnedPath {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value {
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::ffi::OsStrExt;
+                    Ok(OwnedPath(PathBuf::from(std::ffi::OsStr::from_bytes(bytes))))
+                }
+                #[cfg(not(unix))]
+                {
+                    Ok(OwnedPath(PathBuf::from(
+                        String::from_utf8_lossy(bytes).into_owned(),
+                    )))
+                }
+            }
+            _ => Err(FromSqlError::InvalidType),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DB_FILE_NAME, JobStore};
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(JobStore::open(dir.path()).unwrap());
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = JobStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::TooNew {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("newer hotfolder"));
+        assert!(err.to_string().contains(DB_FILE_NAME));
+        assert!(matches!(
+            JobStore::open_read_only(dir.path()),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_paths_round_trip() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+
+        use crate::store::Enqueued;
+        use crate::store::test_support::{id_of, new_job};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let name = OsStr::from_bytes(b"caf\xe9.mov");
+        let mut job = new_job(dir.path(), "x");
+        job.path = dir.path().join(name);
+        job.rel_path = PathBuf::from(name);
+        let id = id_of(store.enqueue(job.clone()).unwrap());
+        assert_eq!(store.job(id).unwrap().path, job.path);
+        assert_eq!(store.enqueue(job).unwrap(), Enqueued::AlreadyActive(id));
+    }
+}
