@@ -469,15 +469,9 @@ fn wait_until_stable_again(shared: &Shared, job: &Job, name: &str, why: &str, pa
     tracing::info!(file = %name, "{why}; waiting until it is stable, then sending it again");
     log_store_error(
         job.id,
-        "the change",
-        shared.store.record_event(job.id, "changed", why),
+        "that the file changed",
+        shared.store.pause_changed(job.id, why, pause_reason),
     );
-    log_store_error(
-        job.id,
-        "the pause",
-        shared.store.set_paused(job.id, pause_reason),
-    );
-    log_store_error(job.id, "the restart", shared.store.restart_content(job.id));
     // The intake's receiver lives as long as the agent: a send cannot fail while we run.
     let _ = shared.retrack.send(job.path.clone());
 }
