@@ -887,7 +887,7 @@ async fn token_answer_that_is_not_json_is_a_login_problem() {
         "{message}"
     );
     // Not the file's fault: the agent pauses the queue instead of moving files to failed/.
-    assert_eq!(err.blame(), Blame::Account, "{err}");
+    assert_eq!(err.blame(), Blame::AccountOrNetwork, "{err}");
     assert_eq!(server.log(), vec!["POST /token"], "no video created");
 }
 
@@ -1022,7 +1022,7 @@ async fn quota_1101_inside_a_500_is_not_retried() {
         "{err:?}"
     );
     assert!(err.to_string().contains("storage quota"), "{err}");
-    assert_eq!(err.blame(), Blame::Account);
+    assert_eq!(err.blame(), Blame::AccountOrNetwork);
     assert_eq!(server.count("POST /upload/"), 1, "no retry storm");
     // …and on create-video.
     let server = Canned::start(move |method, target| match (method, target) {
@@ -1070,7 +1070,7 @@ async fn an_endless_slow_body_is_cut_by_the_request_timeout() {
     assert!(err.to_string().contains("timed out"), "{err}");
     assert_eq!(
         err.blame(),
-        Blame::Account,
+        Blame::AccountOrNetwork,
         "the server's fault, not the file's"
     );
     assert_eq!(server.count("POST /upload/"), 3);
@@ -1092,7 +1092,7 @@ async fn a_server_that_never_answers_is_given_up_on_naming_the_step() {
         message.starts_with("create video: gave up after 3 tries") && message.contains("timed out"),
         "{message}"
     );
-    assert_eq!(err.blame(), Blame::Account);
+    assert_eq!(err.blame(), Blame::AccountOrNetwork);
     assert_eq!(server.count("POST /api/12345/videos"), 3);
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_secs(10),

@@ -410,7 +410,7 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             Blame::Cancelled => {
                 tracing::info!(file = %name, "upload interrupted by shutdown; it resumes on restart");
             }
-            Blame::Account => {
+            Blame::AccountOrNetwork => {
                 log_store_error(
                     id,
                     "the pause",
@@ -422,7 +422,7 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
                 }
                 start_or_extend_pause(shared, &err);
             }
-            Blame::Source => {
+            Blame::StillChanging => {
                 end_pause(shared);
                 if job.path.exists() {
                     wait_until_stable_again(

@@ -234,10 +234,11 @@ pub enum VmproError {
 pub enum Blame {
     /// The file (or what the server thinks of it) is the problem: it goes to failed/.
     File,
-    /// Credentials, quota or network: the queue pauses, files stay where they are.
-    Account,
-    /// The file changed or vanished: wait for it to settle and try again.
-    Source,
+    /// Credentials, quota, the network or the platform being down: every file would fail
+    /// alike, so the queue pauses and files stay where they are.
+    AccountOrNetwork,
+    /// The file changed or vanished while it was sent: wait for it to settle and try again.
+    StillChanging,
     /// Shutdown.
     Cancelled,
 }
@@ -246,18 +247,18 @@ impl VmproError {
     /// Who is at fault, which decides where the file goes.
     pub fn blame(&self) -> Blame {
         match self {
-            VmproError::Unreachable { .. } | VmproError::Quota { .. } => Blame::Account,
-            VmproError::Credentials { .. } => Blame::Account,
+            VmproError::Unreachable { .. } | VmproError::Quota { .. } => Blame::AccountOrNetwork,
+            VmproError::Credentials { .. } => Blame::AccountOrNetwork,
             VmproError::GaveUp { last, .. } => match last.as_ref() {
-                VmproError::Unreachable { .. } => Blame::Account,
+                VmproError::Unreachable { .. } => Blame::AccountOrNetwork,
                 // 5xx/429 for every try: the platform is down or throttling us, not the file.
                 VmproError::Status {
                     disposition: Disposition::Retry { .. },
                     ..
-                } => Blame::Account,
+                } => Blame::AccountOrNetwork,
                 other => other.blame(),
             },
-            VmproError::FileChanged { .. } => Blame::Source,
+            VmproError::FileChanged { .. } => Blame::StillChanging,
             VmproError::Cancelled => Blame::Cancelled,
             // No usable token (an answer that is not the expected JSON, a redirect, a 404 from
             // a wrong token_url): every file would fail alike, so none of them is to blame.
@@ -268,7 +269,7 @@ impl VmproError {
             | VmproError::Protocol {
                 step: Step::Login | Step::Refresh,
                 ..
-            } => Blame::Account,
+            } => Blame::AccountOrNetwork,
             VmproError::Status { .. }
             | VmproError::Protocol { .. }
             | VmproError::Read { .. }
@@ -461,11 +462,11 @@ mod tests {
             step,
             message: "the token answer is not the expected JSON".into(),
         };
-        assert_eq!(protocol(Step::Login).blame(), Blame::Account);
-        assert_eq!(protocol(Step::Refresh).blame(), Blame::Account);
+        assert_eq!(protocol(Step::Login).blame(), Blame::AccountOrNetwork);
+        assert_eq!(protocol(Step::Refresh).blame(), Blame::AccountOrNetwork);
         assert_eq!(protocol(Step::CreateVideo).blame(), Blame::File);
         let redirected = VmproError::from_answer(Step::Login, 302, b"", Disposition::Permanent);
-        assert_eq!(redirected.blame(), Blame::Account);
+        assert_eq!(redirected.blame(), Blame::AccountOrNetwork);
     }
 
     #[test]
