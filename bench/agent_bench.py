@@ -4,7 +4,7 @@
 
     python3 bench/agent_bench.py [--files 10000] [--idle-seconds 60]
 
-Targets (issue 3): latency <= stable_for + 1 s; idle CPU < 1 s per minute with 10,000 files
+Targets: latency <= stable_for + 1 s; idle CPU < 1 s per minute with 10,000 files
 watched; first upload within 3 s of starting with 10,000 files waiting; RSS <= 100 MiB.
 """
 

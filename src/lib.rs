@@ -10,6 +10,12 @@
 //! `config` turns the TOML file into validated [`config::Settings`]; `vmpro` is the platform
 //! client (auth, API calls, the chunked upload engine); `retry` is the Fibonacci backoff;
 //! `emulator` is the built-in VideoManager Pro emulator used by `demo`, `emulator` and tests.
+//!
+//! Unix only (Linux and macOS): file identity (device and inode), permissions, signals and the
+//! service managers it runs under are Unix's.
+
+#[cfg(not(unix))]
+compile_error!("hotfolder runs on Linux and macOS only");
 
 pub mod agent;
 pub mod cli;

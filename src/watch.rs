@@ -70,9 +70,7 @@ pub enum WatchError {
 
 // The limits come back as bare errno values; both numbers are the same on Linux, macOS and the
 // BSDs, and std has no stable ErrorKind for EMFILE.
-#[cfg(unix)]
 const ENOSPC: i32 = 28;
-#[cfg(unix)]
 const EMFILE: i32 = 24;
 
 const MAX_USER_WATCHES_HINT: &str = "the system's limit on watched folders is reached \
@@ -90,7 +88,6 @@ const MAX_USER_INSTANCES_HINT: &str = "too many watchers or open files (fs.inoti
 fn limit_hint(err: &notify::Error) -> Option<&'static str> {
     match &err.kind {
         notify::ErrorKind::MaxFilesWatch => Some(MAX_USER_WATCHES_HINT),
-        #[cfg(unix)]
         notify::ErrorKind::Io(io) => match io.raw_os_error() {
             Some(ENOSPC) => Some(MAX_USER_WATCHES_HINT),
             Some(EMFILE) => Some(MAX_USER_INSTANCES_HINT),
@@ -427,15 +424,9 @@ pub fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
         .and_then(|meta| identity_of(&meta))
 }
 
-#[cfg(unix)]
 fn identity_of(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     Some((meta.dev(), meta.ino()))
-}
-
-#[cfg(not(unix))]
-fn identity_of(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
-    None
 }
 
 #[cfg(test)]

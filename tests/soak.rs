@@ -1,4 +1,4 @@
-//! The fault-injection soak (issue 5): evidence that `hotfolder run` never loses or duplicates a
+//! The fault-injection soak: evidence that `hotfolder run` never loses or duplicates a
 //! delivery. Files of random sizes arrive in bursts (some written slowly in place, some under a
 //! `.part` name and renamed, some in sub-folders, a few empty ones that must fail); the emulator
 //! fails, resets, stalls, throttles and drops answers at high rates and refuses upload URLs

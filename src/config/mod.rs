@@ -56,8 +56,9 @@ use validate::validate;
 /// The commented starter config that `hotfolder init` writes.
 pub const STARTER_CONFIG: &str = include_str!("../../config.example.toml");
 
-/// The platform's documented endpoints (see docs/vmpro-protocol.md).
+/// The platform's documented API endpoint.
 pub const DEFAULT_API_URL: &str = "https://api.video-cdn.net/v1/vms/";
+/// The platform's documented token endpoint (Keycloak, OpenID Connect).
 pub const DEFAULT_TOKEN_URL: &str =
     "https://login.movingimage.com/auth/realms/platform/protocol/openid-connect/token";
 
@@ -330,10 +331,10 @@ fn from_toml_str_with_env(
     };
     let raw = deserialize_leniently(document, &lines, &mut problems);
     let settings = raw.and_then(|raw| validate(raw, &source, &base, env, purpose, &mut problems));
-    if problems.list.is_empty() {
-        if let Some(settings) = settings {
-            return Ok(settings);
-        }
+    if problems.list.is_empty()
+        && let Some(settings) = settings
+    {
+        return Ok(settings);
     }
     // File order; problems without a line (a missing table) first. The sort is stable.
     problems.list.sort_by_key(|(line, _)| line.unwrap_or(0));

@@ -73,7 +73,6 @@ pub fn secret_file_warnings(settings: &Settings) -> Vec<String> {
         .collect()
 }
 
-#[cfg(unix)]
 fn readable_by_others(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
@@ -85,9 +84,4 @@ fn readable_by_others(path: &Path) -> Option<String> {
             path.display()
         )
     })
-}
-
-#[cfg(not(unix))]
-fn readable_by_others(_path: &Path) -> Option<String> {
-    None
 }

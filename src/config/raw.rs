@@ -225,15 +225,15 @@ fn remove_entry(table: &mut DeTable<'_>, path: &[Step]) -> bool {
 /// Serde's words for Rust types, in the user's words.
 fn humanize(message: &str) -> String {
     // toml reads integers beyond i64 as i128 before the target type refuses them.
-    if let Some(rest) = message.strip_prefix("invalid type: integer `") {
-        if let Some((number, _)) = rest.split_once("` as i128") {
-            return format!("{number} is too large");
-        }
+    if let Some(rest) = message.strip_prefix("invalid type: integer `")
+        && let Some((number, _)) = rest.split_once("` as i128")
+    {
+        return format!("{number} is too large");
     }
-    if let Some(rest) = message.strip_prefix("invalid value: integer `-") {
-        if let Some((number, _)) = rest.split_once('`') {
-            return format!("-{number} is negative; expected a whole number of 0 or more");
-        }
+    if let Some(rest) = message.strip_prefix("invalid value: integer `-")
+        && let Some((number, _)) = rest.split_once('`')
+    {
+        return format!("-{number} is negative; expected a whole number of 0 or more");
     }
     let mut text = message.to_owned();
     for rust_type in ["u64", "u32", "usize", "i64", "u16", "u8"] {

@@ -1,5 +1,5 @@
 //! `hotfolder emulator`: the emulator as a command, for trying configurations and integrations
-//! offline. The lead wires [`EmulatorArgs`] into the CLI and calls [`run_cli`].
+//! offline. [`EmulatorArgs`] are its command-line flags and [`run_cli`] runs it.
 
 use std::net::SocketAddr;
 use std::time::Duration;

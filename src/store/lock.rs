@@ -42,12 +42,6 @@ impl StateLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        // `File::try_lock` is Rust 1.89; raising `rust-version` from 1.85 is the lead's call
-        // (it also turns on newer lints across the crate).
-        #[expect(
-            clippy::incompatible_msrv,
-            reason = "needs rust-version = 1.89 in Cargo.toml"
-        )]
         let locked = file.try_lock();
         match locked {
             Ok(()) => {}

@@ -295,19 +295,10 @@ impl ToSql for SqlPath<'_> {
         if let Some(text) = self.0.to_str() {
             return Ok(ToSqlOutput::from(text));
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::ffi::OsStrExt;
-            Ok(ToSqlOutput::Owned(Value::Blob(
-                self.0.as_os_str().as_bytes().to_vec(),
-            )))
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(ToSqlOutput::Owned(Value::Text(
-                self.0.to_string_lossy().into_owned(),
-            )))
-        }
+        use std::os::unix::ffi::OsStrExt;
+        Ok(ToSqlOutput::Owned(Value::Blob(
+            self.0.as_os_str().as_bytes().to_vec(),
+        )))
     }
 }
 
@@ -318,17 +309,8 @@ impl FromSql for OwnedPath {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         match value {
             ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-                #[cfg(unix)]
-                {
-                    use std::os::unix::ffi::OsStrExt;
-                    Ok(OwnedPath(PathBuf::from(std::ffi::OsStr::from_bytes(bytes))))
-                }
-                #[cfg(not(unix))]
-                {
-                    Ok(OwnedPath(PathBuf::from(
-                        String::from_utf8_lossy(bytes).into_owned(),
-                    )))
-                }
+                use std::os::unix::ffi::OsStrExt;
+                Ok(OwnedPath(PathBuf::from(std::ffi::OsStr::from_bytes(bytes))))
             }
             _ => Err(FromSqlError::InvalidType),
         }

@@ -1,5 +1,6 @@
 //! The movingimage VideoManager Pro platform: login, API calls and the chunked upload engine.
-//! See `docs/` and the protocol notes in the README for what each answer means.
+//! What each answer means is decided in one place, `error::classify`; the emulator in
+//! `crate::emulator` is a strict model of the documented protocol.
 
 pub mod api;
 pub mod auth;
