@@ -122,21 +122,8 @@ pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, Fi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finish::tests::{names_in, write};
     use crate::store::{JobState, JobStore, NewJob};
-
-    fn write(path: &Path, bytes: &[u8]) {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, bytes).unwrap();
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
 
     fn finished_job(dir: &Path) -> Job {
         let store = JobStore::open(&dir.join("state")).unwrap();
