@@ -1,8 +1,15 @@
-//! The emulator's HTTP side, on hyper 1 directly: an accept loop, one http1 connection task per
-//! client, a small router and the handlers that turn requests into [`PlatformState`] calls.
+//! The emulator's HTTP side, on hyper 1 directly: the accept loop, one http1 connection task per
+//! client, the router, and the answer helpers every handler shares. The handlers that turn
+//! requests into [`PlatformState`] calls are its submodules, one per part of the protocol:
+//! `login` (keycloak's token endpoint, the legacy login, the bearer check), `video_api`
+//! (creating videos, issuing upload URLs) and `chunk_upload` (chunk posts, hashed as they stream).
 //!
 //! hyper rather than a framework because two faults must close the TCP connection without any
 //! answer: a service that returns `Err` makes hyper drop the connection on the spot.
+
+mod chunk_upload;
+mod login;
+mod video_api;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,18 +26,17 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::faults::{FaultCounters, FaultDice, FaultPlan};
-use super::state::{
-    ChunkPlan, ChunkRefusal, ChunkRequest, Clock, CreateRefusal, CreateVideoBody,
-    DEFAULT_VIDEO_MANAGER_ID, LoginRefusal, LoginStyle, PlatformState, QUOTA_MESSAGE,
-};
+use super::state::{Clock, PlatformState, QUOTA_MESSAGE};
 use super::{EmulatorOptions, EmulatorStats, Faults};
+use chunk_upload::{chunk, drain, read_part_then_drop};
+use login::{keycloak_token, legacy_login, legacy_refresh};
+use video_api::{create_video, upload_url};
 
 type Answer = Response<Full<Bytes>>;
 
@@ -40,16 +46,9 @@ type Refused = Box<Answer>;
 /// Largest login or create-video body read; the platform's are a few hundred bytes.
 const API_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Bodies of refused chunks are read and discarded up to this much, so the client gets to read
-/// the answer instead of a broken pipe (the protocol allows chunks of up to 64 MiB).
-const DRAIN_LIMIT: u64 = 128 * 1024 * 1024;
-
 /// hyper's read buffer per connection. Larger than its default (~400 KiB) so that chunk bodies
 /// arrive in fewer, bigger frames: fewer syscalls and wake-ups per hashed byte.
 const READ_BUFFER: usize = 1024 * 1024;
-
-const TOTAL_CHUNKS: &str = "mi24-upload-total-chunks";
-const CURRENT_CHUNK: &str = "mi24-upload-current-chunk";
 
 /// Why the emulator closed a connection instead of answering. Returned from the hyper service,
 /// which makes hyper drop the connection without writing a response.
@@ -418,532 +417,6 @@ fn api_call(shared: &Shared, route: Route, parts: &Parts, body: Bytes) -> Answer
     }
 }
 
-fn keycloak_token(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Answer {
-    let oauth_error = |status: StatusCode, error: &str, description: &str| {
-        json_answer(
-            status,
-            &json!({"error": error, "error_description": description}),
-        )
-    };
-    if !has_media_type(headers, "application/x-www-form-urlencoded") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "Content-Type must be application/x-www-form-urlencoded",
-        );
-    }
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-            .filter(|value| !value.is_empty())
-    };
-    if field("client_id").is_none() {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "Missing parameter: client_id",
-        );
-    }
-    let now = shared.clock.now();
-    let result = match field("grant_type") {
-        Some("password") => {
-            let (Some(username), Some(password)) = (field("username"), field("password")) else {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Missing parameter: username or password",
-                );
-            };
-            let result =
-                shared
-                    .state()
-                    .password_login(LoginStyle::Keycloak, username, password, now);
-            count_login(shared, result.is_ok());
-            result
-        }
-        Some("refresh_token") => {
-            let Some(refresh_token) = field("refresh_token") else {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "Missing parameter: refresh_token",
-                );
-            };
-            let result = shared
-                .state()
-                .refresh(LoginStyle::Keycloak, refresh_token, now);
-            if result.is_ok() {
-                bump(&shared.counters.refreshes);
-            }
-            result
-        }
-        _ => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "Unsupported grant_type",
-            );
-        }
-    };
-    match result {
-        Ok(tokens) => {
-            let (access_ttl, refresh_ttl) = {
-                let state = shared.state();
-                (state.access_ttl(), state.refresh_ttl())
-            };
-            json_answer(
-                StatusCode::OK,
-                &json!({
-                    "access_token": tokens.access_token,
-                    "expires_in": whole_seconds(access_ttl),
-                    "refresh_expires_in": whole_seconds(refresh_ttl),
-                    "refresh_token": tokens.refresh_token,
-                    "token_type": "Bearer",
-                    "not-before-policy": 0,
-                    "scope": "openid profile email",
-                }),
-            )
-        }
-        Err(LoginRefusal::BadCredentials) => oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_grant",
-            "Invalid user credentials",
-        ),
-        Err(LoginRefusal::BadRefreshToken) => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "Invalid refresh token",
-        ),
-    }
-}
-
-fn count_login(shared: &Shared, accepted: bool) {
-    if accepted {
-        bump(&shared.counters.logins);
-    } else {
-        bump(&shared.counters.logins_refused);
-    }
-}
-
-/// A lifetime as the integer seconds of `expires_in`, rounded up so that a sub-second test
-/// lifetime does not read as "already expired".
-fn whole_seconds(ttl: Duration) -> u64 {
-    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
-}
-
-#[derive(serde::Deserialize)]
-struct LegacyLoginBody {
-    username: String,
-    password: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LegacyRefreshBody {
-    refresh_token: String,
-}
-
-fn legacy_login(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Answer {
-    let login: LegacyLoginBody = match parse_json(headers, body) {
-        Ok(login) => login,
-        Err(answer) => return *answer,
-    };
-    let now = shared.clock.now();
-    let result =
-        shared
-            .state()
-            .password_login(LoginStyle::Legacy, &login.username, &login.password, now);
-    count_login(shared, result.is_ok());
-    match result {
-        Ok(tokens) => {
-            let vm = if shared.legacy_vm_id_as_string {
-                json!(DEFAULT_VIDEO_MANAGER_ID.to_string())
-            } else {
-                json!(DEFAULT_VIDEO_MANAGER_ID)
-            };
-            json_answer(
-                StatusCode::OK,
-                &json!({
-                    "accessToken": tokens.access_token,
-                    "refreshToken": tokens.refresh_token,
-                    "videoManagerList": [
-                        {"id": DEFAULT_VIDEO_MANAGER_ID, "name": "Emulated VideoManager"}
-                    ],
-                    "validForVideoManager": vm,
-                }),
-            )
-        }
-        Err(_) => message(StatusCode::UNAUTHORIZED, "Invalid username or password"),
-    }
-}
-
-fn legacy_refresh(shared: &Shared, headers: &HeaderMap, vm: &str, body: &[u8]) -> Answer {
-    if parse_decimal::<u64>(vm).is_none() {
-        return bad_video_manager(vm);
-    }
-    let refresh: LegacyRefreshBody = match parse_json(headers, body) {
-        Ok(refresh) => refresh,
-        Err(answer) => return *answer,
-    };
-    let now = shared.clock.now();
-    let result = shared
-        .state()
-        .refresh(LoginStyle::Legacy, &refresh.refresh_token, now);
-    match result {
-        Ok(tokens) => {
-            bump(&shared.counters.refreshes);
-            json_answer(StatusCode::OK, &json!({"accessToken": tokens.access_token}))
-        }
-        Err(_) => message(
-            StatusCode::UNAUTHORIZED,
-            "refresh token is not valid or has expired",
-        ),
-    }
-}
-
-/// `Err` is the answer when the bearer token is missing, unknown or expired.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Refused> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let authorized =
-        token.is_some_and(|token| shared.state().is_authorized(token, shared.clock.now()));
-    if authorized {
-        Ok(())
-    } else {
-        let answer = message(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized: a valid, unexpired bearer access token is required",
-        );
-        Err(Box::new(with_header(
-            answer,
-            header::WWW_AUTHENTICATE,
-            "Bearer",
-        )))
-    }
-}
-
-fn bad_video_manager(vm: &str) -> Answer {
-    message(
-        StatusCode::BAD_REQUEST,
-        &format!("video manager id {vm:?} is not a number"),
-    )
-}
-
-fn create_video(shared: &Shared, headers: &HeaderMap, vm: &str, body: &[u8]) -> Answer {
-    if let Err(answer) = authorize(shared, headers) {
-        return *answer;
-    }
-    let Some(vm_id) = parse_decimal::<u64>(vm) else {
-        return bad_video_manager(vm);
-    };
-    let request: CreateVideoBody = match parse_json(headers, body) {
-        Ok(request) => request,
-        Err(answer) => return *answer,
-    };
-    let created = shared.state().create_video(vm_id, request);
-    match created {
-        Ok(id) => {
-            bump(&shared.counters.videos_created);
-            let base = shared.request_base(headers);
-            let location = format!("{}{vm_id}/videos/{id}", api_url(&base));
-            with_header(empty(StatusCode::CREATED), header::LOCATION, &location)
-        }
-        Err(CreateRefusal::BadRequest(text)) => message(StatusCode::BAD_REQUEST, &text),
-        Err(CreateRefusal::UnsupportedSuffix(text)) => {
-            message(StatusCode::UNSUPPORTED_MEDIA_TYPE, &text)
-        }
-        Err(CreateRefusal::Quota) => quota_answer(),
-    }
-}
-
-fn upload_url(shared: &Shared, headers: &HeaderMap, vm: &str, video: &str) -> Answer {
-    if let Err(answer) = authorize(shared, headers) {
-        return *answer;
-    }
-    let Some(vm_id) = parse_decimal::<u64>(vm) else {
-        return bad_video_manager(vm);
-    };
-    let now = shared.clock.now();
-    let issued = shared
-        .state()
-        .issue_upload_url(&shared.clock, vm_id, video, now);
-    let Some(url) = issued else {
-        return message(
-            StatusCode::NOT_FOUND,
-            &format!("video {video:?} not found in video manager {vm_id}"),
-        );
-    };
-    bump(&shared.counters.urls_issued);
-    let base = shared.request_base(headers);
-    let location = format!(
-        "{}{}?{}",
-        base.as_str().trim_end_matches('/'),
-        url.path,
-        url.query
-    );
-    let status = if shared.url_status_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    with_header(empty(status), header::LOCATION, &location)
-}
-
-async fn chunk(
-    shared: &Shared,
-    parts: &Parts,
-    mut body: Incoming,
-    vm: &str,
-    video: &str,
-) -> Result<Answer, ConnectionDropped> {
-    let mut plan = match begin_chunk(shared, parts, vm, video) {
-        Ok(plan) => plan,
-        Err(answer) => {
-            drain(shared, body, true).await?;
-            return Ok(*answer);
-        }
-    };
-    let (hasher, received) = hash_body(shared, &mut body, std::mem::take(&mut plan.hasher)).await?;
-    plan.hasher = hasher;
-    if received != plan.len() {
-        return Ok(message(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "body has {received} bytes, Content-Length said {}",
-                plan.len()
-            ),
-        ));
-    }
-    let finished = shared.state().finish_chunk(plan);
-    Ok(match finished {
-        Ok(accepted) => {
-            bump(&shared.counters.chunks_accepted);
-            if accepted.complete || shared.created_on_every_chunk {
-                empty(StatusCode::CREATED)
-            } else {
-                empty(StatusCode::ACCEPTED)
-            }
-        }
-        Err(refusal) => chunk_refusal(refusal),
-    })
-}
-
-/// Feeds a chunk body into `hasher` frame by frame as hyper hands the frames over: nothing is
-/// buffered. (Hashing on a separate thread was measured: no gain, sha256 and the socket copy
-/// already overlap with the client's sending.)
-async fn hash_body(
-    shared: &Shared,
-    body: &mut Incoming,
-    mut hasher: Sha256,
-) -> Result<(Sha256, u64), ConnectionDropped> {
-    let mut received = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            hasher.update(&data);
-            received += data.len() as u64;
-            shared
-                .counters
-                .bytes_received
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-    }
-    Ok((hasher, received))
-}
-
-/// Everything about a chunk post that can be checked before its body is read: the `__token__`,
-/// the headers, and then the video's state.
-fn begin_chunk(
-    shared: &Shared,
-    parts: &Parts,
-    vm: &str,
-    video: &str,
-) -> Result<ChunkPlan, Refused> {
-    let forbidden = |text: &str| refuse(StatusCode::FORBIDDEN, text);
-    let query = parts.uri.query().unwrap_or_default();
-    let mut file_id = None;
-    let mut token = None;
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "fileId" if file_id.is_none() => file_id = Some(value.into_owned()),
-            "__token__" if token.is_none() => token = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    let Some(token) = token else {
-        return Err(forbidden("upload token (__token__) missing"));
-    };
-    let Some(file_id) = file_id else {
-        return Err(forbidden("fileId missing from the upload URL"));
-    };
-    let Some((expiry, signature)) = token
-        .split_once('~')
-        .and_then(|(expiry, signature)| Some((parse_decimal::<u64>(expiry)?, signature)))
-    else {
-        return Err(forbidden("upload token is not valid"));
-    };
-    let path = parts.uri.path();
-    // The token is the credential: it is checked before anything else about the request.
-    if !shared
-        .state()
-        .upload_token_is_genuine(path, &file_id, expiry, signature)
-    {
-        return Err(forbidden("upload token is not valid"));
-    }
-
-    let total = chunk_number(&parts.headers, TOTAL_CHUNKS)?;
-    let current = chunk_number(&parts.headers, CURRENT_CHUNK)?;
-    if total == 0 || current == 0 || current > total {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "chunk {current} of {total}: need 1 <= Mi24-Upload-Current-Chunk <= \
-                 Mi24-Upload-Total-Chunks"
-            ),
-        ));
-    }
-    if !has_media_type(&parts.headers, "application/octet-stream") {
-        return Err(refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/octet-stream",
-        ));
-    }
-    let Some(length) = parts.headers.get(header::CONTENT_LENGTH) else {
-        return Err(refuse(
-            StatusCode::LENGTH_REQUIRED,
-            "Content-Length required (chunked transfer encoding is not accepted)",
-        ));
-    };
-    let Some(len) = length.to_str().ok().and_then(parse_decimal::<u64>) else {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "Content-Length is not a number",
-        ));
-    };
-    if len == 0 {
-        return Err(refuse(StatusCode::BAD_REQUEST, "empty chunk"));
-    }
-    let Some(vm) = parse_decimal::<u64>(vm) else {
-        return Err(Box::new(bad_video_manager(vm)));
-    };
-    let request = ChunkRequest {
-        path: path.to_owned(),
-        vm,
-        video_id: video.to_owned(),
-        file_id,
-        expiry,
-        signature: signature.to_owned(),
-        total,
-        current,
-        len,
-    };
-    let now = shared.clock.now();
-    shared
-        .state()
-        .begin_chunk(&request, now)
-        .map_err(|refusal| Box::new(chunk_refusal(refusal)))
-}
-
-fn chunk_number(headers: &HeaderMap, name: &str) -> Result<u32, Refused> {
-    let Some(value) = headers.get(name) else {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            &format!("header {name} missing"),
-        ));
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|text| parse_decimal::<u32>(text.trim()))
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("header {name} must be a decimal number"),
-            )
-        })
-}
-
-fn chunk_refusal(refusal: ChunkRefusal) -> Answer {
-    match refusal {
-        ChunkRefusal::Forbidden(text) => message(StatusCode::FORBIDDEN, &text),
-        ChunkRefusal::NotFound => message(StatusCode::NOT_FOUND, "video not found"),
-        ChunkRefusal::BadRequest(text) => message(StatusCode::BAD_REQUEST, &text),
-        ChunkRefusal::OutOfOrder { got, expected } => message(
-            StatusCode::CONFLICT,
-            &format!("chunk {got} out of order: expected {expected}"),
-        ),
-        ChunkRefusal::Conflict(text) => message(StatusCode::CONFLICT, &text),
-        ChunkRefusal::Quota => quota_answer(),
-    }
-}
-
-fn quota_answer() -> Answer {
-    json_answer(
-        StatusCode::FORBIDDEN,
-        &json!({"code": 1101, "message": QUOTA_MESSAGE}),
-    )
-}
-
-/// The reset fault: take in about half of the body, then give up on the connection.
-async fn read_part_then_drop(
-    shared: &Shared,
-    headers: &HeaderMap,
-    mut body: Incoming,
-) -> ConnectionDropped {
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_decimal::<u64>)
-        .unwrap_or(0);
-    let mut received = 0u64;
-    while received == 0 || received < announced / 2 {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    received += data.len() as u64;
-                    shared
-                        .counters
-                        .bytes_received
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-            }
-            Some(Err(error)) => return ConnectionDropped::Body(error),
-            None => break,
-        }
-    }
-    ConnectionDropped::ResetMidBody
-}
-
-/// Reads and discards a body we are going to refuse, so the client is still listening when the
-/// answer comes. Past [`DRAIN_LIMIT`] hyper closes the connection after answering.
-async fn drain(
-    shared: &Shared,
-    mut body: Incoming,
-    chunk_body: bool,
-) -> Result<(), ConnectionDropped> {
-    let mut drained = 0u64;
-    while drained < DRAIN_LIMIT {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        if let Ok(data) = frame?.into_data() {
-            drained += data.len() as u64;
-            if chunk_body {
-                shared
-                    .counters
-                    .bytes_received
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// `None` when the body exceeds [`API_BODY_LIMIT`].
 async fn read_small_body(mut body: Incoming) -> Result<Option<Bytes>, ConnectionDropped> {
     let mut collected = BytesMut::new();
@@ -994,6 +467,12 @@ fn parse_decimal<T: std::str::FromStr>(text: &str) -> Option<T> {
     text.parse().ok()
 }
 
+/// A lifetime as the integer seconds of `expires_in`, rounded up so that a sub-second test
+/// lifetime does not read as "already expired".
+fn whole_seconds(ttl: Duration) -> u64 {
+    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
 fn empty(status: StatusCode) -> Answer {
     let mut answer = Response::new(Full::new(Bytes::new()));
     *answer.status_mut() = status;
@@ -1036,6 +515,20 @@ fn with_header(mut answer: Answer, name: HeaderName, value: &str) -> Answer {
             "emulator built an invalid header value",
         ),
     }
+}
+
+fn bad_video_manager(vm: &str) -> Answer {
+    message(
+        StatusCode::BAD_REQUEST,
+        &format!("video manager id {vm:?} is not a number"),
+    )
+}
+
+fn quota_answer() -> Answer {
+    json_answer(
+        StatusCode::FORBIDDEN,
+        &json!({"code": 1101, "message": QUOTA_MESSAGE}),
+    )
 }
 
 #[cfg(test)]
