@@ -1,6 +1,10 @@
 //! What the emulated platform remembers: accounts and tokens, videos and their received content,
 //! upload URLs, the storage quota and the API rate window. No HTTP here, so the protocol rules
 //! can be tested without sockets (and with paused tokio time: the clock is tokio's).
+//!
+//! One concern, the platform's rules, kept whole with the tests that pin them down: tokens,
+//! upload URLs, chunks and the quota live behind one lock and share one purge and one record of
+//! issued secrets, so splitting them would spread that state across files.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
