@@ -12,6 +12,8 @@
 //! files, their sizes and arrival, the fault dice and the kill schedule; the moments the kills
 //! land still depend on timing).
 
+// The integration tests' harness, shared rather than copied.
+#[path = "integration/util/mod.rs"]
 mod util;
 
 use std::collections::BTreeMap;

@@ -2,15 +2,13 @@
 //! 127.0.0.1. Each test asserts what an editor or an admin would check: where the file ended
 //! up, what its sidecar says, and what the platform received.
 
-mod util;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::util::*;
 use hotfolder::emulator::{Emulator, Faults};
 use serde_json::Value;
-use util::*;
 
 const MIB: usize = 1024 * 1024;
 const QUICK: &str = "stable_for = \"300ms\"";

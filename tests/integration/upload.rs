@@ -1,13 +1,11 @@
 //! `hotfolder upload` through the real binary against the emulator on 127.0.0.1: byte-exact
 //! content, every fault, the odd readings of the protocol, and what a user sees on failure.
 
-mod util;
-
 use std::time::Duration;
 
+use crate::util::*;
 use hotfolder::emulator::{Emulator, Faults};
 use serde_json::Value;
-use util::*;
 
 const MIB: usize = 1024 * 1024;
 

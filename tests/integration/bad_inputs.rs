@@ -3,13 +3,12 @@
 //! (tiny canned HTTP servers on 127.0.0.1) through the upload engine. Every case asserts a
 //! clear message, a defined place for the file, and that nothing panicked.
 
-mod util;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::util::*;
 use hotfolder::config::Settings;
 use hotfolder::emulator::{Emulator, EmulatorOptions, Faults};
 use hotfolder::vmpro::api::{Platform, Unobserved, VideoMetadata};
@@ -19,7 +18,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use util::*;
 
 const MIB: usize = 1024 * 1024;
 const QUICK: &str = "stable_for = \"300ms\"";
