@@ -20,6 +20,12 @@ pub async fn emulator(tweak: impl FnOnce(&mut EmulatorOptions)) -> Emulator {
         ..Default::default()
     };
     tweak(&mut options);
+    start_emulator(options).await
+}
+
+/// Starts the emulator on a free port of 127.0.0.1 with `options` as they are (the emulator's
+/// own defaults log in `demo` with `demo-password`).
+pub async fn start_emulator(options: EmulatorOptions) -> Emulator {
     Emulator::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .expect("emulator starts")
