@@ -1,6 +1,6 @@
 //! Shared test harness: an emulator on 127.0.0.1:0, config files pointing at it, generated
-//! content, and the real `hotfolder` binary.
-#![allow(dead_code)]
+//! content, and the real `hotfolder` binary. A module of the integration binary; the soak
+//! includes it too (`#[path]` in `tests/soak.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
