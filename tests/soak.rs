@@ -31,8 +31,6 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use util::*;
 
-const MIB: usize = 1024 * 1024;
-
 /// Quiet time that makes a file complete. Slow writers pause at most `SLOW_GAP_MAX` between
 /// pieces, so even a badly loaded machine never sees a half-written file as finished.
 const STABLE_FOR: &str = "2s";
@@ -405,12 +403,6 @@ fn leftovers(studio: &Studio) -> Vec<String> {
         .into_iter()
         .filter(|f| !f.starts_with("done/") && !f.starts_with("failed/"))
         .collect()
-}
-
-fn sidecar_of(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".upload.json");
-    path.with_file_name(name)
 }
 
 fn read_json(path: &Path) -> Result<Value, String> {

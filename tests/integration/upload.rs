@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use crate::util::*;
 use hotfolder::emulator::{Emulator, Faults};
 use serde_json::Value;
 
-const MIB: usize = 1024 * 1024;
+use crate::util::*;
 
 /// Uploads `files` (name, size, seed) with `hotfolder upload --json` and returns the parsed
 /// lines, the process output and the expected hashes.

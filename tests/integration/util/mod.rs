@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use hotfolder::emulator::{Emulator, EmulatorOptions};
+use hotfolder::emulator::{Emulator, EmulatorOptions, Faults};
 use sha2::{Digest, Sha256};
+
+pub const MIB: usize = 1024 * 1024;
 
 pub const USER: &str = "editor@example.com";
 pub const PASSWORD: &str = "s3cret-Pa55word-never-logged";
@@ -38,6 +40,16 @@ pub fn account_toml(emulator: &Emulator, auth: &str) -> String {
         emulator.api_url(),
         emulator.token_url()
     )
+}
+
+/// Every request waits 60 ms: slow enough to act in the middle of an upload. For `emulator`.
+pub fn slow_server(options: &mut EmulatorOptions) {
+    options.faults = Faults {
+        seed: 9,
+        stall_rate: 1.0,
+        stall: Duration::from_millis(60),
+        ..Default::default()
+    };
 }
 
 /// Fast retries for tests: delays capped at 20 ms.
@@ -178,6 +190,23 @@ impl Studio {
         assert!(output.status.success(), "{}", text(&output.stderr));
         serde_json::from_slice(&output.stdout).expect("status --json is JSON")
     }
+}
+
+/// Where the sidecar of a file in done/ or failed/ is: `<name>.upload.json` next to it.
+pub fn sidecar_of(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".upload.json");
+    path.with_file_name(name)
+}
+
+pub fn sidecar(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(sidecar_of(path)).expect("sidecar exists");
+    serde_json::from_str(&text).expect("sidecar is JSON")
+}
+
+/// A file has arrived in done/ or failed/ once its sidecar is written (it is written last).
+pub fn arrived(path: &Path) -> bool {
+    path.exists() && sidecar_of(path).exists()
 }
 
 /// Waits up to `limit` for `condition`, checking every 50 ms.
