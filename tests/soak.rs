@@ -12,6 +12,10 @@
 //! files, their sizes and arrival, the fault dice and the kill schedule; the moments the kills
 //! land still depend on timing).
 
+// The integration tests' harness, shared rather than copied. The soak uses part of it; what it
+// leaves unused is used by the integration binary, where dead helpers are still reported.
+#[allow(dead_code)]
+#[path = "integration/util/mod.rs"]
 mod util;
 
 use std::collections::BTreeMap;
@@ -26,8 +30,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use util::*;
-
-const MIB: usize = 1024 * 1024;
 
 /// Quiet time that makes a file complete. Slow writers pause at most `SLOW_GAP_MAX` between
 /// pieces, so even a badly loaded machine never sees a half-written file as finished.
@@ -401,12 +403,6 @@ fn leftovers(studio: &Studio) -> Vec<String> {
         .into_iter()
         .filter(|f| !f.starts_with("done/") && !f.starts_with("failed/"))
         .collect()
-}
-
-fn sidecar_of(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".upload.json");
-    path.with_file_name(name)
 }
 
 fn read_json(path: &Path) -> Result<Value, String> {

@@ -1,12 +1,10 @@
 //! Running for months: what systemd sees on NOTIFY_SOCKET, the log files, secrets in logs,
 //! SIGHUP reloads and secret-file warnings, through the real binary.
 
-mod util;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use util::*;
+use crate::util::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 

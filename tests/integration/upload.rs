@@ -1,15 +1,12 @@
 //! `hotfolder upload` through the real binary against the emulator on 127.0.0.1: byte-exact
 //! content, every fault, the odd readings of the protocol, and what a user sees on failure.
 
-mod util;
-
 use std::time::Duration;
 
 use hotfolder::emulator::{Emulator, Faults};
 use serde_json::Value;
-use util::*;
 
-const MIB: usize = 1024 * 1024;
+use crate::util::*;
 
 /// Uploads `files` (name, size, seed) with `hotfolder upload --json` and returns the parsed
 /// lines, the process output and the expected hashes.

@@ -2,37 +2,16 @@
 //! 127.0.0.1. Each test asserts what an editor or an admin would check: where the file ended
 //! up, what its sidecar says, and what the platform received.
 
-mod util;
-
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
-use hotfolder::emulator::{Emulator, Faults};
+use hotfolder::emulator::Emulator;
 use serde_json::Value;
-use util::*;
 
-const MIB: usize = 1024 * 1024;
+use crate::util::*;
+
 const QUICK: &str = "stable_for = \"300ms\"";
 const WAIT: Duration = Duration::from_secs(30);
-
-fn sidecar(path: &Path) -> Value {
-    let name = format!(
-        "{}.upload.json",
-        path.file_name().unwrap().to_string_lossy()
-    );
-    let text = std::fs::read_to_string(path.with_file_name(name)).expect("sidecar exists");
-    serde_json::from_str(&text).expect("sidecar is JSON")
-}
-
-/// A file has arrived in done/ or failed/ once its sidecar is written (it is written last).
-fn arrived(path: &Path) -> bool {
-    let name = format!(
-        "{}.upload.json",
-        path.file_name().unwrap().to_string_lossy()
-    );
-    path.exists() && path.with_file_name(name).exists()
-}
 
 /// The video the emulator holds for `file_name` (exactly one).
 fn only_video(emulator: &Emulator, file_name: &str) -> hotfolder::emulator::VideoRecord {
@@ -207,16 +186,6 @@ async fn a_hundred_files_dropped_at_once_arrive_exactly_once() {
     let status = studio.status_json().await;
     assert_eq!(status["summary"]["done"], 100, "{status}");
     stop(agent).await;
-}
-
-/// Uploads slow enough to interrupt: every request waits 60 ms.
-fn slow_server(o: &mut hotfolder::emulator::EmulatorOptions) {
-    o.faults = Faults {
-        seed: 9,
-        stall_rate: 1.0,
-        stall: Duration::from_millis(60),
-        ..Default::default()
-    };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,15 +3,13 @@
 //! (tiny canned HTTP servers on 127.0.0.1) through the upload engine. Every case asserts a
 //! clear message, a defined place for the file, and that nothing panicked.
 
-mod util;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hotfolder::config::Settings;
-use hotfolder::emulator::{Emulator, EmulatorOptions, Faults};
+use hotfolder::emulator::Emulator;
 use hotfolder::vmpro::api::{Platform, Unobserved, VideoMetadata};
 use hotfolder::vmpro::chunks::{ResumePoint, UploadReport, UploadRequest, upload_file};
 use hotfolder::vmpro::error::{Blame, Step, VmproError};
@@ -19,9 +17,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use util::*;
 
-const MIB: usize = 1024 * 1024;
+use crate::util::*;
+
 const QUICK: &str = "stable_for = \"300ms\"";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -51,38 +49,12 @@ fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
-fn sidecar_of(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap().to_os_string();
-    name.push(".upload.json");
-    path.with_file_name(name)
-}
-
-fn sidecar(path: &Path) -> Value {
-    let text = std::fs::read_to_string(sidecar_of(path)).expect("sidecar exists");
-    serde_json::from_str(&text).expect("sidecar is JSON")
-}
-
-/// A file has arrived in done/ or failed/ once its sidecar is written (it is written last).
-fn arrived(path: &Path) -> bool {
-    path.exists() && sidecar_of(path).exists()
-}
-
 fn videos_named(emulator: &Emulator, file_name: &str) -> Vec<hotfolder::emulator::VideoRecord> {
     emulator
         .videos()
         .into_iter()
         .filter(|v| v.file_name == file_name)
         .collect()
-}
-
-/// Every request waits 60 ms: slow enough to act in the middle of an upload.
-fn slow_server(options: &mut EmulatorOptions) {
-    options.faults = Faults {
-        seed: 9,
-        stall_rate: 1.0,
-        stall: Duration::from_millis(60),
-        ..Default::default()
-    };
 }
 
 async fn chunks_arrived(emulator: &Emulator, at_least: u32) {

@@ -7,17 +7,12 @@ use std::time::Duration;
 use hotfolder::emulator::{Emulator, EmulatorOptions, EmulatorStats, Faults, VideoRecord};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const VM: u64 = 12345;
+use crate::util::{content, sha256_hex, start_emulator, text};
 
-async fn start(options: EmulatorOptions) -> Emulator {
-    Emulator::start("127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .unwrap()
-}
+const VM: u64 = 12345;
 
 fn client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -26,17 +21,6 @@ fn client() -> Client {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
-}
-
-/// Bytes that differ from chunk to chunk, so a mixed-up order changes the hash.
-fn content(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u64 * 31 + u64::from(seed) * 7) as u8)
-        .collect()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 async fn keycloak_login(client: &Client, emulator: &Emulator, password: &str) -> Response {
@@ -163,7 +147,7 @@ fn path_and_query(url: &str) -> String {
 
 #[tokio::test]
 async fn keycloak_login_refresh_and_expiry() {
-    let emulator = start(EmulatorOptions {
+    let emulator = start_emulator(EmulatorOptions {
         access_ttl: Duration::from_millis(300),
         refresh_ttl: Duration::from_millis(300),
         ..EmulatorOptions::default()
@@ -249,7 +233,7 @@ async fn keycloak_login_refresh_and_expiry() {
 
 #[tokio::test]
 async fn password_change_refuses_the_old_password() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let client = client();
     emulator.set_password("rotated");
     let old = keycloak_login(&client, &emulator, "demo-password").await;
@@ -262,7 +246,7 @@ async fn password_change_refuses_the_old_password() {
 #[tokio::test]
 async fn legacy_login_and_refresh() {
     for as_string in [false, true] {
-        let emulator = start(EmulatorOptions {
+        let emulator = start_emulator(EmulatorOptions {
             legacy_vm_id_as_string: as_string,
             ..EmulatorOptions::default()
         })
@@ -325,7 +309,7 @@ async fn legacy_login_and_refresh() {
 
 #[tokio::test]
 async fn three_chunks_are_answered_202_202_201_and_hashed() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let client = client();
     let token = access_token(&client, &emulator).await;
     let answer = create_video(
@@ -439,7 +423,7 @@ async fn the_documented_curl_session_works() {
         eprintln!("skipped: no curl binary on PATH");
         return;
     }
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let upload_url = upload.upload_url(&emulator).await;
     let dir = tempfile::tempdir().unwrap();
@@ -474,7 +458,7 @@ async fn the_documented_curl_session_works() {
         })
         .await
         .unwrap();
-        statuses.push(String::from_utf8_lossy(&output.stdout).into_owned());
+        statuses.push(text(&output.stdout));
     }
     assert_eq!(statuses, ["202", "202", "201"]);
     assert_eq!(
@@ -486,7 +470,7 @@ async fn the_documented_curl_session_works() {
 
 #[tokio::test]
 async fn chunks_out_of_order_are_refused_with_409() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     let skipped = upload.chunk(&url, 9, 2, b"abc").await.unwrap();
@@ -520,7 +504,7 @@ async fn chunks_out_of_order_are_refused_with_409() {
 
 #[tokio::test]
 async fn resending_the_last_chunk_is_idempotent() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     let chunks = [content(500, 1), content(500, 2), content(10, 3)];
@@ -570,7 +554,7 @@ type Headers<'a> = &'a [(&'a str, &'a str)];
 
 #[tokio::test]
 async fn chunk_headers_are_checked() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     let post = |headers: Headers| {
@@ -641,7 +625,7 @@ async fn chunk_headers_are_checked() {
 
 #[tokio::test]
 async fn a_chunk_needs_a_content_length_and_a_body() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     let request = |framing: &str| {
@@ -666,7 +650,7 @@ async fn a_chunk_needs_a_content_length_and_a_body() {
 
 #[tokio::test]
 async fn create_video_refusals() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let client = client();
     let token = access_token(&client, &emulator).await;
 
@@ -715,7 +699,7 @@ async fn create_video_refusals() {
 
 #[tokio::test]
 async fn storage_quota_answers_1101() {
-    let emulator = start(EmulatorOptions {
+    let emulator = start_emulator(EmulatorOptions {
         quota_bytes: Some(1000),
         ..EmulatorOptions::default()
     })
@@ -759,7 +743,7 @@ async fn storage_quota_answers_1101() {
 
 #[tokio::test]
 async fn upload_url_is_used_up_after_url_max_chunks() {
-    let emulator = start(EmulatorOptions {
+    let emulator = start_emulator(EmulatorOptions {
         url_max_chunks: Some(2),
         ..EmulatorOptions::default()
     })
@@ -792,7 +776,7 @@ async fn upload_url_is_used_up_after_url_max_chunks() {
 
 #[tokio::test]
 async fn upload_url_expires_after_url_ttl() {
-    let emulator = start(EmulatorOptions {
+    let emulator = start_emulator(EmulatorOptions {
         url_ttl: Duration::from_millis(300),
         ..EmulatorOptions::default()
     })
@@ -822,7 +806,7 @@ async fn upload_url_expires_after_url_ttl() {
 
 #[tokio::test]
 async fn edited_upload_tokens_are_refused() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     let (before, token) = url.split_once("__token__=").unwrap();
@@ -852,7 +836,7 @@ async fn edited_upload_tokens_are_refused() {
 
 #[tokio::test]
 async fn new_file_id_on_renewal_restarts_the_content() {
-    let emulator = start(EmulatorOptions {
+    let emulator = start_emulator(EmulatorOptions {
         new_file_id_on_renew: true,
         ..EmulatorOptions::default()
     })
@@ -901,7 +885,7 @@ async fn new_file_id_on_renewal_restarts_the_content() {
 
 #[tokio::test]
 async fn status_variants_of_the_documentation() {
-    let emulator = start(EmulatorOptions {
+    let emulator = start_emulator(EmulatorOptions {
         created_on_every_chunk: true,
         url_status_ok: true,
         ..EmulatorOptions::default()
@@ -925,7 +909,7 @@ async fn status_variants_of_the_documentation() {
 
 #[tokio::test]
 async fn api_rate_limit_answers_429_with_retry_after() {
-    let emulator = start(EmulatorOptions {
+    let emulator = start_emulator(EmulatorOptions {
         api_requests_per_minute: Some(2),
         ..EmulatorOptions::default()
     })
@@ -952,7 +936,7 @@ async fn api_rate_limit_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn error_fault_answers_5xx_and_stores_nothing() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     emulator.set_faults(Faults {
@@ -983,7 +967,7 @@ async fn error_fault_answers_5xx_and_stores_nothing() {
 
 #[tokio::test]
 async fn throttle_fault_answers_429_with_retry_after() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     emulator.set_faults(Faults {
@@ -1001,7 +985,7 @@ async fn throttle_fault_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn stall_fault_makes_clients_time_out() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     emulator.set_faults(Faults {
@@ -1035,7 +1019,7 @@ async fn stall_fault_makes_clients_time_out() {
 
 #[tokio::test]
 async fn reset_fault_drops_the_connection_mid_body() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     emulator.set_faults(Faults {
@@ -1054,11 +1038,7 @@ async fn reset_fault_drops_the_connection_mid_body() {
         emulator_addr(&emulator)
     );
     let answer = raw_exchange(&emulator, request.as_bytes()).await;
-    assert!(
-        answer.is_empty(),
-        "no HTTP answer: {:?}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert!(answer.is_empty(), "no HTTP answer: {:?}", text(&answer));
 
     let record = upload.record(&emulator);
     assert_eq!((record.chunks_received, record.bytes_received), (0, 0));
@@ -1070,7 +1050,7 @@ async fn reset_fault_drops_the_connection_mid_body() {
 
 #[tokio::test]
 async fn lost_ack_fault_stores_the_chunk_but_never_answers() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     emulator.set_faults(Faults {
@@ -1090,11 +1070,7 @@ async fn lost_ack_fault_stores_the_chunk_but_never_answers() {
         emulator_addr(&emulator)
     );
     let answer = raw_exchange(&emulator, request.as_bytes()).await;
-    assert!(
-        answer.is_empty(),
-        "no HTTP answer: {:?}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert!(answer.is_empty(), "no HTTP answer: {:?}", text(&answer));
     let record = upload.record(&emulator);
     assert!(record.complete);
     assert_eq!(
@@ -1115,7 +1091,7 @@ async fn lost_ack_fault_stores_the_chunk_but_never_answers() {
 
 #[tokio::test]
 async fn shutdown_closes_the_server() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let client = client();
     let _ = access_token(&client, &emulator).await;
     let token_url = emulator.token_url();
@@ -1130,11 +1106,11 @@ async fn shutdown_closes_the_server() {
 
 /// Chunk bodies per second through the emulator on loopback, with a raw keep-alive client so
 /// the client is not what is measured. Run with
-/// `cargo test --release --test emulator -- --ignored --nocapture`.
+/// `cargo test --release --test integration emulator::chunk_throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "throughput measurement; run in release"]
 async fn chunk_throughput() {
-    let emulator = start(EmulatorOptions::default()).await;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
     let upload = Upload::new(&emulator).await;
     let url = upload.upload_url(&emulator).await;
     let chunk = content(8 << 20, 1);

@@ -1,13 +1,15 @@
 //! Shared test harness: an emulator on 127.0.0.1:0, config files pointing at it, generated
-//! content, and the real `hotfolder` binary.
-#![allow(dead_code)]
+//! content, and the real `hotfolder` binary. A module of the integration binary; the soak
+//! includes it too (`#[path]` in `tests/soak.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use hotfolder::emulator::{Emulator, EmulatorOptions};
+use hotfolder::emulator::{Emulator, EmulatorOptions, Faults};
 use sha2::{Digest, Sha256};
+
+pub const MIB: usize = 1024 * 1024;
 
 pub const USER: &str = "editor@example.com";
 pub const PASSWORD: &str = "s3cret-Pa55word-never-logged";
@@ -20,6 +22,12 @@ pub async fn emulator(tweak: impl FnOnce(&mut EmulatorOptions)) -> Emulator {
         ..Default::default()
     };
     tweak(&mut options);
+    start_emulator(options).await
+}
+
+/// Starts the emulator on a free port of 127.0.0.1 with `options` as they are (the emulator's
+/// own defaults log in `demo` with `demo-password`).
+pub async fn start_emulator(options: EmulatorOptions) -> Emulator {
     Emulator::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .expect("emulator starts")
@@ -32,6 +40,16 @@ pub fn account_toml(emulator: &Emulator, auth: &str) -> String {
         emulator.api_url(),
         emulator.token_url()
     )
+}
+
+/// Every request waits 60 ms: slow enough to act in the middle of an upload. For `emulator`.
+pub fn slow_server(options: &mut EmulatorOptions) {
+    options.faults = Faults {
+        seed: 9,
+        stall_rate: 1.0,
+        stall: Duration::from_millis(60),
+        ..Default::default()
+    };
 }
 
 /// Fast retries for tests: delays capped at 20 ms.
@@ -172,6 +190,23 @@ impl Studio {
         assert!(output.status.success(), "{}", text(&output.stderr));
         serde_json::from_slice(&output.stdout).expect("status --json is JSON")
     }
+}
+
+/// Where the sidecar of a file in done/ or failed/ is: `<name>.upload.json` next to it.
+pub fn sidecar_of(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".upload.json");
+    path.with_file_name(name)
+}
+
+pub fn sidecar(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(sidecar_of(path)).expect("sidecar exists");
+    serde_json::from_str(&text).expect("sidecar is JSON")
+}
+
+/// A file has arrived in done/ or failed/ once its sidecar is written (it is written last).
+pub fn arrived(path: &Path) -> bool {
+    path.exists() && sidecar_of(path).exists()
 }
 
 /// Waits up to `limit` for `condition`, checking every 50 ms.

@@ -1,0 +1,18 @@
+//! The integration tests: one test binary with a module per area, all against the library and
+//! the real `hotfolder` binary, on loopback only. One binary (instead of one per file) links the
+//! dependency graph once; its tests run as threads of one process, so none may change the
+//! process's environment, working directory or other global state (children get theirs with
+//! `Command::env` and `Command::current_dir`).
+//!
+//! One area: `cargo test --test integration agent::`; one test: add its name after the `::`.
+//! The fault-injection soak is its own binary, `tests/soak.rs` (`cargo test --test soak`).
+
+mod agent;
+mod bad_inputs;
+mod config;
+mod emulator;
+mod packaging;
+mod service;
+mod upload;
+mod util;
+mod watch;
