@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = hotfolder::cli::Cli::parse();
-    match hotfolder::cli::run(cli) {
+    let cli = hotfolder::Cli::parse();
+    match hotfolder::run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hotfolder: {err:#}");

@@ -124,6 +124,7 @@ pub enum NameVerdict {
 }
 
 impl NameVerdict {
+    #[cfg(test)]
     pub fn is_accepted(&self) -> bool {
         matches!(self, NameVerdict::Accepted { .. })
     }
@@ -337,10 +338,6 @@ impl StabilityTracker {
         }
     }
 
-    pub fn stable_for(&self) -> Duration {
-        self.stable_for
-    }
-
     /// A fresh look at a candidate: starts its quiet period when it is new, restarts it when
     /// the snapshot changed, and otherwise leaves it running (events that change nothing, such
     /// as the agent's own reads, must not delay an upload).
@@ -435,10 +432,12 @@ impl StabilityTracker {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.files.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }

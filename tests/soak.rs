@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use hotfolder::emulator::{Emulator, EmulatorOptions, Faults, VideoRecord};
+use hotfolder::{Emulator, EmulatorOptions, Faults, VideoRecord};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -36,7 +36,7 @@ use crate::watch::{FolderWatcher, WatchError};
 use dispatch::DispatchState;
 use intake::{Intake, IntakeChannels};
 
-pub use service::{queue_counts, summary_line};
+pub use service::queue_counts;
 
 /// How often every folder is walked again to catch events the watcher missed.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(300);

@@ -42,8 +42,8 @@ pub(super) fn status_line(shared: &Shared) -> String {
     line
 }
 
-/// A one-line summary of the queue, for STATUS= and `hotfolder status`.
-pub fn summary_line(store: &JobStore) -> String {
+/// A one-line summary of the queue, or why it cannot be read.
+fn summary_line(store: &JobStore) -> String {
     match store.summary() {
         Ok(summary) => queue_counts(&summary),
         Err(err) => format!("queue unreadable: {err}"),

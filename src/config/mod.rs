@@ -45,9 +45,9 @@ use url::Url;
 use crate::vmpro::api::{PLATFORM_SUFFIXES, VideoMetadata};
 
 pub use diagnostics::{ConfigError, ConfigProblem};
-pub use paths::{default_config_path, default_log_dir, default_state_dir};
+pub use paths::default_config_path;
 pub use probe::{check_folder_access, secret_file_warnings};
-pub use units::{InvalidValue, format_size, parse_duration, parse_rate, parse_size};
+pub use units::{parse_duration, parse_rate, parse_size};
 
 use diagnostics::{LineIndex, Problems, index_lines};
 use raw::deserialize_leniently;

@@ -12,7 +12,7 @@ mod recover;
 mod sidecar;
 
 pub use recover::{Finished, finish_job_file, remove_stale_temps};
-pub use sidecar::{Sidecar, SidecarStatus, sidecar_path, write_sidecar};
+pub use sidecar::{Sidecar, sidecar_path, write_sidecar};
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -249,6 +249,7 @@ pub fn move_without_overwrite(
 /// fsyncs it, puts it at `dest` without overwriting (an existing `dest` is an `AlreadyExists`
 /// error), fsyncs the directory, and only then removes `src`. On any failure the copy is
 /// removed and `src` is untouched.
+#[cfg(test)] // the agent's moves call copy_without_overwrite
 pub fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), FinishError> {
     copy_without_overwrite(src, dest).map_err(|source| FinishError::Move {
         src: src.to_path_buf(),

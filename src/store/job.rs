@@ -65,11 +65,6 @@ impl JobState {
             _ => return None,
         })
     }
-
-    /// Waiting, Uploading, Paused or Finishing: the agent still owes this file something.
-    pub fn is_unfinished(self) -> bool {
-        UNFINISHED.contains(&self)
-    }
 }
 
 impl fmt::Display for JobState {
@@ -146,6 +141,7 @@ pub enum Enqueued {
 }
 
 impl Enqueued {
+    #[cfg(test)]
     pub fn id(self) -> i64 {
         match self {
             Enqueued::New(id) | Enqueued::AlreadyActive(id) => id,

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::StoreError;
 
@@ -17,7 +17,6 @@ pub const LOCK_FILE_NAME: &str = "hotfolder.lock";
 pub struct StateLock {
     /// The OS lock lives as long as this handle is open.
     file: File,
-    path: PathBuf,
 }
 
 impl StateLock {
@@ -62,12 +61,7 @@ impl StateLock {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
-        Ok(StateLock { file, path })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(StateLock { file })
     }
 }
 
@@ -105,9 +99,11 @@ mod tests {
             "{message}"
         );
         drop(first);
-        let again = StateLock::acquire(dir.path()).unwrap();
+        let _again = StateLock::acquire(dir.path()).unwrap();
         assert_eq!(
-            fs::read_to_string(again.path()).unwrap().trim(),
+            fs::read_to_string(dir.path().join(LOCK_FILE_NAME))
+                .unwrap()
+                .trim(),
             std::process::id().to_string()
         );
     }

@@ -2,7 +2,7 @@
 //! What each answer means is decided in one place, `error::classify`; the emulator in
 //! `crate::emulator` is a strict model of the documented protocol.
 
-pub mod api;
-pub mod auth;
-pub mod chunks;
-pub mod error;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod chunks;
+pub(crate) mod error;

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use hotfolder::emulator::Emulator;
+use hotfolder::Emulator;
 use serde_json::Value;
 
 use crate::util::*;
@@ -14,7 +14,7 @@ const QUICK: &str = "stable_for = \"300ms\"";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The video the emulator holds for `file_name` (exactly one).
-fn only_video(emulator: &Emulator, file_name: &str) -> hotfolder::emulator::VideoRecord {
+fn only_video(emulator: &Emulator, file_name: &str) -> hotfolder::VideoRecord {
     let videos: Vec<_> = emulator
         .videos()
         .into_iter()

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hotfolder::config::Settings;
-use hotfolder::emulator::Emulator;
-use hotfolder::vmpro::api::{Platform, Unobserved, VideoMetadata};
-use hotfolder::vmpro::chunks::{ResumePoint, UploadReport, UploadRequest, upload_file};
-use hotfolder::vmpro::error::{Blame, Step, VmproError};
+use hotfolder::Emulator;
+use hotfolder::Settings;
+use hotfolder::{Blame, Step, VmproError};
+use hotfolder::{Platform, Unobserved, VideoMetadata};
+use hotfolder::{ResumePoint, UploadReport, UploadRequest, upload_file};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,7 +49,7 @@ fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
-fn videos_named(emulator: &Emulator, file_name: &str) -> Vec<hotfolder::emulator::VideoRecord> {
+fn videos_named(emulator: &Emulator, file_name: &str) -> Vec<hotfolder::VideoRecord> {
     emulator
         .videos()
         .into_iter()

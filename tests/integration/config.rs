@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hotfolder::config::{
-    self, ConfigError, ConfigProblem, PasswordSource, STARTER_CONFIG, Settings,
-};
+use hotfolder::{ConfigError, ConfigProblem, PasswordSource, STARTER_CONFIG, Settings};
 use proptest::prelude::*;
 use secrecy::ExposeSecret as _;
 
@@ -46,7 +44,7 @@ impl Setup {
 
     fn load(&self, text: &str) -> Result<Settings, ConfigError> {
         std::fs::write(self.config_path(), text).unwrap();
-        config::load(Some(&self.config_path()))
+        hotfolder::load_config(Some(&self.config_path()))
     }
 
     fn problems(&self, text: &str) -> Vec<ConfigProblem> {
@@ -160,15 +158,15 @@ fn minimal_config_gets_the_documented_defaults() {
         settings.account.token_url.as_str(),
         "https://login.movingimage.com/auth/realms/platform/protocol/openid-connect/token"
     );
-    assert_eq!(settings.account.auth, config::AuthStyle::Keycloak);
+    assert_eq!(settings.account.auth, hotfolder::AuthStyle::Keycloak);
     assert_eq!(settings.account.password.expose_secret(), "s3cret");
     assert_eq!(settings.upload.request_timeout, Duration::from_secs(120));
     assert_eq!(settings.upload.url_renew_after, Duration::from_secs(13_500));
     assert_eq!(settings.upload.api_requests_per_minute, 100);
     assert_eq!(settings.log.level, "info");
-    assert_eq!(settings.log.format, config::LogFormat::Text);
-    assert_eq!(settings.folders[0].include, config::default_include());
-    assert_eq!(settings.folders[0].exclude, config::default_exclude());
+    assert_eq!(settings.log.format, hotfolder::LogFormat::Text);
+    assert_eq!(settings.folders[0].include, hotfolder::default_include());
+    assert_eq!(settings.folders[0].exclude, hotfolder::default_exclude());
 }
 
 #[test]
@@ -382,7 +380,7 @@ done_dir = "uploaded"
     let config_path = sub.join("config.toml");
     std::fs::write(&config_path, text).unwrap();
     // Loaded from another working directory on purpose: only the file's location counts.
-    let settings = config::load(Some(&config_path)).unwrap();
+    let settings = hotfolder::load_config(Some(&config_path)).unwrap();
     let inbox = sub.join("inbox").canonicalize().unwrap();
     assert_eq!(settings.state_dir, sub.join("state"));
     assert_eq!(settings.log.dir, setup.path().join("logs"));
@@ -660,7 +658,7 @@ fn unknown_auth_style_lists_the_choices() {
 fn missing_file_is_not_found() {
     let setup = Setup::new();
     let path = setup.path().join("absent.toml");
-    match config::load(Some(&path)) {
+    match hotfolder::load_config(Some(&path)) {
         Err(ConfigError::NotFound { path: reported }) => assert_eq!(reported, path),
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -695,7 +693,7 @@ fn check_folder_access_creates_done_and_failed() {
          [[folder]]\npath = \"exports\"\n"
     );
     let settings = setup.load(&text).unwrap();
-    assert_eq!(config::check_folder_access(&settings), Vec::new());
+    assert_eq!(hotfolder::check_folder_access(&settings), Vec::new());
     let exports = setup.exports();
     assert!(exports.join("done").is_dir());
     assert!(exports.join("failed").is_dir());
@@ -712,7 +710,7 @@ fn check_folder_access_reports_a_done_dir_that_cannot_be_created() {
          [[folder]]\npath = \"exports\"\ndone_dir = \"../a-file/done\"\n"
     );
     let settings = setup.load(&text).unwrap();
-    let problems = config::check_folder_access(&settings);
+    let problems = hotfolder::check_folder_access(&settings);
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert_eq!(problems[0].key, "folder[1].done_dir");
     assert!(
@@ -731,7 +729,7 @@ fn readable_secrets_are_warned_about() {
     let config_path = setup.config_path();
 
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let warnings = config::secret_file_warnings(&settings);
+    let warnings = hotfolder::secret_file_warnings(&settings);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains(&config_path.display().to_string()),
@@ -740,16 +738,16 @@ fn readable_secrets_are_warned_about() {
     assert!(warnings[0].contains("chmod 600"), "{warnings:?}");
 
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    assert!(config::secret_file_warnings(&settings).is_empty());
+    assert!(hotfolder::secret_file_warnings(&settings).is_empty());
 }
 
 #[test]
 fn default_lists_cover_platform_suffixes_and_temp_names() {
-    let include = config::default_include();
+    let include = hotfolder::default_include();
     for pattern in ["*.mp4", "*.mov", "*.mxf", "*.m2ts"] {
         assert!(include.contains(&pattern.to_owned()), "{pattern}");
     }
-    let exclude = config::default_exclude();
+    let exclude = hotfolder::default_exclude();
     for pattern in [
         ".*",
         "._*",
@@ -798,7 +796,7 @@ proptest! {
         match setup.load(&config) {
             Ok(settings) => {
                 prop_assert_eq!(
-                    config::parse_duration(&text).ok(),
+                    hotfolder::parse_duration(&text).ok(),
                     Some(settings.folders[0].stable_for)
                 );
             }
@@ -815,9 +813,9 @@ proptest! {
 
     #[test]
     fn size_and_duration_parsers_never_panic(text in "\\PC*") {
-        let _ = config::parse_size(&text);
-        let _ = config::parse_rate(&text);
-        let _ = config::parse_duration(&text);
+        let _ = hotfolder::parse_size(&text);
+        let _ = hotfolder::parse_rate(&text);
+        let _ = hotfolder::parse_duration(&text);
     }
 
     #[test]
@@ -834,6 +832,6 @@ proptest! {
         space in prop::bool::ANY,
     ) {
         let text = format!("{n}{}{}", if space { " " } else { "" }, unit.0);
-        prop_assert_eq!(config::parse_size(&text), Ok(n * unit.1));
+        prop_assert_eq!(hotfolder::parse_size(&text), Ok(n * unit.1));
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hotfolder::emulator::{Emulator, EmulatorOptions, EmulatorStats, Faults, VideoRecord};
+use hotfolder::{Emulator, EmulatorOptions, EmulatorStats, Faults, VideoRecord};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -757,7 +757,7 @@ fn documented_config_is_accepted_by_hotfolder() {
         "a documented path was not moved into the temp dir:\n{text}"
     );
     let source = root.join("config.toml");
-    let settings = hotfolder::config::Settings::from_toml_str(&text, &source)
+    let settings = hotfolder::Settings::from_toml_str(&text, &source)
         .unwrap_or_else(|err| panic!("the config in {INSTALL_NOTES} is refused:\n{err}"));
     assert_eq!(settings.state_dir, root.join("var/lib/hotfolder"));
     assert_eq!(settings.folders.len(), 1);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hotfolder::emulator::{Emulator, Faults};
+use hotfolder::{Emulator, Faults};
 use serde_json::Value;
 
 use crate::util::*;
@@ -538,9 +538,9 @@ async fn bandwidth_limit_caps_the_rate() {
 /// nothing more; a resume in the middle sends only the rest, to the same video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_sends_only_what_the_platform_has_not_accepted() {
-    use hotfolder::config::Settings;
-    use hotfolder::vmpro::api::{Platform, Unobserved};
-    use hotfolder::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
+    use hotfolder::Settings;
+    use hotfolder::{Platform, Unobserved};
+    use hotfolder::{ResumePoint, UploadRequest, upload_file};
     use tokio_util::sync::CancellationToken;
 
     let emulator = emulator(|_| {}).await;
@@ -600,7 +600,7 @@ async fn resuming_sends_only_what_the_platform_has_not_accepted() {
         stop: CancellationToken,
         video: std::sync::Mutex<Option<String>>,
     }
-    impl hotfolder::vmpro::api::UploadObserver for StopAfterTwo {
+    impl hotfolder::UploadObserver for StopAfterTwo {
         fn video_created(&self, video_id: &str) {
             *self.video.lock().unwrap() = Some(video_id.to_owned());
         }

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hotfolder::ready::SkipReason;
-use hotfolder::watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec, scan};
+use hotfolder::SkipReason;
+use hotfolder::{FolderWatcher, WatchError, WatchEvent, WatchSpec, scan};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// Long enough for a loaded CI machine; the happy path returns in milliseconds.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use hotfolder::emulator::{Emulator, EmulatorOptions, Faults};
+use hotfolder::{Emulator, EmulatorOptions, Faults};
 use sha2::{Digest, Sha256};
 
 pub const MIB: usize = 1024 * 1024;
