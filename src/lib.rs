@@ -15,6 +15,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod emulator;
+mod error_chain;
 pub mod finish;
 pub mod logging;
 pub mod ready;
@@ -22,3 +23,5 @@ pub mod retry;
 pub mod store;
 pub mod vmpro;
 pub mod watch;
+
+pub use error_chain::chain;
