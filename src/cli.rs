@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::chain;
 use crate::config::{self, ConfigError, Settings};
 use crate::emulator::EmulatorArgs;
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
@@ -100,7 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|err| anyhow::anyhow!("cannot start the async runtime: {err}"))?;
+        .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
             Command::Upload {
@@ -167,7 +169,7 @@ fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
     };
     if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
-            .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", parent.display()))?;
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
@@ -182,12 +184,13 @@ fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
             )));
         }
         Err(err) => {
-            return Err(anyhow::anyhow!("cannot write {}: {err}", target.display()).into());
+            let err = anyhow::Error::new(err).context(format!("cannot write {}", target.display()));
+            return Err(err.into());
         }
     };
     use std::io::Write;
     file.write_all(config::STARTER_CONFIG.as_bytes())
-        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", target.display()))?;
+        .with_context(|| format!("cannot write {}", target.display()))?;
     println!("wrote a starter config to {}", target.display());
     println!(
         "edit [account] and [[folder]], then run: hotfolder check --config {}",
@@ -222,9 +225,9 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
                 settings.account.username,
                 login_url(&settings)
             ),
-            Err(err) => problems.push(format!("{source}: account: login failed: {err}")),
+            Err(err) => problems.push(format!("{source}: account: login failed: {}", chain(&err))),
         },
-        Err(err) => problems.push(format!("{source}: account: {err}")),
+        Err(err) => problems.push(format!("{source}: account: {}", chain(&err))),
     }
     if problems.is_empty() {
         println!("everything looks good");
@@ -278,8 +281,8 @@ struct UploadLine {
 async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCode, CommandError> {
     let _log = crate::logging::init_stderr("warn").map_err(anyhow::Error::from)?;
     let settings = load_settings(arg)?;
-    let platform = Platform::new(&settings.account, &settings.upload)
-        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let platform =
+        Platform::new(&settings.account, &settings.upload).map_err(anyhow::Error::from)?;
     let shutdown = shutdown_on_signals();
     let progress = Progress::new(json);
 
@@ -313,7 +316,11 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(result) => results.push(result),
-            Err(err) => return Err(anyhow::anyhow!("an upload task failed: {err}").into()),
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context("an upload task failed")
+                    .into());
+            }
         }
     }
     results.sort_by_key(|(order, _, _)| *order);
@@ -344,7 +351,7 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
                     chunks: None,
                     seconds: None,
                     bytes_per_second: None,
-                    error: Some(err.to_string()),
+                    error: Some(chain(&err)),
                     meaning: Some(err.meaning()),
                 }
             }
@@ -352,7 +359,7 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
         if json {
             println!(
                 "{}",
-                serde_json::to_string(&line).map_err(|e| anyhow::anyhow!("{e}"))?
+                serde_json::to_string(&line).context("cannot encode the upload result as JSON")?
             );
         } else if let Some(video_id) = &line.video_id {
             println!("{}\t{}", line.path, video_id);
@@ -485,7 +492,7 @@ async fn run_agent(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
             "the config has no [[folder]]: nothing to watch".into(),
         )),
         Err(err) => {
-            tracing::error!("{err}");
+            tracing::error!(target: crate::logging::EXIT_TARGET, "{}", chain(&err));
             Err(anyhow::Error::from(err).into())
         }
     }
@@ -513,7 +520,8 @@ fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedRece
                     }
                 }
                 Err(err) => tracing::error!(
-                    "config reload refused; the running config stays in force:\n{err}"
+                    "config reload refused; the running config stays in force:\n{}",
+                    chain(&err)
                 ),
             }
         }
@@ -675,15 +683,15 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
     let inbox = dir.join("inbox");
     for sub in ["inbox", "done", "failed"] {
         std::fs::create_dir_all(dir.join(sub))
-            .map_err(|err| anyhow::anyhow!("cannot create {}: {err}", dir.join(sub).display()))?;
+            .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
-    let dir = std::fs::canonicalize(&dir)
-        .map_err(|err| anyhow::anyhow!("cannot resolve {}: {err}", dir.display()))?;
+    let dir =
+        std::fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let inbox = std::fs::canonicalize(&inbox).unwrap_or(inbox);
     let options = EmulatorOptions::default();
     let emulator = Emulator::start(([127, 0, 0, 1], 0).into(), options.clone())
         .await
-        .map_err(|err| anyhow::anyhow!("cannot start the emulator on 127.0.0.1: {err}"))?;
+        .context("cannot start the emulator on 127.0.0.1")?;
 
     let mut folder = FolderSettings::with_defaults(inbox.clone());
     folder.done_dir = dir.join("done");

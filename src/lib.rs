@@ -25,6 +25,7 @@ mod agent;
 mod cli;
 mod config;
 mod emulator;
+mod error_chain;
 mod finish;
 mod logging;
 mod ready;
@@ -33,8 +34,9 @@ mod store;
 mod vmpro;
 mod watch;
 
-// The commands, for the binary.
+// The commands, and the one way an error and its causes are printed.
 pub use cli::{Cli, CommandError, run};
+pub use error_chain::chain;
 // The configuration file.
 pub use config::{
     AuthStyle, ConfigError, ConfigProblem, LogFormat, PasswordSource, STARTER_CONFIG, Settings,

@@ -17,6 +17,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{LogFormat, LogSettings};
 use crate::vmpro::api::mask_token;
 
+/// The target of events that go to the log file only: the error `run` ends with, which `main`
+/// prints on stderr as the process exits. Sent to stderr too, it would be shown twice there
+/// (and twice in the journal, which collects stderr).
+pub const EXIT_TARGET: &str = "hotfolder::exit";
+
 /// Keeps the file writer's worker alive; dropping it flushes every buffered line, so `main`
 /// holds it until the very end (no line lost at shutdown).
 pub struct LogGuard {
@@ -25,11 +30,15 @@ pub struct LogGuard {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
-    #[error("cannot create the log directory {path}: {source}")]
+    #[error("cannot create the log directory {path}")]
     Dir {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
+    // `message` rather than a source: tracing-appender's `InitError` and tracing-subscriber's
+    // filter `ParseError` already print their cause in their own text and return it as
+    // `source()` too, so their text alone is the whole reason, shown once.
     #[error("cannot open a log file in {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("invalid log level {level:?}: {message}")]
@@ -98,10 +107,17 @@ pub fn init_agent(settings: &LogSettings) -> Result<LogGuard, LoggingError> {
         file_layer.boxed()
     };
     let _ = tracing_subscriber::registry()
-        .with(stderr_layer.with_filter(filter(&settings.level)?))
+        .with(stderr_layer.with_filter(filter(&settings.level)?.add_directive(exit_off())))
         .with(file_layer.with_filter(filter(&settings.level)?))
         .try_init();
     Ok(LogGuard { _file: Some(guard) })
+}
+
+/// Turns [`EXIT_TARGET`] off, whatever the level or `RUST_LOG` says.
+fn exit_off() -> tracing_subscriber::filter::Directive {
+    format!("{EXIT_TARGET}=off")
+        .parse()
+        .expect("a target with a level is a valid directive")
 }
 
 /// Wraps a writer factory so that every write has `__token__` values masked. tracing's fmt

@@ -1,5 +1,6 @@
 //! The `hotfolder` binary: parse the command line, run the command, map the outcome to an exit
-//! code (0 ok, 1 failure, 2 bad config or usage) and print the whole cause chain.
+//! code (0 ok, 1 failure, 2 bad config or usage) and print the whole cause chain, each cause
+//! once.
 
 use std::process::ExitCode;
 
@@ -10,7 +11,9 @@ fn main() -> ExitCode {
     match hotfolder::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hotfolder: {err:#}");
+            // Not `{err:#}`: that walks the causes only of an `anyhow::Error`, and a
+            // `CommandError::Config` would lose the reason a config file cannot be read.
+            eprintln!("hotfolder: {}", hotfolder::chain(&err));
             err.exit_code()
         }
     }

@@ -59,11 +59,16 @@ pub enum WatchError {
     WatchLimit { path: PathBuf, sysctl_hint: String },
     #[error("cannot watch {}: it is not a folder", path.display())]
     NotADirectory { path: PathBuf },
-    #[error("cannot watch {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("cannot watch {}: {source}", path.display())]
+    #[error("cannot watch {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot watch {}", path.display())]
     Notify {
         path: PathBuf,
+        #[source]
         source: notify::Error,
     },
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{FINISH_RETRY_EVERY, Shared, sleep_until_opt};
+use crate::chain;
 use crate::finish;
 use crate::ready::{self, Inspection};
 use crate::store::{Job, JobError, JobStore, Outcome, StoreError};
@@ -196,7 +197,7 @@ fn next_job(state: &DispatchState, store: &JobStore, parallel: usize, now: Insta
         Ok(Some(job)) => Next::Start(Box::new(job)),
         Ok(None) => Next::Wait(None),
         Err(err) => {
-            tracing::error!("state store: {err}");
+            tracing::error!("state store: {}", chain(&err));
             Next::Wait(Some(now + STORE_RETRY))
         }
     }
@@ -262,7 +263,7 @@ struct JobObserver {
 impl JobObserver {
     fn log_store_error(&self, result: Result<(), StoreError>) {
         if let Err(err) = result {
-            tracing::error!(job = self.id, "state store: {err}");
+            tracing::error!(job = self.id, "state store: {}", chain(&err));
         }
     }
 }
@@ -307,7 +308,11 @@ impl UploadObserver for JobObserver {
 /// the store calls that decide where a job goes are handled where they are made.
 fn log_store_error(id: i64, what: &str, result: Result<(), StoreError>) {
     if let Err(err) = result {
-        tracing::error!(job = id, "state store: cannot record {what}: {err}");
+        tracing::error!(
+            job = id,
+            "state store: cannot record {what}: {}",
+            chain(&err)
+        );
     }
 }
 
@@ -316,7 +321,7 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
     let id = job.id;
     let name = job.rel_path.display().to_string();
     if let Err(err) = shared.store.start_attempt(id) {
-        tracing::error!(job = id, "state store: {err}");
+        tracing::error!(job = id, "state store: {}", chain(&err));
         return;
     }
     // The file must still be the one the job recorded: replaced or rewritten while hotfolder
@@ -400,7 +405,7 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
                 .store
                 .decide(id, Outcome::Uploaded, Some(&report.sha256), None)
             {
-                tracing::error!(job = id, "state store: {err}");
+                tracing::error!(job = id, "state store: {}", chain(&err));
                 return;
             }
             tracing::info!(file = %name, video_id = %report.video_id, "uploaded ({:.1} MB/s)", report.bytes_per_second() / 1e6);
@@ -414,11 +419,11 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
                 log_store_error(
                     id,
                     "the pause",
-                    shared.store.record_event(id, "paused", &err.to_string()),
+                    shared.store.record_event(id, "paused", &chain(&err)),
                 );
                 if let Err(store_err) = shared.store.set_waiting(id) {
                     // Left "uploading", it is put back in the queue at the next start.
-                    tracing::error!(job = id, "state store: {store_err}");
+                    tracing::error!(job = id, "state store: {}", chain(&store_err));
                 }
                 start_or_extend_pause(shared, &err);
             }
@@ -429,7 +434,7 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
                         shared,
                         &job,
                         &name,
-                        &err.to_string(),
+                        &chain(&err),
                         "the file changed while uploading; waiting until it is stable",
                     );
                 } else {
@@ -442,19 +447,20 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
                     forget_vanished(shared, id, &name);
                     return;
                 }
-                tracing::warn!(file = %name, "failed: {err} ({})", err.meaning());
-                let error = JobError {
-                    status: err.status(),
-                    message: err.to_string(),
-                    meaning: err.meaning(),
-                };
+                let message = chain(&err);
+                tracing::warn!(file = %name, "failed: {message} ({})", err.meaning());
                 log_store_error(
                     id,
                     "the failure",
-                    shared.store.record_event(id, "failed", &err.to_string()),
+                    shared.store.record_event(id, "failed", &message),
                 );
+                let error = JobError {
+                    status: err.status(),
+                    message,
+                    meaning: err.meaning(),
+                };
                 if let Err(err) = shared.store.decide(id, Outcome::Failed, None, Some(&error)) {
-                    tracing::error!(job = id, "state store: {err}");
+                    tracing::error!(job = id, "state store: {}", chain(&err));
                     return;
                 }
                 finish_job(shared, id).await;
@@ -497,7 +503,7 @@ fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
             "login refused: wrong username or password ({})",
             err.server_message()
         ),
-        _ => format!("platform unreachable or failing: {err}"),
+        _ => format!("platform unreachable or failing: {}", chain(err)),
     };
     let note = shared.dispatch.pause(
         reason,
@@ -509,7 +515,7 @@ fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
                 delay.as_secs_f64()
             );
             if let Err(err) = shared.store.set_queue_pause(Some(reason)) {
-                tracing::error!("state store: cannot record the pause for status: {err}");
+                tracing::error!("state store: cannot record the pause for status: {}", chain(&err));
             }
         },
     );
@@ -521,7 +527,10 @@ fn end_pause(shared: &Arc<Shared>) {
     let ended = shared.dispatch.resume(|reason| {
         tracing::info!("uploads resumed (paused because: {reason})");
         if let Err(err) = shared.store.set_queue_pause(None) {
-            tracing::error!("state store: cannot record the end of the pause for status: {err}");
+            tracing::error!(
+                "state store: cannot record the end of the pause for status: {}",
+                chain(&err)
+            );
         }
     });
     if ended.is_some() {
@@ -535,7 +544,7 @@ pub(super) async fn finish_job(shared: &Arc<Shared>, id: i64) {
     let job = match shared.store.job(id) {
         Ok(job) => job,
         Err(err) => {
-            tracing::error!(job = id, "state store: {err}");
+            tracing::error!(job = id, "state store: {}", chain(&err));
             return;
         }
     };
@@ -588,7 +597,7 @@ pub(super) async fn retry_stuck_finishes(shared: &Arc<Shared>) {
     let ids = match shared.store.finishing_ids() {
         Ok(ids) => ids,
         Err(err) => {
-            tracing::error!("state store: {err}");
+            tracing::error!("state store: {}", chain(&err));
             return;
         }
     };

@@ -17,6 +17,7 @@ use super::{
     FINISH_RETRY_EVERY, FOLDER_CHECK_EVERY, RESCAN_EVERY, Shared, dispatch, service,
     sleep_until_opt,
 };
+use crate::chain;
 use crate::config::{FolderSettings, Settings};
 use crate::ready::{self, Inspection, NameFilter, NameVerdict, StabilityTracker, StableFile};
 use crate::store::{Enqueued, JobState, NewJob};
@@ -151,7 +152,7 @@ impl Intake {
                             self.note_presence(shared, index, None);
                             self.scan_folder(shared, index).await;
                         }
-                        Err(err) => self.folder_missing(shared, watcher, index, err.to_string()),
+                        Err(err) => self.folder_missing(shared, watcher, index, chain(&err)),
                     }
                 }
                 (Err(why), _) => {
@@ -218,7 +219,10 @@ impl Intake {
     fn note_presence(&self, shared: &Arc<Shared>, index: usize, missing: Option<&str>) {
         let root = &self.folders[index].spec.root;
         if let Err(err) = shared.store.set_folder_missing(root, missing) {
-            tracing::warn!("cannot record the folder's state for status: {err}");
+            tracing::warn!(
+                "cannot record the folder's state for status: {}",
+                chain(&err)
+            );
         }
     }
 
@@ -299,7 +303,7 @@ impl Intake {
             Ok(Some(job)) if job.state != JobState::Paused => return,
             Ok(_) => {}
             Err(err) => {
-                tracing::error!("state store: {err}");
+                tracing::error!("state store: {}", chain(&err));
                 return;
             }
         }
@@ -520,7 +524,7 @@ impl Intake {
                 Rewatch::No => {}
                 Rewatch::Changed => {
                     if let Err(err) = folder.watch(watcher) {
-                        tracing::error!(folder = %root.display(), "reload: cannot watch: {err}");
+                        tracing::error!(folder = %root.display(), "reload: cannot watch: {}", chain(&err));
                     }
                 }
                 Rewatch::New => match folder.watch(watcher) {
@@ -528,7 +532,7 @@ impl Intake {
                         tracing::info!(folder = %root.display(), "reload: watching a new folder")
                     }
                     Err(err) => {
-                        tracing::error!(folder = %root.display(), "reload: cannot watch the new folder: {err}");
+                        tracing::error!(folder = %root.display(), "reload: cannot watch the new folder: {}", chain(&err));
                         continue;
                     }
                 },
@@ -538,7 +542,10 @@ impl Intake {
         for root in &plan.removed {
             watcher.unwatch(root);
             if let Err(err) = shared.store.set_folder_missing(root, None) {
-                tracing::warn!("cannot record the folder's state for status: {err}");
+                tracing::warn!(
+                    "cannot record the folder's state for status: {}",
+                    chain(&err)
+                );
             }
             tracing::info!(folder = %root.display(), "reload: no longer watching");
         }
@@ -547,7 +554,10 @@ impl Intake {
         let platform = match Platform::new(&new.account, &new.upload) {
             Ok(platform) => Some(platform),
             Err(err) => {
-                tracing::error!("reload: keeping the previous account settings: {err}");
+                tracing::error!(
+                    "reload: keeping the previous account settings: {}",
+                    chain(&err)
+                );
                 None
             }
         };
@@ -645,7 +655,7 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
     let results = match shared.store.enqueue_many(&jobs) {
         Ok(results) => results,
         Err(err) => {
-            tracing::error!("cannot queue {} file(s): {err}", jobs.len());
+            tracing::error!("cannot queue {} file(s): {}", jobs.len(), chain(&err));
             return;
         }
     };
@@ -668,12 +678,13 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
                             ) {
                                 tracing::warn!(
                                     job = id,
-                                    "state store: cannot record the event: {err}"
+                                    "state store: cannot record the event: {}",
+                                    chain(&err)
                                 );
                             }
                             tracing::info!(file = %job.path.display(), "stable again; uploading it again to the same video");
                         }
-                        Err(err) => tracing::error!(job = id, "state store: {err}"),
+                        Err(err) => tracing::error!(job = id, "state store: {}", chain(&err)),
                     }
                 }
             }

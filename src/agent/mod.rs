@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::chain;
 use crate::config::{FolderSettings, Settings};
 use crate::finish;
 use crate::retry::RetryPolicy;
@@ -58,7 +59,7 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Watch(#[from] WatchError),
-    #[error("cannot prepare uploads: {0}")]
+    #[error("cannot prepare uploads")]
     Platform(#[from] VmproError),
     #[error("no [[folder]] in the config: nothing to watch")]
     NoFolders,
@@ -157,7 +158,10 @@ pub async fn run(
     let folders = shared.settings().folders.clone();
     let mut intake = Intake::new(&folders);
     if let Err(err) = shared.store.clear_missing_folders() {
-        tracing::warn!("cannot reset the folders' state for status: {err}");
+        tracing::warn!(
+            "cannot reset the folders' state for status: {}",
+            chain(&err)
+        );
     }
     intake.watch_all(&mut watcher)?;
     service::notify(&[sd_notify::NotifyState::Ready]);
@@ -250,7 +254,7 @@ async fn recover(shared: &Arc<Shared>) {
     let jobs = match shared.store.unfinished() {
         Ok(jobs) => jobs,
         Err(err) => {
-            tracing::error!("cannot read the queue: {err}");
+            tracing::error!("cannot read the queue: {}", chain(&err));
             return;
         }
     };
@@ -278,7 +282,7 @@ async fn recover(shared: &Arc<Shared>) {
             _ => Ok(()),
         };
         if let Err(err) = result {
-            tracing::error!(job = job.id, "cannot recover job: {err}");
+            tracing::error!(job = job.id, "cannot recover job: {}", chain(&err));
         }
     }
 }

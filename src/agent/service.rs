@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Shared;
+use crate::chain;
 use crate::store::{JobStore, QueueSummary};
 
 /// Tells the service manager (systemd `Type=notify`) about a state; without `NOTIFY_SOCKET`
@@ -37,7 +38,7 @@ pub(super) fn status_line(shared: &Shared) -> String {
                 line.push_str(&format!("; FOLDER MISSING: {}", folder.path.display()));
             }
         }
-        Err(err) => line.push_str(&format!("; folders' state unreadable: {err}")),
+        Err(err) => line.push_str(&format!("; folders' state unreadable: {}", chain(&err))),
     }
     line
 }
@@ -46,7 +47,7 @@ pub(super) fn status_line(shared: &Shared) -> String {
 fn summary_line(store: &JobStore) -> String {
     match store.summary() {
         Ok(summary) => queue_counts(&summary),
-        Err(err) => format!("queue unreadable: {err}"),
+        Err(err) => format!("queue unreadable: {}", chain(&err)),
     }
 }
 

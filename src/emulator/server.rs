@@ -227,7 +227,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Canc
     tokio::select! {
         result = connection => {
             if let Err(error) = result {
-                tracing::debug!(error = %error, "emulator connection ended");
+                tracing::debug!(error = %crate::chain(&error), "emulator connection ended");
             }
         }
         () = shutdown.cancelled() => {}

@@ -33,21 +33,21 @@ const MAX_SUFFIX: u32 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FinishError {
-    #[error("could not find a free name for {} under {}: {source}", rel_path.display(), base.display())]
+    #[error("could not find a free name for {} under {}", rel_path.display(), base.display())]
     Destination {
         base: PathBuf,
         rel_path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("could not move {} to {} (the file was left where it was): {source}", src.display(), dest.display())]
+    #[error("could not move {} to {} (the file was left where it was)", src.display(), dest.display())]
     Move {
         src: PathBuf,
         dest: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("could not write the sidecar {}: {source}", path.display())]
+    #[error("could not write the sidecar {}", path.display())]
     Sidecar {
         path: PathBuf,
         #[source]

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Sidecar, TEMP_SUFFIX, move_without_overwrite, sidecar_path, write_sidecar};
+use crate::chain;
 use crate::store::{Job, JobStore, Outcome};
 
 /// How a job's file left the watched folder.
@@ -20,7 +21,7 @@ pub enum Finished {
 /// An error is the reason in words; the file is then where it was and the job still finishing.
 pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finished, String> {
     let dest = if job.path.exists() {
-        move_without_overwrite(&job.path, base, &job.rel_path).map_err(|e| e.to_string())?
+        move_without_overwrite(&job.path, base, &job.rel_path).map_err(|e| chain(&e))?
     } else if let Some(moved) = find_moved(base, &job.rel_path, job.size) {
         // A crash between the move and the record: the moved file is the one without a sidecar.
         moved
@@ -36,7 +37,7 @@ pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finis
             job.path.display(),
             base.display()
         );
-        store.forget(job.id, &why).map_err(|e| e.to_string())?;
+        store.forget(job.id, &why).map_err(|e| chain(&e))?;
         return Ok(Finished::RemovedBeforeMove(why));
     } else {
         return Err(format!(
@@ -53,13 +54,14 @@ pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finis
         // The sidecar then lacks this one event; the move itself is recorded below.
         tracing::warn!(
             job = job.id,
-            "cannot record the move in the job's events: {err}"
+            "cannot record the move in the job's events: {}",
+            chain(&err)
         );
     }
-    let fresh = store.job(job.id).map_err(|e| e.to_string())?;
+    let fresh = store.job(job.id).map_err(|e| chain(&e))?;
     let sidecar = Sidecar::from_job(&fresh, &file_name);
-    write_sidecar(&dest, &sidecar).map_err(|e| e.to_string())?;
-    store.mark_moved(job.id, &dest).map_err(|e| e.to_string())?;
+    write_sidecar(&dest, &sidecar).map_err(|e| chain(&e))?;
+    store.mark_moved(job.id, &dest).map_err(|e| chain(&e))?;
     Ok(Finished::Moved(dest))
 }
 

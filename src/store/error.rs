@@ -8,13 +8,13 @@ use super::JobState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("state store {}: {source}", path.display())]
+    #[error("state store {}", path.display())]
     Sqlite {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
     },
-    #[error("state store {}: {source}", path.display())]
+    #[error("state store {}", path.display())]
     Io {
         path: PathBuf,
         #[source]

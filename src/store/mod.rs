@@ -843,10 +843,8 @@ mod tests {
             )
             .unwrap();
         let err = store.pause_changed(id, "grew", "changed").unwrap_err();
-        assert!(
-            err.to_string().contains("restart refused by the test"),
-            "{err}"
-        );
+        let shown = crate::chain(&err);
+        assert!(shown.contains("restart refused by the test"), "{shown}");
         assert_eq!(store.job(id).unwrap(), before);
         // The same failure with the three separate calls leaves a half-done change behind.
         store.record_event(id, "changed", "grew").unwrap();

@@ -14,6 +14,7 @@ use url::Url;
 
 use super::auth::Session;
 use super::error::{Disposition, Step, VmproError, classify};
+use crate::chain;
 use crate::config::{AccountSettings, UploadSettings};
 use crate::retry::{RetryPolicy, parse_retry_after};
 
@@ -315,13 +316,14 @@ impl Transport {
             observer.event(
                 "retry",
                 &format!(
-                    "{error}; try {} of {} in {:.1}s",
+                    "{}; try {} of {} in {:.1}s",
+                    chain(&error),
                     failed + 1,
                     self.policy.max_attempts,
                     delay.as_secs_f64()
                 ),
             );
-            tracing::debug!(%step, try_number = failed + 1, delay_ms = delay.as_millis() as u64, "retrying after: {error}");
+            tracing::debug!(%step, try_number = failed + 1, delay_ms = delay.as_millis() as u64, "retrying after: {}", chain(&error));
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
                 _ = tokio::time::sleep(delay) => {}

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{Answer, Transport};
 use super::error::{Disposition, Step, VmproError, classify};
+use crate::chain;
 use crate::config::{AccountSettings, AuthStyle};
 
 /// When the server does not say how long a token lives (legacy login), assume this.
@@ -93,7 +94,10 @@ impl Session {
                         Ok(new) => Some(new),
                         Err(VmproError::Cancelled) => return Err(VmproError::Cancelled),
                         Err(err) => {
-                            tracing::info!("token refresh refused ({err}); logging in again");
+                            tracing::info!(
+                                "token refresh refused ({}); logging in again",
+                                chain(&err)
+                            );
                             None
                         }
                     }

@@ -233,7 +233,7 @@ pub async fn upload_file(
             .await
             .map_err(|err| VmproError::Read {
                 path: request.path.clone(),
-                source: std::io::Error::other(err.to_string()),
+                source: std::io::Error::other(err),
             })??;
         unchanged_since_start(&request.path, size, mtime).await?;
         observer.event(
@@ -499,7 +499,7 @@ async fn open_for_upload(path: &Arc<PathBuf>) -> Result<(File, u64, SystemTime),
         }),
         Err(join) => Err(VmproError::Read {
             path: path.to_path_buf(),
-            source: std::io::Error::other(join.to_string()),
+            source: std::io::Error::other(join),
         }),
     }
 }
@@ -660,7 +660,7 @@ struct ChunkBody {
 
 impl ChunkBody {
     fn fail(&self, state: &mut FeedState, failure: VmproError) -> std::io::Error {
-        let error = std::io::Error::other(failure.to_string());
+        let error = std::io::Error::other(crate::chain(&failure));
         state.failure.get_or_insert(failure);
         self.stop.cancel();
         error

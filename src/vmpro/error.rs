@@ -207,9 +207,10 @@ pub enum VmproError {
     },
 
     /// The local file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: std::path::PathBuf,
+        #[source]
         source: std::io::Error,
     },
 
@@ -325,7 +326,7 @@ impl VmproError {
             | VmproError::Quota { message, .. }
             | VmproError::Credentials { message, .. } => message.clone(),
             VmproError::GaveUp { last, .. } => last.server_message(),
-            other => other.to_string(),
+            other => crate::chain(other),
         }
     }
 

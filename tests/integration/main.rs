@@ -11,6 +11,7 @@ mod agent;
 mod bad_inputs;
 mod config;
 mod emulator;
+mod error_chains;
 mod packaging;
 mod service;
 mod upload;
