@@ -475,14 +475,32 @@ fn validate_patterns(
     let Some(patterns) = patterns else {
         return default();
     };
+    let mut usable = true;
     for (i, pattern) in patterns.iter().enumerate() {
         let item_key = format!("{key}[{}]", i + 1);
-        if pattern.trim().is_empty() {
-            problems.add(item_key, "empty pattern");
+        let problem = if pattern.trim().is_empty() {
+            Some("empty pattern".to_string())
         } else if pattern.contains(['/', '\\']) {
+            Some(format!(
+                "{pattern:?}: patterns match the file name only, not a path"
+            ))
+        } else {
+            // The very check the name filter compiles with, so a pattern that loads is one it
+            // takes as written.
+            crate::ready::compile_pattern(pattern)
+                .err()
+                .map(|why| format!("{pattern:?} is not a usable pattern: {why}"))
+        };
+        if let Some(problem) = problem {
+            problems.add(item_key, problem);
+            usable = false;
+        }
+    }
+    if usable {
+        if let Err(why) = crate::ready::compile_patterns(&patterns) {
             problems.add(
-                item_key,
-                format!("{pattern:?}: patterns match the file name only, not a path"),
+                key,
+                format!("the patterns cannot be compiled together: {why}"),
             );
         }
     }
@@ -803,6 +821,38 @@ mod tests {
             Some(OsString::from_vec(vec![0xff]))
         }));
         assert!(found[0].message.contains("not valid UTF-8"), "{found:?}");
+    }
+
+    #[test]
+    fn a_pattern_the_matcher_refuses_is_a_problem_naming_key_and_pattern() {
+        let text = format!(
+            "{}\n[[folder]]\npath = \"/nonexistent/exports\"\n\
+             include = [\"*.mov\", \"[abc*.mp4\", \"*.{{mov,mp4\"]\n\
+             exclude = [\"[éè]*\"]\n",
+            config_with("password = \"x\"")
+        );
+        let found = problems(load_with_env(&text, &|_| None));
+        let about = |key: &str| {
+            found
+                .iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("no problem for {key}: {found:?}"))
+                .message
+                .clone()
+        };
+        let message = about("folder[1].include[2]");
+        assert!(message.contains("\"[abc*.mp4\""), "{message}");
+        assert!(message.contains("unclosed character class"), "{message}");
+        assert!(message.contains("[[]"), "{message}");
+        let message = about("folder[1].include[3]");
+        assert!(message.contains("\"*.{mov,mp4\""), "{message}");
+        assert!(message.contains("unclosed alternate group"), "{message}");
+        let message = about("folder[1].exclude[1]");
+        assert!(message.contains("ASCII"), "{message}");
+        assert!(
+            found.iter().all(|p| p.key != "folder[1].include[1]"),
+            "{found:?}"
+        );
     }
 
     #[test]
