@@ -496,13 +496,11 @@ fn validate_patterns(
             usable = false;
         }
     }
-    if usable {
-        if let Err(why) = crate::ready::compile_patterns(&patterns) {
-            problems.add(
-                key,
-                format!("the patterns cannot be compiled together: {why}"),
-            );
-        }
+    if usable && let Err(why) = crate::ready::compile_patterns(&patterns) {
+        problems.add(
+            key,
+            format!("the patterns cannot be compiled together: {why}"),
+        );
     }
     patterns
 }

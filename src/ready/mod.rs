@@ -1,0 +1,556 @@
+//! The completeness stage: decides whether a file in a watched folder is a finished export.
+//!
+//! Three checks, cheapest first: the file name passes the folder's include/exclude globs
+//! ([`NameFilter`]), the path is a regular file ([`inspect`], which never follows symlinks), and
+//! its size and mtime stay unchanged for `stable_for` ([`StabilityTracker`]). Last,
+//! [`opens_for_reading`] makes sure the agent can actually read it before it is queued.
+//!
+//! The tracker keeps its deadlines in order so the agent can sleep on one timer until
+//! [`StabilityTracker::next_deadline`]: ten thousand quiet files cost nothing while idle.
+//!
+//! The name patterns are in [`names`]; this file holds the rest: what a path is, and the
+//! tracker that watches each candidate settle.
+
+mod names;
+
+pub use names::{NameFilter, NameVerdict, compile_pattern, compile_patterns};
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+/// What the tracker compares between looks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FileSnapshot {
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch (negative before it), so that sub-second writes count.
+    pub mtime_ns: i128,
+}
+
+impl FileSnapshot {
+    pub fn from_metadata(meta: &std::fs::Metadata) -> io::Result<FileSnapshot> {
+        Ok(FileSnapshot {
+            size: meta.len(),
+            mtime_ns: system_time_ns(meta.modified()?),
+        })
+    }
+}
+
+fn system_time_ns(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
+        Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+    }
+}
+
+/// What a path turned out to be at one look.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Inspection {
+    Regular(FileSnapshot),
+    /// Deleted or renamed away since the event that named it.
+    Vanished,
+    Skipped(SkipReason),
+}
+
+/// Why a path in a watched folder is not a candidate, in words for the log.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SkipReason {
+    Symlink,
+    Directory,
+    Fifo,
+    Device,
+    Socket,
+    Other,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SkipReason::Symlink => "a symbolic link (links are never followed)",
+            SkipReason::Directory => "a folder",
+            SkipReason::Fifo => "a named pipe (FIFO)",
+            SkipReason::Device => "a device file",
+            SkipReason::Socket => "a socket",
+            SkipReason::Other => "not a regular file",
+        })
+    }
+}
+
+impl SkipReason {
+    /// What a non-regular file type is; `None` for a regular file.
+    pub fn of(file_type: std::fs::FileType) -> Option<SkipReason> {
+        if file_type.is_file() {
+            return None;
+        }
+        if file_type.is_symlink() {
+            return Some(SkipReason::Symlink);
+        }
+        if file_type.is_dir() {
+            return Some(SkipReason::Directory);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if file_type.is_fifo() {
+                return Some(SkipReason::Fifo);
+            }
+            if file_type.is_block_device() || file_type.is_char_device() {
+                return Some(SkipReason::Device);
+            }
+            if file_type.is_socket() {
+                return Some(SkipReason::Socket);
+            }
+        }
+        Some(SkipReason::Other)
+    }
+}
+
+/// Looks at `path` with lstat (never follows symlinks: a link could point anywhere, and the
+/// file it names would be moved out from under whoever else uses it).
+/// A path that no longer exists is `Ok(Vanished)`, not an error.
+pub fn inspect(path: &Path) -> io::Result<Inspection> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        // NotADirectory: a parent folder was replaced by a file, so the path is gone too.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Inspection::Vanished);
+        }
+        Err(e) => return Err(e),
+    };
+    match SkipReason::of(meta.file_type()) {
+        Some(reason) => Ok(Inspection::Skipped(reason)),
+        None => Ok(Inspection::Regular(FileSnapshot::from_metadata(&meta)?)),
+    }
+}
+
+/// One file waiting for its quiet period to pass.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    snapshot: FileSnapshot,
+    /// When tracking began, for the sidecar's "detected" event.
+    first_seen: Instant,
+    /// When `snapshot` was first seen; the quiet period runs from here.
+    since: Instant,
+}
+
+/// Waits for each candidate's size and mtime to stay unchanged for `stable_for`.
+///
+/// The agent drives it with one timer: sleep until [`next_deadline`](Self::next_deadline),
+/// take the [`due`](Self::due) paths, [`inspect`] each and hand the snapshot to
+/// [`confirm`](Self::confirm). A changed snapshot restarts that file's clock; an unchanged one
+/// past its quiet period comes back as a [`StableFile`].
+#[derive(Debug)]
+pub struct StabilityTracker {
+    stable_for: Duration,
+    files: HashMap<PathBuf, Quiet>,
+    /// Every tracked path keyed by the instant its quiet period ends, so the earliest deadline
+    /// and the due paths are found without looking at the others.
+    deadlines: BTreeSet<(Instant, PathBuf)>,
+}
+
+/// A file whose size and mtime held still for the folder's `stable_for`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StableFile {
+    pub path: PathBuf,
+    pub snapshot: FileSnapshot,
+    pub first_seen: Instant,
+    /// The rule that found it complete, for the sidecar: "size 1048576 B and mtime unchanged
+    /// for 10s".
+    pub rule: String,
+}
+
+impl StabilityTracker {
+    pub fn new(stable_for: Duration) -> Self {
+        StabilityTracker {
+            stable_for,
+            files: HashMap::new(),
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    /// A fresh look at a candidate: starts its quiet period when it is new, restarts it when
+    /// the snapshot changed, and otherwise leaves it running (events that change nothing, such
+    /// as the agent's own reads, must not delay an upload).
+    pub fn observe(&mut self, path: PathBuf, snap: FileSnapshot, now: Instant) {
+        match self.files.get_mut(&path) {
+            Some(quiet) if quiet.snapshot == snap => {}
+            Some(quiet) => {
+                let old_deadline = quiet.since + self.stable_for;
+                quiet.snapshot = snap;
+                quiet.since = now;
+                self.deadlines.remove(&(old_deadline, path.clone()));
+                self.deadlines.insert((now + self.stable_for, path));
+            }
+            None => {
+                self.files.insert(
+                    path.clone(),
+                    Quiet {
+                        snapshot: snap,
+                        first_seen: now,
+                        since: now,
+                    },
+                );
+                self.deadlines.insert((now + self.stable_for, path));
+            }
+        }
+    }
+
+    /// Stops tracking a path (it vanished, was skipped, or its folder is no longer watched).
+    pub fn forget(&mut self, path: &Path) {
+        if let Some(quiet) = self.files.remove(path) {
+            self.deadlines
+                .remove(&(quiet.since + self.stable_for, path.to_path_buf()));
+        }
+    }
+
+    /// Stops tracking every path under `dir` (a folder was deleted or moved away).
+    pub fn forget_under(&mut self, dir: &Path) {
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| p.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.forget(&path);
+        }
+    }
+
+    pub fn is_tracked(&self, path: &Path) -> bool {
+        self.files.contains_key(path)
+    }
+
+    /// Paths whose quiet period has ended by `now`, earliest first: the caller re-inspects them
+    /// and calls [`confirm`](Self::confirm) (or [`forget`](Self::forget) when they vanished).
+    pub fn due(&self, now: Instant) -> Vec<PathBuf> {
+        self.deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|(_, path)| path.clone())
+            .collect()
+    }
+
+    /// Returns the file, and stops tracking it, when `snap` equals the tracked snapshot and
+    /// that snapshot has held for `stable_for`. Otherwise returns `None` and records `snap` as
+    /// [`observe`](Self::observe) does, so a changed file starts a new quiet period and is not
+    /// due again until it ends. An untracked path returns `None` and stays untracked.
+    pub fn confirm(&mut self, path: &Path, snap: FileSnapshot, now: Instant) -> Option<StableFile> {
+        let quiet = *self.files.get(path)?;
+        if quiet.snapshot != snap {
+            self.observe(path.to_path_buf(), snap, now);
+            return None;
+        }
+        if now.saturating_duration_since(quiet.since) < self.stable_for {
+            return None;
+        }
+        self.forget(path);
+        Some(StableFile {
+            path: path.to_path_buf(),
+            snapshot: snap,
+            first_seen: quiet.first_seen,
+            rule: format!(
+                "size {} B and mtime unchanged for {}",
+                snap.size,
+                humantime::format_duration(self.stable_for)
+            ),
+        })
+    }
+
+    /// When the earliest quiet period ends; `None` when nothing is tracked. The agent sleeps
+    /// exactly until then instead of polling.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Opens the file for reading, and reads one byte when it is not empty, so a file the agent
+/// cannot read fails here, in words, rather than halfway through an upload. Refuses anything
+/// that is not a regular file (opening a named pipe would block).
+pub fn opens_for_reading(path: &Path) -> io::Result<()> {
+    let shown = path.display();
+    let explain = |e: io::Error, doing: &str| {
+        let why = match e.kind() {
+            io::ErrorKind::NotFound => "it no longer exists".to_string(),
+            io::ErrorKind::PermissionDenied => {
+                "permission denied: the user hotfolder runs as may not read it".to_string()
+            }
+            _ => e.to_string(),
+        };
+        io::Error::new(e.kind(), format!("cannot {doing} {shown}: {why}"))
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| explain(e, "look at"))?;
+    if let Some(reason) = SkipReason::of(meta.file_type()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot read {shown}: it is {reason}, not a regular file"),
+        ));
+    }
+    let mut file = File::open(path).map_err(|e| explain(e, "open"))?;
+    let size = file.metadata().map_err(|e| explain(e, "look at"))?.len();
+    if size == 0 {
+        return Ok(());
+    }
+    let mut byte = [0u8; 1];
+    match file.read(&mut byte) {
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("cannot read {shown}: it was cut short while being checked"),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(explain(e, "read")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(size: u64, mtime_ns: i128) -> FileSnapshot {
+        FileSnapshot { size, mtime_ns }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_still_file_is_confirmed_after_stable_for_with_the_rule() {
+        let stable_for = Duration::from_secs(10);
+        let mut tracker = StabilityTracker::new(stable_for);
+        let path = PathBuf::from("/in/clip.mov");
+        let start = Instant::now();
+        tracker.observe(path.clone(), snap(1_048_576, 7), start);
+        assert_eq!(tracker.next_deadline(), Some(start + stable_for));
+        assert!(tracker.due(Instant::now()).is_empty());
+
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Too early: still tracked, nothing comes back.
+        assert_eq!(
+            tracker.confirm(&path, snap(1_048_576, 7), Instant::now()),
+            None
+        );
+        assert!(tracker.is_tracked(&path));
+
+        tokio::time::sleep_until(tracker.next_deadline().unwrap()).await;
+        assert_eq!(tracker.due(Instant::now()), vec![path.clone()]);
+        let stable = tracker
+            .confirm(&path, snap(1_048_576, 7), Instant::now())
+            .expect("stable after 10s");
+        assert_eq!(stable.path, path);
+        assert_eq!(stable.first_seen, start);
+        assert_eq!(stable.rule, "size 1048576 B and mtime unchanged for 10s");
+        assert!(!tracker.is_tracked(&path));
+        assert!(tracker.is_empty());
+        assert_eq!(tracker.next_deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_growing_file_is_never_confirmed() {
+        let mut tracker = StabilityTracker::new(Duration::from_secs(10));
+        let path = PathBuf::from("/in/growing.mov");
+        let start = Instant::now();
+        tracker.observe(path.clone(), snap(0, 0), start);
+        // The exporter writes every 4 s for two minutes; the agent checks at each deadline.
+        for step in 1..=30u64 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let now = Instant::now();
+            let grown = snap(step * 1000, i128::from(step));
+            if tracker.due(now).contains(&path) {
+                assert_eq!(tracker.confirm(&path, grown, now), None);
+            } else {
+                tracker.observe(path.clone(), grown, now);
+            }
+            assert!(tracker.is_tracked(&path));
+            assert!(tracker.next_deadline().unwrap() > now);
+        }
+        // Once it stops, it is confirmed one quiet period after the last change.
+        let last_change = Instant::now();
+        tokio::time::sleep_until(tracker.next_deadline().unwrap()).await;
+        assert_eq!(
+            Instant::now().duration_since(last_change),
+            Duration::from_secs(10)
+        );
+        let stable = tracker.confirm(&path, snap(30_000, 30), Instant::now());
+        assert_eq!(stable.map(|s| s.first_seen), Some(start));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_snapshot_at_the_deadline_restarts_the_clock() {
+        let mut tracker = StabilityTracker::new(Duration::from_secs(10));
+        let path = PathBuf::from("/in/a.mov");
+        tracker.observe(path.clone(), snap(5, 1), Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = Instant::now();
+        // Same size, newer mtime: rewritten in place.
+        assert_eq!(tracker.confirm(&path, snap(5, 2), now), None);
+        assert!(tracker.due(now).is_empty(), "not due again right away");
+        assert_eq!(tracker.next_deadline(), Some(now + Duration::from_secs(10)));
+        // Repeated looks with the unchanged snapshot do not push the deadline out.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        tracker.observe(path.clone(), snap(5, 2), Instant::now());
+        assert_eq!(tracker.next_deadline(), Some(now + Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(tracker.confirm(&path, snap(5, 2), Instant::now()).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_files_come_due_in_deadline_order() {
+        let mut tracker = StabilityTracker::new(Duration::from_secs(10));
+        let start = Instant::now();
+        for i in 0..10_000u64 {
+            let at = start + Duration::from_millis(i % 1000);
+            tracker.observe(PathBuf::from(format!("/in/{i}.mov")), snap(i, 0), at);
+        }
+        assert_eq!(tracker.len(), 10_000);
+        assert_eq!(
+            tracker.next_deadline(),
+            Some(start + Duration::from_secs(10))
+        );
+        let due = tracker.due(start + Duration::from_secs(10));
+        assert_eq!(due.len(), 10, "only the files seen at the start");
+        assert!(due.contains(&PathBuf::from("/in/0.mov")));
+        assert!(due.contains(&PathBuf::from("/in/9000.mov")));
+
+        tracker.forget(Path::new("/in/0.mov"));
+        tracker.forget_under(Path::new("/in"));
+        assert!(tracker.is_empty());
+        assert_eq!(tracker.next_deadline(), None);
+        assert!(tracker.due(start + Duration::from_secs(3600)).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn confirm_of_an_untracked_path_is_none() {
+        let mut tracker = StabilityTracker::new(Duration::from_secs(1));
+        assert_eq!(
+            tracker.confirm(Path::new("/nowhere"), snap(1, 1), Instant::now()),
+            None
+        );
+        assert!(!tracker.is_tracked(Path::new("/nowhere")));
+    }
+
+    #[test]
+    fn inspect_tells_files_folders_links_and_missing_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clip.mov");
+        std::fs::write(&file, b"12345").unwrap();
+        match inspect(&file).unwrap() {
+            Inspection::Regular(s) => assert_eq!(s.size, 5),
+            other => panic!("expected a regular file, got {other:?}"),
+        }
+        assert_eq!(
+            inspect(dir.path()).unwrap(),
+            Inspection::Skipped(SkipReason::Directory)
+        );
+        assert_eq!(
+            inspect(&dir.path().join("gone.mov")).unwrap(),
+            Inspection::Vanished
+        );
+        assert_eq!(
+            inspect(&file.join("below-a-file")).unwrap(),
+            Inspection::Vanished
+        );
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.mov");
+            std::os::unix::fs::symlink(&file, &link).unwrap();
+            assert_eq!(
+                inspect(&link).unwrap(),
+                Inspection::Skipped(SkipReason::Symlink)
+            );
+            assert_eq!(
+                SkipReason::Symlink.to_string(),
+                "a symbolic link (links are never followed)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rewrite_changes_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clip.mov");
+        std::fs::write(&file, b"12345").unwrap();
+        let Inspection::Regular(before) = inspect(&file).unwrap() else {
+            panic!("regular file expected")
+        };
+        let f = File::options().write(true).open(&file).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
+        let Inspection::Regular(after) = inspect(&file).unwrap() else {
+            panic!("regular file expected")
+        };
+        assert_eq!(before.size, after.size);
+        assert_ne!(before, after);
+    }
+
+    #[test]
+    fn opens_for_reading_explains_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clip.mov");
+        std::fs::write(&file, b"data").unwrap();
+        opens_for_reading(&file).unwrap();
+        let empty = dir.path().join("empty.mov");
+        std::fs::write(&empty, b"").unwrap();
+        opens_for_reading(&empty).unwrap();
+
+        let missing = opens_for_reading(&dir.path().join("gone.mov")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert!(missing.to_string().contains("gone.mov"), "{missing}");
+        assert!(
+            missing.to_string().contains("no longer exists"),
+            "{missing}"
+        );
+
+        let folder = opens_for_reading(dir.path()).unwrap_err();
+        assert!(folder.to_string().contains("a folder"), "{folder}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn opens_for_reading_names_a_permission_problem() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("locked.mov");
+        std::fs::write(&file, b"data").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if File::open(&file).is_ok() {
+            eprintln!("running as root: permission bits are not enforced, nothing to check");
+            return;
+        }
+        let err = opens_for_reading(&file).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("permission denied"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn opens_for_reading_refuses_a_named_pipe_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.mov");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("mkfifo unavailable, nothing to check");
+            return;
+        }
+        assert_eq!(
+            inspect(&fifo).unwrap(),
+            Inspection::Skipped(SkipReason::Fifo)
+        );
+        let err = opens_for_reading(&fifo).unwrap_err();
+        assert!(err.to_string().contains("named pipe"), "{err}");
+    }
+}
