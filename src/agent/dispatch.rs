@@ -30,6 +30,10 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(super) struct DispatchState {
     board: Mutex<Board>,
+    /// Held from a pause's start or end until it is recorded (store and log), so records
+    /// follow the order of the changes; the board itself is locked only for the change, so
+    /// workers starting and ending never wait on a store write.
+    pause_order: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -66,6 +70,10 @@ impl DispatchState {
         // Poisoned only if a thread panicked while holding it; every change to the board is
         // a single insert, remove or assignment, so what it holds is still consistent.
         self.board.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pause_order(&self) -> MutexGuard<'_, ()> {
+        self.pause_order.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// May a job start now, with `parallel` allowed at once? `Ok` with the jobs already
@@ -115,8 +123,7 @@ impl DispatchState {
 
     /// Pauses the queue for `reason`, or extends the pause: the `failures`-th probe in a row
     /// failed, and `delay(failures)` is how long until the next. `record(reason, delay)` runs
-    /// under the lock when the reason changed, so the store's record of the pause follows the
-    /// same order as the pause itself.
+    /// when the reason changed, before any later pause or resume is recorded.
     pub(super) fn pause(
         &self,
         reason: String,
@@ -124,29 +131,34 @@ impl DispatchState {
         delay: impl FnOnce(u32) -> Duration,
         record: impl FnOnce(&str, Duration),
     ) -> PauseNote {
-        let mut board = self.board();
-        let failures = board.pause.as_ref().map_or(1, |p| p.failures + 1);
-        let delay = delay(failures);
-        let reason_changed = board.pause.as_ref().is_none_or(|p| p.reason != reason);
+        let _order = self.pause_order();
+        let (reason_changed, delay) = {
+            let mut board = self.board();
+            let failures = board.pause.as_ref().map_or(1, |p| p.failures + 1);
+            let delay = delay(failures);
+            let reason_changed = board.pause.as_ref().is_none_or(|p| p.reason != reason);
+            board.pause = Some(QueuePause {
+                reason: reason.clone(),
+                failures,
+                retry_at: now + delay,
+                probing: false,
+            });
+            (reason_changed, delay)
+        };
         if reason_changed {
             record(&reason, delay);
         }
-        board.pause = Some(QueuePause {
-            reason,
-            failures,
-            retry_at: now + delay,
-            probing: false,
-        });
         PauseNote {
             reason_changed,
             delay,
         }
     }
 
-    /// Ends a pause; the reason it had, if there was one. `record` runs under the lock.
+    /// Ends a pause; the reason it had, if there was one. `record` runs before any later
+    /// pause or resume is recorded.
     pub(super) fn resume(&self, record: impl FnOnce(&str)) -> Option<String> {
-        let mut board = self.board();
-        let old = board.pause.take()?;
+        let _order = self.pause_order();
+        let old = self.board().pause.take()?;
         record(&old.reason);
         Some(old.reason)
     }

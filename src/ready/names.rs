@@ -50,14 +50,19 @@ pub fn compile_pattern(pattern: &str) -> Result<Glob, String> {
         };
         format!("{}{hint}", e.kind())
     })?;
-    if class_lists_non_ascii(&lowered) {
-        return Err(CLASS_NOT_ASCII.to_string());
+    if let Some(problem) = class_problem(&lowered) {
+        return Err(problem.to_string());
     }
     Ok(glob)
 }
 
 const CLASS_NOT_ASCII: &str = "a [...] class can only list ASCII characters (the matcher \
      compares bytes); write alternatives in braces instead, such as {é,è}";
+
+/// globset reads `[[:upper:]]` as a named class, which the lower-casing that makes matching
+/// case-insensitive would turn into a class no name can match.
+const CLASS_NAMED: &str = "named classes such as [[:alpha:]] are not supported (matching \
+     ignores case); list the characters instead, such as [a-z0-9]";
 
 /// Compiles a whole include or exclude list into one set, as [`NameFilter`] does; the config
 /// check calls it after every pattern passed [`compile_pattern`], for the rare list too big to
@@ -88,8 +93,9 @@ fn glob_builder(pattern: &str) -> GlobBuilder<'_> {
     builder
 }
 
-/// Whether a `[...]` class in a pattern globset accepted lists a non-ASCII character.
-fn class_lists_non_ascii(pattern: &str) -> bool {
+/// What is wrong with a `[...]` class in a pattern globset accepted, if anything: a non-ASCII
+/// member (matched byte by byte) or a named class (`[:alpha:]`).
+fn class_problem(pattern: &str) -> Option<&'static str> {
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
         if c != '[' {
@@ -99,17 +105,22 @@ fn class_lists_non_ascii(pattern: &str) -> bool {
             chars.next();
         }
         let mut first = true;
+        let mut previous = '[';
         for c in chars.by_ref() {
             if c == ']' && !first {
                 break;
             }
             if !c.is_ascii() {
-                return true;
+                return Some(CLASS_NOT_ASCII);
+            }
+            if c == ':' && previous == '[' && !first {
+                return Some(CLASS_NAMED);
             }
             first = false;
+            previous = c;
         }
     }
-    false
+    None
 }
 
 /// One include or exclude list, compiled; `written[i]` is the pattern of the set's glob `i` as
@@ -339,6 +350,9 @@ mod tests {
             ("[éè]*.mov", "ASCII"),
             ("take[!é].mxf", "ASCII"),
             ("[]é]", "ASCII"),
+            ("[[:UPPER:]]*", "named classes"),
+            ("[[:alpha:]é]*", "named classes"),
+            ("take[![:digit:]].mxf", "named classes"),
         ] {
             let err = compile_pattern(pattern).expect_err(pattern);
             assert!(err.contains(why), "{pattern}: {err}");
@@ -346,7 +360,9 @@ mod tests {
         assert!(compile_pattern("[x").unwrap_err().contains("`[[]`"));
         assert!(compile_pattern("{a").unwrap_err().contains("[{]"));
         // Non-ASCII outside a class is fine.
-        for pattern in ["[[]x", "[a-]", "[-a]", "é[a]é", "{é,[a]}", "[!]]é"] {
+        for pattern in [
+            "[[]x", "[a-]", "[-a]", "é[a]é", "{é,[a]}", "[!]]é", "[:]x", "[!:]x", "[a:]",
+        ] {
             assert!(compile_pattern(pattern).is_ok(), "{pattern}");
         }
     }
