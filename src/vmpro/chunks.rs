@@ -1,7 +1,10 @@
 //! One file's chunked upload: the plan (`N = ceil(size / chunk)`), chunks streamed from disk
 //! piece by piece with bounded memory (the chunk in flight and a few pieces ahead, never the
-//! file), the sha256 of the bytes sent, and every chunk answer acted on: retried, URL renewed, restarted at chunk 1 on
-//! the same video, or stopped. Never a second video entity for one file.
+//! file), the sha256 of the bytes sent, and every chunk answer acted on: retried, URL renewed,
+//! restarted at chunk 1 on the same video, or stopped. Never a second video entity for one file.
+//!
+//! Longer than most files here because it is one state machine (plan, reader, sender, answer
+//! handling) whose parts only make sense together; its tests are at the end.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
