@@ -168,7 +168,7 @@ mod tests {
             let nominal = policy.nominal_delay(failed);
             let d = policy.delay(failed, None);
             prop_assert!(d <= nominal);
-            prop_assert!(d >= nominal.mul_f64(1.0 - jitter) - Duration::from_millis(1));
+            prop_assert!(d >= nominal.mul_f64(1.0 - jitter).saturating_sub(Duration::from_millis(1)));
             prop_assert!(nominal <= Duration::from_secs(cap_s));
         }
 
