@@ -9,11 +9,13 @@
 //! `parallel` workers on waiting jobs; a worker uploads one file, recording every step in the
 //! store so that a kill at any moment resumes on the same video, then moves the file to done/
 //! or failed/ with its sidecar. Credentials, quota and network failures pause the whole queue
-//! instead of failing files. [`service`] talks to the service manager. Shutdown is a
+//! instead of failing files; [`password_watch`] ends a pause for a refused password as soon as
+//! the password file holds a new one. [`service`] talks to the service manager. Shutdown is a
 //! `CancellationToken` passed in.
 
 mod dispatch;
 mod intake;
+mod password_watch;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -205,6 +207,10 @@ pub async fn run(
             Some(why)
         }
     });
+    tokio::spawn(password_watch::watch_password_file(
+        shared.clone(),
+        stop.clone(),
+    ));
     dispatch::dispatch(&shared, &workers, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);
 
