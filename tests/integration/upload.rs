@@ -217,6 +217,7 @@ async fn all_faults_together_at_high_rates() {
         stall: Duration::from_millis(1500),
         throttle_rate: 0.1,
         retry_after_secs: 0,
+        ..Default::default()
     })
     .await;
 }
