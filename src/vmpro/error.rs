@@ -380,7 +380,7 @@ impl VmproError {
     pub fn meaning(&self) -> String {
         match self {
             VmproError::Unreachable { .. } => {
-                "the platform could not be reached; the file will be tried again".into()
+                "the platform could not be reached (the network, or the platform is down)".into()
             }
             VmproError::Quota { .. } => {
                 "the account's booked storage is full: free space or book more, then it is tried again".into()
