@@ -291,8 +291,12 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
         Platform::new(&settings.account, &settings.upload).map_err(anyhow::Error::from)?;
     let shutdown = shutdown_on_signals();
     // One login for all the files: a wrong password is one refused login, said once, not one
-    // per file (each refusal brings the account closer to a lockout).
-    if let Err(err) = platform.login(&shutdown).await {
+    // per file (each refusal brings the account closer to a lockout). Not when no file could
+    // be sent anyway (missing, empty): those are refused before any request.
+    let anything_to_send = paths
+        .iter()
+        .any(|path| std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0));
+    if anything_to_send && let Err(err) = platform.login(&shutdown).await {
         let not_tried = paths.iter().map(|path| (path.clone(), None)).collect();
         return report_uploads(json, not_tried, Some(err));
     }
