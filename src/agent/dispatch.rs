@@ -532,11 +532,14 @@ fn pause_reason(err: &VmproError) -> String {
         VmproError::Status {
             disposition: Disposition::AccountWide | Disposition::RefreshToken,
             ..
-        }
-        | VmproError::Protocol { .. } => format!(
+        } => format!(
             "the platform refuses every upload alike: {} ({})",
             chain(err),
             err.meaning()
+        ),
+        VmproError::Protocol { .. } => format!(
+            "the platform's answers cannot be used, for any file: {}",
+            chain(err)
         ),
         VmproError::GaveUp { last, .. }
             if last.status().is_some_and(|s| (200..300).contains(&s)) =>

@@ -110,6 +110,9 @@ impl Shared {
             *self.platform.write().unwrap_or_else(|e| e.into_inner()) = platform;
         }
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        // The new settings may have fixed the cause of a pause (the password, the VideoManager
+        // id): the next probe need not wait out the pause's interval, up to an hour.
+        self.dispatch.probe_now(Instant::now());
     }
 
     fn folder(&self, root: &Path) -> Option<FolderSettings> {
