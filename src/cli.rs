@@ -15,8 +15,8 @@ use crate::chain;
 use crate::config::{self, ConfigError, Settings};
 use crate::emulator::EmulatorArgs;
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
-use crate::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
-use crate::vmpro::error::VmproError;
+use crate::vmpro::chunks::{ResumePoint, UploadReport, UploadRequest, upload_file};
+use crate::vmpro::error::{Blame, VmproError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -218,6 +218,9 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         println!("warning: {warning}");
     }
     let shutdown = shutdown_on_signals();
+    // A refused login (or an unreachable platform) is not a config problem: exit 1, not 2.
+    // One try only: each refused login brings the account closer to a lockout.
+    let mut login_failed = None;
     match Platform::new(&settings.account, &settings.upload) {
         Ok(platform) => match platform.login(&shutdown).await {
             Ok(()) => println!(
@@ -225,20 +228,23 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
                 settings.account.username,
                 login_url(&settings)
             ),
-            Err(err) => problems.push(format!("{source}: account: login failed: {}", chain(&err))),
+            Err(err) => {
+                login_failed = Some(format!("{source}: account: login failed: {}", chain(&err)))
+            }
         },
         Err(err) => problems.push(format!("{source}: account: {}", chain(&err))),
     }
-    if problems.is_empty() {
+    if problems.is_empty() && login_failed.is_none() {
         println!("everything looks good");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for problem in &problems {
-            eprintln!("problem: {problem}");
-        }
-        eprintln!("{} problem(s) found", problems.len());
-        Ok(ExitCode::from(2))
+        return Ok(ExitCode::SUCCESS);
     }
+    let config_problems = !problems.is_empty();
+    problems.extend(login_failed);
+    for problem in &problems {
+        eprintln!("problem: {problem}");
+    }
+    eprintln!("{} problem(s) found", problems.len());
+    Ok(ExitCode::from(if config_problems { 2 } else { 1 }))
 }
 
 fn login_url(settings: &Settings) -> String {
@@ -284,19 +290,37 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
     let platform =
         Platform::new(&settings.account, &settings.upload).map_err(anyhow::Error::from)?;
     let shutdown = shutdown_on_signals();
+    // One login for all the files: a wrong password is one refused login, said once, not one
+    // per file (each refusal brings the account closer to a lockout). Not when no file could
+    // be sent anyway (missing, empty): those are refused before any request.
+    let anything_to_send = paths
+        .iter()
+        .any(|path| std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0));
+    if anything_to_send && let Err(err) = platform.login(&shutdown).await {
+        let not_tried = paths.iter().map(|path| (path.clone(), None)).collect();
+        return report_uploads(json, not_tried, Some(err));
+    }
     let progress = Progress::new(json);
 
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.upload.parallel.max(1)));
+    // Cancelled by a refusal that every file would get (the account's rights, the platform
+    // down): the files not started yet are not tried.
+    let account_refused = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (order, path) in paths.iter().enumerate() {
         let platform = platform.clone();
         let shutdown = shutdown.clone();
         let limit = limit.clone();
+        let account_refused = account_refused.clone();
         let metadata = metadata_for(&settings, path);
         let observer = progress.file(path);
         let path = path.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
+            if account_refused.is_cancelled() {
+                observer.not_tried();
+                return (order, path, None);
+            }
             let file_name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -309,7 +333,12 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
             };
             let result = upload_file(&platform, request, observer.as_ref(), &shutdown).await;
             observer.finish(&result);
-            (order, path, result)
+            if let Err(err) = &result
+                && err.blame() == Blame::AccountOrNetwork
+            {
+                account_refused.cancel();
+            }
+            (order, path, Some(result))
         });
     }
     let mut results = Vec::new();
@@ -324,11 +353,56 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
         }
     }
     results.sort_by_key(|(order, _, _)| *order);
+    report_uploads(
+        json,
+        results
+            .into_iter()
+            .map(|(_, path, result)| (path, result))
+            .collect(),
+        None,
+    )
+}
 
+/// Prints one line per file of `hotfolder upload` (`None`: not tried) and says what exit code
+/// that makes. A refusal every file would get (`refused`: the login; or the account's rights,
+/// the platform down) is said once, as the account's or the platform's problem, and the files
+/// it stopped are listed as not uploaded rather than as failed.
+fn report_uploads(
+    json: bool,
+    results: Vec<(PathBuf, Option<Result<UploadReport, VmproError>>)>,
+    refused: Option<VmproError>,
+) -> Result<ExitCode, CommandError> {
+    let mut account_problem = refused;
+    let mut files = Vec::new();
+    for (path, result) in results {
+        match result {
+            Some(Err(err)) if err.blame() == Blame::AccountOrNetwork => {
+                account_problem.get_or_insert(err);
+                files.push((path, None));
+            }
+            other => files.push((path, other)),
+        }
+    }
     let mut failed = 0;
-    for (_, path, result) in results {
+    for (path, result) in files {
         let line = match result {
-            Ok(report) => UploadLine {
+            None => {
+                failed += 1;
+                let err = account_problem.as_ref();
+                UploadLine {
+                    path: path.display().to_string(),
+                    status: "not_uploaded",
+                    video_id: None,
+                    size: None,
+                    sha256: None,
+                    chunks: None,
+                    seconds: None,
+                    bytes_per_second: None,
+                    error: err.map(|err| chain(err)),
+                    meaning: err.map(VmproError::meaning),
+                }
+            }
+            Some(Ok(report)) => UploadLine {
                 path: path.display().to_string(),
                 status: "uploaded",
                 video_id: Some(report.video_id.clone()),
@@ -340,7 +414,7 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
                 error: None,
                 meaning: None,
             },
-            Err(err) => {
+            Some(Err(err)) => {
                 failed += 1;
                 UploadLine {
                     path: path.display().to_string(),
@@ -363,6 +437,8 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
             );
         } else if let Some(video_id) = &line.video_id {
             println!("{}\t{}", line.path, video_id);
+        } else if line.status == "not_uploaded" {
+            eprintln!("{}: not uploaded", line.path);
         } else {
             eprintln!(
                 "{}: failed: {} ({})",
@@ -371,6 +447,13 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
                 line.meaning.as_deref().unwrap_or("")
             );
         }
+    }
+    if let Some(err) = &account_problem {
+        eprintln!("upload stopped: {}", chain(err));
+        eprintln!(
+            "  {}; this is not about the files, which are unchanged: run the same command again once it is fixed",
+            err.meaning()
+        );
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -429,12 +512,22 @@ struct FileProgress {
 }
 
 impl FileProgress {
-    fn finish(&self, result: &Result<crate::vmpro::chunks::UploadReport, VmproError>) {
+    fn finish(&self, result: &Result<UploadReport, VmproError>) {
         if let Some(bar) = &self.bar {
             match result {
                 Ok(_) => bar.finish_with_message(format!("{} uploaded", self.name)),
+                Err(err) if err.blame() == Blame::AccountOrNetwork => {
+                    bar.abandon_with_message(format!("{} not uploaded", self.name))
+                }
                 Err(_) => bar.abandon_with_message(format!("{} failed", self.name)),
             }
+        }
+    }
+
+    /// Not tried: another file's upload was refused in a way this one would be too.
+    fn not_tried(&self) {
+        if let Some(bar) = &self.bar {
+            bar.abandon_with_message(format!("{} not uploaded", self.name));
         }
     }
 }

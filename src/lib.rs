@@ -44,7 +44,9 @@ pub use config::{
     parse_rate, parse_size, secret_file_warnings,
 };
 // The built-in platform emulator.
-pub use emulator::{Emulator, EmulatorOptions, EmulatorStats, Faults, VideoRecord};
+pub use emulator::{
+    Emulator, EmulatorOptions, EmulatorStats, Faults, PlatformRefusal, VideoRecord,
+};
 // The completeness stage's verdicts and the folder watcher.
 pub use ready::SkipReason;
 pub use watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec, scan};

@@ -562,6 +562,7 @@ async fn soak_nothing_lost_nothing_duplicated() {
             stall: Duration::from_millis(1500),
             throttle_rate: 0.1,
             retry_after_secs: 1,
+            ..Faults::default()
         };
     })
     .await;

@@ -20,7 +20,7 @@ use crate::ready::{self, Inspection};
 use crate::store::{Job, JobError, JobStore, Outcome, StoreError};
 use crate::vmpro::api::{UploadObserver, UploadUrl};
 use crate::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
-use crate::vmpro::error::{Blame, VmproError};
+use crate::vmpro::error::{Blame, Disposition, VmproError};
 
 /// How long the dispatcher waits before asking a failing state store again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
@@ -161,6 +161,18 @@ impl DispatchState {
         let old = self.board().pause.take()?;
         record(&old.reason);
         Some(old.reason)
+    }
+
+    /// Something that may have ended the pause's cause changed (a new password): the next
+    /// probe may start now. False when not paused, or a probe is already on its way.
+    pub(super) fn probe_now(&self, now: Instant) -> bool {
+        match self.board().pause.as_mut() {
+            Some(pause) if !pause.probing => {
+                pause.retry_at = pause.retry_at.min(now);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn pause_reason(&self) -> Option<String> {
@@ -506,8 +518,9 @@ fn forget_vanished(shared: &Shared, id: i64, name: &str) {
     );
 }
 
-fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
-    let reason = match err {
+/// Why the queue pauses for `err`, for the log, `status` and STATUS=.
+fn pause_reason(err: &VmproError) -> String {
+    match err {
         VmproError::Quota { .. } => {
             format!("storage quota reached (1101): {}", err.server_message())
         }
@@ -515,17 +528,52 @@ fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
             "login refused: wrong username or password ({})",
             err.server_message()
         ),
+        VmproError::LoginHeld { .. } => err.to_string(),
+        VmproError::Status {
+            disposition: Disposition::AccountWide | Disposition::RefreshToken,
+            ..
+        } => format!(
+            "the platform refuses every upload alike: {} ({})",
+            chain(err),
+            err.meaning()
+        ),
+        VmproError::Protocol { .. } => format!(
+            "the platform's answers cannot be used, for any file: {}",
+            chain(err)
+        ),
+        VmproError::GaveUp { last, .. }
+            if last.status().is_some_and(|s| (200..300).contains(&s)) =>
+        {
+            format!(
+                "the platform answers with a web page (down for maintenance?): {}",
+                chain(err)
+            )
+        }
         _ => format!("platform unreachable or failing: {}", chain(err)),
+    }
+}
+
+fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
+    let reason = pause_reason(err);
+    // Held logins are tried again when the hold ends (or at once when the password changes):
+    // probing before then would only repeat the same answer.
+    let held_for = match err {
+        VmproError::LoginHeld { retry_in, .. } => Some((*retry_in).max(Duration::from_secs(1))),
+        _ => None,
     };
     let note = shared.dispatch.pause(
         reason,
         Instant::now(),
-        |failures| shared.pause_policy.delay(failures, None),
+        |failures| held_for.unwrap_or_else(|| shared.pause_policy.delay(failures, None)),
         |reason, delay| {
-            tracing::warn!(
-                "uploads paused: {reason}. Files stay where they are; trying again in {:.0}s and then less and less often",
-                delay.as_secs_f64()
-            );
+            if held_for.is_some() {
+                tracing::warn!("uploads paused: {reason}. Files stay where they are");
+            } else {
+                tracing::warn!(
+                    "uploads paused: {reason}. Files stay where they are; trying again in {:.0}s and then less and less often",
+                    delay.as_secs_f64()
+                );
+            }
             if let Err(err) = shared.store.set_queue_pause(Some(reason)) {
                 tracing::error!("state store: cannot record the pause for status: {}", chain(&err));
             }
@@ -771,6 +819,60 @@ mod tests {
         ));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(started(next_job(&state, &store, 1, Instant::now())), ids[0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_password_lets_the_next_probe_start_at_once() {
+        let state = DispatchState::default();
+        assert!(
+            !state.probe_now(Instant::now()),
+            "not paused: nothing to do"
+        );
+        let hour = Duration::from_secs(3600);
+        state.pause(
+            "login refused 3 times".into(),
+            Instant::now(),
+            |_| hour,
+            |_, _| {},
+        );
+        assert_eq!(
+            state.may_start(Instant::now(), 2),
+            Err(Some(Instant::now() + hour))
+        );
+        assert!(state.probe_now(Instant::now()));
+        assert_eq!(state.may_start(Instant::now(), 2), Ok(HashSet::new()));
+        // While a probe is on its way, nothing else starts, however often the file changes.
+        state.begin(1);
+        assert!(!state.probe_now(Instant::now()));
+        assert_eq!(state.may_start(Instant::now(), 2), Err(None));
+    }
+
+    #[test]
+    fn pause_reasons_say_whose_problem_it_is() {
+        let forbidden = VmproError::Status {
+            step: crate::vmpro::error::Step::CreateVideo,
+            status: 403,
+            message: "user may not create videos".into(),
+            disposition: Disposition::AccountWide,
+        };
+        let reason = pause_reason(&forbidden);
+        assert!(
+            reason.starts_with("the platform refuses every upload alike: create video")
+                && reason.contains("may not create videos")
+                && reason.contains("its rights"),
+            "{reason}"
+        );
+        let held = VmproError::LoginHeld {
+            username: "u".into(),
+            refusals: 3,
+            how: "write the new one into /etc/hotfolder/password".into(),
+            at: "14:05 UTC".into(),
+            retry_in: Duration::from_secs(3600),
+        };
+        assert_eq!(
+            pause_reason(&held),
+            "login refused 3 times for user \"u\"; next try when the password changes (write the new one into /etc/hotfolder/password) or at 14:05 UTC"
+        );
     }
 
     #[test]

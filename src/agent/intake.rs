@@ -21,7 +21,6 @@ use crate::chain;
 use crate::config::{FolderSettings, Settings};
 use crate::ready::{self, Inspection, NameFilter, NameVerdict, StabilityTracker, StableFile};
 use crate::store::{Enqueued, JobState, NewJob};
-use crate::vmpro::api::Platform;
 use crate::watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec};
 
 /// How long a folder check may take before the folder counts as not answering (a hung network
@@ -551,7 +550,8 @@ impl Intake {
         }
         self.folders = kept;
         // Always a new client: the password may have changed, and its Debug form is masked.
-        let platform = match Platform::new(&new.account, &new.upload) {
+        // It carries on the count of refused logins (see `Platform::successor`).
+        let platform = match shared.platform().successor(&new.account, &new.upload) {
             Ok(platform) => Some(platform),
             Err(err) => {
                 tracing::error!(

@@ -9,11 +9,13 @@
 //! `parallel` workers on waiting jobs; a worker uploads one file, recording every step in the
 //! store so that a kill at any moment resumes on the same video, then moves the file to done/
 //! or failed/ with its sidecar. Credentials, quota and network failures pause the whole queue
-//! instead of failing files. [`service`] talks to the service manager. Shutdown is a
+//! instead of failing files; [`password_watch`] ends a pause for a refused password as soon as
+//! the password file holds a new one. [`service`] talks to the service manager. Shutdown is a
 //! `CancellationToken` passed in.
 
 mod dispatch;
 mod intake;
+mod password_watch;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +110,9 @@ impl Shared {
             *self.platform.write().unwrap_or_else(|e| e.into_inner()) = platform;
         }
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        // The new settings may have fixed the cause of a pause (the password, the VideoManager
+        // id): the next probe need not wait out the pause's interval, up to an hour.
+        self.dispatch.probe_now(Instant::now());
     }
 
     fn folder(&self, root: &Path) -> Option<FolderSettings> {
@@ -205,6 +210,10 @@ pub async fn run(
             Some(why)
         }
     });
+    tokio::spawn(password_watch::watch_password_file(
+        shared.clone(),
+        stop.clone(),
+    ));
     dispatch::dispatch(&shared, &workers, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);
 

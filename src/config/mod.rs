@@ -48,6 +48,7 @@ pub use diagnostics::{ConfigError, ConfigProblem};
 pub use paths::default_config_path;
 pub use probe::{check_folder_access, secret_file_warnings};
 pub use units::{parse_duration, parse_rate, parse_size};
+pub(crate) use validate::read_password_file;
 
 use diagnostics::{LineIndex, Problems, index_lines};
 use raw::deserialize_leniently;

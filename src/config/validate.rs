@@ -201,6 +201,39 @@ fn validate_account(
     })
 }
 
+/// The password in `path`, or what is wrong with the file. Also read again while the agent
+/// runs, to notice a new password (see `vmpro::auth`).
+pub(crate) fn read_password_file(path: &Path) -> Result<SecretString, String> {
+    /// Far more than any password: a wrong path (a video, a device) is not read whole.
+    const LIMIT: u64 = 64 * 1024;
+    use std::io::Read;
+    // Checked before opening: a named pipe would block the open until a writer comes.
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(format!("{} is not a regular file", path.display()));
+        }
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{} does not exist", path.display()));
+        }
+        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(LIMIT).read_to_end(&mut bytes))
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let Ok(mut text) = String::from_utf8(bytes) else {
+        return Err(format!("{} is not UTF-8 text", path.display()));
+    };
+    // `echo secret > file` leaves a newline that is not part of the password.
+    let kept = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(kept);
+    if text.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(SecretString::from(text))
+}
+
 fn resolve_password(
     from_env: Option<String>,
     from_file: Option<PathBuf>,
@@ -273,30 +306,13 @@ fn resolve_password(
                 PasswordSource::File(path),
             ));
         }
-        let key = "account.password_file";
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                problems.add(key, format!("{} does not exist", path.display()));
-                return None;
-            }
-            Err(err) => {
-                problems.add(key, format!("cannot read {}: {err}", path.display()));
-                return None;
+        return match read_password_file(&path) {
+            Ok(password) => Some((password, PasswordSource::File(path))),
+            Err(problem) => {
+                problems.add("account.password_file", problem);
+                None
             }
         };
-        let Ok(mut text) = String::from_utf8(bytes) else {
-            problems.add(key, format!("{} is not UTF-8 text", path.display()));
-            return None;
-        };
-        // `echo secret > file` leaves a newline that is not part of the password.
-        let kept = text.trim_end_matches(['\n', '\r']).len();
-        text.truncate(kept);
-        if text.is_empty() {
-            problems.add(key, format!("{} is empty", path.display()));
-            return None;
-        }
-        return Some((SecretString::from(text), PasswordSource::File(path)));
     }
     if let Some(password) = inline {
         if password.is_empty() {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::state::DEFAULT_VIDEO_MANAGER_ID;
-use super::{Emulator, EmulatorOptions, Faults};
+use super::{Emulator, EmulatorOptions, Faults, PlatformRefusal};
 
 /// Flags of `hotfolder emulator`. Durations read like `10s` or `4h`, sizes like `512 MiB`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,6 +76,14 @@ pub struct EmulatorArgs {
     /// Answer each create-video call this long after the video was created (a slow platform).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub create_answer_delay: Option<Duration>,
+    /// Refuse every request of a kind alike, as a misconfigured account or a platform in
+    /// maintenance does.
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub platform_refusal: Option<PlatformRefusal>,
+    /// A VideoManager id that exists (repeat for more); others are answered 404. Without it,
+    /// every numeric id exists.
+    #[arg(long = "video-manager", value_name = "ID")]
+    pub video_managers: Vec<u64>,
     /// Seed of the fault RNG: the same seed repeats the same faults for the same requests.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -97,6 +105,7 @@ impl EmulatorArgs {
             quota_bytes: self.quota,
             api_requests_per_minute: self.api_requests_per_minute,
             create_answer_delay: self.create_answer_delay,
+            video_managers: self.video_managers.clone(),
             faults: Faults {
                 seed: self.seed,
                 error_rate: self.error_rate,
@@ -106,6 +115,7 @@ impl EmulatorArgs {
                 stall: self.stall,
                 throttle_rate: self.throttle_rate,
                 retry_after_secs: self.retry_after,
+                platform_refusal: self.platform_refusal,
             },
         }
     }
@@ -132,7 +142,7 @@ fn banner(emulator: &Emulator, options: &EmulatorOptions) -> String {
     format!(
         "VideoManager Pro emulator listening on {base}\n\
          \n  api_url    {api}\n  token_url  {token}\n  username   {user}\n  password   {password}\n\
-         \x20 any numeric video manager id is accepted; the legacy login names {vm}\n\
+         \x20 {known}; the legacy login names {vm}\n\
          \x20 {base}_emulator/videos and {base}_emulator/stats show what it received\n\
          \nConfig snippet:\n\n\
          [account]\n\
@@ -148,6 +158,12 @@ fn banner(emulator: &Emulator, options: &EmulatorOptions) -> String {
         user = options.username,
         password = options.password,
         vm = DEFAULT_VIDEO_MANAGER_ID,
+        known = if options.video_managers.is_empty() {
+            "any numeric video manager id is accepted".to_owned()
+        } else {
+            let ids: Vec<String> = options.video_managers.iter().map(u64::to_string).collect();
+            format!("video manager ids: {}", ids.join(", "))
+        },
         api_toml = toml_string(emulator.api_url().as_str()),
         token_toml = toml_string(emulator.token_url().as_str()),
         user_toml = toml_string(&options.username),
@@ -249,9 +265,20 @@ mod tests {
             "--seed",
             "42",
             "--new-file-id-on-renew",
+            "--platform-refusal",
+            "create-forbidden",
+            "--video-manager",
+            "7",
+            "--video-manager",
+            "8",
         ])
         .unwrap();
         let options = args.options();
+        assert_eq!(
+            options.faults.platform_refusal,
+            Some(PlatformRefusal::CreateForbidden)
+        );
+        assert_eq!(options.video_managers, [7, 8]);
         assert_eq!(options.url_ttl, Duration::from_secs(10));
         assert_eq!(options.quota_bytes, Some(512 * 1024 * 1024));
         assert_eq!(options.faults.error_rate, 0.25);

@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{FaultCounts, Faults};
+use super::{FaultCounts, Faults, PlatformRefusal};
 
 /// What one request suffers. At most one of the answer-changing faults applies; a stall can come
 /// on top of any of them (a slow server that then also fails).
@@ -43,6 +43,10 @@ impl FaultDice {
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
         }
+    }
+
+    pub(crate) fn platform_refusal(&self) -> Option<PlatformRefusal> {
+        self.faults.platform_refusal
     }
 
     /// Every roll is drawn whatever the rates, so the same seed and request sequence give the

@@ -52,6 +52,8 @@ pub struct EmulatorOptions {
     /// A slow platform: a video is created at once, but the answer saying so comes this much
     /// later (a client that gives up meanwhile never learns the id of a video that exists).
     pub create_answer_delay: Option<Duration>,
+    /// The VideoManager ids that exist; others are answered 404. Empty: every numeric id.
+    pub video_managers: Vec<u64>,
     pub faults: Faults,
 }
 
@@ -71,6 +73,7 @@ impl Default for EmulatorOptions {
             quota_bytes: None,
             api_requests_per_minute: None,
             create_answer_delay: None,
+            video_managers: Vec::new(),
             faults: Faults::default(),
         }
     }
@@ -93,6 +96,21 @@ pub struct Faults {
     /// Any request is answered 429 with `Retry-After: retry_after_secs`.
     pub throttle_rate: f64,
     pub retry_after_secs: u64,
+    /// Every request of a kind refused alike, as long as this is set.
+    pub platform_refusal: Option<PlatformRefusal>,
+}
+
+/// A refusal that hits every upload alike, as a misconfigured account or a platform in
+/// maintenance gives: not the fault of any one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformRefusal {
+    /// Create-video is answered 403 ("may not create videos") once the bearer token is checked.
+    CreateForbidden,
+    /// Create-video is answered 201 without a `Location` header, and no video is created.
+    CreateWithoutLocation,
+    /// Every request to the API and to the upload URLs is answered 200 with an HTML maintenance
+    /// page; nothing is created or stored. The token endpoint (another host) still works.
+    MaintenancePage,
 }
 
 /// What the emulator knows about one video, as tests and scripts see it.

@@ -33,7 +33,7 @@ use url::Url;
 
 use super::faults::{FaultCounters, FaultDice, FaultPlan};
 use super::state::{Clock, PlatformState, QUOTA_MESSAGE};
-use super::{EmulatorOptions, EmulatorStats, Faults};
+use super::{EmulatorOptions, EmulatorStats, Faults, PlatformRefusal};
 use chunk_upload::{chunk, drain, read_part_then_drop};
 use login::{keycloak_token, legacy_login, legacy_refresh};
 use video_api::{create_video, upload_url};
@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     url_status_ok: bool,
     legacy_vm_id_as_string: bool,
     create_answer_delay: Option<std::time::Duration>,
+    /// VideoManager ids that exist; empty: every numeric id.
+    video_managers: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -108,7 +110,19 @@ impl Shared {
             url_status_ok: options.url_status_ok,
             legacy_vm_id_as_string: options.legacy_vm_id_as_string,
             create_answer_delay: options.create_answer_delay,
+            video_managers: options.video_managers,
         }
+    }
+
+    pub(crate) fn knows_video_manager(&self, id: u64) -> bool {
+        self.video_managers.is_empty() || self.video_managers.contains(&id)
+    }
+
+    pub(crate) fn platform_refusal(&self) -> Option<PlatformRefusal> {
+        self.dice
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .platform_refusal()
     }
 
     /// The state lock is never held across an await, so a poisoned lock can only mean a panic
@@ -299,6 +313,15 @@ impl Route {
         }
     }
 
+    /// Requests that reach the API's and the upload URLs' host (not the token endpoint's, nor
+    /// the emulator's own pages): what a maintenance page stands in front of.
+    fn behind_maintenance(&self) -> bool {
+        !matches!(
+            self,
+            Route::KeycloakToken | Route::ListVideos | Route::Stats
+        )
+    }
+
     /// Calls that count against the API's requests-per-minute limit.
     fn is_api_call(&self) -> bool {
         matches!(
@@ -352,6 +375,13 @@ async fn handle(
             status,
             &json!({"message": format!("injected fault: {status}"), "code": status.as_u16()}),
         ));
+    }
+
+    if route.behind_maintenance()
+        && shared.platform_refusal() == Some(PlatformRefusal::MaintenancePage)
+    {
+        drain(&shared, body, chunk_post).await?;
+        return Ok(maintenance_page());
     }
 
     let answer = match route {
@@ -522,6 +552,26 @@ fn bad_video_manager(vm: &str) -> Answer {
         StatusCode::BAD_REQUEST,
         &format!("video manager id {vm:?} is not a number"),
     )
+}
+
+fn unknown_video_manager(vm: u64) -> Answer {
+    message(
+        StatusCode::NOT_FOUND,
+        &format!("video manager {vm} not found"),
+    )
+}
+
+/// What a load balancer in front of the platform answers during maintenance: a web page, 200.
+fn maintenance_page() -> Answer {
+    let page = "<!DOCTYPE html>\n<html><head><title>Scheduled maintenance</title></head>\
+                <body><h1>VideoManager Pro is down for maintenance</h1>\
+                <p>We will be back shortly.</p></body></html>\n";
+    let mut answer = Response::new(Full::new(Bytes::from_static(page.as_bytes())));
+    answer.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    answer
 }
 
 fn quota_answer() -> Answer {

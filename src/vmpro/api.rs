@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ use url::Url;
 
 use super::auth::Session;
 use super::error::{Disposition, Step, VmproError, classify};
+use super::login_policy::LoginPolicy;
 use crate::chain;
 use crate::config::{AccountSettings, UploadSettings};
 use crate::retry::{RetryPolicy, parse_retry_after};
@@ -169,6 +170,18 @@ impl Answer {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after)
     }
+
+    /// What this answer to `step` means (see `error::classify`).
+    pub fn disposition(&self, step: Step) -> Disposition {
+        let content_type = self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        classify(
+            step,
+            self.status,
+            content_type,
+            &self.body,
+            self.retry_after(),
+        )
+    }
 }
 
 /// Told about retries and other noteworthy moments of one file's upload (the sidecar's event
@@ -285,22 +298,15 @@ impl Transport {
                 }
             };
             let (error, retry_after) = match outcome {
-                Ok(answer) => {
-                    let retry_after = answer.retry_after();
-                    match classify(step, answer.status, &answer.body, retry_after) {
-                        Disposition::Retry { retry_after } => {
-                            let disposition = Disposition::Retry { retry_after };
-                            let err = VmproError::from_answer(
-                                step,
-                                answer.status,
-                                &answer.body,
-                                disposition,
-                            );
-                            (err, retry_after)
-                        }
-                        _ => return Ok(answer),
+                Ok(answer) => match answer.disposition(step) {
+                    Disposition::Retry { retry_after } => {
+                        let disposition = Disposition::Retry { retry_after };
+                        let err =
+                            VmproError::from_answer(step, answer.status, &answer.body, disposition);
+                        (err, retry_after)
                     }
-                }
+                    _ => return Ok(answer),
+                },
                 Err(err @ VmproError::Unreachable { .. }) => (err, None),
                 Err(err) => return Err(err),
             };
@@ -393,9 +399,31 @@ impl Platform {
         account: &AccountSettings,
         upload: &UploadSettings,
     ) -> Result<Arc<Platform>, VmproError> {
+        Platform::with_login_policy(account, upload, Arc::default())
+    }
+
+    /// The client for reloaded settings. It carries on this one's count of refused logins: a
+    /// reload with a new password tries it at once, and one with the same password tries it
+    /// once more (an admin asked for the reload), but does not start a fresh series of tries
+    /// that would bring the account closer to a lockout.
+    pub fn successor(
+        &self,
+        account: &AccountSettings,
+        upload: &UploadSettings,
+    ) -> Result<Arc<Platform>, VmproError> {
+        let logins = self.session.login_policy();
+        logins.lock().unwrap_or_else(|e| e.into_inner()).reloaded();
+        Platform::with_login_policy(account, upload, logins)
+    }
+
+    fn with_login_policy(
+        account: &AccountSettings,
+        upload: &UploadSettings,
+        logins: Arc<std::sync::Mutex<LoginPolicy>>,
+    ) -> Result<Arc<Platform>, VmproError> {
         let transport = Transport::new(upload)?;
         Ok(Arc::new(Platform {
-            session: Session::new(transport.clone(), account.clone()),
+            session: Session::new(transport.clone(), account.clone(), logins),
             transport,
             account: account.clone(),
             upload: upload.clone(),
@@ -442,13 +470,23 @@ impl Platform {
                 .transport
                 .exchange_observed(step, shutdown, observer, || build(token.expose_secret()))
                 .await?;
-            match classify(step, answer.status, &answer.body, answer.retry_after()) {
+            match answer.disposition(step) {
                 Disposition::Accepted => return Ok(answer),
                 Disposition::RefreshToken if !refreshed => {
                     refreshed = true;
                     observer.event(
                         "token",
                         &format!("{step}: access token refused (401); refreshing it"),
+                    );
+                    self.session.invalidate(&token).await;
+                }
+                // "May not create videos" could be a token issued before the account was given
+                // its rights: a fresh token decides whether it is really the account's.
+                Disposition::AccountWide if answer.status == 403 && !refreshed => {
+                    refreshed = true;
+                    observer.event(
+                        "token",
+                        &format!("{step}: refused (403); trying once more with a fresh token"),
                     );
                     self.session.invalidate(&token).await;
                 }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Platform, UploadObserver, UploadUrl, VideoMetadata};
-use super::error::{Disposition, Step, VmproError, classify};
+use super::error::{Disposition, Step, VmproError};
 
 /// How a file is cut into chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,12 +428,7 @@ async fn send_chunk(
             return Err(failure);
         }
         let answer = answer?;
-        match classify(
-            Step::Chunk,
-            answer.status,
-            &answer.body,
-            answer.retry_after(),
-        ) {
+        match answer.disposition(Step::Chunk) {
             Disposition::Accepted => return Ok(ChunkOutcome::Accepted),
             Disposition::RenewUrl if renewals < 3 => {
                 renewals += 1;

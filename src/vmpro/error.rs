@@ -47,6 +47,10 @@ pub enum Disposition {
     Quota,
     /// Wrong username or password.
     Credentials,
+    /// A refusal every file would get alike: the account may not create videos (403), the
+    /// VideoManager does not exist (404), a redirect to somewhere else than the API (a
+    /// maintenance page). Not the file's fault: the queue pauses and no file moves.
+    AccountWide,
     /// Anything else: the request will not succeed by repeating it.
     Permanent,
 }
@@ -54,14 +58,22 @@ pub enum Disposition {
 /// How much of an error body we keep for logs and sidecars.
 pub const BODY_EXCERPT_LIMIT: usize = 300;
 
-/// Classifies an HTTP answer to `step`.
+/// Classifies an HTTP answer to `step`: its status, `Content-Type` header and body.
 pub fn classify(
     step: Step,
     status: u16,
+    content_type: Option<&str>,
     body: &[u8],
     retry_after: Option<Duration>,
 ) -> Disposition {
     if matches!(status, 200..=299) {
+        // No API step answers with a web page: a 2xx HTML page is a maintenance page or a
+        // captive portal in front of the platform, which has not seen the request (a chunk
+        // answered so was not stored). Retried like a 503, then the queue pauses. (A login
+        // answered so is not JSON, which says the same: see `auth`.)
+        if !matches!(step, Step::Login | Step::Refresh) && is_html(content_type, body) {
+            return Disposition::Retry { retry_after };
+        }
         return Disposition::Accepted;
     }
     // 1101 can hide in any non-2xx body, even a 500: it wins over everything else, so that a
@@ -77,8 +89,47 @@ pub fn classify(
         (Step::Chunk, 401 | 403) => Disposition::RenewUrl,
         (Step::Chunk, 400 | 404 | 409 | 410 | 412 | 422) => Disposition::RestartContent,
         (Step::CreateVideo | Step::UploadUrl, 401) => Disposition::RefreshToken,
+        // The account's rights (the caller refreshes the token once first, so a token issued
+        // before a change of rights is not mistaken for them) and the VideoManager in the path.
+        (Step::CreateVideo | Step::UploadUrl, 403) | (Step::CreateVideo, 404) => {
+            Disposition::AccountWide
+        }
+        // Redirects are not followed (see `Transport::new`): the answer came from somewhere
+        // that is not the API, for every file alike.
+        (Step::CreateVideo | Step::UploadUrl | Step::Chunk, 300..=399) => Disposition::AccountWide,
         _ => Disposition::Permanent,
     }
+}
+
+/// Whether an answer is a web page: an HTML `Content-Type`, or a body that starts like one.
+pub fn is_html(content_type: Option<&str>, body: &[u8]) -> bool {
+    let media_type = content_type
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase());
+    if matches!(
+        media_type.as_deref(),
+        Some("text/html" | "application/xhtml+xml")
+    ) {
+        return true;
+    }
+    let start = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let start = &start[start
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(start.len())..];
+    let head = String::from_utf8_lossy(&start[..start.len().min(16)]).to_ascii_lowercase();
+    head.starts_with("<!doctype html") || head.starts_with("<html")
+}
+
+/// The `<title>` of an HTML page, if it has one (what a maintenance page says in a few words).
+fn html_title(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let lower = text.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    let title = excerpt(text[start..end].as_bytes());
+    (!title.is_empty()).then_some(title)
 }
 
 /// Whether an error body says "storage quota reached": 1101 as a number or string in `code`,
@@ -121,8 +172,14 @@ fn value_says_1101(value: &Value) -> bool {
 }
 
 /// The server's own words from an error body: `message`, `error_description`, `error`,
-/// `errorMessage` of a JSON body, else the start of the body as text.
+/// `errorMessage` of a JSON body, a web page's title, else the start of the body as text.
 pub fn server_message(body: &[u8]) -> String {
+    if is_html(None, body) {
+        return match html_title(body) {
+            Some(title) => format!("a web page ({title:?}) instead of the platform's answer"),
+            None => "a web page instead of the platform's answer".into(),
+        };
+    }
     if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) {
         for key in [
             "message",
@@ -194,6 +251,22 @@ pub enum VmproError {
         message: String,
     },
 
+    /// Logins with these credentials were refused again and again: none is sent until they
+    /// change or the hold ends, so that retries do not lock the account (see `login_policy`).
+    #[error(
+        "login refused {refusals} times for user {username:?}; next try when the password changes ({how}) or at {at}"
+    )]
+    LoginHeld {
+        username: String,
+        refusals: u32,
+        /// How to change the password for the source in use.
+        how: String,
+        /// The time of the next try, for people ("14:05 UTC").
+        at: String,
+        /// Until the next try.
+        retry_in: Duration,
+    },
+
     /// A 2xx answer that does not say what the protocol promises (no `Location`, bad JSON).
     #[error("{step}: unexpected answer from the server: {message}")]
     Protocol { step: Step, message: String },
@@ -249,7 +322,9 @@ impl VmproError {
     pub fn blame(&self) -> Blame {
         match self {
             VmproError::Unreachable { .. } | VmproError::Quota { .. } => Blame::AccountOrNetwork,
-            VmproError::Credentials { .. } => Blame::AccountOrNetwork,
+            VmproError::Credentials { .. } | VmproError::LoginHeld { .. } => {
+                Blame::AccountOrNetwork
+            }
             VmproError::GaveUp { last, .. } => match last.as_ref() {
                 VmproError::Unreachable { .. } => Blame::AccountOrNetwork,
                 // 5xx/429 for every try: the platform is down or throttling us, not the file.
@@ -269,6 +344,18 @@ impl VmproError {
             }
             | VmproError::Protocol {
                 step: Step::Login | Step::Refresh,
+                ..
+            } => Blame::AccountOrNetwork,
+            // Refusals every file would get alike, and a token refused even after a refresh.
+            VmproError::Status {
+                disposition: Disposition::AccountWide | Disposition::RefreshToken,
+                ..
+            } => Blame::AccountOrNetwork,
+            // An API answer without its `Location` (or a URL that cannot be built from
+            // `api_url`) stops every file at the same step; a chunk's protocol errors (a server
+            // that will not continue this upload) are about the file.
+            VmproError::Protocol {
+                step: Step::CreateVideo | Step::UploadUrl,
                 ..
             } => Blame::AccountOrNetwork,
             VmproError::Status { .. }
@@ -293,7 +380,7 @@ impl VmproError {
     pub fn meaning(&self) -> String {
         match self {
             VmproError::Unreachable { .. } => {
-                "the platform could not be reached; the file will be tried again".into()
+                "the platform could not be reached (the network, or the platform is down)".into()
             }
             VmproError::Quota { .. } => {
                 "the account's booked storage is full: free space or book more, then it is tried again".into()
@@ -301,9 +388,30 @@ impl VmproError {
             VmproError::Credentials { .. } => {
                 "the username or password in the config is wrong".into()
             }
+            VmproError::LoginHeld { .. } => {
+                "the platform refused the password several times; hotfolder waits for it to change rather than lock the account".into()
+            }
             VmproError::Status { status: 415, .. } => {
                 "the platform does not accept this file type".into()
             }
+            VmproError::Status {
+                status: 403,
+                disposition: Disposition::AccountWide,
+                ..
+            } => "the platform does not let this account upload videos (its rights?); nothing is wrong with the file".into(),
+            VmproError::Status {
+                status: 404,
+                disposition: Disposition::AccountWide,
+                ..
+            } => "the platform does not know this VideoManager: check video_manager_id".into(),
+            VmproError::Status {
+                disposition: Disposition::AccountWide | Disposition::RefreshToken,
+                ..
+            } => "the platform refused every upload alike (a redirect or a refused token); nothing is wrong with the file".into(),
+            VmproError::Status {
+                status: 200..=299,
+                ..
+            } => "the platform answered with a web page (down for maintenance?)".into(),
             VmproError::Status { status, .. } if (400..500).contains(status) => {
                 "the platform refused this file or request".into()
             }
@@ -381,7 +489,7 @@ mod tests {
     fn accepted_answers() {
         for status in [200, 201, 202] {
             assert_eq!(
-                classify(Step::Chunk, status, b"", None),
+                classify(Step::Chunk, status, None, b"", None),
                 Disposition::Accepted
             );
         }
@@ -399,7 +507,7 @@ mod tests {
         ] {
             for status in [403, 500, 400, 413] {
                 assert_eq!(
-                    classify(Step::Chunk, status, body, None),
+                    classify(Step::Chunk, status, None, body, None),
                     Disposition::Quota,
                     "{status} {}",
                     String::from_utf8_lossy(body)
@@ -412,21 +520,30 @@ mod tests {
 
     #[test]
     fn chunk_answers() {
-        assert_eq!(classify(Step::Chunk, 401, b"", None), Disposition::RenewUrl);
         assert_eq!(
-            classify(Step::Chunk, 403, br#"{"message":"token expired"}"#, None),
+            classify(Step::Chunk, 401, None, b"", None),
             Disposition::RenewUrl
         );
         assert_eq!(
-            classify(Step::Chunk, 409, b"", None),
+            classify(
+                Step::Chunk,
+                403,
+                None,
+                br#"{"message":"token expired"}"#,
+                None
+            ),
+            Disposition::RenewUrl
+        );
+        assert_eq!(
+            classify(Step::Chunk, 409, None, b"", None),
             Disposition::RestartContent
         );
         assert_eq!(
-            classify(Step::Chunk, 415, b"", None),
+            classify(Step::Chunk, 415, None, b"", None),
             Disposition::Permanent
         );
         assert_eq!(
-            classify(Step::Chunk, 429, b"", Some(Duration::from_secs(3))),
+            classify(Step::Chunk, 429, None, b"", Some(Duration::from_secs(3))),
             Disposition::Retry {
                 retry_after: Some(Duration::from_secs(3))
             }
@@ -436,25 +553,120 @@ mod tests {
     #[test]
     fn api_answers() {
         assert_eq!(
-            classify(Step::CreateVideo, 401, b"", None),
+            classify(Step::CreateVideo, 401, None, b"", None),
             Disposition::RefreshToken
         );
         assert_eq!(
-            classify(Step::CreateVideo, 415, b"", None),
+            classify(Step::CreateVideo, 415, None, b"", None),
             Disposition::Permanent
         );
         assert_eq!(
-            classify(Step::CreateVideo, 403, b"{}", None),
-            Disposition::Permanent
-        );
-        assert_eq!(
-            classify(Step::Login, 401, b"", None),
+            classify(Step::Login, 401, None, b"", None),
             Disposition::Credentials
         );
         assert_eq!(
-            classify(Step::UploadUrl, 503, b"", None),
+            classify(Step::UploadUrl, 503, None, b"", None),
             Disposition::Retry { retry_after: None }
         );
+    }
+
+    #[test]
+    fn refusals_every_file_would_get_blame_the_account_and_file_refusals_the_file() {
+        let blame = |step, status: u16, body: &[u8]| {
+            let disposition = classify(step, status, None, body, None);
+            VmproError::from_answer(step, status, body, disposition).blame()
+        };
+        let forbidden = br#"{"message":"user may not create videos"}"#;
+        assert_eq!(
+            classify(Step::CreateVideo, 403, None, forbidden, None),
+            Disposition::AccountWide
+        );
+        assert_eq!(
+            blame(Step::CreateVideo, 403, forbidden),
+            Blame::AccountOrNetwork
+        );
+        assert_eq!(
+            blame(Step::UploadUrl, 403, forbidden),
+            Blame::AccountOrNetwork
+        );
+        // The VideoManager in the path does not exist.
+        assert_eq!(
+            blame(Step::CreateVideo, 404, b"{}"),
+            Blame::AccountOrNetwork
+        );
+        // A redirect (to a maintenance page) is nobody's file.
+        for step in [Step::CreateVideo, Step::UploadUrl, Step::Chunk] {
+            assert_eq!(blame(step, 302, b""), Blame::AccountOrNetwork, "{step}");
+        }
+        // A 401 that a refreshed token did not cure.
+        assert_eq!(blame(Step::CreateVideo, 401, b""), Blame::AccountOrNetwork);
+        // 1101 in a 403 is the quota, not the account's rights.
+        assert_eq!(
+            classify(Step::CreateVideo, 403, None, br#"{"code":1101}"#, None),
+            Disposition::Quota
+        );
+        // What is about this file still fails it.
+        assert_eq!(blame(Step::CreateVideo, 415, b""), Blame::File);
+        assert_eq!(blame(Step::CreateVideo, 400, b"{}"), Blame::File);
+        assert_eq!(blame(Step::Chunk, 415, b""), Blame::File);
+        assert_eq!(blame(Step::Chunk, 422, b""), Blame::File);
+        // A 404 for one video (deleted on the platform) is about that file's upload.
+        assert_eq!(blame(Step::UploadUrl, 404, b"{}"), Blame::File);
+        // An answer without Location stops every file at the same step.
+        let no_location = |step| VmproError::Protocol {
+            step,
+            message: "answer 201 has no Location header".into(),
+        };
+        assert_eq!(
+            no_location(Step::CreateVideo).blame(),
+            Blame::AccountOrNetwork
+        );
+        assert_eq!(
+            no_location(Step::UploadUrl).blame(),
+            Blame::AccountOrNetwork
+        );
+        assert_eq!(no_location(Step::Chunk).blame(), Blame::File);
+    }
+
+    #[test]
+    fn a_2xx_web_page_is_a_maintenance_page_not_an_answer() {
+        let page =
+            b"\n <!DOCTYPE html><html><head><title>Scheduled maintenance</title></head></html>";
+        for step in [Step::CreateVideo, Step::UploadUrl, Step::Chunk] {
+            assert_eq!(
+                classify(step, 200, None, page, None),
+                Disposition::Retry { retry_after: None },
+                "{step}"
+            );
+            // The Content-Type alone says it too.
+            assert_eq!(
+                classify(step, 201, Some("text/html; charset=utf-8"), b"ok", None),
+                Disposition::Retry { retry_after: None },
+                "{step}"
+            );
+            assert_eq!(
+                classify(step, 202, Some("application/json"), b"{}", None),
+                Disposition::Accepted
+            );
+        }
+        assert_eq!(
+            server_message(page),
+            "a web page (\"Scheduled maintenance\") instead of the platform's answer"
+        );
+        // Given up on after every try: the platform's problem, said in words.
+        let err = VmproError::GaveUp {
+            step: Step::CreateVideo,
+            attempts: 8,
+            last: Box::new(VmproError::from_answer(
+                Step::CreateVideo,
+                200,
+                page,
+                Disposition::Retry { retry_after: None },
+            )),
+        };
+        assert_eq!(err.blame(), Blame::AccountOrNetwork);
+        assert!(err.meaning().contains("maintenance"), "{}", err.meaning());
+        assert!(!is_html(None, b"{\"message\":\"<html>\"}"));
     }
 
     #[test]
@@ -465,7 +677,7 @@ mod tests {
         };
         assert_eq!(protocol(Step::Login).blame(), Blame::AccountOrNetwork);
         assert_eq!(protocol(Step::Refresh).blame(), Blame::AccountOrNetwork);
-        assert_eq!(protocol(Step::CreateVideo).blame(), Blame::File);
+        assert_eq!(protocol(Step::Chunk).blame(), Blame::File);
         let redirected = VmproError::from_answer(Step::Login, 302, b"", Disposition::Permanent);
         assert_eq!(redirected.blame(), Blame::AccountOrNetwork);
     }
@@ -491,7 +703,7 @@ mod tests {
         #[test]
         fn classification_never_panics(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..400)) {
             for step in [Step::Login, Step::Refresh, Step::CreateVideo, Step::UploadUrl, Step::Chunk] {
-                let d = classify(step, status, &body, None);
+                let d = classify(step, status, None, &body, None);
                 if (200..300).contains(&status) {
                     prop_assert_eq!(d, Disposition::Accepted);
                 } else {

@@ -319,37 +319,6 @@ async fn quota_pauses_without_moving_files_and_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_pauses_and_says_so() {
-    let emulator = emulator(|_| {}).await;
-    emulator.set_password("rotated-by-it");
-    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
-    write_file(&studio.inbox.join("p.mov"), 1000, 13);
-    let agent = studio.start();
-    eventually(WAIT, "pause logged", || {
-        studio.log_text().contains("uploads paused")
-    })
-    .await;
-    let output = run(hotfolder()
-        .arg("status")
-        .arg("--config")
-        .arg(&studio.config))
-    .await;
-    let text = text(&output.stdout);
-    assert!(
-        text.contains("PAUSED") && text.contains("wrong username or password"),
-        "{text}"
-    );
-    assert!(studio.inbox.join("p.mov").exists());
-    assert!(files_under(&studio.failed()).is_empty());
-    emulator.set_password(PASSWORD);
-    eventually(WAIT, "p.mov in done/", || {
-        arrived(&studio.done().join("p.mov"))
-    })
-    .await;
-    stop(agent).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_and_empty_files_go_to_failed_with_a_reason() {
     let emulator = emulator(|_| {}).await;
     let studio = Studio::new(

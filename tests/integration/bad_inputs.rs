@@ -880,7 +880,7 @@ async fn absurd_token_lifetimes_do_not_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn created_without_location_fails_without_a_second_video() {
+async fn created_without_location_blames_the_platform_without_a_second_video() {
     let server = Canned::start(|method, target| match (method, target) {
         ("POST", "/api/12345/videos") => http("201 Created", &[], r#"{"id":"v1"}"#),
         _ => well_behaved(method, target),
@@ -899,6 +899,8 @@ async fn created_without_location_fails_without_a_second_video() {
         "{err:?}"
     );
     assert!(err.to_string().contains("no Location header"), "{err}");
+    // Every file would get the same answer: the agent pauses instead of failing them all.
+    assert_eq!(err.blame(), Blame::AccountOrNetwork, "{err}");
     assert_eq!(server.count("POST /api/12345/videos"), 1);
     assert_eq!(server.count("GET "), 0);
 }
@@ -934,12 +936,13 @@ async fn location_without_an_id_fails_without_a_second_video() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_2xx_with_an_odd_body_counts_as_accepted() {
-    // The protocol notes: 200, 201 and 202 all mean "chunk accepted", whatever the body says.
+    // The protocol notes: 200, 201 and 202 all mean "chunk accepted", whatever the body says
+    // (unless it is a web page: see the next test).
     let server = Canned::start(|method, target| match method {
         "POST" if target.starts_with("/upload/") => http(
             "200 OK",
-            &[("Content-Type", "text/html")],
-            "<html>thanks {not json</html>",
+            &[("Content-Type", "text/plain")],
+            "thanks {not json",
         ),
         _ => well_behaved(method, target),
     })
@@ -949,6 +952,41 @@ async fn chunk_2xx_with_an_odd_body_counts_as_accepted() {
     assert_eq!(report.chunks, 3);
     assert_eq!(server.count("POST /upload/"), 3);
     assert_eq!(server.count("POST /api/12345/videos"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_answered_with_a_maintenance_page_is_not_an_accepted_chunk() {
+    // A load balancer's "down for maintenance" page, answered 200: the platform never saw the
+    // chunk. Counting it would move the file to done/ while the platform has nothing.
+    let server = Canned::start(|method, target| match method {
+        "POST" if target.starts_with("/upload/") => http(
+            "200 OK",
+            &[("Content-Type", "text/html; charset=utf-8")],
+            "<!DOCTYPE html><html><head><title>Scheduled maintenance</title></head></html>",
+        ),
+        _ => well_behaved(method, target),
+    })
+    .await;
+    let (result, _) = upload_to(&server, 1000).await;
+    let err = result.expect_err("a web page is not an accepted chunk");
+    assert!(
+        matches!(
+            err,
+            VmproError::GaveUp {
+                step: Step::Chunk,
+                attempts: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Scheduled maintenance"), "{err}");
+    assert_eq!(err.blame(), Blame::AccountOrNetwork, "{err}");
+    assert_eq!(
+        server.count("POST /upload/"),
+        3,
+        "sent again like after a 503"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1102,7 +1140,8 @@ async fn upload_command_reports_a_broken_server_in_one_json_line() {
     assert_no_panic("hotfolder upload", &all);
     assert_eq!(output.status.code(), Some(1), "{all}");
     let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
-    assert_eq!(line["status"], "failed");
+    // Not the file's failure: the platform's login is broken for every file alike.
+    assert_eq!(line["status"], "not_uploaded");
     let error = line["error"].as_str().unwrap_or_default();
     assert!(error.contains("login") && error.contains("JSON"), "{line}");
     assert_eq!(sha256_hex(&std::fs::read(&path).unwrap()), hash);

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hotfolder::{Emulator, EmulatorOptions, EmulatorStats, Faults, VideoRecord};
+use hotfolder::{Emulator, EmulatorOptions, EmulatorStats, Faults, PlatformRefusal, VideoRecord};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1142,4 +1142,97 @@ async fn chunk_throughput() {
     println!("{bytes} bytes in {elapsed:?}: {rate:.2} GB/s");
     assert!(upload.record(&emulator).complete);
     emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn platform_refusals_refuse_every_request_alike_until_switched_off() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let upload = Upload::new(&emulator).await;
+    let url = upload.upload_url(&emulator).await;
+    let client = &upload.client;
+    let token = &upload.token;
+    let set = |refusal| {
+        emulator.set_faults(Faults {
+            platform_refusal: refusal,
+            ..Faults::default()
+        })
+    };
+
+    set(Some(PlatformRefusal::CreateForbidden));
+    let answer = create_video(client, &emulator, token, json!({"fileName": "a.mp4"})).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not create videos")
+    );
+    // The bearer check comes first, as on the platform.
+    let answer = create_video(client, &emulator, "bogus", json!({"fileName": "a.mp4"})).await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+
+    set(Some(PlatformRefusal::CreateWithoutLocation));
+    let answer = create_video(client, &emulator, token, json!({"fileName": "a.mp4"})).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    assert!(answer.headers().get("location").is_none());
+
+    set(Some(PlatformRefusal::MaintenancePage));
+    let answer = create_video(client, &emulator, token, json!({"fileName": "a.mp4"})).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("<title>Scheduled maintenance")
+    );
+    assert_eq!(upload.url_answer(&emulator).await.status(), StatusCode::OK);
+    // A chunk answered by the maintenance page is not stored.
+    assert_eq!(
+        upload.chunk_status(&url, 1, 1, b"data").await,
+        StatusCode::OK
+    );
+    // Logins (another host on the platform) still work.
+    access_token(client, &emulator).await;
+
+    assert_eq!(emulator.videos().len(), 1, "nothing was created meanwhile");
+    assert_eq!(emulator.videos()[0].chunks_received, 0);
+
+    set(None);
+    let answer = create_video(client, &emulator, token, json!({"fileName": "b.mp4"})).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    assert_eq!(
+        upload.chunk_status(&url, 1, 1, b"data").await,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_video_manager_is_answered_404() {
+    let emulator = start_emulator(EmulatorOptions {
+        video_managers: vec![VM],
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let client = client();
+    let token = access_token(&client, &emulator).await;
+    let answer = client
+        .post(format!("{}999/videos", emulator.api_url()))
+        .bearer_auth(&token)
+        .json(&json!({"fileName": "a.mp4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["message"], "video manager 999 not found");
+    let answer = create_video(&client, &emulator, &token, json!({"fileName": "a.mp4"})).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
 }

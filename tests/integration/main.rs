@@ -7,6 +7,7 @@
 //! One area: `cargo test --test integration agent::`; one test: add its name after the `::`.
 //! The fault-injection soak is its own binary, `tests/soak.rs` (`cargo test --test soak`).
 
+mod account;
 mod agent;
 mod bad_inputs;
 mod config;

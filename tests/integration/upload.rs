@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hotfolder::{Emulator, Faults};
+use hotfolder::{Emulator, Faults, PlatformRefusal};
 use serde_json::Value;
 
 use crate::util::*;
@@ -217,6 +217,7 @@ async fn all_faults_together_at_high_rates() {
         stall: Duration::from_millis(1500),
         throttle_rate: 0.1,
         retry_after_secs: 0,
+        ..Default::default()
     })
     .await;
 }
@@ -336,8 +337,10 @@ async fn storage_quota_stops_without_a_retry_storm() {
     )
     .await;
     assert_eq!(output.status.code(), Some(1));
-    assert_eq!(lines[0]["status"], "failed");
+    // The account's problem, not the file's.
+    assert_eq!(lines[0]["status"], "not_uploaded");
     let stderr = text(&output.stderr);
+    assert!(stderr.contains("upload stopped: "), "{stderr}");
     let error = lines[0]["error"].as_str().unwrap();
     assert!(error.contains("storage quota"), "{error}");
     assert!(
@@ -371,16 +374,77 @@ async fn unsupported_format_fails_with_415() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_says_so() {
+async fn a_wrong_password_is_tried_once_for_all_files_and_said_once() {
     let emulator = emulator(|_| {}).await;
     emulator.set_password("another-password");
-    let (lines, output, _) =
-        upload_json(&emulator, FAST_UPLOAD, "keycloak", &[("x.mp4", 10, 29)]).await;
+    let files = [("x.mp4", 10, 29), ("y.mp4", 10, 31), ("z.mp4", 10, 32)];
+    let (lines, output, _) = upload_json(&emulator, FAST_UPLOAD, "keycloak", &files).await;
     assert_eq!(output.status.code(), Some(1));
-    let error = lines[0]["error"].as_str().unwrap();
-    assert!(error.contains("wrong username or password"), "{error}");
+    assert_eq!(lines.len(), 3, "one line per file");
+    for line in &lines {
+        assert_eq!(line["status"], "not_uploaded", "{line}");
+        let error = line["error"].as_str().unwrap();
+        assert!(error.contains("wrong username or password"), "{error}");
+    }
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        stderr.matches("wrong username or password").count(),
+        1,
+        "said once:\n{stderr}"
+    );
+    // Each refusal brings the account closer to a lockout: one login for all three files.
+    assert_eq!(emulator.stats().logins_refused, 1);
     assert!(emulator.videos().is_empty());
     assert!(!text(&output.stdout).contains(PASSWORD));
+
+    // Without --json: no file is called failed, and the account's problem is said once.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &account_toml(&emulator, "keycloak"));
+    let path = dir.path().join("clip.mov");
+    write_file(&path, 10, 33);
+    let output = run(hotfolder()
+        .arg("upload")
+        .arg("--config")
+        .arg(&config)
+        .arg(&path))
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("clip.mov: not uploaded"), "{stderr}");
+    assert!(
+        stderr.contains("upload stopped: login refused") && !stderr.contains("failed"),
+        "{stderr}"
+    );
+    assert_eq!(emulator.stats().logins_refused, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_refusal_is_reported_as_the_accounts_problem() {
+    let emulator = emulator(|o| {
+        o.faults.platform_refusal = Some(PlatformRefusal::CreateForbidden);
+    })
+    .await;
+    let files = [("a.mp4", 10, 34), ("b.mp4", 10, 35), ("c.mp4", 10, 36)];
+    let upload_toml = FAST_UPLOAD.replace("parallel = 2", "parallel = 1");
+    let (lines, output, _) = upload_json(&emulator, &upload_toml, "keycloak", &files).await;
+    assert_eq!(output.status.code(), Some(1));
+    for line in &lines {
+        assert_eq!(line["status"], "not_uploaded", "{line}");
+        assert!(
+            line["meaning"].as_str().unwrap().contains("this account"),
+            "{line}"
+        );
+    }
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("upload stopped: create video: the server answered 403"),
+        "{stderr}"
+    );
+    // The first file found out; the others were not sent to be refused the same way. (Its
+    // create is sent twice: once more with a fresh token, in case rights changed.)
+    let stats = emulator.stats();
+    assert_eq!(stats.videos_created, 0);
+    assert_eq!(stats.refreshes, 1, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,14 +573,16 @@ async fn check_logs_in_and_reports_problems() {
     assert!(!stdout.contains(PASSWORD), "{stdout}");
     assert_eq!(emulator.stats().logins, 1);
 
+    // A refused login is not a config problem (exit 1, not 2), and is tried once.
     emulator.set_password("changed");
     let output = run(hotfolder().arg("check").arg("--config").arg(&config)).await;
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     assert!(
         text(&output.stderr).contains("wrong username or password"),
         "{}",
         text(&output.stderr)
     );
+    assert_eq!(emulator.stats().logins_refused, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

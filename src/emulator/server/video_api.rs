@@ -8,8 +8,9 @@ use hyper::header::{self, HeaderMap};
 use super::login::authorize;
 use super::{
     Answer, Shared, api_url, bad_video_manager, bump, empty, message, parse_decimal, parse_json,
-    quota_answer, with_header,
+    quota_answer, unknown_video_manager, with_header,
 };
+use crate::emulator::PlatformRefusal;
 use crate::emulator::state::{CreateRefusal, CreateVideoBody};
 
 pub(super) fn create_video(shared: &Shared, headers: &HeaderMap, vm: &str, body: &[u8]) -> Answer {
@@ -19,10 +20,23 @@ pub(super) fn create_video(shared: &Shared, headers: &HeaderMap, vm: &str, body:
     let Some(vm_id) = parse_decimal::<u64>(vm) else {
         return bad_video_manager(vm);
     };
+    if !shared.knows_video_manager(vm_id) {
+        return unknown_video_manager(vm_id);
+    }
     let request: CreateVideoBody = match parse_json(headers, body) {
         Ok(request) => request,
         Err(answer) => return *answer,
     };
+    match shared.platform_refusal() {
+        Some(PlatformRefusal::CreateForbidden) => {
+            return message(
+                StatusCode::FORBIDDEN,
+                &format!("user may not create videos in video manager {vm_id}"),
+            );
+        }
+        Some(PlatformRefusal::CreateWithoutLocation) => return empty(StatusCode::CREATED),
+        Some(PlatformRefusal::MaintenancePage) | None => {}
+    }
     let created = shared.state().create_video(vm_id, request);
     match created {
         Ok(id) => {
@@ -46,6 +60,9 @@ pub(super) fn upload_url(shared: &Shared, headers: &HeaderMap, vm: &str, video: 
     let Some(vm_id) = parse_decimal::<u64>(vm) else {
         return bad_video_manager(vm);
     };
+    if !shared.knows_video_manager(vm_id) {
+        return unknown_video_manager(vm_id);
+    }
     let now = shared.clock.now();
     let issued = shared
         .state()
