@@ -27,6 +27,7 @@
 //! - `schema`: migrations, and how rows map to those types;
 //! - `queries`: read-only questions about jobs (also what `status` asks);
 //! - `status`: agent-wide status in the `meta` table (queue pause, missing folders);
+//! - `settling`: the files the agent is watching settle, copied for `status`;
 //! - `lock`: the single-instance lock file;
 //! - `error`: `StoreError`;
 //! - `rfc3339`: serde for timestamps in sidecars.
@@ -40,11 +41,13 @@ mod lock;
 mod queries;
 pub mod rfc3339;
 mod schema;
+mod settling;
 mod status;
 
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, QueueSummary};
 pub use lock::StateLock;
+pub use settling::{SettlingChange, SettlingFile};
 
 use std::fmt;
 use std::fs::{self, OpenOptions};

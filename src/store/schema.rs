@@ -63,6 +63,18 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     ",
+    // v2
+    "
+    -- Files the running agent is watching settle (waiting out stable_for): only in its memory
+    -- otherwise, and `status` is another process. Emptied when the agent starts and stops.
+    CREATE TABLE settling (
+        path          TEXT    PRIMARY KEY,
+        folder        TEXT    NOT NULL,
+        size          INTEGER NOT NULL,
+        since         TEXT    NOT NULL,
+        stable_for_ms INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).
@@ -303,7 +315,7 @@ impl ToSql for SqlPath<'_> {
 }
 
 /// A path read back from a column written as [`SqlPath`].
-struct OwnedPath(PathBuf);
+pub(super) struct OwnedPath(pub(super) PathBuf);
 
 impl FromSql for OwnedPath {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
@@ -336,9 +348,9 @@ mod tests {
                 err,
                 StoreError::TooNew {
                     found: 99,
-                    supported: 1,
+                    supported,
                     ..
-                }
+                } if supported == MIGRATIONS.len() as i64
             ),
             "{err:?}"
         );
