@@ -919,8 +919,8 @@ mod tests {
             .find(|f| f.path == Path::new("/in/late.mov"))
             .unwrap();
         assert_eq!(
-            (late.size, late.stable_for, late.relative_path()),
-            (7, Duration::from_secs(10), Path::new("late.mov"))
+            (late.size, late.stable_for, late.folder.as_path()),
+            (7, Duration::from_secs(10), Path::new("/in"))
         );
         // Seen 300 ms (of paused time) after the others, in wall-clock time.
         let first = stored.iter().find(|f| f.path == Path::new("/in/clip0.mov"));

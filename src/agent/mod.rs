@@ -37,7 +37,7 @@ use crate::watch::{FolderWatcher, WatchError};
 use dispatch::DispatchState;
 use intake::{Intake, IntakeChannels};
 
-pub use service::queue_counts;
+pub use service::{ShownCounts, queue_counts};
 
 /// How often every folder is walked again to catch events the watcher missed.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(300);

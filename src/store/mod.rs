@@ -29,6 +29,8 @@
 //! - `status`: agent-wide status in the `meta` table (queue pause, missing folders);
 //! - `settling`: the files the agent is watching settle, copied for `status`;
 //! - `lock`: the single-instance lock file;
+//! - `manual`: what `hotfolder upload` remembers, in its own file (`uploads.sqlite3`), which
+//!   the agent never opens;
 //! - `error`: `StoreError`;
 //! - `rfc3339`: serde for timestamps in sidecars.
 //!
@@ -38,6 +40,7 @@
 mod error;
 mod job;
 mod lock;
+mod manual;
 mod queries;
 pub mod rfc3339;
 mod schema;
@@ -47,7 +50,9 @@ mod status;
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, QueueSummary};
 pub use lock::StateLock;
+pub use manual::{Fingerprint, ManualState, ManualUpload, ManualUploads, UploadTarget};
 pub use settling::{SettlingChange, SettlingFile};
+pub use status::MissingFolder;
 
 use std::fmt;
 use std::fs::{self, OpenOptions};

@@ -85,11 +85,20 @@ const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, sta
 
 /// Brings the schema up to date (or creates it), in one transaction.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_with(conn, path, MIGRATIONS)
+}
+
+/// [`migrate`] for a database with other migrations (`hotfolder upload`'s memory).
+pub(super) fn migrate_with(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[&str],
+) -> Result<(), StoreError> {
     let run = |conn: &mut Connection| -> Result<(), StoreError> {
         // IMMEDIATE so two processes opening a fresh store do not both run the migrations.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        let supported = MIGRATIONS.len() as i64;
+        let supported = migrations.len() as i64;
         let Ok(start) = usize::try_from(found) else {
             return Err(StoreError::TooNew {
                 path: path.to_path_buf(),
@@ -104,10 +113,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
                 supported,
             });
         }
-        for migration in &MIGRATIONS[start..] {
+        for migration in &migrations[start..] {
             tx.execute_batch(migration)?;
         }
-        if start < MIGRATIONS.len() {
+        if start < migrations.len() {
             tx.pragma_update(None, "user_version", supported)?;
         }
         tx.commit()?;

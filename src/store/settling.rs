@@ -4,7 +4,7 @@
 //! batches (a folder of 10,000 new files is one transaction, not 10,000 commits), emptied when
 //! the agent starts and stops.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rusqlite::{Transaction, params};
@@ -109,16 +109,10 @@ fn apply(tx: &Transaction<'_>, changes: &[SettlingChange]) -> Result<(), StoreEr
     Ok(())
 }
 
-impl SettlingFile {
-    /// `path` relative to its watched folder, for display.
-    pub fn relative_path(&self) -> &Path {
-        self.path.strip_prefix(&self.folder).unwrap_or(&self.path)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::time::Instant;
 
     fn file(dir: &Path, name: &str, size: u64) -> SettlingFile {
@@ -151,7 +145,6 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(reader.settling().unwrap(), [grown.clone()]);
-        assert_eq!(grown.relative_path(), Path::new("a.mov"));
         store.replace_settling(&[a.clone()]).unwrap();
         assert_eq!(reader.settling().unwrap(), [a]);
         store.clear_settling().unwrap();
