@@ -15,7 +15,9 @@ use crate::chain;
 use crate::config::{self, ConfigError, Settings};
 use crate::emulator::EmulatorArgs;
 use crate::manual_upload::{ManualOutcome, ManualRequest, ManualUploadError, upload_remembered};
+use crate::status_report::ReportClock;
 use crate::store::{ManualUploads, UploadTarget};
+use crate::vmpro::error::VmproError;
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
 
 #[derive(Debug, Parser)]
@@ -106,6 +108,7 @@ impl CommandError {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
+    crate::status_report::remember_local_offset();
     // Before the runtime's threads exist: only a single-threaded process may ask for the
     // local time zone, which `status` shows its times in.
     if let Command::Status {
@@ -316,6 +319,9 @@ struct UploadLine {
     uploaded_at: Option<String>,
     error: Option<String>,
     meaning: Option<String>,
+    /// `uploaded_at` for people.
+    #[serde(skip)]
+    uploaded_at_local: Option<String>,
 }
 
 impl UploadLine {
@@ -334,6 +340,7 @@ impl UploadLine {
             uploaded_at: None,
             error: None,
             meaning: None,
+            uploaded_at_local: None,
         };
         match outcome {
             Ok(ManualOutcome::Uploaded { report, resumed }) => UploadLine {
@@ -343,7 +350,12 @@ impl UploadLine {
                 sha256: Some(report.sha256.clone()),
                 chunks: Some(report.chunks),
                 seconds: Some(report.elapsed.as_secs_f64()),
-                bytes_per_second: Some(report.bytes_per_second()),
+                // A resumed upload sent only the rest of the file in this time.
+                bytes_per_second: Some(if resumed {
+                    report.bytes_sent as f64 / report.elapsed.as_secs_f64().max(1e-3)
+                } else {
+                    report.bytes_per_second()
+                }),
                 ..line
             },
             Ok(ManualOutcome::AlreadyUploaded {
@@ -360,10 +372,14 @@ impl UploadLine {
                     at.format(&time::format_description::well_known::Rfc3339)
                         .ok()
                 }),
+                uploaded_at_local: at.map(|at| ReportClock::system().show(at)),
                 ..line
             },
             Err(err) => {
-                line.status = "failed";
+                line.status = match &err {
+                    ManualUploadError::Upload(VmproError::Cancelled) => "interrupted",
+                    _ => "failed",
+                };
                 line.error = Some(chain(&err));
                 line.meaning = Some(err.meaning());
                 line
@@ -408,7 +424,7 @@ async fn upload(
         let memory = memory.clone();
         let target = target.clone();
         let (metadata, watched) = metadata_for(&settings, path);
-        if let Some(folder) = watched {
+        if let Some(folder) = watched.filter(|_| path.is_file()) {
             eprintln!(
                 "note: {} is in the watched folder {}: `hotfolder run` uploads it too, as a video of its own, and moves it to done/",
                 path.display(),
@@ -453,7 +469,7 @@ async fn upload(
     let mut failed = 0;
     for (_, path, result) in results {
         let line = UploadLine::new(&path, result);
-        if line.status == "failed" {
+        if line.video_id.is_none() {
             failed += 1;
         }
         if json {
@@ -466,13 +482,19 @@ async fn upload(
                 eprintln!(
                     "{}: already uploaded as {video_id}{}; nothing sent (--again uploads it as a new video)",
                     line.path,
-                    line.uploaded_at
+                    line.uploaded_at_local
                         .as_deref()
-                        .map(|at| format!(" at {at}"))
+                        .map(|at| format!(" on {at}"))
                         .unwrap_or_default()
                 );
             }
             println!("{}\t{}", line.path, video_id);
+        } else if line.status == "interrupted" {
+            eprintln!(
+                "{}: {}",
+                line.path,
+                line.meaning.as_deref().unwrap_or("interrupted")
+            );
         } else {
             eprintln!(
                 "{}: failed: {} ({})",
@@ -524,6 +546,7 @@ impl Progress {
             plain: self.bars.is_none() && !self.quiet,
             started: std::time::Instant::now(),
             last_tenth: Mutex::new(0),
+            sent_before: Mutex::new(None),
         })
     }
 }
@@ -536,6 +559,8 @@ struct FileProgress {
     plain: bool,
     started: std::time::Instant,
     last_tenth: Mutex<u64>,
+    /// Bytes an earlier, interrupted run had sent: not part of this run's rate.
+    sent_before: Mutex<Option<u64>>,
 }
 
 impl FileProgress {
@@ -563,7 +588,12 @@ impl UploadObserver for FileProgress {
         }
     }
 
-    fn chunk_accepted(&self, index: u32, total: u32, _chunk_size: u64, bytes_done: u64) {
+    fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
+        let sent_before = *self
+            .sent_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(u64::from(index.saturating_sub(1)) * chunk_size);
         if let Some(bar) = &self.bar {
             bar.set_position(bytes_done);
         } else if self.plain {
@@ -577,13 +607,14 @@ impl UploadObserver for FileProgress {
                     self.name,
                     bytes_done,
                     self.size,
-                    bytes_done as f64 / secs / 1e6
+                    bytes_done.saturating_sub(sent_before) as f64 / secs / 1e6
                 );
             }
         }
     }
 
     fn restarted(&self) {
+        *self.sent_before.lock().unwrap_or_else(|e| e.into_inner()) = Some(0);
         if let Some(bar) = &self.bar {
             bar.set_position(0);
         }

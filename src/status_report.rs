@@ -7,12 +7,13 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::agent::{ShownCounts, queue_counts};
-use crate::store::{Job, JobState, JobStore, MissingFolder, Outcome, SettlingFile, StoreError};
+use crate::store::{Job, JobState, JobStore, MissingFolder, SettlingFile, StoreError};
 
 /// Everything `status` shows, read from the store in one go.
 pub struct StatusSnapshot {
@@ -58,6 +59,19 @@ impl StatusSnapshot {
     }
 }
 
+/// The local offset when the process started, for times shown once other threads run.
+static START_OFFSET: OnceLock<UtcOffset> = OnceLock::new();
+
+/// Remembers the local offset while the process has one thread (the `time` crate refuses to
+/// read the time zone once there are more: reading it from the environment is not
+/// thread-safe). Call at the start of `main`'s work.
+pub fn remember_local_offset() {
+    if let Ok(offset) = UtcOffset::current_local_offset() {
+        // Set once per process; a second call finds it set and changes nothing.
+        let _ = START_OFFSET.set(offset);
+    }
+}
+
 /// The clock the report reads: the current time, and how to show a time in local time.
 pub struct ReportClock {
     pub now: OffsetDateTime,
@@ -74,8 +88,9 @@ enum Zone {
 
 impl ReportClock {
     /// The system clock and time zone. The `time` crate knows the local offset only while the
-    /// process has one thread (reading the zone from the environment is not thread-safe), so
-    /// `status` runs before the async runtime starts; otherwise times are shown in UTC.
+    /// process has one thread, so `status` runs before the async runtime starts; elsewhere
+    /// the offset at the start of the process stands in ([`remember_local_offset`]), and
+    /// without that times are shown in UTC.
     pub fn system() -> ReportClock {
         ReportClock {
             now: OffsetDateTime::now_utc(),
@@ -96,7 +111,9 @@ impl ReportClock {
     /// is unknown.
     pub fn show(&self, at: OffsetDateTime) -> String {
         let offset = match self.zone {
-            Zone::Local => UtcOffset::local_offset_at(at).ok(),
+            Zone::Local => UtcOffset::local_offset_at(at)
+                .ok()
+                .or_else(|| START_OFFSET.get().copied()),
             #[cfg(test)]
             Zone::Fixed(offset) => Some(offset),
         };
@@ -129,23 +146,28 @@ impl ReportClock {
 
 /// The average upload rate of a job, in bytes per second: up to now while it uploads, up to
 /// the end of its upload once it is over (not up to now: a file uploaded at 483 MB/s an hour
-/// ago would show as a few hundred kB/s).
+/// ago would show as a few hundred kB/s). The same figure as the sidecar's.
 pub fn bytes_per_second(job: &Job, now: OffsetDateTime) -> Option<f64> {
     let started = job.started_at?;
-    let (until, bytes) = match job.state {
-        JobState::Waiting | JobState::Uploading | JobState::Paused => (now, job.bytes_sent),
-        JobState::Finishing | JobState::Done if job.outcome == Some(Outcome::Uploaded) => {
-            (job.finished_at?, job.size)
+    let until = match job.state {
+        JobState::Waiting | JobState::Uploading | JobState::Paused => now,
+        JobState::Finishing | JobState::Done | JobState::Failed | JobState::Gone => {
+            job.finished_at?
         }
-        _ => (job.finished_at?, job.bytes_sent),
     };
     let secs = (until - started).as_seconds_f64();
-    (secs > 0.0 && bytes > 0).then(|| bytes as f64 / secs)
+    (secs > 0.0 && job.bytes_sent > 0).then(|| job.bytes_sent as f64 / secs)
 }
 
-/// Megabytes (10^6 bytes, as in the logs' MB/s) with one decimal.
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+/// A size for people, in powers of 1000 as the logs' MB/s.
+fn size_text(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} bytes"),
+        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.1} GB", b / 1e9),
+    }
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -197,11 +219,11 @@ pub fn write_text(
     for file in &snapshot.settling {
         writeln!(
             out,
-            "settling   {}  {}, unchanged since {}; complete once unchanged for {}",
+            "settling   {}  {}, unchanged since {}; complete at {} if it stays so",
             file.path.display(),
-            megabytes(file.size),
+            size_text(file.size),
             clock.show(file.since),
-            humantime::format_duration(file.stable_for)
+            clock.show(file.since + file.stable_for),
         )?;
     }
     for job in &snapshot.unfinished {
@@ -324,6 +346,7 @@ pub fn to_json(snapshot: &StatusSnapshot, clock: &ReportClock) -> serde_json::Va
             "size": file.size,
             "unchanged_since": rfc3339(file.since),
             "stable_for_seconds": file.stable_for.as_secs_f64(),
+            "complete_at": rfc3339(file.since + file.stable_for),
         })).collect::<Vec<_>>(),
         "jobs": snapshot.unfinished.iter().map(job_json).collect::<Vec<_>>(),
         "recent": snapshot.recent.iter().map(job_json).collect::<Vec<_>>(),
@@ -352,6 +375,14 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_in_powers_of_1000() {
+        assert_eq!(size_text(999), "999 bytes");
+        assert_eq!(size_text(1_500), "1.5 kB");
+        assert_eq!(size_text(3_000_000), "3.0 MB");
+        assert_eq!(size_text(12_345_678_901), "12.3 GB");
+    }
+
+    #[test]
     fn a_finished_upload_keeps_the_rate_it_had() {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::open(dir.path()).unwrap();
@@ -371,14 +402,15 @@ mod tests {
         };
         store.start_attempt(id).unwrap();
         store.record_progress(id, 2, 2, 1, 241_500_000).unwrap();
+        store.record_progress(id, 3, 2, 1, 483_000_000).unwrap();
         let mut job = store.job(id).unwrap();
         let started = job.started_at.unwrap();
-        let half_a_second_later = started + time::Duration::milliseconds(500);
-        let rate = bytes_per_second(&job, half_a_second_later).unwrap();
+        let one_second_later = started + time::Duration::seconds(1);
+        let rate = bytes_per_second(&job, one_second_later).unwrap();
         assert!((rate - 483e6).abs() < 1.0, "{rate}");
 
         store
-            .decide(id, Outcome::Uploaded, Some("abc"), None)
+            .decide(id, crate::store::Outcome::Uploaded, Some("abc"), None)
             .unwrap();
         store.mark_moved(id, &dir.path().join("done/a.mov")).unwrap();
         job = store.job(id).unwrap();

@@ -303,6 +303,12 @@ impl Intake {
         };
         let folder = &mut self.folders[index];
         if folder.tracker.is_tracked(&path) {
+            // Written to while settling: the new size and mtime restart its quiet period now,
+            // not at the next look, and `status` shows the file as it is (one lstat per event;
+            // vanished or replaced files are sorted out at that look).
+            if let Ok(Inspection::Regular(snapshot)) = ready::inspect(&path) {
+                folder.tracker.observe(path, snapshot, Instant::now());
+            }
             return;
         }
         let Some(name) = path.file_name() else {

@@ -371,6 +371,39 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_v1_store_is_upgraded_with_its_jobs_and_a_reader_waits_for_that() {
+        use crate::store::test_support::{id_of, new_job};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE_NAME);
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_with(&mut conn, &path, &MIGRATIONS[..1]).unwrap();
+        }
+        assert!(matches!(
+            JobStore::open_read_only(dir.path()),
+            Err(StoreError::NeedsUpgrade { found: 1, .. })
+        ));
+        {
+            // Jobs written by the version before.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (folder, path, rel_path, size, mtime_ns, rule, state,
+                     detected_at, updated_at)
+                 VALUES ('/in', '/in/a.mov', 'a.mov', 1, 0, 'old', 'waiting',
+                     '2025-01-31T12:00:00.000000000Z', '2025-01-31T12:00:00.000000000Z')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = JobStore::open(dir.path()).unwrap();
+        assert_eq!(store.summary().unwrap().waiting, 1);
+        assert!(store.settling().unwrap().is_empty());
+        let id = id_of(store.enqueue(new_job(dir.path(), "b.mov")).unwrap());
+        assert_eq!(store.job(id).unwrap().rule, new_job(dir.path(), "b").rule);
+        assert!(JobStore::open_read_only(dir.path()).is_ok());
+    }
+
     #[cfg(unix)]
     #[test]
     fn non_utf8_paths_round_trip() {
