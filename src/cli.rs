@@ -17,8 +17,8 @@ use crate::emulator::EmulatorArgs;
 use crate::manual_upload::{ManualOutcome, ManualRequest, ManualUploadError, upload_remembered};
 use crate::status_report::ReportClock;
 use crate::store::{ManualUploads, UploadTarget};
-use crate::vmpro::error::VmproError;
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
+use crate::vmpro::error::VmproError;
 
 #[derive(Debug, Parser)]
 #[command(

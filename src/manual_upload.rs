@@ -335,7 +335,9 @@ fn fingerprint(file: &File, meta: &std::fs::Metadata) -> io::Result<Fingerprint>
     for (start, end) in [(0, SAMPLE.min(size)), (tail_start, size)] {
         let mut offset = start;
         while offset < end {
-            let want = usize::try_from(end - offset).unwrap_or(buffer.len()).min(buffer.len());
+            let want = usize::try_from(end - offset)
+                .unwrap_or(buffer.len())
+                .min(buffer.len());
             let read = file.read_at(&mut buffer[..want], offset)?;
             if read == 0 {
                 break; // cut short meanwhile: the size in the fingerprint tells it apart
@@ -455,7 +457,10 @@ mod tests {
         assert_eq!(name(plan(done(), &print(11), false)), "New");
         assert_eq!(name(plan(done(), &print(10), true)), "New");
         assert_eq!(name(plan(unfinished(), &print(10), false)), "Resume");
-        assert_eq!(name(plan(unfinished(), &print(11), false)), "SendChangedAgain");
+        assert_eq!(
+            name(plan(unfinished(), &print(11), false)),
+            "SendChangedAgain"
+        );
         assert_eq!(name(plan(unfinished(), &print(10), true)), "New");
     }
 

@@ -117,9 +117,8 @@ impl ReportClock {
             #[cfg(test)]
             Zone::Fixed(offset) => Some(offset),
         };
-        let format = time::macros::format_description!(
-            "[year]-[month]-[day] [hour]:[minute]:[second]"
-        );
+        let format =
+            time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
         match offset {
             Some(offset) => at.to_offset(offset).format(format).unwrap_or_default(),
             None => format!(
@@ -297,9 +296,7 @@ pub fn write_text(
 pub fn to_json(snapshot: &StatusSnapshot, clock: &ReportClock) -> serde_json::Value {
     let job_json = |job: &Job| {
         let shown = match job.state {
-            JobState::Waiting | JobState::Uploading | JobState::Paused => {
-                snapshot.shown_state(job)
-            }
+            JobState::Waiting | JobState::Uploading | JobState::Paused => snapshot.shown_state(job),
             state => state.as_str(),
         };
         serde_json::json!({
@@ -412,7 +409,9 @@ mod tests {
         store
             .decide(id, crate::store::Outcome::Uploaded, Some("abc"), None)
             .unwrap();
-        store.mark_moved(id, &dir.path().join("done/a.mov")).unwrap();
+        store
+            .mark_moved(id, &dir.path().join("done/a.mov"))
+            .unwrap();
         job = store.job(id).unwrap();
         // As the store records it: one second from the start to the end of the upload.
         job.finished_at = Some(started + time::Duration::seconds(1));

@@ -64,7 +64,9 @@ struct QueuePause {
 pub(super) enum Start {
     Upload,
     /// The queue is paused: this job tries whether the cause went away.
-    Probe { first: bool },
+    Probe {
+        first: bool,
+    },
 }
 
 /// What a pause changed, for the log.

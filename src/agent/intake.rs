@@ -938,9 +938,7 @@ mod tests {
         // A write that fails (a read-only store stands in for a full disk) loses its changes:
         // the next write is the whole set.
         let failing = JobStore::open_read_only(dir.path()).unwrap();
-        intake.folders[0]
-            .tracker
-            .forget(Path::new("/in/clip0.mov"));
+        intake.folders[0].tracker.forget(Path::new("/in/clip0.mov"));
         intake.schedule_settling_flush();
         intake.flush_settling(&failing);
         assert!(intake.settling_failing && intake.settling_resync);

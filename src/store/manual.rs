@@ -504,7 +504,10 @@ mod tests {
 
         let second = memory.begin(&target(1), &file, &print(12)).unwrap();
         assert_eq!(memory.upload(first).unwrap().state, ManualState::Abandoned);
-        assert_eq!(memory.latest(&target(1), &file).unwrap().unwrap().id, second);
+        assert_eq!(
+            memory.latest(&target(1), &file).unwrap().unwrap().id,
+            second
+        );
         assert!(memory.record_video(first, "v9").is_err());
     }
 

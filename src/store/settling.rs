@@ -48,8 +48,11 @@ impl JobStore {
     pub fn replace_settling(&self, files: &[SettlingFile]) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute("DELETE FROM settling", [])?;
-            let changes: Vec<SettlingChange> =
-                files.iter().cloned().map(SettlingChange::Settling).collect();
+            let changes: Vec<SettlingChange> = files
+                .iter()
+                .cloned()
+                .map(SettlingChange::Settling)
+                .collect();
             apply(tx, &changes)
         })
     }
@@ -145,7 +148,7 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(reader.settling().unwrap(), [grown.clone()]);
-        store.replace_settling(&[a.clone()]).unwrap();
+        store.replace_settling(std::slice::from_ref(&a)).unwrap();
         assert_eq!(reader.settling().unwrap(), [a]);
         store.clear_settling().unwrap();
         assert!(reader.settling().unwrap().is_empty());

@@ -73,7 +73,10 @@ async fn json_until(studio: &Studio, what: &str, ready: impl Fn(&Value) -> bool)
         if ready(&json) {
             return json;
         }
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}: {json}");
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out waiting for {what}: {json}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -91,7 +94,10 @@ async fn status_shows_files_still_settling_as_they_grow_with_local_times() {
     let emulator = emulator(|_| {}).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"30s\"");
     let agent = studio.start();
-    eventually(WAIT, "run watching", || studio.log_text().contains("watching")).await;
+    eventually(WAIT, "run watching", || {
+        studio.log_text().contains("watching")
+    })
+    .await;
     let file = studio.inbox.join("sub/growing.mov");
     write_file(&file, 2_000_000, 1);
 
@@ -112,7 +118,10 @@ async fn status_shows_files_still_settling_as_they_grow_with_local_times() {
     assert!(line.contains(&file.display().to_string()), "{line}");
     assert!(line.contains("2.0 MB"), "{line}");
     assert!(
-        line.contains(&format!("unchanged since {}", shown(&entry["unchanged_since"]))),
+        line.contains(&format!(
+            "unchanged since {}",
+            shown(&entry["unchanged_since"])
+        )),
         "local time, to the second: {line}"
     );
     assert!(
@@ -146,7 +155,11 @@ async fn status_shows_as_many_recent_files_as_asked_with_when_each_finished() {
     let emulator = emulator(|_| {}).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"300ms\"");
     for i in 0..12 {
-        write_file(&studio.inbox.join(format!("clip{i:02}.mov")), 1000 + i, i as u64);
+        write_file(
+            &studio.inbox.join(format!("clip{i:02}.mov")),
+            1000 + i,
+            i as u64,
+        );
     }
     let agent = studio.start();
     eventually(WAIT, "12 files in done/", || {
@@ -177,7 +190,9 @@ async fn status_shows_as_many_recent_files_as_asked_with_when_each_finished() {
             line.contains(&shown(&job["finished_at"])),
             "finished at, local time: {line} / {job}"
         );
-        let name = Path::new(job["path"].as_str().unwrap()).file_name().unwrap();
+        let name = Path::new(job["path"].as_str().unwrap())
+            .file_name()
+            .unwrap();
         assert!(line.contains(&*name.to_string_lossy()), "{line} / {job}");
     }
     // Newest first.
@@ -235,7 +250,10 @@ async fn in_a_paused_queue_nothing_shows_as_uploading_and_the_log_says_so_once()
         1,
         "one line for the probes of one pause:\n{log}"
     );
-    let uploading = log.lines().filter(|l| l.contains(" uploading file=")).count();
+    let uploading = log
+        .lines()
+        .filter(|l| l.contains(" uploading file="))
+        .count();
     assert!(
         uploading <= 2,
         "\"uploading\" only for the files started before the pause (parallel = 2):\n{log}"
@@ -273,15 +291,11 @@ async fn the_rate_of_a_finished_upload_is_up_to_its_end_not_up_to_now() {
         "status {rate} and sidecar {in_sidecar} agree"
     );
     let started = OffsetDateTime::parse(job["started_at"].as_str().unwrap(), &Rfc3339).unwrap();
-    let up_to_now =
-        (4 * MIB) as f64 / (OffsetDateTime::now_utc() - started).as_seconds_f64();
+    let up_to_now = (4 * MIB) as f64 / (OffsetDateTime::now_utc() - started).as_seconds_f64();
     assert!(
         rate > 2.0 * up_to_now,
         "{rate} B/s is the upload's, not {up_to_now} B/s up to now"
     );
     let text = status_text(&studio, &[]).await;
-    assert!(
-        text.contains(&format!("{:.1} MB/s", rate / 1e6)),
-        "{text}"
-    );
+    assert!(text.contains(&format!("{:.1} MB/s", rate / 1e6)), "{text}");
 }

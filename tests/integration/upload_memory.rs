@@ -35,12 +35,9 @@ async fn upload(config: &Path, args: &[&str], file: &Path) -> Output {
 fn json_line(output: &Output) -> Value {
     let stdout = text(&output.stdout);
     let mut lines = stdout.lines();
-    let line = lines.next().unwrap_or_else(|| {
-        panic!(
-            "no output line; stderr:\n{}",
-            text(&output.stderr)
-        )
-    });
+    let line = lines
+        .next()
+        .unwrap_or_else(|| panic!("no output line; stderr:\n{}", text(&output.stderr)));
     assert_eq!(lines.next(), None, "one line per file: {stdout}");
     serde_json::from_str(line).expect("stdout is JSON")
 }
@@ -78,7 +75,10 @@ async fn uploading_one_file_twice_makes_one_video_and_the_second_says_already_up
         stderr.contains(&format!("already uploaded as {id}")),
         "{stderr}"
     );
-    assert!(stderr.contains("--again"), "says how to upload it anyway: {stderr}");
+    assert!(
+        stderr.contains("--again"),
+        "says how to upload it anyway: {stderr}"
+    );
     assert_eq!(text(&again.stdout).trim(), format!("./a.mov\t{id}"));
 
     let json = json_line(&upload(&config, &["--json"], &file).await);
@@ -120,7 +120,10 @@ async fn again_makes_a_second_video_and_a_changed_file_is_a_new_upload() {
     // From now on the file is known by its latest video.
     let json = json_line(&upload(&config, &["--json"], &file).await);
     assert_eq!(
-        (json["already_uploaded"].as_bool(), json["video_id"].as_str()),
+        (
+            json["already_uploaded"].as_bool(),
+            json["video_id"].as_str()
+        ),
         (Some(true), Some(second.as_str()))
     );
 
@@ -186,7 +189,10 @@ async fn ctrl_c_then_the_same_command_resumes_on_the_same_video_and_run_leaves_i
 
     // `run` on the same state dir: a manual upload is not its job, to resume or to move.
     let agent = studio.start();
-    eventually(WAIT, "run watching", || studio.log_text().contains("watching")).await;
+    eventually(WAIT, "run watching", || {
+        studio.log_text().contains("watching")
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let status = studio.status_json().await;
     assert_eq!(status["jobs"], Value::Array(vec![]), "{status}");
@@ -194,7 +200,11 @@ async fn ctrl_c_then_the_same_command_resumes_on_the_same_video_and_run_leaves_i
     let (code, _) = stop(agent).await;
     assert_eq!(code.code(), Some(0));
     assert!(file.exists());
-    assert_eq!(emulator.video(&video.id).unwrap(), video, "run sent nothing");
+    assert_eq!(
+        emulator.video(&video.id).unwrap(),
+        video,
+        "run sent nothing"
+    );
 
     let resumed = upload(&studio.config, &[], &file).await;
     let stderr = text(&resumed.stderr);
@@ -234,7 +244,10 @@ async fn a_file_changed_after_an_interrupted_upload_goes_again_to_the_same_video
     chunks_received(&emulator, 2).await;
     signal(&child, 2);
     let mut child = child;
-    tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
 
     let changed = write_file(&file, 9 * MIB, 6);
     let output = upload(&config, &["--json"], &file).await;
@@ -245,7 +258,11 @@ async fn a_file_changed_after_an_interrupted_upload_goes_again_to_the_same_video
     assert_eq!(videos.len(), 1, "one video: {videos:?}");
     assert_eq!(line["video_id"], videos[0].id.as_str());
     assert_eq!(videos[0].sha256.as_deref(), Some(changed.as_str()));
-    assert!(videos[0].restarts >= 1, "sent again from chunk 1: {:?}", videos[0]);
+    assert!(
+        videos[0].restarts >= 1,
+        "sent again from chunk 1: {:?}",
+        videos[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +303,10 @@ async fn upload_works_while_run_holds_the_state_dir_and_stays_out_of_its_queue()
     // A long stable_for: `run` only watches the file settle during the test.
     let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"60s\"");
     let agent = studio.start();
-    eventually(WAIT, "run watching", || studio.log_text().contains("watching")).await;
+    eventually(WAIT, "run watching", || {
+        studio.log_text().contains("watching")
+    })
+    .await;
     let file = studio.inbox.join("e.mov");
     let hash = write_file(&file, MIB + 1, 8);
 
