@@ -416,12 +416,20 @@ async fn upload(
     let progress = Progress::new(json);
 
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.upload.parallel.max(1)));
+    // A file given twice (`a.mov ./a.mov`) is uploaded once: the second waits for the first and
+    // then finds it already uploaded, instead of being refused as busy.
+    let mut one_at_a_time: std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>> =
+        std::collections::HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (order, path) in paths.iter().enumerate() {
         let platform = platform.clone();
         let shutdown = shutdown.clone();
         let limit = limit.clone();
         let memory = memory.clone();
+        let same_file = one_at_a_time
+            .entry(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
+            .or_default()
+            .clone();
         let target = target.clone();
         let (metadata, watched) = metadata_for(&settings, path);
         if let Some(folder) = watched.filter(|_| path.is_file()) {
@@ -439,6 +447,7 @@ async fn upload(
         };
         let path = path.clone();
         tasks.spawn(async move {
+            let _same_file = same_file.lock().await;
             let _permit = limit.acquire_owned().await;
             let result = upload_remembered(
                 &platform,

@@ -59,13 +59,13 @@ pub enum ManualOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum ManualUploadError {
     /// Not retryable as it is: the path is wrong or unreadable.
-    #[error("cannot open {}", path.display())]
+    #[error("cannot read {}", path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    /// Not retryable: a folder, a named pipe, a device. (Opening a pipe would wait for a
+    /// Not retryable: a named pipe, a device, a socket. (Reading a pipe would wait for a
     /// writer forever.)
     #[error("{} is {what}, not a file to upload", path.display())]
     NotAFile { path: PathBuf, what: SkipReason },
@@ -300,11 +300,18 @@ fn claim(given: &Path) -> Result<Claimed, ManualUploadError> {
         source,
     };
     let meta = file.metadata().map_err(read_error)?;
-    if let Some(what) = SkipReason::of(meta.file_type()) {
-        return Err(ManualUploadError::NotAFile {
-            path: given.to_path_buf(),
-            what,
-        });
+    match SkipReason::of(meta.file_type()) {
+        None => {}
+        // What reading a folder says: the words the upload has always used for it.
+        Some(SkipReason::Directory) => {
+            return Err(read_error(io::Error::from_raw_os_error(libc::EISDIR)));
+        }
+        Some(what) => {
+            return Err(ManualUploadError::NotAFile {
+                path: given.to_path_buf(),
+                what,
+            });
+        }
     }
     match file.try_lock() {
         Ok(()) => {}

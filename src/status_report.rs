@@ -15,6 +15,10 @@ use time::{OffsetDateTime, UtcOffset};
 use crate::agent::{ShownCounts, queue_counts};
 use crate::store::{Job, JobState, JobStore, MissingFolder, SettlingFile, StoreError};
 
+/// How many settling files the text lists: a folder that just received 10,000 files would
+/// bury the rest of the report.
+const SETTLING_SHOWN: usize = 20;
+
 /// Everything `status` shows, read from the store in one go.
 pub struct StatusSnapshot {
     pub store_path: PathBuf,
@@ -215,7 +219,7 @@ pub fn write_text(
             "  new files there are not noticed until it is back; hotfolder checks every few seconds"
         )?;
     }
-    for file in &snapshot.settling {
+    for file in snapshot.settling.iter().take(SETTLING_SHOWN) {
         writeln!(
             out,
             "settling   {}  {}, unchanged since {}; complete at {} if it stays so",
@@ -223,6 +227,14 @@ pub fn write_text(
             size_text(file.size),
             clock.show(file.since),
             clock.show(file.since + file.stable_for),
+        )?;
+    }
+    if let Some(more) = snapshot.settling.len().checked_sub(SETTLING_SHOWN)
+        && more > 0
+    {
+        writeln!(
+            out,
+            "settling   … and {more} more (`status --json` lists them all)"
         )?;
     }
     for job in &snapshot.unfinished {

@@ -54,11 +54,26 @@ async fn uploading_one_file_twice_makes_one_video_and_the_second_says_already_up
     let file = dir.path().join("media/a.mov");
     let hash = write_file(&file, 3 * MIB, 1);
 
-    let first = upload(&config, &["--json"], &file).await;
-    assert!(first.status.success(), "{}", text(&first.stderr));
-    let first = json_line(&first);
+    // Given twice in one command: uploaded once, the second answered from memory.
+    let both = run(hotfolder()
+        .arg("upload")
+        .arg("--config")
+        .arg(&config)
+        .arg("--json")
+        .arg(&file)
+        .arg(dir.path().join("media/../media/a.mov")))
+    .await;
+    assert!(both.status.success(), "{}", text(&both.stderr));
+    let lines: Vec<Value> = text(&both.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per path given");
+    let first = &lines[0];
     assert_eq!(first["already_uploaded"], false, "{first}");
-    let id = video_id(&first);
+    let id = video_id(first);
+    assert_eq!(lines[1]["already_uploaded"], true, "{}", lines[1]);
+    assert_eq!(lines[1]["video_id"], id.as_str());
     let requests = emulator.stats().requests;
 
     // Plain output, the way a person runs it again; from another directory, by another path.
