@@ -582,6 +582,9 @@ impl FileProgress {
                 Ok(ManualOutcome::AlreadyUploaded { .. }) => {
                     bar.finish_with_message(format!("{} already uploaded", self.name))
                 }
+                Err(ManualUploadError::Upload(VmproError::Cancelled)) => {
+                    bar.abandon_with_message(format!("{} interrupted", self.name))
+                }
                 Err(_) => bar.abandon_with_message(format!("{} failed", self.name)),
             }
         }
