@@ -430,6 +430,8 @@ async fn upload(
             .entry(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
             .or_default()
             .clone();
+        // Taken here, in the order given, so the first mention is the one that uploads.
+        let held = same_file.clone().try_lock_owned().ok();
         let target = target.clone();
         let (metadata, watched) = metadata_for(&settings, path);
         if let Some(folder) = watched.filter(|_| path.is_file()) {
@@ -447,7 +449,10 @@ async fn upload(
         };
         let path = path.clone();
         tasks.spawn(async move {
-            let _same_file = same_file.lock().await;
+            let _same_file = match held {
+                Some(guard) => guard,
+                None => same_file.lock_owned().await,
+            };
             let _permit = limit.acquire_owned().await;
             let result = upload_remembered(
                 &platform,
