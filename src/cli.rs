@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::chain;
 use crate::config::{self, ConfigError, Settings};
 use crate::emulator::EmulatorArgs;
+use crate::manual_upload::{ManualOutcome, ManualRequest, ManualUploadError, upload_remembered};
+use crate::status_report::ReportClock;
+use crate::store::{ManualUploads, UploadTarget};
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
-use crate::vmpro::chunks::{ResumePoint, UploadReport, UploadRequest, upload_file};
 use crate::vmpro::error::{Blame, VmproError};
 
 #[derive(Debug, Parser)]
@@ -40,13 +42,17 @@ pub struct ConfigArg {
 pub enum Command {
     /// Watch every configured folder and upload what arrives, until SIGTERM/SIGINT.
     Run(ConfigArg),
-    /// Upload the given files now; they stay where they are.
+    /// Upload the given files now; they stay where they are. A file uploaded before and
+    /// unchanged since is not sent again; an interrupted upload resumes on its video.
     Upload {
         #[command(flatten)]
         config: ConfigArg,
         /// One JSON object per file on stdout instead of `path<TAB>video id`.
         #[arg(long)]
         json: bool,
+        /// Upload as a new video even when the file was uploaded before.
+        #[arg(long)]
+        again: bool,
         /// Files to upload.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -59,6 +65,9 @@ pub enum Command {
         config: ConfigArg,
         #[arg(long)]
         json: bool,
+        /// How many recently finished files to show, newest first.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        recent: usize,
     },
     /// Write a commented starter config (refuses to overwrite).
     Init {
@@ -99,6 +108,17 @@ impl CommandError {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
+    crate::status_report::remember_local_offset();
+    // Before the runtime's threads exist: only a single-threaded process may ask for the
+    // local time zone, which `status` shows its times in.
+    if let Command::Status {
+        config,
+        json,
+        recent,
+    } = &cli.command
+    {
+        return status(config, *json, *recent);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,8 +128,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             Command::Upload {
                 config,
                 json,
+                again,
                 paths,
-            } => upload(&config, json, &paths).await,
+            } => upload(&config, json, again, &paths).await,
             Command::Check(config) => check(&config).await,
             Command::Init { path } => init(path.as_deref()),
             Command::Emulator(args) => {
@@ -119,7 +140,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Run(config) => run_agent(&config).await,
-            Command::Status { config, json } => status(&config, json),
+            Command::Status {
+                config,
+                json,
+                recent,
+            } => status(&config, json, recent),
             Command::Demo { dir } => demo(dir).await,
         }
     })
@@ -254,18 +279,31 @@ fn login_url(settings: &Settings) -> String {
     }
 }
 
-/// The metadata for a file: the folder's when it lies inside a configured folder.
-fn metadata_for(settings: &Settings, path: &Path) -> VideoMetadata {
+/// The metadata for a file: the folder's when it lies inside a configured folder (and that
+/// folder, outside its done/ and failed/).
+fn metadata_for(settings: &Settings, path: &Path) -> (VideoMetadata, Option<PathBuf>) {
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    settings
+    match settings
         .folders
         .iter()
         .find(|folder| absolute.starts_with(&folder.path))
-        .map(|folder| folder.metadata.clone())
-        .unwrap_or_else(|| VideoMetadata {
-            title: "{stem}".into(),
-            ..Default::default()
-        })
+    {
+        Some(folder) => {
+            let watched = !absolute.starts_with(&folder.done_dir)
+                && !absolute.starts_with(&folder.failed_dir);
+            (
+                folder.metadata.clone(),
+                watched.then(|| folder.path.clone()),
+            )
+        }
+        None => (
+            VideoMetadata {
+                title: "{stem}".into(),
+                ..Default::default()
+            },
+            None,
+        ),
+    }
 }
 
 /// The outcome of one file of `hotfolder upload`.
@@ -274,21 +312,132 @@ struct UploadLine {
     path: String,
     status: &'static str,
     video_id: Option<String>,
+    /// Uploaded by an earlier `hotfolder upload` and unchanged since: nothing was sent.
+    already_uploaded: bool,
+    /// Continued an upload an earlier `hotfolder upload` started.
+    resumed: bool,
     size: Option<u64>,
     sha256: Option<String>,
     chunks: Option<u32>,
     seconds: Option<f64>,
     bytes_per_second: Option<f64>,
+    /// When it was uploaded, for an `already_uploaded` file (RFC 3339).
+    uploaded_at: Option<String>,
     error: Option<String>,
     meaning: Option<String>,
+    /// `uploaded_at` for people.
+    #[serde(skip)]
+    uploaded_at_local: Option<String>,
 }
 
-/// `hotfolder upload [--json] PATH...`.
-async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCode, CommandError> {
+impl UploadLine {
+    /// A file not tried because of `refused`, a refusal every file would get.
+    fn not_uploaded(path: &Path, refused: Option<&VmproError>) -> UploadLine {
+        UploadLine {
+            path: path.display().to_string(),
+            status: "not_uploaded",
+            video_id: None,
+            already_uploaded: false,
+            resumed: false,
+            size: None,
+            sha256: None,
+            chunks: None,
+            seconds: None,
+            bytes_per_second: None,
+            uploaded_at: None,
+            error: refused.map(|err| chain(err)),
+            meaning: refused.map(VmproError::meaning),
+            uploaded_at_local: None,
+        }
+    }
+
+    fn new(path: &Path, outcome: Result<ManualOutcome, ManualUploadError>) -> UploadLine {
+        let mut line = UploadLine {
+            path: path.display().to_string(),
+            status: "uploaded",
+            video_id: None,
+            already_uploaded: false,
+            resumed: false,
+            size: None,
+            sha256: None,
+            chunks: None,
+            seconds: None,
+            bytes_per_second: None,
+            uploaded_at: None,
+            error: None,
+            meaning: None,
+            uploaded_at_local: None,
+        };
+        match outcome {
+            Ok(ManualOutcome::Uploaded { report, resumed }) => UploadLine {
+                video_id: Some(report.video_id.clone()),
+                resumed,
+                size: Some(report.size),
+                sha256: Some(report.sha256.clone()),
+                chunks: Some(report.chunks),
+                seconds: Some(report.elapsed.as_secs_f64()),
+                // A resumed upload sent only the rest of the file in this time.
+                bytes_per_second: Some(if resumed {
+                    report.bytes_sent as f64 / report.elapsed.as_secs_f64().max(1e-3)
+                } else {
+                    report.bytes_per_second()
+                }),
+                ..line
+            },
+            Ok(ManualOutcome::AlreadyUploaded {
+                video_id,
+                size,
+                sha256,
+                at,
+            }) => UploadLine {
+                video_id: Some(video_id),
+                already_uploaded: true,
+                size: Some(size),
+                sha256,
+                uploaded_at: at.and_then(|at| {
+                    at.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                }),
+                uploaded_at_local: at.map(|at| ReportClock::system().show(at)),
+                ..line
+            },
+            Err(err) => {
+                line.status = match &err {
+                    ManualUploadError::Upload(VmproError::Cancelled) => "interrupted",
+                    _ => "failed",
+                };
+                line.error = Some(chain(&err));
+                line.meaning = Some(err.meaning());
+                line
+            }
+        }
+    }
+}
+
+/// `hotfolder upload [--json] [--again] PATH...`.
+async fn upload(
+    arg: &ConfigArg,
+    json: bool,
+    again: bool,
+    paths: &[PathBuf],
+) -> Result<ExitCode, CommandError> {
     let _log = crate::logging::init_stderr("warn").map_err(anyhow::Error::from)?;
     let settings = load_settings(arg)?;
     let platform =
         Platform::new(&settings.account, &settings.upload).map_err(anyhow::Error::from)?;
+    // Before any request: without it a repeat could not be told from a new upload.
+    let memory = ManualUploads::open(&settings.state_dir)
+        .map(Arc::new)
+        .with_context(|| {
+            format!(
+                "cannot remember uploads in the state dir {} (set `[state] dir` to a folder this user can write); nothing was sent",
+                settings.state_dir.display()
+            )
+        })?;
+    let target = UploadTarget {
+        api_url: settings.account.api_url.to_string(),
+        video_manager_id: settings.account.video_manager_id,
+    };
     let shutdown = shutdown_on_signals();
     // One login for all the files: a wrong password is one refused login, said once, not one
     // per file (each refusal brings the account closer to a lockout). Not when no file could
@@ -306,34 +455,60 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
     // Cancelled by a refusal that every file would get (the account's rights, the platform
     // down): the files not started yet are not tried.
     let account_refused = CancellationToken::new();
+    // A file given twice (`a.mov ./a.mov`) is uploaded once: the second waits for the first and
+    // then finds it already uploaded, instead of being refused as busy.
+    let mut one_at_a_time: std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>> =
+        std::collections::HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (order, path) in paths.iter().enumerate() {
         let platform = platform.clone();
         let shutdown = shutdown.clone();
         let limit = limit.clone();
         let account_refused = account_refused.clone();
-        let metadata = metadata_for(&settings, path);
+        let memory = memory.clone();
+        let same_file = one_at_a_time
+            .entry(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
+            .or_default()
+            .clone();
+        // Taken here, in the order given, so the first mention is the one that uploads.
+        let held = same_file.clone().try_lock_owned().ok();
+        let target = target.clone();
+        let (metadata, watched) = metadata_for(&settings, path);
+        if let Some(folder) = watched.filter(|_| path.is_file()) {
+            eprintln!(
+                "note: {} is in the watched folder {}: `hotfolder run` uploads it too, as a video of its own, and moves it to done/",
+                path.display(),
+                folder.display()
+            );
+        }
         let observer = progress.file(path);
+        let request = ManualRequest {
+            path: path.clone(),
+            metadata,
+            again,
+        };
         let path = path.clone();
         tasks.spawn(async move {
+            let _same_file = match held {
+                Some(guard) => guard,
+                None => same_file.lock_owned().await,
+            };
             let _permit = limit.acquire_owned().await;
             if account_refused.is_cancelled() {
                 observer.not_tried();
                 return (order, path, None);
             }
-            let file_name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let request = UploadRequest {
-                path: path.clone(),
-                file_name,
-                metadata,
-                resume: ResumePoint::default(),
-            };
-            let result = upload_file(&platform, request, observer.as_ref(), &shutdown).await;
+            let result = upload_remembered(
+                &platform,
+                &memory,
+                &target,
+                request,
+                observer.as_ref(),
+                &shutdown,
+            )
+            .await;
             observer.finish(&result);
-            if let Err(err) = &result
+            if let Err(ManualUploadError::Upload(err)) = &result
                 && err.blame() == Blame::AccountOrNetwork
             {
                 account_refused.cancel();
@@ -369,14 +544,14 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
 /// it stopped are listed as not uploaded rather than as failed.
 fn report_uploads(
     json: bool,
-    results: Vec<(PathBuf, Option<Result<UploadReport, VmproError>>)>,
+    results: Vec<(PathBuf, Option<Result<ManualOutcome, ManualUploadError>>)>,
     refused: Option<VmproError>,
 ) -> Result<ExitCode, CommandError> {
     let mut account_problem = refused;
     let mut files = Vec::new();
     for (path, result) in results {
         match result {
-            Some(Err(err)) if err.blame() == Blame::AccountOrNetwork => {
+            Some(Err(ManualUploadError::Upload(err))) if err.blame() == Blame::AccountOrNetwork => {
                 account_problem.get_or_insert(err);
                 files.push((path, None));
             }
@@ -386,59 +561,37 @@ fn report_uploads(
     let mut failed = 0;
     for (path, result) in files {
         let line = match result {
-            None => {
-                failed += 1;
-                let err = account_problem.as_ref();
-                UploadLine {
-                    path: path.display().to_string(),
-                    status: "not_uploaded",
-                    video_id: None,
-                    size: None,
-                    sha256: None,
-                    chunks: None,
-                    seconds: None,
-                    bytes_per_second: None,
-                    error: err.map(|err| chain(err)),
-                    meaning: err.map(VmproError::meaning),
-                }
-            }
-            Some(Ok(report)) => UploadLine {
-                path: path.display().to_string(),
-                status: "uploaded",
-                video_id: Some(report.video_id.clone()),
-                size: Some(report.size),
-                sha256: Some(report.sha256.clone()),
-                chunks: Some(report.chunks),
-                seconds: Some(report.elapsed.as_secs_f64()),
-                bytes_per_second: Some(report.bytes_per_second()),
-                error: None,
-                meaning: None,
-            },
-            Some(Err(err)) => {
-                failed += 1;
-                UploadLine {
-                    path: path.display().to_string(),
-                    status: "failed",
-                    video_id: None,
-                    size: None,
-                    sha256: None,
-                    chunks: None,
-                    seconds: None,
-                    bytes_per_second: None,
-                    error: Some(chain(&err)),
-                    meaning: Some(err.meaning()),
-                }
-            }
+            None => UploadLine::not_uploaded(&path, account_problem.as_ref()),
+            Some(outcome) => UploadLine::new(&path, outcome),
         };
+        if line.video_id.is_none() {
+            failed += 1;
+        }
         if json {
             println!(
                 "{}",
                 serde_json::to_string(&line).context("cannot encode the upload result as JSON")?
             );
         } else if let Some(video_id) = &line.video_id {
+            if line.already_uploaded {
+                eprintln!(
+                    "{}: already uploaded as {video_id}{}; nothing sent (--again uploads it as a new video)",
+                    line.path,
+                    line.uploaded_at_local
+                        .as_deref()
+                        .map(|at| format!(" on {at}"))
+                        .unwrap_or_default()
+                );
+            }
             println!("{}\t{}", line.path, video_id);
         } else if line.status == "not_uploaded" {
             eprintln!("{}: not uploaded", line.path);
+        } else if line.status == "interrupted" {
+            eprintln!(
+                "{}: {}",
+                line.path,
+                line.meaning.as_deref().unwrap_or("interrupted")
+            );
         } else {
             eprintln!(
                 "{}: failed: {} ({})",
@@ -497,6 +650,7 @@ impl Progress {
             plain: self.bars.is_none() && !self.quiet,
             started: std::time::Instant::now(),
             last_tenth: Mutex::new(0),
+            sent_before: Mutex::new(None),
         })
     }
 }
@@ -509,14 +663,24 @@ struct FileProgress {
     plain: bool,
     started: std::time::Instant,
     last_tenth: Mutex<u64>,
+    /// Bytes an earlier, interrupted run had sent: not part of this run's rate.
+    sent_before: Mutex<Option<u64>>,
 }
 
 impl FileProgress {
-    fn finish(&self, result: &Result<UploadReport, VmproError>) {
+    fn finish(&self, result: &Result<ManualOutcome, ManualUploadError>) {
         if let Some(bar) = &self.bar {
             match result {
-                Ok(_) => bar.finish_with_message(format!("{} uploaded", self.name)),
-                Err(err) if err.blame() == Blame::AccountOrNetwork => {
+                Ok(ManualOutcome::Uploaded { .. }) => {
+                    bar.finish_with_message(format!("{} uploaded", self.name))
+                }
+                Ok(ManualOutcome::AlreadyUploaded { .. }) => {
+                    bar.finish_with_message(format!("{} already uploaded", self.name))
+                }
+                Err(ManualUploadError::Upload(VmproError::Cancelled)) => {
+                    bar.abandon_with_message(format!("{} interrupted", self.name))
+                }
+                Err(ManualUploadError::Upload(err)) if err.blame() == Blame::AccountOrNetwork => {
                     bar.abandon_with_message(format!("{} not uploaded", self.name))
                 }
                 Err(_) => bar.abandon_with_message(format!("{} failed", self.name)),
@@ -541,7 +705,12 @@ impl UploadObserver for FileProgress {
         }
     }
 
-    fn chunk_accepted(&self, index: u32, total: u32, _chunk_size: u64, bytes_done: u64) {
+    fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
+        let sent_before = *self
+            .sent_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(u64::from(index.saturating_sub(1)) * chunk_size);
         if let Some(bar) = &self.bar {
             bar.set_position(bytes_done);
         } else if self.plain {
@@ -555,13 +724,14 @@ impl UploadObserver for FileProgress {
                     self.name,
                     bytes_done,
                     self.size,
-                    bytes_done as f64 / secs / 1e6
+                    bytes_done.saturating_sub(sent_before) as f64 / secs / 1e6
                 );
             }
         }
     }
 
     fn restarted(&self) {
+        *self.sent_before.lock().unwrap_or_else(|e| e.into_inner()) = Some(0);
         if let Some(bar) = &self.bar {
             bar.set_position(0);
         }
@@ -622,9 +792,10 @@ fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedRece
     receiver
 }
 
-/// `hotfolder status [--json]`: the queue from the state store, read-only.
-fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
-    use crate::store::{JobState, JobStore, StoreError};
+/// `hotfolder status [--json] [--recent N]`: the queue from the state store, read-only.
+fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, CommandError> {
+    use crate::status_report::{ReportClock, StatusSnapshot};
+    use crate::store::{JobStore, StoreError};
     let settings = config::load_for(arg.config.as_deref(), config::Purpose::Inspect)?;
     // A store at schema version 0 is one that `run` is creating this very moment.
     let mut opened = JobStore::open_read_only(&settings.state_dir);
@@ -653,113 +824,16 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
         }
         Err(err) => return Err(anyhow::Error::from(err).into()),
     };
-    let summary = store.summary().map_err(anyhow::Error::from)?;
-    let pause = store.queue_pause().map_err(anyhow::Error::from)?;
-    let missing = store.missing_folders().map_err(anyhow::Error::from)?;
-    let unfinished = store.unfinished().map_err(anyhow::Error::from)?;
-    let recent = store.recent_finished(10).map_err(anyhow::Error::from)?;
-    let now = time::OffsetDateTime::now_utc();
-    let rate = |job: &crate::store::Job| -> Option<f64> {
-        let started = job.started_at?;
-        let secs = (now - started).as_seconds_f64();
-        (secs > 0.0 && job.bytes_sent > 0).then(|| job.bytes_sent as f64 / secs)
-    };
+    let snapshot = StatusSnapshot::read(&store, recent).map_err(anyhow::Error::from)?;
+    let clock = ReportClock::system();
+    let mut out = std::io::stdout().lock();
     if json {
-        let job_json = |job: &crate::store::Job| {
-            serde_json::json!({
-                "id": job.id,
-                "path": job.path,
-                "state": job.state.as_str(),
-                "size": job.size,
-                "video_id": job.video_id,
-                "next_chunk": job.next_chunk,
-                "total_chunks": job.total_chunks,
-                "bytes_sent": job.bytes_sent,
-                "bytes_per_second": rate(job),
-                "attempts": job.attempts,
-                "pause_reason": job.pause_reason,
-                "error": job.error,
-                "destination": job.destination,
-            })
-        };
-        let out = serde_json::json!({
-            "state_store": store.path(),
-            "summary": {
-                "waiting": summary.waiting, "uploading": summary.uploading, "paused": summary.paused,
-                "finishing": summary.finishing, "done": summary.done, "failed": summary.failed,
-            },
-            "queue_paused": pause.as_ref().map(|(reason, since)| serde_json::json!({
-                "reason": reason,
-                "since": since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            })),
-            "missing_folders": missing.iter().map(|folder| serde_json::json!({
-                "path": folder.path,
-                "why": folder.why,
-                "since": folder.since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            })).collect::<Vec<_>>(),
-            "jobs": unfinished.iter().map(job_json).collect::<Vec<_>>(),
-            "recent": recent.iter().map(job_json).collect::<Vec<_>>(),
-        });
-        println!("{out}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("queue: {}", crate::agent::queue_counts(&summary));
-    if let Some((reason, since)) = &pause {
-        println!("PAUSED since {since}: {reason}");
-        println!("  files stay where they are; hotfolder keeps trying and resumes by itself");
-    }
-    for folder in &missing {
-        println!(
-            "FOLDER MISSING since {}: {}: {}",
-            folder.since,
-            folder.path.display(),
-            folder.why
-        );
-        println!(
-            "  new files there are not noticed until it is back; hotfolder checks every few seconds"
-        );
-    }
-    for job in &unfinished {
-        let name = job.path.display();
-        match job.state {
-            JobState::Uploading => println!(
-                "uploading  {name}  chunk {}/{}  {}  video {}",
-                job.next_chunk.saturating_sub(1),
-                job.total_chunks
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "?".into()),
-                rate(job)
-                    .map(|r| format!("{:.1} MB/s", r / 1e6))
-                    .unwrap_or_else(|| "-".into()),
-                job.video_id.as_deref().unwrap_or("-")
-            ),
-            JobState::Paused => println!(
-                "paused     {name}  ({})",
-                job.pause_reason.as_deref().unwrap_or("no reason recorded")
-            ),
-            JobState::Finishing => println!("finishing  {name}"),
-            _ => println!("waiting    {name}"),
-        }
-    }
-    for job in &recent {
-        let target = job
-            .destination
-            .as_ref()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default();
-        match job.state {
-            JobState::Done => println!(
-                "done       {name} → {target}  video {}",
-                job.video_id.as_deref().unwrap_or("-"),
-                name = job.rel_path.display()
-            ),
-            JobState::Failed => println!(
-                "failed     {name} → {target}  {}",
-                job.error.as_ref().map(|e| e.meaning.as_str()).unwrap_or(""),
-                name = job.rel_path.display()
-            ),
-            _ => {}
-        }
+        use std::io::Write;
+        let value = crate::status_report::to_json(&snapshot, &clock);
+        writeln!(out, "{value}").context("cannot write to stdout")?;
+    } else {
+        crate::status_report::write_text(&snapshot, &clock, &mut out)
+            .context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
 }

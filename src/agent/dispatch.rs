@@ -4,7 +4,7 @@
 //! fault). [`DispatchState`] is the bookkeeping these decisions read and change.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -54,6 +54,19 @@ struct QueuePause {
     retry_at: Instant,
     /// One job is trying whether the cause went away; no other starts meanwhile.
     probing: bool,
+    /// The first probe of this pause was logged; the others are logged at debug level, so a
+    /// pause of hours is a few lines in the log, not a line per probe.
+    announced: bool,
+}
+
+/// What a worker starting on a job is, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    Upload,
+    /// The queue is paused: this job tries whether the cause went away.
+    Probe {
+        first: bool,
+    },
 }
 
 /// What a pause changed, for the log.
@@ -100,12 +113,19 @@ impl DispatchState {
     }
 
     /// A worker starts on job `id`; while paused, it is the probe.
-    pub(super) fn begin(&self, id: i64) {
+    pub(super) fn begin(&self, id: i64) -> Start {
         let mut board = self.board();
-        if let Some(pause) = board.pause.as_mut() {
-            pause.probing = true;
-        }
+        let start = match board.pause.as_mut() {
+            Some(pause) => {
+                pause.probing = true;
+                Start::Probe {
+                    first: !std::mem::replace(&mut pause.announced, true),
+                }
+            }
+            None => Start::Upload,
+        };
         board.in_flight.insert(id);
+        start
     }
 
     /// The worker on job `id` is done, whatever the outcome.
@@ -137,11 +157,13 @@ impl DispatchState {
             let failures = board.pause.as_ref().map_or(1, |p| p.failures + 1);
             let delay = delay(failures);
             let reason_changed = board.pause.as_ref().is_none_or(|p| p.reason != reason);
+            let announced = board.pause.as_ref().is_some_and(|p| p.announced);
             board.pause = Some(QueuePause {
                 reason: reason.clone(),
                 failures,
                 retry_at: now + delay,
                 probing: false,
+                announced: announced && !reason_changed,
             });
             (reason_changed, delay)
         };
@@ -263,12 +285,12 @@ fn start_worker(
     shutdown: &CancellationToken,
     job: Job,
 ) {
-    shared.dispatch.begin(job.id);
+    let start = shared.dispatch.begin(job.id);
     let shared = shared.clone();
     let shutdown = shutdown.clone();
     workers.spawn(async move {
         let id = job.id;
-        work(&shared, job, &shutdown).await;
+        work(&shared, job, start, &shutdown).await;
         shared.dispatch.end(id);
         shared.wake.notify_one();
     });
@@ -276,12 +298,16 @@ fn start_worker(
 
 /// Records one job's upload in the store as it happens.
 struct JobObserver {
-    store: Arc<JobStore>,
+    shared: Arc<Shared>,
     id: i64,
     name: String,
     /// The last quarter of the chunks logged at info level, so a long upload says how far it
     /// is four times, not once per chunk.
     last_logged_quarter: AtomicU64,
+    /// This job tries whether a paused queue can resume: its events (retries, mostly) are
+    /// logged at debug level, and its first accepted chunk ends the pause. Not earlier: a
+    /// quota refuses chunks of videos it let the platform create.
+    probing: AtomicBool,
 }
 
 impl JobObserver {
@@ -294,18 +320,25 @@ impl JobObserver {
 
 impl UploadObserver for JobObserver {
     fn event(&self, event: &str, detail: &str) {
-        tracing::info!(file = %self.name, "{event}: {detail}");
-        self.log_store_error(self.store.record_event(self.id, event, detail));
+        if self.probing.load(Ordering::Relaxed) {
+            tracing::debug!(file = %self.name, "{event}: {detail}");
+        } else {
+            tracing::info!(file = %self.name, "{event}: {detail}");
+        }
+        self.log_store_error(self.shared.store.record_event(self.id, event, detail));
     }
     fn video_created(&self, video_id: &str) {
-        self.log_store_error(self.store.record_video(self.id, video_id));
+        self.log_store_error(self.shared.store.record_video(self.id, video_id));
     }
     fn url_issued(&self, url: &UploadUrl) {
         let issued = OffsetDateTime::from(url.issued_at());
-        self.log_store_error(self.store.record_url(self.id, url.expose(), issued));
+        self.log_store_error(self.shared.store.record_url(self.id, url.expose(), issued));
     }
     fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
-        self.log_store_error(self.store.record_progress(
+        if self.probing.swap(false, Ordering::Relaxed) {
+            end_pause(&self.shared);
+        }
+        self.log_store_error(self.shared.store.record_progress(
             self.id,
             index + 1,
             total,
@@ -324,7 +357,7 @@ impl UploadObserver for JobObserver {
         tracing::debug!(file = %self.name, "chunk {index}/{total} accepted");
     }
     fn restarted(&self) {
-        self.log_store_error(self.store.restart_content(self.id));
+        self.log_store_error(self.shared.store.restart_content(self.id));
     }
 }
 
@@ -341,7 +374,7 @@ fn log_store_error(id: i64, what: &str, result: Result<(), StoreError>) {
 }
 
 /// Uploads one job and decides what becomes of its file.
-async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
+async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &CancellationToken) {
     let id = job.id;
     let name = job.rel_path.display().to_string();
     if let Err(err) = shared.store.start_attempt(id) {
@@ -392,7 +425,14 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             chunk_size: job.chunk_size,
         },
     };
-    if job.total_chunks.is_some_and(|total| job.next_chunk > total) {
+    if let Start::Probe { first } = start {
+        // One line per pause, not an "uploading" line per probe: nothing uploads while paused.
+        if first {
+            tracing::info!(file = %name, "uploads are paused; trying whether the platform is back with this file");
+        } else {
+            tracing::debug!(file = %name, "trying again whether the platform is back");
+        }
+    } else if job.total_chunks.is_some_and(|total| job.next_chunk > total) {
         tracing::info!(file = %name, video_id = job.video_id.as_deref().unwrap_or("-"), "every chunk was accepted before the restart; hashing it to finish");
     } else if job.next_chunk > 1 {
         tracing::info!(file = %name, video_id = job.video_id.as_deref().unwrap_or("-"), "resuming at chunk {}", job.next_chunk);
@@ -400,10 +440,11 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
         tracing::info!(file = %name, size = job.size, "uploading");
     }
     let observer = JobObserver {
-        store: shared.store.clone(),
+        shared: shared.clone(),
         id,
         name: name.clone(),
         last_logged_quarter: AtomicU64::new(0),
+        probing: AtomicBool::new(matches!(start, Start::Probe { .. })),
     };
     let platform = shared.platform();
     let result = upload_file(&platform, request, &observer, shutdown).await;
@@ -754,7 +795,7 @@ mod tests {
         // Once the time has come, one job probes and no other starts meanwhile.
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(state.may_start(Instant::now(), 4), Ok(HashSet::new()));
-        state.begin(7);
+        assert_eq!(state.begin(7), Start::Probe { first: true });
         assert_eq!(state.may_start(Instant::now(), 4), Err(None));
 
         // The probe fails for the same reason: the pause is extended, longer, not re-logged.
@@ -773,12 +814,20 @@ mod tests {
             state.may_start(Instant::now(), 4),
             Err(Some(Instant::now() + Duration::from_secs(20)))
         );
+        // The next probe of the same pause is not announced again.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(state.begin(8), Start::Probe { first: false });
+        state.end(8);
         // Another reason is news, and counts on from the failures so far.
         let note = state.pause("login refused".into(), Instant::now(), delay, |r, d| {
             recorded.push((r.to_owned(), d))
         });
         assert!(note.reason_changed);
         assert_eq!(note.delay, Duration::from_secs(30));
+        // A new reason is news: its first probe is announced.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(state.begin(9), Start::Probe { first: true });
+        state.end(9);
         assert_eq!(
             recorded,
             [
@@ -796,6 +845,8 @@ mod tests {
         assert_eq!(state.resume(|r| ended.push(r.to_owned())), None);
         assert_eq!(ended, ["login refused"]);
         assert_eq!(state.may_start(Instant::now(), 4), Ok(HashSet::new()));
+        assert_eq!(state.begin(10), Start::Upload);
+        state.end(10);
         // A new pause starts counting from one again.
         let note = state.pause("quota".into(), Instant::now(), delay, |_, _| {});
         assert_eq!(note.delay, Duration::from_secs(10));

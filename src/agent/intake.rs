@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,12 +21,17 @@ use super::{
 use crate::chain;
 use crate::config::{FolderSettings, Settings};
 use crate::ready::{self, Inspection, NameFilter, NameVerdict, StabilityTracker, StableFile};
-use crate::store::{Enqueued, JobState, NewJob};
+use crate::store::{Enqueued, JobState, JobStore, NewJob, SettlingChange, SettlingFile};
 use crate::watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec};
 
 /// How long a folder check may take before the folder counts as not answering (a hung network
 /// mount); the check goes on in the background and is not started twice.
 const FOLDER_CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How far behind the agent `status`'s list of settling files may be: changes are collected
+/// this long and written in one transaction (every watcher event is one turn of the intake's
+/// loop, and a commit per event would cost 10,000 commits for a folder of 10,000 new files).
+const SETTLING_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// One watched folder as the intake sees it.
 struct FolderIntake {
@@ -72,6 +78,13 @@ pub(super) struct Intake {
     /// Complete files not yet in the store: queued together in one transaction (10,000 files
     /// found at start must not cost 10,000 synchronous commits).
     ready: Vec<ReadyFile>,
+    /// The copy of the settling files that `status` reads: when it is written next.
+    settling_flush_at: Option<Instant>,
+    /// Write the whole set next time, not the changes: a reload swapped trackers, or a write
+    /// failed and its changes are lost.
+    settling_resync: bool,
+    /// The last write of the settling files failed (logged once until one succeeds).
+    settling_failing: bool,
 }
 
 /// A complete file on its way into the store.
@@ -85,6 +98,9 @@ impl Intake {
     pub(super) fn new(folders: &[FolderSettings]) -> Intake {
         Intake {
             ready: Vec::new(),
+            settling_flush_at: None,
+            settling_resync: false,
+            settling_failing: false,
             folders: folders
                 .iter()
                 .map(|folder| FolderIntake {
@@ -286,6 +302,12 @@ impl Intake {
         };
         let folder = &mut self.folders[index];
         if folder.tracker.is_tracked(&path) {
+            // Written to while settling: the new size and mtime restart its quiet period now,
+            // not at the next look, and `status` shows the file as it is (one lstat per event;
+            // vanished or replaced files are sorted out at that look).
+            if let Ok(Inspection::Regular(snapshot)) = ready::inspect(&path) {
+                folder.tracker.observe(path, snapshot, Instant::now());
+            }
             return;
         }
         let Some(name) = path.file_name() else {
@@ -412,6 +434,79 @@ impl Intake {
         }
     }
 
+    /// Schedules a write of the settling files when the trackers changed and none is due.
+    fn schedule_settling_flush(&mut self) {
+        if self.settling_flush_at.is_none()
+            && (self.settling_resync || self.folders.iter().any(|f| f.tracker.has_changes()))
+        {
+            self.settling_flush_at = Some(Instant::now() + SETTLING_FLUSH_EVERY);
+        }
+    }
+
+    /// What changed among the settling files since the last call, for the store: every file
+    /// and `true` when the whole set is to be written.
+    fn settling_changes(&mut self) -> (Vec<SettlingChange>, bool) {
+        let full = std::mem::take(&mut self.settling_resync);
+        // The tracker counts in monotonic time; `status` shows wall-clock times.
+        let (now, wall_now) = (Instant::now(), OffsetDateTime::now_utc());
+        let mut changes = Vec::new();
+        for folder in &mut self.folders {
+            let stable_for = folder.tracker.stable_for();
+            let entries = if full {
+                folder.tracker.take_all()
+            } else {
+                folder.tracker.take_changes()
+            };
+            changes.extend(entries.into_iter().map(|entry| match entry.quiet {
+                Some(quiet) => SettlingChange::Settling(SettlingFile {
+                    path: entry.path,
+                    folder: folder.spec.root.clone(),
+                    size: quiet.snapshot.size,
+                    since: wall_now - now.saturating_duration_since(quiet.since),
+                    stable_for,
+                }),
+                None => SettlingChange::Done(entry.path),
+            }));
+        }
+        (changes, full)
+    }
+
+    /// Writes the settling files' changes for `status`, in one transaction.
+    fn flush_settling(&mut self, store: &JobStore) {
+        self.settling_flush_at = None;
+        let (changes, full) = self.settling_changes();
+        let result = if full {
+            let files: Vec<SettlingFile> = changes
+                .into_iter()
+                .filter_map(|change| match change {
+                    SettlingChange::Settling(file) => Some(file),
+                    SettlingChange::Done(_) => None,
+                })
+                .collect();
+            store.replace_settling(&files)
+        } else {
+            store.record_settling(&changes)
+        };
+        match result {
+            Ok(()) => {
+                if std::mem::take(&mut self.settling_failing) {
+                    tracing::info!("the files waiting to be complete are shown in status again");
+                }
+            }
+            Err(err) => {
+                if !self.settling_failing {
+                    tracing::warn!(
+                        "cannot record the files waiting to be complete, for status: {}; trying again every {} s",
+                        chain(&err),
+                        SETTLING_FLUSH_EVERY.as_secs()
+                    );
+                }
+                self.settling_failing = true;
+                self.settling_resync = true;
+            }
+        }
+    }
+
     pub(super) async fn run(
         &mut self,
         shared: &Arc<Shared>,
@@ -436,9 +531,12 @@ impl Intake {
             tokio::time::interval_at(Instant::now() + FINISH_RETRY_EVERY, FINISH_RETRY_EVERY);
         finish_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.schedule_settling_flush();
             let deadline = self.next_deadline();
+            let settling_flush_at = self.settling_flush_at;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = sleep_until_opt(settling_flush_at) => self.flush_settling(&shared.store),
                 _ = heartbeat.tick() => {
                     let status = service::status_line(shared);
                     service::notify(&[
@@ -549,6 +647,8 @@ impl Intake {
             tracing::info!(folder = %root.display(), "reload: no longer watching");
         }
         self.folders = kept;
+        // Trackers were dropped or swapped: `status` gets the whole set again.
+        self.settling_resync = true;
         // Always a new client: the password may have changed, and its Debug form is masked.
         // It carries on the count of refused logins (see `Platform::successor`).
         let platform = match shared.platform().successor(&new.account, &new.upload) {
@@ -766,7 +866,7 @@ mod tests {
         );
         let reloaded = Intake {
             folders: plan.folders.into_iter().map(|(f, _)| f).collect(),
-            ready: Vec::new(),
+            ..Intake::new(&[])
         };
         // Same stable_for: the file settling in /a keeps its clock; /b's restarts.
         assert!(settling(&reloaded, "/a", "clip.mov"));
@@ -779,6 +879,76 @@ mod tests {
             reloaded.folders[2].presence,
             Presence::Missing("not watched yet".into())
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settling_files_reach_status_in_batches_and_after_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let mut intake = Intake::new(&[folder("/in", 10)]);
+        let snapshot = FileSnapshot {
+            size: 7,
+            mtime_ns: 0,
+        };
+        let observe = |intake: &mut Intake, name: &str| {
+            intake.folders[0].tracker.observe(
+                Path::new("/in").join(name),
+                snapshot,
+                Instant::now(),
+            );
+        };
+        intake.schedule_settling_flush();
+        assert_eq!(intake.settling_flush_at, None, "nothing to write");
+
+        for i in 0..10_000 {
+            observe(&mut intake, &format!("clip{i}.mov"));
+            // Every watcher event is a turn of the loop; each only schedules the one write.
+            intake.schedule_settling_flush();
+        }
+        let flush_at = Instant::now() + SETTLING_FLUSH_EVERY;
+        assert_eq!(intake.settling_flush_at, Some(flush_at));
+        tokio::time::advance(Duration::from_millis(300)).await;
+        observe(&mut intake, "late.mov");
+        intake.schedule_settling_flush();
+        assert_eq!(intake.settling_flush_at, Some(flush_at));
+        assert!(store.settling().unwrap().is_empty());
+
+        let wall_before = OffsetDateTime::now_utc();
+        let started = std::time::Instant::now();
+        intake.flush_settling(&store);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+        let stored = store.settling().unwrap();
+        assert_eq!(stored.len(), 10_001);
+        let late = stored
+            .iter()
+            .find(|f| f.path == Path::new("/in/late.mov"))
+            .unwrap();
+        assert_eq!(
+            (late.size, late.stable_for, late.folder.as_path()),
+            (7, Duration::from_secs(10), Path::new("/in"))
+        );
+        // Seen 300 ms (of paused time) after the others, in wall-clock time.
+        let first = stored.iter().find(|f| f.path == Path::new("/in/clip0.mov"));
+        let gap = late.since - first.unwrap().since;
+        assert_eq!(gap, time::Duration::milliseconds(300));
+        assert!(late.since <= wall_before + time::Duration::seconds(1));
+        assert_eq!(intake.settling_flush_at, None);
+
+        // A write that fails (a read-only store stands in for a full disk) loses its changes:
+        // the next write is the whole set.
+        let failing = JobStore::open_read_only(dir.path()).unwrap();
+        intake.folders[0].tracker.forget(Path::new("/in/clip0.mov"));
+        intake.schedule_settling_flush();
+        intake.flush_settling(&failing);
+        assert!(intake.settling_failing && intake.settling_resync);
+        intake.schedule_settling_flush();
+        assert!(intake.settling_flush_at.is_some(), "tried again");
+        intake.flush_settling(&store);
+        assert!(!intake.settling_failing && !intake.settling_resync);
+        let stored = store.settling().unwrap();
+        assert_eq!(stored.len(), 10_000);
+        assert!(!stored.iter().any(|f| f.path == Path::new("/in/clip0.mov")));
     }
 
     #[tokio::test(start_paused = true)]

@@ -39,7 +39,7 @@ use crate::watch::{FolderWatcher, WatchError};
 use dispatch::DispatchState;
 use intake::{Intake, IntakeChannels};
 
-pub use service::queue_counts;
+pub use service::{ShownCounts, queue_counts};
 
 /// How often every folder is walked again to catch events the watcher missed.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(300);
@@ -168,6 +168,9 @@ pub async fn run(
             chain(&err)
         );
     }
+    // Files an earlier run was watching settle (it was killed): this run's trackers start
+    // empty, and find them again with the first scan.
+    clear_settling(&shared.store);
     intake.watch_all(&mut watcher)?;
     service::notify(&[sd_notify::NotifyState::Ready]);
     ready();
@@ -226,11 +229,23 @@ pub async fn run(
             "uploads did not stop within {SHUTDOWN_GRACE:?}; exiting anyway (they resume on restart)"
         );
     }
-    if let Ok(Some(why)) = supervisor.await {
+    let intake_died = supervisor.await;
+    // Nothing watches them settle any more: `status` must not show them as if something did.
+    clear_settling(&shared.store);
+    if let Ok(Some(why)) = intake_died {
         return Err(AgentError::IntakeStopped(why));
     }
     tracing::info!("stopped; state saved in {}", shared.store.path().display());
     Ok(())
+}
+
+fn clear_settling(store: &JobStore) {
+    if let Err(err) = store.clear_settling() {
+        tracing::warn!(
+            "cannot reset the list of files waiting to be complete, for status: {}",
+            chain(&err)
+        );
+    }
 }
 
 /// The text of a panic payload (`panic!` with a message gives a `&str` or a `String`).

@@ -27,8 +27,9 @@ pub(super) fn heartbeat_period() -> Duration {
 
 /// One line for STATUS=: the queue, and why it is paused.
 pub(super) fn status_line(shared: &Shared) -> String {
-    let mut line = summary_line(&shared.store);
-    if let Some(reason) = shared.dispatch.pause_reason() {
+    let pause = shared.dispatch.pause_reason();
+    let mut line = summary_line(&shared.store, pause.is_some());
+    if let Some(reason) = pause {
         line.push_str("; PAUSED: ");
         line.push_str(&reason);
     }
@@ -44,20 +45,69 @@ pub(super) fn status_line(shared: &Shared) -> String {
 }
 
 /// A one-line summary of the queue, or why it cannot be read.
-fn summary_line(store: &JobStore) -> String {
+fn summary_line(store: &JobStore, queue_paused: bool) -> String {
     match store.summary() {
-        Ok(summary) => queue_counts(&summary),
+        Ok(summary) => queue_counts(&ShownCounts::new(&summary, queue_paused)),
         Err(err) => format!("queue unreadable: {}", chain(&err)),
+    }
+}
+
+/// The jobs per state as `status` and the service manager show them. While the whole queue is
+/// paused nothing uploads: the jobs waiting for a worker are held by the pause, and the one
+/// uploading is trying whether the platform is back, so both count as paused (a line saying
+/// PAUSED beside "1 uploading, 0 paused" contradicts itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShownCounts {
+    pub waiting: u64,
+    pub uploading: u64,
+    /// Jobs of files that changed and wait to be stable again, and, while the queue is paused,
+    /// every job that would otherwise wait or upload.
+    pub paused: u64,
+    /// Of `paused`: the jobs uploading during a queue pause, to see whether the platform is
+    /// back (or that started before the pause and have not noticed yet).
+    pub trying: u64,
+    pub finishing: u64,
+    pub done: u64,
+    pub failed: u64,
+}
+
+impl ShownCounts {
+    pub fn new(summary: &QueueSummary, queue_paused: bool) -> ShownCounts {
+        let shown = ShownCounts {
+            waiting: summary.waiting,
+            uploading: summary.uploading,
+            paused: summary.paused,
+            trying: 0,
+            finishing: summary.finishing,
+            done: summary.done,
+            failed: summary.failed,
+        };
+        if !queue_paused {
+            return shown;
+        }
+        ShownCounts {
+            waiting: 0,
+            uploading: 0,
+            paused: summary.paused + summary.waiting + summary.uploading,
+            trying: summary.uploading,
+            ..shown
+        }
     }
 }
 
 /// The counts, with files being moved to done/ or failed/ ("finishing") shown only when there
 /// are any: they are a moment's state, except when a move keeps failing.
-pub fn queue_counts(s: &QueueSummary) -> String {
+pub fn queue_counts(s: &ShownCounts) -> String {
     let mut line = format!(
         "{} waiting, {} uploading, {} paused",
         s.waiting, s.uploading, s.paused
     );
+    if s.trying > 0 {
+        line.push_str(&format!(
+            " ({} trying whether the platform is back)",
+            s.trying
+        ));
+    }
     if s.finishing > 0 {
         line.push_str(&format!(", {} finishing", s.finishing));
     }
@@ -80,14 +130,40 @@ mod tests {
             failed: 1,
             ..QueueSummary::default()
         };
+        let line = |summary: &QueueSummary| queue_counts(&ShownCounts::new(summary, false));
         assert_eq!(
-            queue_counts(&summary),
+            line(&summary),
             "3 waiting, 1 uploading, 2 paused, 7 done, 1 failed"
         );
         summary.finishing = 4;
         assert_eq!(
-            queue_counts(&summary),
+            line(&summary),
             "3 waiting, 1 uploading, 2 paused, 4 finishing, 7 done, 1 failed"
+        );
+    }
+
+    #[test]
+    fn in_a_paused_queue_nothing_counts_as_waiting_or_uploading() {
+        let summary = QueueSummary {
+            waiting: 3,
+            uploading: 1,
+            paused: 2,
+            done: 7,
+            ..QueueSummary::default()
+        };
+        let shown = ShownCounts::new(&summary, true);
+        assert_eq!((shown.waiting, shown.uploading, shown.paused), (0, 0, 6));
+        assert_eq!(
+            queue_counts(&shown),
+            "0 waiting, 0 uploading, 6 paused (1 trying whether the platform is back), 7 done, 0 failed"
+        );
+        let idle = QueueSummary {
+            waiting: 2,
+            ..QueueSummary::default()
+        };
+        assert_eq!(
+            queue_counts(&ShownCounts::new(&idle, true)),
+            "0 waiting, 0 uploading, 2 paused, 0 done, 0 failed"
         );
     }
 }

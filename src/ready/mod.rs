@@ -15,7 +15,7 @@ mod names;
 
 pub use names::{NameFilter, NameVerdict, compile_pattern, compile_patterns};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -155,6 +155,24 @@ pub struct StabilityTracker {
     /// Every tracked path keyed by the instant its quiet period ends, so the earliest deadline
     /// and the due paths are found without looking at the others.
     deadlines: BTreeSet<(Instant, PathBuf)>,
+    /// Paths that started, restarted or ended a quiet period since the last
+    /// [`take_changes`](Self::take_changes): `status` is shown a copy, updated in batches.
+    changed: HashSet<PathBuf>,
+}
+
+/// Where one path's quiet period stands, as [`StabilityTracker::take_changes`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settling {
+    pub path: PathBuf,
+    /// `None`: no longer tracked (complete, vanished, or forgotten).
+    pub quiet: Option<QuietSince>,
+}
+
+/// A tracked file's current size and mtime, and since when they have held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietSince {
+    pub snapshot: FileSnapshot,
+    pub since: Instant,
 }
 
 /// A file whose size and mtime held still for the folder's `stable_for`.
@@ -174,6 +192,7 @@ impl StabilityTracker {
             stable_for,
             files: HashMap::new(),
             deadlines: BTreeSet::new(),
+            changed: HashSet::new(),
         }
     }
 
@@ -188,7 +207,8 @@ impl StabilityTracker {
                 quiet.snapshot = snap;
                 quiet.since = now;
                 self.deadlines.remove(&(old_deadline, path.clone()));
-                self.deadlines.insert((now + self.stable_for, path));
+                self.deadlines.insert((now + self.stable_for, path.clone()));
+                self.changed.insert(path);
             }
             None => {
                 self.files.insert(
@@ -199,7 +219,8 @@ impl StabilityTracker {
                         since: now,
                     },
                 );
-                self.deadlines.insert((now + self.stable_for, path));
+                self.deadlines.insert((now + self.stable_for, path.clone()));
+                self.changed.insert(path);
             }
         }
     }
@@ -209,6 +230,7 @@ impl StabilityTracker {
         if let Some(quiet) = self.files.remove(path) {
             self.deadlines
                 .remove(&(quiet.since + self.stable_for, path.to_path_buf()));
+            self.changed.insert(path.to_path_buf());
         }
     }
 
@@ -269,6 +291,49 @@ impl StabilityTracker {
     /// exactly until then instead of polling.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+
+    pub fn stable_for(&self) -> Duration {
+        self.stable_for
+    }
+
+    /// Whether a path started, restarted or ended its quiet period since the last
+    /// [`take_changes`](Self::take_changes).
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Where each path that changed since the last call stands now (a path that started and
+    /// ended its quiet period in between is reported as ended).
+    pub fn take_changes(&mut self) -> Vec<Settling> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|path| {
+                let quiet = self.quiet_since(&path);
+                Settling { path, quiet }
+            })
+            .collect()
+    }
+
+    /// Every tracked path and where its quiet period stands; forgets the pending changes,
+    /// which this covers.
+    pub fn take_all(&mut self) -> Vec<Settling> {
+        self.changed.clear();
+        self.files
+            .keys()
+            .map(|path| Settling {
+                path: path.clone(),
+                quiet: self.quiet_since(path),
+            })
+            .collect()
+    }
+
+    fn quiet_since(&self, path: &Path) -> Option<QuietSince> {
+        self.files.get(path).map(|quiet| QuietSince {
+            snapshot: quiet.snapshot,
+            since: quiet.since,
+        })
     }
 
     #[cfg(test)]
@@ -357,6 +422,79 @@ mod tests {
         assert!(!tracker.is_tracked(&path));
         assert!(tracker.is_empty());
         assert_eq!(tracker.next_deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tracker_reports_what_changed_for_status_once() {
+        let mut tracker = StabilityTracker::new(Duration::from_secs(10));
+        let (a, b) = (PathBuf::from("/in/a.mov"), PathBuf::from("/in/b.mov"));
+        let start = Instant::now();
+        assert!(!tracker.has_changes());
+        tracker.observe(a.clone(), snap(1, 1), start);
+        tracker.observe(b.clone(), snap(5, 1), start);
+        let mut changes = tracker.take_changes();
+        changes.sort_by(|x, y| x.path.cmp(&y.path));
+        let quiet = |size, since| {
+            Some(QuietSince {
+                snapshot: snap(size, 1),
+                since,
+            })
+        };
+        assert_eq!(
+            changes,
+            [
+                Settling {
+                    path: a.clone(),
+                    quiet: quiet(1, start)
+                },
+                Settling {
+                    path: b.clone(),
+                    quiet: quiet(5, start)
+                }
+            ]
+        );
+        // Taken: nothing again until something changes. An unchanged look is no change.
+        assert!(tracker.take_changes().is_empty());
+        tracker.observe(a.clone(), snap(1, 1), start + Duration::from_secs(1));
+        assert!(!tracker.has_changes());
+
+        // a grows (its clock restarts), b completes.
+        let later = start + Duration::from_secs(10);
+        tracker.observe(a.clone(), snap(2, 1), later);
+        assert!(tracker.confirm(&b, snap(5, 1), later).is_some());
+        let mut changes = tracker.take_changes();
+        changes.sort_by(|x, y| x.path.cmp(&y.path));
+        assert_eq!(
+            changes,
+            [
+                Settling {
+                    path: a.clone(),
+                    quiet: quiet(2, later)
+                },
+                Settling {
+                    path: b.clone(),
+                    quiet: None
+                }
+            ]
+        );
+        // Seen and gone between two takes: reported as gone.
+        let c = PathBuf::from("/in/sub/c.mov");
+        tracker.observe(c.clone(), snap(1, 1), later);
+        tracker.forget_under(Path::new("/in/sub"));
+        assert_eq!(
+            tracker.take_changes(),
+            [Settling {
+                path: c,
+                quiet: None
+            }]
+        );
+        // The whole set, for a resync.
+        tracker.observe(b.clone(), snap(9, 1), later);
+        let mut all = tracker.take_all();
+        all.sort_by(|x, y| x.path.cmp(&y.path));
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].quiet, quiet(9, later));
+        assert!(!tracker.has_changes());
     }
 
     #[tokio::test(start_paused = true)]

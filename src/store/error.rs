@@ -56,6 +56,8 @@ pub enum StoreError {
     NoStore { path: PathBuf },
     #[error("state store: no job with id {0}")]
     UnknownJob(i64),
+    #[error("`hotfolder upload`'s memory: upload {0} is finished or was replaced by a newer one")]
+    NotUploading(i64),
     #[error("state store: job {id} is {state}, so it cannot be {action}")]
     WrongState {
         id: i64,

@@ -27,7 +27,10 @@
 //! - `schema`: migrations, and how rows map to those types;
 //! - `queries`: read-only questions about jobs (also what `status` asks);
 //! - `status`: agent-wide status in the `meta` table (queue pause, missing folders);
+//! - `settling`: the files the agent is watching settle, copied for `status`;
 //! - `lock`: the single-instance lock file;
+//! - `manual`: what `hotfolder upload` remembers, in its own file (`uploads.sqlite3`), which
+//!   the agent never opens;
 //! - `error`: `StoreError`;
 //! - `rfc3339`: serde for timestamps in sidecars.
 //!
@@ -37,14 +40,19 @@
 mod error;
 mod job;
 mod lock;
+mod manual;
 mod queries;
 pub mod rfc3339;
 mod schema;
+mod settling;
 mod status;
 
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, QueueSummary};
 pub use lock::StateLock;
+pub use manual::{Fingerprint, ManualState, ManualUpload, ManualUploads, UploadTarget};
+pub use settling::{SettlingChange, SettlingFile};
+pub use status::MissingFolder;
 
 use std::fmt;
 use std::fs::{self, OpenOptions};

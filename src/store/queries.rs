@@ -65,13 +65,15 @@ impl JobStore {
         })
     }
 
-    /// Done, failed and gone jobs, most recently finished first.
+    /// Done, failed and gone jobs, most recently finished first (by the time `status` shows,
+    /// not by when the file was moved).
     pub fn recent_finished(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             load_jobs(
                 conn,
-                "WHERE state IN ('done', 'failed', 'gone') ORDER BY updated_at DESC, id DESC LIMIT ?1",
+                "WHERE state IN ('done', 'failed', 'gone')
+                 ORDER BY finished_at DESC, id DESC LIMIT ?1",
                 params![limit],
             )
         })

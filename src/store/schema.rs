@@ -63,6 +63,18 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     ",
+    // v2
+    "
+    -- Files the running agent is watching settle (waiting out stable_for): only in its memory
+    -- otherwise, and `status` is another process. Emptied when the agent starts and stops.
+    CREATE TABLE settling (
+        path          TEXT    PRIMARY KEY,
+        folder        TEXT    NOT NULL,
+        size          INTEGER NOT NULL,
+        since         TEXT    NOT NULL,
+        stable_for_ms INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).
@@ -73,11 +85,20 @@ const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, sta
 
 /// Brings the schema up to date (or creates it), in one transaction.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_with(conn, path, MIGRATIONS)
+}
+
+/// [`migrate`] for a database with other migrations (`hotfolder upload`'s memory).
+pub(super) fn migrate_with(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[&str],
+) -> Result<(), StoreError> {
     let run = |conn: &mut Connection| -> Result<(), StoreError> {
         // IMMEDIATE so two processes opening a fresh store do not both run the migrations.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        let supported = MIGRATIONS.len() as i64;
+        let supported = migrations.len() as i64;
         let Ok(start) = usize::try_from(found) else {
             return Err(StoreError::TooNew {
                 path: path.to_path_buf(),
@@ -92,10 +113,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
                 supported,
             });
         }
-        for migration in &MIGRATIONS[start..] {
+        for migration in &migrations[start..] {
             tx.execute_batch(migration)?;
         }
-        if start < MIGRATIONS.len() {
+        if start < migrations.len() {
             tx.pragma_update(None, "user_version", supported)?;
         }
         tx.commit()?;
@@ -303,7 +324,7 @@ impl ToSql for SqlPath<'_> {
 }
 
 /// A path read back from a column written as [`SqlPath`].
-struct OwnedPath(PathBuf);
+pub(super) struct OwnedPath(pub(super) PathBuf);
 
 impl FromSql for OwnedPath {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
@@ -336,9 +357,9 @@ mod tests {
                 err,
                 StoreError::TooNew {
                     found: 99,
-                    supported: 1,
+                    supported,
                     ..
-                }
+                } if supported == MIGRATIONS.len() as i64
             ),
             "{err:?}"
         );
@@ -348,6 +369,39 @@ mod tests {
             JobStore::open_read_only(dir.path()),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_v1_store_is_upgraded_with_its_jobs_and_a_reader_waits_for_that() {
+        use crate::store::test_support::{id_of, new_job};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE_NAME);
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_with(&mut conn, &path, &MIGRATIONS[..1]).unwrap();
+        }
+        assert!(matches!(
+            JobStore::open_read_only(dir.path()),
+            Err(StoreError::NeedsUpgrade { found: 1, .. })
+        ));
+        {
+            // Jobs written by the version before.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (folder, path, rel_path, size, mtime_ns, rule, state,
+                     detected_at, updated_at)
+                 VALUES ('/in', '/in/a.mov', 'a.mov', 1, 0, 'old', 'waiting',
+                     '2025-01-31T12:00:00.000000000Z', '2025-01-31T12:00:00.000000000Z')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = JobStore::open(dir.path()).unwrap();
+        assert_eq!(store.summary().unwrap().waiting, 1);
+        assert!(store.settling().unwrap().is_empty());
+        let id = id_of(store.enqueue(new_job(dir.path(), "b.mov")).unwrap());
+        assert_eq!(store.job(id).unwrap().rule, new_job(dir.path(), "b").rule);
+        assert!(JobStore::open_read_only(dir.path()).is_ok());
     }
 
     #[cfg(unix)]

@@ -15,6 +15,8 @@ mod emulator;
 mod error_chains;
 mod packaging;
 mod service;
+mod status;
 mod upload;
+mod upload_memory;
 mod util;
 mod watch;
