@@ -442,9 +442,18 @@ async fn upload(
     // One login for all the files: a wrong password is one refused login, said once, not one
     // per file (each refusal brings the account closer to a lockout). Not when no file could
     // be sent anyway (missing, empty): those are refused before any request.
-    let anything_to_send = paths
-        .iter()
-        .any(|path| std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0));
+    // Nor for files already uploaded and unchanged: those are answered from memory alone.
+    let anything_to_send = {
+        let (memory, target, paths) = (memory.clone(), target.clone(), paths.to_vec());
+        tokio::task::spawn_blocking(move || {
+            paths.iter().any(|path| {
+                std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0)
+                    && crate::manual_upload::needs_sending(&memory, &target, path, again)
+            })
+        })
+        .await
+        .unwrap_or(true)
+    };
     if anything_to_send && let Err(err) = platform.login(&shutdown).await {
         let not_tried = paths.iter().map(|path| (path.clone(), None)).collect();
         return report_uploads(json, not_tried, Some(err));

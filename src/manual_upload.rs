@@ -228,6 +228,27 @@ pub async fn upload_remembered(
     Ok(ManualOutcome::Uploaded { report, resumed })
 }
 
+/// Whether [`upload_remembered`] would send anything for `path`: false for a file an earlier
+/// `hotfolder upload` finished that is unchanged (answered from memory, without a request).
+/// A path that cannot be claimed counts as one to send: its upload then says what is wrong.
+pub fn needs_sending(
+    memory: &ManualUploads,
+    target: &UploadTarget,
+    path: &Path,
+    again: bool,
+) -> bool {
+    let Ok(claimed) = claim(path) else {
+        return true;
+    };
+    match memory.latest(target, &claimed.path) {
+        Ok(known) => !matches!(
+            plan(known, &claimed.fingerprint, again),
+            Plan::AlreadyUploaded(_)
+        ),
+        Err(_) => true,
+    }
+}
+
 /// What to do with a file, from what is remembered about it.
 #[derive(Debug)]
 enum Plan {
