@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chain;
 use crate::config::{self, ConfigError, Settings};
 use crate::emulator::EmulatorArgs;
+use crate::escape::escaped;
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
 use crate::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
 use crate::vmpro::error::VmproError;
@@ -97,13 +98,18 @@ impl CommandError {
     }
 }
 
+/// How long the end of a command waits for blocking work still running (a read from a share
+/// that stopped answering never returns): after this the process exits anyway. Dropping the
+/// runtime instead would wait for it for ever.
+const LEFTOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Upload {
                 config,
@@ -122,24 +128,62 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             Command::Status { config, json } => status(&config, json),
             Command::Demo { dir } => demo(dir).await,
         }
-    })
+    });
+    runtime.shutdown_timeout(LEFTOVER_PATIENCE);
+    result
 }
 
 /// A token cancelled on the first SIGINT/SIGTERM; a second signal exits at once.
+///
+/// The signals are listened for on a thread of their own with its own small runtime, not on
+/// the command's: the second signal is for when the command is stuck, and then the command's
+/// runtime may be too (every worker thread blocked, or the runtime already shutting down and
+/// waiting for a blocking task, which drops every task, a listener included).
 pub fn shutdown_on_signals() -> CancellationToken {
-    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let cancel = token.clone();
-    // The streams are made once: a stream made after a signal would report that signal again.
-    let streams = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    );
-    let (Ok(mut interrupt), Ok(mut terminate)) = streams else {
-        tracing::warn!("cannot listen for SIGINT/SIGTERM; stop hotfolder with SIGKILL");
-        return token;
+    let (listening, installed) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("hotfolder-signals".into())
+        .spawn(move || listen_for_signals(&cancel, &listening));
+    // Wait until the handlers are in place, so that a signal right after this returns is
+    // not missed.
+    let ready = match spawned {
+        Ok(_) => installed.recv().unwrap_or(false),
+        Err(_) => false,
     };
-    tokio::spawn(async move {
+    if !ready {
+        tracing::warn!("cannot listen for SIGINT/SIGTERM; stop hotfolder with SIGKILL");
+    }
+    token
+}
+
+/// The signal thread: cancels `cancel` at the first SIGINT/SIGTERM and ends the process at the
+/// second. Says on `listening` whether the handlers could be installed.
+fn listen_for_signals(cancel: &CancellationToken, listening: &std::sync::mpsc::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(_) => {
+            // The receiver waits for this answer; it cannot be gone yet.
+            let _ = listening.send(false);
+            return;
+        }
+    };
+    runtime.block_on(async {
+        // The streams are made once: a stream made after a signal would report it again.
+        let streams = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
+        let (Ok(mut interrupt), Ok(mut terminate)) = streams else {
+            let _ = listening.send(false);
+            return;
+        };
+        let _ = listening.send(true);
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
@@ -152,7 +196,6 @@ pub fn shutdown_on_signals() -> CancellationToken {
         eprintln!("hotfolder: second signal, exiting at once");
         std::process::exit(130);
     });
-    token
 }
 
 fn load_settings(arg: &ConfigArg) -> Result<Settings, CommandError> {
@@ -301,8 +344,11 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            // The path as the user gave it, links included (their choice); the upload then
+            // opens that file without following anything further (see `nofollow`).
+            let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
             let request = UploadRequest {
-                path: path.clone(),
+                path: resolved,
                 file_name,
                 metadata,
                 resume: ResumePoint::default(),
@@ -329,7 +375,7 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
     for (_, path, result) in results {
         let line = match result {
             Ok(report) => UploadLine {
-                path: path.display().to_string(),
+                path: path.to_string_lossy().into_owned(),
                 status: "uploaded",
                 video_id: Some(report.video_id.clone()),
                 size: Some(report.size),
@@ -343,7 +389,7 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
             Err(err) => {
                 failed += 1;
                 UploadLine {
-                    path: path.display().to_string(),
+                    path: path.to_string_lossy().into_owned(),
                     status: "failed",
                     video_id: None,
                     size: None,
@@ -362,11 +408,11 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
                 serde_json::to_string(&line).context("cannot encode the upload result as JSON")?
             );
         } else if let Some(video_id) = &line.video_id {
-            println!("{}\t{}", line.path, video_id);
+            println!("{}\t{}", escaped(&path), video_id);
         } else {
             eprintln!(
                 "{}: failed: {} ({})",
-                line.path,
+                escaped(&path),
                 line.error.as_deref().unwrap_or(""),
                 line.meaning.as_deref().unwrap_or("")
             );
@@ -392,10 +438,7 @@ impl Progress {
     }
 
     fn file(&self, path: &Path) -> Arc<FileProgress> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let name = escaped(path.file_name().unwrap_or(path.as_os_str())).to_string();
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let bar = self.bars.as_ref().map(|multi| {
             let bar = multi.add(indicatif::ProgressBar::new(size));
@@ -573,9 +616,11 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
     };
     if json {
         let job_json = |job: &crate::store::Job| {
+            // Paths as text (a name that is not UTF-8 gets U+FFFD): a JSON string holds text
+            // only, and serializing such a path as it is would fail.
             serde_json::json!({
                 "id": job.id,
-                "path": job.path,
+                "path": job.path.to_string_lossy(),
                 "state": job.state.as_str(),
                 "size": job.size,
                 "video_id": job.video_id,
@@ -586,11 +631,11 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
                 "attempts": job.attempts,
                 "pause_reason": job.pause_reason,
                 "error": job.error,
-                "destination": job.destination,
+                "destination": job.destination.as_ref().map(|d| d.to_string_lossy()),
             })
         };
         let out = serde_json::json!({
-            "state_store": store.path(),
+            "state_store": store.path().to_string_lossy(),
             "summary": {
                 "waiting": summary.waiting, "uploading": summary.uploading, "paused": summary.paused,
                 "finishing": summary.finishing, "done": summary.done, "failed": summary.failed,
@@ -600,7 +645,7 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
                 "since": since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             })),
             "missing_folders": missing.iter().map(|folder| serde_json::json!({
-                "path": folder.path,
+                "path": folder.path.to_string_lossy(),
                 "why": folder.why,
                 "since": folder.since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             })).collect::<Vec<_>>(),
@@ -612,22 +657,22 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
     }
     println!("queue: {}", crate::agent::queue_counts(&summary));
     if let Some((reason, since)) = &pause {
-        println!("PAUSED since {since}: {reason}");
+        println!("PAUSED since {since}: {}", escaped(reason));
         println!("  files stay where they are; hotfolder keeps trying and resumes by itself");
     }
     for folder in &missing {
         println!(
             "FOLDER MISSING since {}: {}: {}",
             folder.since,
-            folder.path.display(),
-            folder.why
+            escaped(&folder.path),
+            escaped(&folder.why)
         );
         println!(
             "  new files there are not noticed until it is back; hotfolder checks every few seconds"
         );
     }
     for job in &unfinished {
-        let name = job.path.display();
+        let name = escaped(&job.path);
         match job.state {
             JobState::Uploading => println!(
                 "uploading  {name}  chunk {}/{}  {}  video {}",
@@ -642,7 +687,7 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
             ),
             JobState::Paused => println!(
                 "paused     {name}  ({})",
-                job.pause_reason.as_deref().unwrap_or("no reason recorded")
+                escaped(job.pause_reason.as_deref().unwrap_or("no reason recorded"))
             ),
             JobState::Finishing => println!("finishing  {name}"),
             _ => println!("waiting    {name}"),
@@ -652,18 +697,18 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
         let target = job
             .destination
             .as_ref()
-            .map(|d| d.display().to_string())
+            .map(|d| escaped(d).to_string())
             .unwrap_or_default();
         match job.state {
             JobState::Done => println!(
                 "done       {name} → {target}  video {}",
                 job.video_id.as_deref().unwrap_or("-"),
-                name = job.rel_path.display()
+                name = escaped(&job.rel_path)
             ),
             JobState::Failed => println!(
                 "failed     {name} → {target}  {}",
                 job.error.as_ref().map(|e| e.meaning.as_str()).unwrap_or(""),
-                name = job.rel_path.display()
+                name = escaped(&job.rel_path)
             ),
             _ => {}
         }
