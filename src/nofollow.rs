@@ -137,6 +137,7 @@ pub struct InFolder {
 /// A relative path starts at the working directory (the working directory's own path is not
 /// checked: it is where the user ran the command from).
 pub fn parent(path: &Path) -> Result<InFolder, NoFollowError> {
+    refuse_parent_components(path)?;
     let mut components = path.components().peekable();
     let start = if path.is_absolute() {
         components.next();
@@ -150,13 +151,7 @@ pub fn parent(path: &Path) -> Result<InFolder, NoFollowError> {
     while let Some(component) = components.next() {
         let name = match component {
             Component::Normal(name) => name,
-            Component::CurDir => continue,
-            Component::ParentDir => {
-                return Err(NoFollowError::ParentComponent {
-                    path: path.to_path_buf(),
-                });
-            }
-            Component::RootDir | Component::Prefix(_) => continue,
+            _ => continue,
         };
         walked.push(name);
         if components.peek().is_none() {
@@ -206,6 +201,16 @@ fn refused_step(
         }
         other => system(path, other),
     }
+}
+
+/// `..` could lead out of the folder a path names; the agent's paths never have it.
+fn refuse_parent_components(path: &Path) -> Result<(), NoFollowError> {
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(NoFollowError::ParentComponent {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 fn system(path: &Path, errno: Errno) -> NoFollowError {
@@ -337,18 +342,13 @@ pub fn create_dirs(path: &Path) -> Result<OwnedFd, NoFollowError> {
             source: io::Error::new(io::ErrorKind::InvalidInput, "not an absolute path"),
         });
     }
+    refuse_parent_components(path)?;
     let mut dir = rustix::fs::openat(CWD, "/", walk_flags(), Mode::empty())
         .map_err(|errno| system(path, errno))?;
     let mut walked = PathBuf::from("/");
     for component in path.components() {
-        let name = match component {
-            Component::Normal(name) => name,
-            Component::ParentDir => {
-                return Err(NoFollowError::ParentComponent {
-                    path: path.to_path_buf(),
-                });
-            }
-            _ => continue,
+        let Component::Normal(name) = component else {
+            continue;
         };
         walked.push(name);
         let next = match rustix::fs::openat(&dir, name, walk_flags(), Mode::empty()) {
