@@ -77,7 +77,12 @@ mod tests {
 
     #[test]
     fn ordinary_names_are_unchanged() {
-        for name in ["clip.mov", "🎬 take 1 🎞️.mov", "Café.mov", "/srv/exports/a b.mxf"] {
+        for name in [
+            "clip.mov",
+            "🎬 take 1 🎞️.mov",
+            "Café.mov",
+            "/srv/exports/a b.mxf",
+        ] {
             assert_eq!(escaped(name).to_string(), name);
         }
     }

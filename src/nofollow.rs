@@ -468,7 +468,10 @@ mod tests {
         assert_eq!(text, "bytes");
         let entry = lstat(&root.join("sub/clip.mov")).unwrap();
         assert_eq!((entry.skip, entry.size), (None, 5));
-        assert_eq!(lstat(&root.join("sub")).unwrap().skip, Some(SkipReason::Directory));
+        assert_eq!(
+            lstat(&root.join("sub")).unwrap().skip,
+            Some(SkipReason::Directory)
+        );
     }
 
     #[test]
@@ -510,7 +513,10 @@ mod tests {
             create_dirs(&root.join("in/sub/deeper")),
             Err(NoFollowError::Link { .. })
         ));
-        assert!(!private.join("deeper").exists(), "nothing made through the link");
+        assert!(
+            !private.join("deeper").exists(),
+            "nothing made through the link"
+        );
     }
 
     #[test]
@@ -525,7 +531,13 @@ mod tests {
         let err = open_file(&fifo).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(
-            matches!(err, NoFollowError::NotRegular { reason: SkipReason::Fifo, .. }),
+            matches!(
+                err,
+                NoFollowError::NotRegular {
+                    reason: SkipReason::Fifo,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert!(err.to_string().contains("named pipe"), "{err}");
@@ -560,7 +572,10 @@ mod tests {
         let deep = root.join("done/2026/show");
         let fd = create_dirs(&deep).unwrap();
         assert!(deep.is_dir());
-        assert_eq!(identity(&fd, &deep).unwrap(), lstat(&deep).unwrap().identity);
+        assert_eq!(
+            identity(&fd, &deep).unwrap(),
+            lstat(&deep).unwrap().identity
+        );
         create_dirs(&deep).unwrap();
     }
 

@@ -659,6 +659,49 @@ mod tests {
         assert!(matches!(other, WatchError::Notify { .. }));
     }
 
+    /// The probe and the identity look at a folder the same way (the mismatch between a
+    /// probe that followed links and an identity that did not made a rescan every 3 s), and a
+    /// link swapped in for the folder, or above it, gets the same words at every look.
+    #[test]
+    fn a_folder_swapped_for_a_link_is_refused_with_the_same_words_each_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let root = base.join("top/in");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(base.join("private/in")).unwrap();
+        let watched = probe_folder(&root).unwrap();
+        assert!(watched.is_some());
+        assert_eq!(folder_identity(&root), watched);
+
+        std::fs::rename(&root, base.join("in.old")).unwrap();
+        std::os::unix::fs::symlink(base.join("private/in"), &root).unwrap();
+        let first = probe_folder(&root).unwrap_err();
+        assert!(first.contains("symbolic link"), "{first}");
+        assert_eq!(probe_folder(&root).unwrap_err(), first);
+        assert_eq!(folder_identity(&root), None);
+
+        // A link above the folder is refused too.
+        std::fs::remove_file(&root).unwrap();
+        std::fs::rename(base.join("top"), base.join("top.old")).unwrap();
+        std::os::unix::fs::symlink(base.join("private"), base.join("top")).unwrap();
+        let above = probe_folder(&root).unwrap_err();
+        assert!(
+            above.contains("symbolic link") && above.contains("top"),
+            "{above}"
+        );
+        let spec = WatchSpec {
+            root: root.clone(),
+            recursive: true,
+            poll_interval: None,
+            ignore: vec![],
+        };
+        let scanned = scan(&spec);
+        assert!(
+            scanned.files.is_empty() && !scanned.errors.is_empty(),
+            "{scanned:?}"
+        );
+    }
+
     #[test]
     fn folder_watcher_is_send() {
         fn assert_send<T: Send>() {}

@@ -18,8 +18,8 @@ use super::{
     sleep_until_opt,
 };
 use crate::chain;
-use crate::escape::escaped;
 use crate::config::{FolderSettings, Settings};
+use crate::escape::escaped;
 use crate::ready::{self, Inspection, NameFilter, NameVerdict, StabilityTracker, StableFile};
 use crate::store::{Enqueued, JobState, NewJob};
 use crate::vmpro::api::Platform;

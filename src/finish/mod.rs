@@ -36,14 +36,22 @@ const MAX_SUFFIX: u32 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FinishError {
-    #[error("could not find a free name for {} under {}", escaped(rel_path), escaped(base))]
+    #[error(
+        "could not find a free name for {} under {}",
+        escaped(rel_path),
+        escaped(base)
+    )]
     Destination {
         base: PathBuf,
         rel_path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("could not move {} to {} (the file was left where it was)", escaped(src), escaped(dest))]
+    #[error(
+        "could not move {} to {} (the file was left where it was)",
+        escaped(src),
+        escaped(dest)
+    )]
     Move {
         src: PathBuf,
         dest: PathBuf,
@@ -67,7 +75,7 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
             io::ErrorKind::InvalidInput,
             format!(
                 "{} is not a relative path to a file inside the folder",
-                rel_path.display()
+                escaped(rel_path)
             ),
         ));
     }
@@ -75,7 +83,7 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
     let (Some(parent), Some(name)) = (wanted.parent(), wanted.file_name()) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} does not name a file", rel_path.display()),
+            format!("{} does not name a file", escaped(rel_path)),
         ));
     };
     // Never through a link: one put in done/ must not send the user's file elsewhere.
@@ -90,7 +98,7 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
         io::ErrorKind::AlreadyExists,
         format!(
             "every name up to \"{}\" ({MAX_SUFFIX}) is taken",
-            Path::new(name).display()
+            escaped(name)
         ),
     ))
 }
@@ -343,7 +351,7 @@ fn place_without_overwrite(from: &Path, to: &Path) -> io::Result<()> {
             if is_taken(to)? {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("{} already exists", to.display()),
+                    format!("{} already exists", escaped(to)),
                 ));
             }
             fs::rename(from, to)
@@ -382,7 +390,7 @@ pub(crate) fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
         (Some(dir), Some(name)) => Ok((dir, name)),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} does not name a file", path.display()),
+            format!("{} does not name a file", escaped(path)),
         )),
     }
 }
@@ -412,6 +420,7 @@ fn sync_dirs(src: &Path, dest: &Path) {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::chain;
     use proptest::prelude::*;
 
     pub(in crate::finish) fn write(path: &Path, bytes: &[u8]) {
@@ -522,6 +531,50 @@ pub(super) mod tests {
             names_in(&base.join("show")),
             ["clip (1).mov", "clip.mov", "clip.mov.upload.json"]
         );
+    }
+
+    /// A folder on the way to the source swapped for a link: the move refuses, and what the
+    /// link points to stays where it is.
+    #[test]
+    fn a_source_reached_through_a_link_is_not_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        write(&root.join("private/clip.mov"), b"someone else's");
+        fs::create_dir_all(root.join("inbox")).unwrap();
+        std::os::unix::fs::symlink(root.join("private"), root.join("inbox/sub")).unwrap();
+        let base = root.join("done");
+
+        let err = move_without_overwrite(
+            &root.join("inbox/sub/clip.mov"),
+            &base,
+            Path::new("sub/clip.mov"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("inbox/sub/clip.mov"), "{err}");
+        assert!(chain(&err).contains("symbolic link"), "{}", chain(&err));
+        assert_eq!(
+            fs::read(root.join("private/clip.mov")).unwrap(),
+            b"someone else's"
+        );
+        assert!(!base.join("sub/clip.mov").exists());
+    }
+
+    /// A link put in done/ does not send the user's file (or folders) somewhere else.
+    #[test]
+    fn a_link_in_done_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let src = root.join("inbox/show/clip.mov");
+        write(&src, b"video bytes");
+        fs::create_dir_all(root.join("elsewhere")).unwrap();
+        fs::create_dir_all(root.join("done")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("done/show")).unwrap();
+
+        let err = move_without_overwrite(&src, &root.join("done"), Path::new("show/clip.mov"))
+            .unwrap_err();
+        assert!(chain(&err).contains("symbolic link"), "{}", chain(&err));
+        assert_eq!(fs::read(&src).unwrap(), b"video bytes");
+        assert!(names_in(&root.join("elsewhere")).is_empty());
     }
 
     /// The same inode with a sidecar was delivered before (a user hard-linked it back into

@@ -312,7 +312,10 @@ pub fn opens_for_reading(path: &Path) -> io::Result<()> {
                 NoFollowError::Io { source, .. } => source.kind(),
                 _ => io::ErrorKind::InvalidInput,
             };
-            return Err(io::Error::new(kind, format!("cannot read: {}", chain(&err))));
+            return Err(io::Error::new(
+                kind,
+                format!("cannot read: {}", chain(&err)),
+            ));
         }
     };
     let explain = |e: io::Error, doing: &str| {
@@ -491,6 +494,23 @@ mod tests {
                 "a symbolic link (links are never followed)"
             );
         }
+    }
+
+    #[test]
+    fn a_link_on_the_way_is_neither_inspected_nor_opened_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("private")).unwrap();
+        std::fs::write(root.join("private/clip.mov"), b"secret").unwrap();
+        std::fs::create_dir_all(root.join("in")).unwrap();
+        std::os::unix::fs::symlink(root.join("private"), root.join("in/sub")).unwrap();
+        let through = root.join("in/sub/clip.mov");
+        assert_eq!(
+            inspect(&through).unwrap(),
+            Inspection::Skipped(SkipReason::LinkOnTheWay)
+        );
+        let err = opens_for_reading(&through).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]

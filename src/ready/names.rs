@@ -175,12 +175,8 @@ pub struct NameFilter {
 /// Why a name was or was not picked up; the pattern is kept for the log and the sidecar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameVerdict {
-    Accepted {
-        include: String,
-    },
-    Excluded {
-        pattern: String,
-    },
+    Accepted { include: String },
+    Excluded { pattern: String },
     NotIncluded,
 }
 

@@ -550,7 +550,10 @@ async fn unchanged_since_start(path: &Path, opened: Opened) -> Result<(), VmproE
         }
         Err(join) => return Err(changed(format!("it can no longer be read: {join}"))),
     };
-    if opened.identity.is_some_and(|identity| identity != now.identity) {
+    if opened
+        .identity
+        .is_some_and(|identity| identity != now.identity)
+    {
         return Err(changed("another file was put in its place".into()));
     }
     if now.size != opened.size || now.mtime_ns != crate::ready::system_time_ns(opened.mtime) {

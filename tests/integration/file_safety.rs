@@ -107,7 +107,11 @@ async fn a_watched_folder_swapped_for_a_symlink_is_missing_once_and_never_read_t
     assert!(!log.contains("rescanning"), "{log}");
     assert!(!log.contains("secret.mov"), "{log}");
     assert_eq!(emulator.videos().len(), 0, "{:?}", emulator.videos());
-    assert_eq!(files_under(&private), ["secret.mov"], "nothing moved in or out");
+    assert_eq!(
+        files_under(&private),
+        ["secret.mov"],
+        "nothing moved in or out"
+    );
     assert_eq!(sha256_hex(&std::fs::read(&secret).unwrap()), secret_hash);
     let text = run(hotfolder()
         .arg("status")
@@ -137,7 +141,9 @@ fn text_of(bytes: &[u8]) -> String {
 async fn a_watched_folder_configured_as_a_symlink_keeps_working() {
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let real = std::fs::canonicalize(dir.path()).unwrap().join("nas/exports");
+    let real = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("nas/exports");
     std::fs::create_dir_all(&real).unwrap();
     let link = dir.path().join("exports");
     symlink(&real, &link).unwrap();
@@ -158,9 +164,11 @@ async fn a_watched_folder_configured_as_a_symlink_keeps_working() {
         .unwrap();
     let hash = write_file(&link.join("clip.mov"), 2500, 52);
     let done = real.join("done/clip.mov");
-    eventually(WAIT, "clip.mov in done/ of the folder the link names", || {
-        arrived(&done)
-    })
+    eventually(
+        WAIT,
+        "clip.mov in done/ of the folder the link names",
+        || arrived(&done),
+    )
     .await;
     assert_eq!(sha256_hex(&std::fs::read(&done).unwrap()), hash);
     // Several folder checks later it is still the folder watched, said once.
@@ -200,12 +208,21 @@ async fn a_subfolder_swapped_for_a_symlink_while_its_file_is_queued_is_not_follo
     .await;
     let status = studio.status_json().await;
     assert_eq!(status["jobs"].as_array().map(Vec::len), Some(0), "{status}");
-    assert_eq!(videos_named(&emulator, "clip.mov"), 0, "{:?}", emulator.videos());
+    assert_eq!(
+        videos_named(&emulator, "clip.mov"),
+        0,
+        "{:?}",
+        emulator.videos()
+    );
     assert_eq!(
         sha256_hex(&std::fs::read(private.join("clip.mov")).unwrap()),
         private_hash
     );
-    assert_eq!(files_under(&private), ["clip.mov"], "nothing moved in or out");
+    assert_eq!(
+        files_under(&private),
+        ["clip.mov"],
+        "nothing moved in or out"
+    );
     assert_eq!(
         sha256_hex(&std::fs::read(moved_away.join("clip.mov")).unwrap()),
         queued_hash
@@ -249,7 +266,10 @@ async fn a_name_with_a_newline_and_an_escape_is_one_log_line_and_one_status_line
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("evil")).collect();
     assert_eq!(lines.len(), 1, "{out}");
     assert!(lines[0].contains(&shown), "{out}");
-    assert!(!out.contains('\x1b') && !out.lines().any(|l| l.starts_with(forged)), "{out:?}");
+    assert!(
+        !out.contains('\x1b') && !out.lines().any(|l| l.starts_with(forged)),
+        "{out:?}"
+    );
     stop_cleanly(&studio, agent).await;
 }
 
@@ -280,7 +300,11 @@ async fn upload_of_a_named_pipe_ends_at_once_with_a_clear_error() {
     assert!(stderr.contains("named pipe"), "{stderr}");
     assert!(stderr.contains("clip.mov"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(emulator.videos().is_empty());
 }
 
@@ -299,9 +323,10 @@ async fn a_named_pipe_swapped_in_for_a_queued_file_does_not_block_the_agent() {
         return;
     }
     eventually(WAIT, "the pipe's job forgotten with a log line", || {
-        studio.log_text().lines().any(|l| {
-            l.contains("clip.mov") && l.contains("named pipe") && l.contains("forgetting")
-        })
+        studio
+            .log_text()
+            .lines()
+            .any(|l| l.contains("clip.mov") && l.contains("named pipe") && l.contains("forgetting"))
     })
     .await;
     // The agent goes on: a file dropped now is uploaded, and a stop is prompt.
@@ -344,7 +369,10 @@ async fn a_second_sigterm_ends_a_stuck_process_at_once() {
     eventually(WAIT, "agent watching", || log().contains("watching")).await;
     signal(&agent, 15);
     // Drained and stopped; now only the stuck thread holds the process.
-    eventually(WAIT, "the agent stopped", || log().contains("stopped; state saved")).await;
+    eventually(WAIT, "the agent stopped", || {
+        log().contains("stopped; state saved")
+    })
+    .await;
     let start = Instant::now();
     signal(&agent, 15);
     let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
@@ -373,8 +401,17 @@ async fn a_stop_does_not_wait_for_ever_on_a_stuck_thread() {
         .await
         .expect("one SIGTERM ends the process even with a stuck thread")
         .unwrap();
-    assert!(status.success(), "{status:?} {:?}\n{}", status.signal(), log());
-    assert!(start.elapsed() < Duration::from_secs(12), "{:?}", start.elapsed());
+    assert!(
+        status.success(),
+        "{status:?} {:?}\n{}",
+        status.signal(),
+        log()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,7 +422,10 @@ async fn a_name_that_is_not_utf8_is_uploaded_and_its_bytes_kept_in_the_sidecar()
     let hash = write_file(&studio.inbox.join(name), 2000, 90);
     let agent = studio.start();
     let done = studio.done().join(name);
-    eventually(WAIT, "the file in done/ under its own name", || arrived(&done)).await;
+    eventually(WAIT, "the file in done/ under its own name", || {
+        arrived(&done)
+    })
+    .await;
     assert_eq!(sha256_hex(&std::fs::read(&done).unwrap()), hash);
     let lossy = "caf\u{fffd} \u{fffd}.mov";
     let videos = emulator.videos();
@@ -404,7 +444,10 @@ async fn a_name_that_is_not_utf8_is_uploaded_and_its_bytes_kept_in_the_sidecar()
     );
     // Both forms of status show it, without failing on the name.
     let json = studio.status_json().await;
-    assert_eq!(json["recent"][0]["path"], studio.inbox.join(lossy).to_string_lossy().as_ref());
+    assert_eq!(
+        json["recent"][0]["path"],
+        studio.inbox.join(lossy).to_string_lossy().as_ref()
+    );
     let text = run(hotfolder()
         .arg("status")
         .arg("--config")
