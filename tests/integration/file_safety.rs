@@ -461,3 +461,61 @@ async fn a_name_that_is_not_utf8_is_uploaded_and_its_bytes_kept_in_the_sidecar()
     );
     stop_cleanly(&studio, agent).await;
 }
+
+/// The upload engine itself, against the emulator: a named pipe (or a folder on the way
+/// swapped for a link) is refused at the open, at once, before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_engine_refuses_pipes_and_links_at_the_open_without_blocking() {
+    use hotfolder::{
+        Blame, Platform, ResumePoint, Settings, Unobserved, UploadRequest, VideoMetadata,
+        upload_file,
+    };
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let text = format!(
+        "{}\n{FAST_UPLOAD}\n[state]\ndir = \"state\"\n[log]\ndir = \"logs\"\n",
+        account_toml(&emulator, "keycloak")
+    );
+    let settings = Settings::from_toml_str(&text, &root.join("config.toml")).unwrap();
+    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
+    let fifo = root.join("pipe.mov");
+    let have_fifo = mkfifo(&fifo);
+    write_file(&root.join("private/clip.mov"), 2000, 95);
+    std::fs::create_dir_all(root.join("in")).unwrap();
+    symlink(root.join("private"), root.join("in/sub")).unwrap();
+
+    let mut cases = vec![(root.join("in/sub/clip.mov"), "symbolic link")];
+    if have_fifo {
+        cases.push((fifo, "named pipe"));
+    }
+    for (path, words) in cases {
+        let request = UploadRequest {
+            path: path.clone(),
+            file_name: "clip.mov".into(),
+            metadata: VideoMetadata::default(),
+            resume: ResumePoint::default(),
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            upload_file(
+                &platform,
+                request,
+                &Unobserved,
+                &tokio_util::sync::CancellationToken::new(),
+            ),
+        )
+        .await
+        .expect("the upload ended instead of blocking");
+        let err = result.expect_err("refused");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(err.blame(), Blame::File, "{path:?}");
+        assert!(
+            hotfolder::chain(&err).contains(words),
+            "{}",
+            hotfolder::chain(&err)
+        );
+    }
+    assert!(emulator.videos().is_empty(), "{:?}", emulator.videos());
+}
