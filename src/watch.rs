@@ -163,6 +163,15 @@ impl FolderWatcher {
         // [`probe_folder`]).
         match crate::nofollow::lstat(&root) {
             Ok(entry) if entry.skip == Some(SkipReason::Directory) => {}
+            Ok(entry) if entry.skip == Some(SkipReason::Symlink) => {
+                return Err(WatchError::Io {
+                    path: root,
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "it is a symbolic link (links are never followed)",
+                    ),
+                });
+            }
             Ok(_) => return Err(WatchError::NotADirectory { path: root }),
             Err(err) => {
                 return Err(WatchError::Io {
