@@ -665,7 +665,8 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
             "FOLDER MISSING since {}: {}: {}",
             folder.since,
             escaped(&folder.path),
-            escaped(&folder.why)
+            // Made by the agent from escaped names and system messages: shown as it is.
+            folder.why
         );
         println!(
             "  new files there are not noticed until it is back; hotfolder checks every few seconds"
