@@ -15,7 +15,7 @@ pub use recover::{Finished, finish_job_file, remove_stale_temps};
 pub use sidecar::{Sidecar, sidecar_path, write_sidecar};
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -402,9 +402,14 @@ fn temp_name(name: &std::ffi::OsStr) -> OsString {
     fit_name(".", name, &suffix)
 }
 
-/// Makes a rename or removal in `dir` durable.
+/// Makes a rename or removal in `dir` durable. Opened as a folder only, and non-blocking: a
+/// named pipe someone put in the folder's place must not hang the thread that finishes jobs.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
 }
 
 /// Best effort after a move that already happened: the move stands even if this fails, and
@@ -422,6 +427,7 @@ pub(super) mod tests {
     use super::*;
     use crate::chain;
     use proptest::prelude::*;
+    use std::fs::File;
 
     pub(in crate::finish) fn write(path: &Path, bytes: &[u8]) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -598,6 +604,22 @@ pub(super) mod tests {
             names_in(&base),
             ["clip (1).mov", "clip.mov", "clip.mov.upload.json"]
         );
+    }
+
+    #[test]
+    fn syncing_a_folder_replaced_by_a_named_pipe_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        sync_dir(dir.path()).unwrap();
+        let fifo = dir.path().join("show");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            eprintln!("mkfifo unavailable, nothing to check");
+            return;
+        }
+        assert!(sync_dir(&fifo).is_err());
     }
 
     #[test]
