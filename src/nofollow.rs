@@ -61,14 +61,36 @@ pub enum NoFollowError {
 }
 
 impl NoFollowError {
-    /// As an `io::Error` for callers that report those, keeping this text and a fitting kind.
+    /// As an `io::Error` for callers that report those next to the path they name ("cannot
+    /// read X: …"): the reason only, without the path again, with a fitting kind (and the
+    /// system's own words where there are some).
     pub fn into_io(self) -> io::Error {
-        let kind = match &self {
-            NoFollowError::Missing { .. } => io::ErrorKind::NotFound,
-            NoFollowError::Io { source, .. } => source.kind(),
-            _ => io::ErrorKind::InvalidInput,
-        };
-        io::Error::new(kind, self)
+        match self {
+            NoFollowError::Missing { .. } => io::Error::from(Errno::NOENT),
+            NoFollowError::Io { source, .. } => source,
+            NoFollowError::NotRegular {
+                reason: SkipReason::Directory,
+                ..
+            } => io::Error::from(Errno::ISDIR),
+            NoFollowError::NotRegular { reason, .. } => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is {reason}, not a regular file"),
+            ),
+            NoFollowError::Link { path, link } if path == link => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is a symbolic link (links are never followed)",
+            ),
+            NoFollowError::Link { link, .. } => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the folder {} on the way to it is a symbolic link (links are never followed)",
+                    escaped(&link)
+                ),
+            ),
+            NoFollowError::ParentComponent { .. } => {
+                io::Error::new(io::ErrorKind::InvalidInput, "the path has a `..` component")
+            }
+        }
     }
 }
 
