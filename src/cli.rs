@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chain;
 use crate::config::{self, ConfigError, Settings};
 use crate::emulator::EmulatorArgs;
+use crate::escape::escaped;
 use crate::manual_upload::{ManualOutcome, ManualRequest, ManualUploadError, upload_remembered};
 use crate::status_report::ReportClock;
 use crate::store::{ManualUploads, UploadTarget};
@@ -106,6 +107,11 @@ impl CommandError {
     }
 }
 
+/// How long the end of a command waits for blocking work still running (a read from a share
+/// that stopped answering never returns): after this the process exits anyway. Dropping the
+/// runtime instead would wait for it for ever.
+const LEFTOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
     crate::status_report::remember_local_offset();
@@ -123,7 +129,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Upload {
                 config,
@@ -147,24 +153,62 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             } => status(&config, json, recent),
             Command::Demo { dir } => demo(dir).await,
         }
-    })
+    });
+    runtime.shutdown_timeout(LEFTOVER_PATIENCE);
+    result
 }
 
 /// A token cancelled on the first SIGINT/SIGTERM; a second signal exits at once.
+///
+/// The signals are listened for on a thread of their own with its own small runtime, not on
+/// the command's: the second signal is for when the command is stuck, and then the command's
+/// runtime may be too (every worker thread blocked, or the runtime already shutting down and
+/// waiting for a blocking task, which drops every task, a listener included).
 pub fn shutdown_on_signals() -> CancellationToken {
-    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let cancel = token.clone();
-    // The streams are made once: a stream made after a signal would report that signal again.
-    let streams = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    );
-    let (Ok(mut interrupt), Ok(mut terminate)) = streams else {
-        tracing::warn!("cannot listen for SIGINT/SIGTERM; stop hotfolder with SIGKILL");
-        return token;
+    let (listening, installed) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("hotfolder-signals".into())
+        .spawn(move || listen_for_signals(&cancel, &listening));
+    // Wait until the handlers are in place, so that a signal right after this returns is
+    // not missed.
+    let ready = match spawned {
+        Ok(_) => installed.recv().unwrap_or(false),
+        Err(_) => false,
     };
-    tokio::spawn(async move {
+    if !ready {
+        tracing::warn!("cannot listen for SIGINT/SIGTERM; stop hotfolder with SIGKILL");
+    }
+    token
+}
+
+/// The signal thread: cancels `cancel` at the first SIGINT/SIGTERM and ends the process at the
+/// second. Says on `listening` whether the handlers could be installed.
+fn listen_for_signals(cancel: &CancellationToken, listening: &std::sync::mpsc::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(_) => {
+            // The receiver waits for this answer; it cannot be gone yet.
+            let _ = listening.send(false);
+            return;
+        }
+    };
+    runtime.block_on(async {
+        // The streams are made once: a stream made after a signal would report it again.
+        let streams = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
+        let (Ok(mut interrupt), Ok(mut terminate)) = streams else {
+            let _ = listening.send(false);
+            return;
+        };
+        let _ = listening.send(true);
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
@@ -177,7 +221,6 @@ pub fn shutdown_on_signals() -> CancellationToken {
         eprintln!("hotfolder: second signal, exiting at once");
         std::process::exit(130);
     });
-    token
 }
 
 fn load_settings(arg: &ConfigArg) -> Result<Settings, CommandError> {
@@ -334,7 +377,7 @@ impl UploadLine {
     /// A file not tried because of `refused`, a refusal every file would get.
     fn not_uploaded(path: &Path, refused: Option<&VmproError>) -> UploadLine {
         UploadLine {
-            path: path.display().to_string(),
+            path: escaped(path).to_string(),
             status: "not_uploaded",
             video_id: None,
             already_uploaded: false,
@@ -353,7 +396,7 @@ impl UploadLine {
 
     fn new(path: &Path, outcome: Result<ManualOutcome, ManualUploadError>) -> UploadLine {
         let mut line = UploadLine {
-            path: path.display().to_string(),
+            path: escaped(path).to_string(),
             status: "uploaded",
             video_id: None,
             already_uploaded: false,
@@ -486,8 +529,8 @@ async fn upload(
         if let Some(folder) = watched.filter(|_| path.is_file()) {
             eprintln!(
                 "note: {} is in the watched folder {}: `hotfolder run` uploads it too, as a video of its own, and moves it to done/",
-                path.display(),
-                folder.display()
+                escaped(path),
+                escaped(&folder)
             );
         }
         let observer = progress.file(path);
@@ -604,7 +647,7 @@ fn report_uploads(
         } else {
             eprintln!(
                 "{}: failed: {} ({})",
-                line.path,
+                escaped(&path),
                 line.error.as_deref().unwrap_or(""),
                 line.meaning.as_deref().unwrap_or("")
             );
@@ -637,10 +680,7 @@ impl Progress {
     }
 
     fn file(&self, path: &Path) -> Arc<FileProgress> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let name = escaped(path.file_name().unwrap_or(path.as_os_str())).to_string();
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let bar = self.bars.as_ref().map(|multi| {
             let bar = multi.add(indicatif::ProgressBar::new(size));

@@ -1,7 +1,10 @@
 //! Logging: tracing to stderr (colours only on a terminal, so journald stays clean) and, for
 //! the agent, daily rolling files in the log dir; text or one JSON object per line. Every line
 //! passes through a masking writer so that an upload URL's `__token__` never reaches a log,
-//! whatever library printed it.
+//! whatever library printed it, and so that one event is always one line: a line break inside
+//! an event (a file name, a server's message) is written as `\n`, so no one can add lines of
+//! their choosing to the log by naming a file. File names are also escaped where they are
+//! printed (`escape::escaped`); this is the net under that.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -138,15 +141,36 @@ impl<W: Write> Write for MaskingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if memchr_token(buf) {
             let masked = mask_token(&String::from_utf8_lossy(buf));
-            self.0.write_all(masked.as_bytes())?;
+            self.0.write_all(&one_line(masked.as_bytes()))?;
         } else {
-            self.0.write_all(buf)?;
+            self.0.write_all(&one_line(buf))?;
         }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
     }
+}
+
+/// One event as one line: line breaks before the event's final newline are written as `\n`
+/// and `\r`. tracing's fmt layer writes each event whole, with one newline at its end.
+fn one_line(buf: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+    if !body.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        return std::borrow::Cow::Borrowed(buf);
+    }
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    for &byte in body {
+        match byte {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            other => out.push(other),
+        }
+    }
+    if body.len() < buf.len() {
+        out.push(b'\n');
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn memchr_token(buf: &[u8]) -> bool {
@@ -169,5 +193,21 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("deadbeef"));
         assert!(text.contains("__token__=***&x=1"));
+    }
+
+    #[test]
+    fn an_event_is_always_one_line() {
+        let mut out = Vec::new();
+        {
+            let mut writer = MaskingWriter(&mut out);
+            writer
+                .write_all(b"INFO complete file=in/clip\nERROR forged\r.mov\n")
+                .unwrap();
+            writer.write_all(b"INFO plain line\n").unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "INFO complete file=in/clip\\nERROR forged\\r.mov\nINFO plain line\n"
+        );
     }
 }

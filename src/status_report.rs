@@ -6,13 +6,14 @@
 //! [`ShownCounts`]).
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::agent::{ShownCounts, queue_counts};
+use crate::escape::escaped;
 use crate::store::{Job, JobState, JobStore, MissingFolder, SettlingFile, StoreError};
 
 /// How many settling files the text lists: a folder that just received 10,000 files would
@@ -211,8 +212,8 @@ pub fn write_text(
             "FOLDER MISSING since {} ({}): {}: {}",
             clock.show(folder.since),
             clock.ago(folder.since),
-            folder.path.display(),
-            folder.why
+            escaped(&folder.path),
+            escaped(&folder.why)
         )?;
         writeln!(
             out,
@@ -223,7 +224,7 @@ pub fn write_text(
         writeln!(
             out,
             "settling   {}  {}, unchanged since {}; complete at {} if it stays so",
-            file.path.display(),
+            escaped(&file.path),
             size_text(file.size),
             clock.show(file.since),
             clock.show(file.since + file.stable_for),
@@ -238,7 +239,7 @@ pub fn write_text(
         )?;
     }
     for job in &snapshot.unfinished {
-        let name = job.path.display();
+        let name = escaped(&job.path);
         let state = snapshot.shown_state(job);
         match job.state {
             JobState::Uploading => writeln!(
@@ -271,12 +272,11 @@ pub fn write_text(
     }
     for job in &snapshot.recent {
         let at = job.finished_at.unwrap_or(job.updated_at);
-        let name = job.rel_path.display();
+        let name = escaped(&job.rel_path);
         let target = job
             .destination
             .as_deref()
-            .map(Path::display)
-            .map(|d| d.to_string())
+            .map(|d| escaped(d).to_string())
             .unwrap_or_default();
         match job.state {
             JobState::Done => writeln!(
@@ -304,7 +304,8 @@ pub fn write_text(
     Ok(())
 }
 
-/// The report as one JSON object.
+/// The report as one JSON object. Paths are text (a name that is not UTF-8 gets U+FFFD): a
+/// JSON string holds text only, and serializing such a path as it is would fail.
 pub fn to_json(snapshot: &StatusSnapshot, clock: &ReportClock) -> serde_json::Value {
     let job_json = |job: &Job| {
         let shown = match job.state {
@@ -313,7 +314,7 @@ pub fn to_json(snapshot: &StatusSnapshot, clock: &ReportClock) -> serde_json::Va
         };
         serde_json::json!({
             "id": job.id,
-            "path": job.path,
+            "path": job.path.to_string_lossy(),
             "state": job.state.as_str(),
             "shown_as": shown,
             "size": job.size,
@@ -325,7 +326,7 @@ pub fn to_json(snapshot: &StatusSnapshot, clock: &ReportClock) -> serde_json::Va
             "attempts": job.attempts,
             "pause_reason": job.pause_reason,
             "error": job.error,
-            "destination": job.destination,
+            "destination": job.destination.as_ref().map(|d| d.to_string_lossy()),
             "detected_at": rfc3339(job.detected_at),
             "started_at": job.started_at.map(rfc3339),
             "finished_at": job.finished_at.map(rfc3339),
@@ -333,7 +334,7 @@ pub fn to_json(snapshot: &StatusSnapshot, clock: &ReportClock) -> serde_json::Va
     };
     let counts = &snapshot.counts;
     serde_json::json!({
-        "state_store": snapshot.store_path,
+        "state_store": snapshot.store_path.to_string_lossy(),
         "summary": {
             "settling": snapshot.settling.len(),
             "waiting": counts.waiting, "uploading": counts.uploading, "paused": counts.paused,
@@ -345,13 +346,13 @@ pub fn to_json(snapshot: &StatusSnapshot, clock: &ReportClock) -> serde_json::Va
             "since": rfc3339(*since),
         })),
         "missing_folders": snapshot.missing.iter().map(|folder| serde_json::json!({
-            "path": folder.path,
+            "path": folder.path.to_string_lossy(),
             "why": folder.why,
             "since": rfc3339(folder.since),
         })).collect::<Vec<_>>(),
         "settling": snapshot.settling.iter().map(|file| serde_json::json!({
-            "path": file.path,
-            "folder": file.folder,
+            "path": file.path.to_string_lossy(),
+            "folder": file.folder.to_string_lossy(),
             "size": file.size,
             "unchanged_since": rfc3339(file.since),
             "stable_for_seconds": file.stable_for.as_secs_f64(),

@@ -55,17 +55,17 @@ pub enum WatchEvent {
 /// Why a folder cannot be watched.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot watch {}: {sysctl_hint}", path.display())]
+    #[error("cannot watch {}: {sysctl_hint}", crate::escape::escaped(path))]
     WatchLimit { path: PathBuf, sysctl_hint: String },
-    #[error("cannot watch {}: it is not a folder", path.display())]
+    #[error("cannot watch {}: it is not a folder", crate::escape::escaped(path))]
     NotADirectory { path: PathBuf },
-    #[error("cannot watch {}", path.display())]
+    #[error("cannot watch {}", crate::escape::escaped(path))]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot watch {}", path.display())]
+    #[error("cannot watch {}", crate::escape::escaped(path))]
     Notify {
         path: PathBuf,
         #[source]
@@ -159,10 +159,26 @@ impl FolderWatcher {
     /// gap between the scan and the watch.
     pub fn watch(&mut self, spec: WatchSpec) -> Result<(), WatchError> {
         let root = spec.root.clone();
-        match std::fs::metadata(&root) {
-            Ok(meta) if meta.is_dir() => {}
+        // Never through a link: the folder must be what its path names, link-free (see
+        // [`probe_folder`]).
+        match crate::nofollow::lstat(&root) {
+            Ok(entry) if entry.skip == Some(SkipReason::Directory) => {}
+            Ok(entry) if entry.skip == Some(SkipReason::Symlink) => {
+                return Err(WatchError::Io {
+                    path: root,
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "it is a symbolic link (links are never followed)",
+                    ),
+                });
+            }
             Ok(_) => return Err(WatchError::NotADirectory { path: root }),
-            Err(source) => return Err(WatchError::Io { path: root, source }),
+            Err(err) => {
+                return Err(WatchError::Io {
+                    path: root,
+                    source: err.into_io(),
+                });
+            }
         }
         self.unwatch(&root);
 
@@ -333,7 +349,7 @@ impl EventTranslator {
         }
         Some(self.rescan(format!(
             "folder {} appeared; files already inside it send no events",
-            path.display()
+            crate::escape::escaped(path)
         )))
     }
 }
@@ -352,53 +368,59 @@ pub struct ScanResult {
 
 /// Walks a spec's folder for candidate files. Blocking: the agent runs it in `spawn_blocking`.
 ///
-/// Never follows symlinks (so a link loop cannot trap it), never enters `ignore` folders, and
-/// stays at the top level when the spec is not recursive. Unreadable folders end up in
-/// `errors` and the walk goes on.
+/// Never follows symlinks (so a link loop cannot trap it): each folder is opened by walking its
+/// path without following a link in any component (`nofollow::open_dir`) and listed from that
+/// handle, so a folder swapped for a link between the listing of its parent and its own is
+/// refused, not read through. Never enters `ignore` folders, and stays at the top level when
+/// the spec is not recursive. Unreadable folders end up in `errors` and the walk goes on.
 pub fn scan(spec: &WatchSpec) -> ScanResult {
+    use crate::nofollow::{self, ListedKind, NoFollowError};
     let mut result = ScanResult::default();
     let mut pending = vec![spec.root.clone()];
     // Bind mounts can make a folder its own descendant without any symlink.
     let mut visited = HashSet::new();
     while let Some(dir) = pending.pop() {
-        if folder_identity(&dir).is_some_and(|id| !visited.insert(id)) {
-            continue;
-        }
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                result.errors.push((dir, e));
+        let opened = nofollow::open_dir(&dir).and_then(|fd| {
+            let identity = nofollow::identity(&fd, &dir)?;
+            Ok((fd, identity))
+        });
+        let (fd, identity) = match opened {
+            Ok(opened) => opened,
+            // Gone since its parent was listed: nothing to report.
+            Err(NoFollowError::Missing { .. }) if dir != spec.root => continue,
+            Err(NoFollowError::Link { .. }) if dir != spec.root => {
+                result.skipped.push((dir, SkipReason::Symlink));
+                continue;
+            }
+            Err(err) => {
+                result.errors.push((dir, err.into_io()));
                 continue;
             }
         };
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    result.errors.push((dir.clone(), e));
-                    continue;
-                }
-            };
-            let path = entry.path();
+        if !visited.insert(identity) {
+            continue;
+        }
+        let entries = match nofollow::list_dir(&fd, &dir) {
+            Ok(entries) => entries,
+            Err(err) => {
+                result.errors.push((dir, err.into_io()));
+                continue;
+            }
+        };
+        for (name, kind) in entries {
+            let path = dir.join(name);
             if spec.is_ignored(&path) {
                 continue;
             }
-            // From the directory entry itself where the system provides it: no extra stat.
-            let file_type = match entry.file_type() {
-                Ok(t) => t,
-                Err(e) => {
-                    result.errors.push((path, e));
-                    continue;
-                }
-            };
-            match SkipReason::of(file_type) {
-                None => result.files.push(path),
-                Some(SkipReason::Directory) => {
+            match kind {
+                ListedKind::Unreadable(e) => result.errors.push((path, e)),
+                ListedKind::Is(None) => result.files.push(path),
+                ListedKind::Is(Some(SkipReason::Directory)) => {
                     if spec.recursive {
                         pending.push(path);
                     }
                 }
-                Some(reason) => result.skipped.push((path, reason)),
+                ListedKind::Is(Some(reason)) => result.skipped.push((path, reason)),
             }
         }
     }
@@ -407,31 +429,46 @@ pub fn scan(spec: &WatchSpec) -> ScanResult {
     result
 }
 
-/// Whether a watched folder is there: `Ok` with its identity ([`folder_identity`]), or why
-/// it cannot be used, in words for the log and `status`.
-pub fn probe_folder(root: &Path) -> Result<Option<(u64, u64)>, String> {
-    // One stat, every few seconds per folder: the identity comes from the same answer.
-    match std::fs::metadata(root) {
-        Ok(meta) if meta.is_dir() => Ok(identity_of(&meta)),
+/// Whether a watched folder is there: `Ok` with its identity, or why it cannot be used, in
+/// words for the log and `status`.
+///
+/// The folder's path was resolved once, links included, when the config was loaded (a root
+/// configured as `/srv/exports -> /mnt/nas/exports` is watched as `/mnt/nas/exports`); from then
+/// on the path is looked at without following a link in any component. A link swapped in for
+/// the folder (or for a folder above it) makes it count as missing, with the same words at
+/// every look, so it is reported once and never read through. A real folder made again at the
+/// same path (deleted and made again, a share mounted again) is a folder with another identity:
+/// the agent watches the new one.
+pub fn probe_folder(root: &Path) -> Result<FolderId, String> {
+    use crate::nofollow::NoFollowError;
+    match crate::nofollow::lstat(root) {
+        Ok(entry) if entry.skip == Some(SkipReason::Directory) => Ok(Some(entry.identity)),
+        Ok(entry) if entry.skip == Some(SkipReason::Symlink) => Err(link_words(root)),
         Ok(_) => Err("it is no longer a folder".into()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+        Err(NoFollowError::Link { link, .. }) => Err(link_words(&link)),
+        Err(NoFollowError::Missing { .. }) => {
             Err("it does not exist (deleted, renamed, or its share is not mounted)".into())
         }
-        Err(err) => Err(format!("it cannot be read: {err}")),
+        Err(err) => Err(format!("it cannot be read: {}", crate::chain(&err))),
     }
 }
 
-/// Which folder a path is (device and inode), without following a final symlink: tells a
-/// folder deleted and made again, or a share mounted over it, from the one that was watched.
-pub fn folder_identity(dir: &Path) -> Option<(u64, u64)> {
-    std::fs::symlink_metadata(dir)
-        .ok()
-        .and_then(|meta| identity_of(&meta))
+/// Device and inode of a watched folder (`None` where the system has no such thing).
+pub type FolderId = Option<(u64, u64)>;
+
+fn link_words(link: &Path) -> String {
+    format!(
+        "{} was replaced by a symbolic link; links are never followed, so the folder counts \
+         as missing until a real folder is there again (or the config is reloaded with the \
+         new path)",
+        crate::escape::escaped(link)
+    )
 }
 
-fn identity_of(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    Some((meta.dev(), meta.ino()))
+/// Which folder a path is (device and inode), looked at as [`probe_folder`] does: tells a
+/// folder deleted and made again, or a share mounted over it, from the one that was watched.
+pub fn folder_identity(dir: &Path) -> FolderId {
+    probe_folder(dir).ok().flatten()
 }
 
 #[cfg(test)]
@@ -629,6 +666,49 @@ mod tests {
         }
         let other = watch_error(path, notify::Error::generic("boom"));
         assert!(matches!(other, WatchError::Notify { .. }));
+    }
+
+    /// The probe and the identity look at a folder the same way (the mismatch between a
+    /// probe that followed links and an identity that did not made a rescan every 3 s), and a
+    /// link swapped in for the folder, or above it, gets the same words at every look.
+    #[test]
+    fn a_folder_swapped_for_a_link_is_refused_with_the_same_words_each_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let root = base.join("top/in");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(base.join("private/in")).unwrap();
+        let watched = probe_folder(&root).unwrap();
+        assert!(watched.is_some());
+        assert_eq!(folder_identity(&root), watched);
+
+        std::fs::rename(&root, base.join("in.old")).unwrap();
+        std::os::unix::fs::symlink(base.join("private/in"), &root).unwrap();
+        let first = probe_folder(&root).unwrap_err();
+        assert!(first.contains("symbolic link"), "{first}");
+        assert_eq!(probe_folder(&root).unwrap_err(), first);
+        assert_eq!(folder_identity(&root), None);
+
+        // A link above the folder is refused too.
+        std::fs::remove_file(&root).unwrap();
+        std::fs::rename(base.join("top"), base.join("top.old")).unwrap();
+        std::os::unix::fs::symlink(base.join("private"), base.join("top")).unwrap();
+        let above = probe_folder(&root).unwrap_err();
+        assert!(
+            above.contains("symbolic link") && above.contains("top"),
+            "{above}"
+        );
+        let spec = WatchSpec {
+            root: root.clone(),
+            recursive: true,
+            poll_interval: None,
+            ignore: vec![],
+        };
+        let scanned = scan(&spec);
+        assert!(
+            scanned.files.is_empty() && !scanned.errors.is_empty(),
+            "{scanned:?}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{FINISH_RETRY_EVERY, Shared, sleep_until_opt};
 use crate::chain;
+use crate::escape::escaped;
 use crate::finish;
 use crate::ready::{self, Inspection};
 use crate::store::{Job, JobError, JobStore, Outcome, StoreError};
@@ -376,7 +377,7 @@ fn log_store_error(id: i64, what: &str, result: Result<(), StoreError>) {
 /// Uploads one job and decides what becomes of its file.
 async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &CancellationToken) {
     let id = job.id;
-    let name = job.rel_path.display().to_string();
+    let name = escaped(&job.rel_path).to_string();
     if let Err(err) = shared.store.start_attempt(id) {
         tracing::error!(job = id, "state store: {}", chain(&err));
         return;
@@ -397,8 +398,18 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
             );
             return;
         }
-        _ => {
+        Ok(Inspection::Vanished) => {
             forget_vanished(shared, id, &name);
+            return;
+        }
+        // A link, a named pipe, a folder where the file was, or a folder on the way replaced
+        // by a link: not the file that was queued, and nothing to read through.
+        Ok(Inspection::Skipped(reason)) => {
+            forget_replaced(shared, id, &name, &format!("it is now {reason}"));
+            return;
+        }
+        Err(err) => {
+            forget_replaced(shared, id, &name, &format!("it cannot be looked at: {err}"));
             return;
         }
     }
@@ -494,23 +505,30 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
             }
             Blame::StillChanging => {
                 end_pause(shared);
-                if job.path.exists() {
-                    wait_until_stable_again(
+                match still_there(&job.path) {
+                    Ok(()) => wait_until_stable_again(
                         shared,
                         &job,
                         &name,
                         &chain(&err),
                         "the file changed while uploading; waiting until it is stable",
-                    );
-                } else {
-                    forget_vanished(shared, id, &name);
+                    ),
+                    Err(None) => forget_vanished(shared, id, &name),
+                    Err(Some(why)) => forget_replaced(shared, id, &name, &why),
                 }
             }
             Blame::File => {
                 end_pause(shared);
-                if !job.path.exists() {
-                    forget_vanished(shared, id, &name);
-                    return;
+                match still_there(&job.path) {
+                    Ok(()) => {}
+                    Err(None) => {
+                        forget_vanished(shared, id, &name);
+                        return;
+                    }
+                    Err(Some(why)) => {
+                        forget_replaced(shared, id, &name, &why);
+                        return;
+                    }
                 }
                 let message = chain(&err);
                 tracing::warn!(file = %name, "failed: {message} ({})", err.meaning());
@@ -556,6 +574,31 @@ fn forget_vanished(shared: &Shared, id: i64, name: &str) {
         shared
             .store
             .forget(id, "the file disappeared before it was uploaded"),
+    );
+}
+
+/// Whether the job's file is still a regular file reached without a link: `Err(None)` when it
+/// is gone, `Err(Some(why))` when something else is there now.
+fn still_there(path: &std::path::Path) -> Result<(), Option<String>> {
+    match ready::inspect(path) {
+        Ok(Inspection::Regular(_)) => Ok(()),
+        Ok(Inspection::Vanished) => Err(None),
+        Ok(Inspection::Skipped(reason)) => Err(Some(format!("it is now {reason}"))),
+        Err(err) => Err(Some(format!("it cannot be looked at: {err}"))),
+    }
+}
+
+/// Something other than the queued file is at its path now (a link, a pipe, a folder): the job
+/// is forgotten with the reason, nothing is read through it, and nothing goes to failed/.
+fn forget_replaced(shared: &Shared, id: i64, name: &str, why: &str) {
+    tracing::warn!(file = %name, "the queued file was replaced: {why}; forgetting it");
+    log_store_error(
+        id,
+        "that the file was replaced",
+        shared.store.forget(
+            id,
+            &format!("the file was replaced before it was uploaded: {why}"),
+        ),
     );
 }
 
@@ -665,7 +708,7 @@ pub(super) async fn finish_job(shared: &Arc<Shared>, id: i64) {
             tracing::info!(
                 "{} → {}",
                 if uploaded { "done" } else { "failed" },
-                dest.display()
+                escaped(&dest)
             );
             None
         }

@@ -20,9 +20,10 @@ use super::{
 };
 use crate::chain;
 use crate::config::{FolderSettings, Settings};
+use crate::escape::escaped;
 use crate::ready::{self, Inspection, NameFilter, NameVerdict, StabilityTracker, StableFile};
 use crate::store::{Enqueued, JobState, JobStore, NewJob, SettlingChange, SettlingFile};
-use crate::watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec};
+use crate::watch::{FolderId, FolderWatcher, WatchError, WatchEvent, WatchSpec};
 
 /// How long a folder check may take before the folder counts as not answering (a hung network
 /// mount); the check goes on in the background and is not started twice.
@@ -52,9 +53,6 @@ struct FolderIntake {
     watch_failures: u32,
     next_watch_attempt: Option<Instant>,
 }
-
-/// Device and inode of a watched folder (`None` where the system has no such thing).
-type FolderId = Option<(u64, u64)>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Presence {
@@ -160,9 +158,9 @@ impl Intake {
                     match result {
                         Ok(()) => {
                             if was_missing {
-                                tracing::info!(folder = %root.display(), "the folder is back; watching it again");
+                                tracing::info!(folder = %escaped(&root), "the folder is back; watching it again");
                             } else {
-                                tracing::warn!(folder = %root.display(), "the folder was replaced (made again, or a share mounted over it); watching the new one");
+                                tracing::warn!(folder = %escaped(&root), "the folder was replaced (made again, or a share mounted over it); watching the new one");
                             }
                             self.note_presence(shared, index, None);
                             self.scan_folder(shared, index).await;
@@ -225,7 +223,7 @@ impl Intake {
         folder.presence = Presence::Missing(why.clone());
         watcher.unwatch(&folder.spec.root);
         if first {
-            tracing::error!(folder = %folder.spec.root.display(), "cannot see the watched folder: {why}; new files there are not noticed until it is back (checked every {} s)", FOLDER_CHECK_EVERY.as_secs());
+            tracing::error!(folder = %escaped(&folder.spec.root), "cannot see the watched folder: {why}; new files there are not noticed until it is back (checked every {} s)", FOLDER_CHECK_EVERY.as_secs());
         }
         self.note_presence(shared, index, Some(&why));
     }
@@ -257,20 +255,20 @@ impl Intake {
             }
         };
         for (path, err) in &result.errors {
-            tracing::warn!(path = %path.display(), "cannot read: {err}");
+            tracing::warn!(path = %escaped(&path), "cannot read: {err}");
         }
         for (path, reason) in result.skipped {
             self.note_skipped(index, path, &reason.to_string());
         }
         for path in result.files {
-            self.consider(shared, path, true);
+            self.consider(shared, path, true).await;
         }
         self.flush_ready(shared);
     }
 
     fn note_skipped(&mut self, index: usize, path: PathBuf, reason: &str) {
         if self.folders[index].skipped.insert(path.clone()) {
-            tracing::info!(path = %path.display(), "skipped: it is {reason}");
+            tracing::info!(path = %escaped(&path), "skipped: it is {reason}");
         }
     }
 
@@ -296,27 +294,29 @@ impl Intake {
     /// A file a scan finds whose modification time is already older than `stable_for` has
     /// provably not been written for that long and is complete at once (not on polled network
     /// shares, whose clocks may differ from ours).
-    fn consider(&mut self, shared: &Arc<Shared>, path: PathBuf, from_scan: bool) {
+    async fn consider(&mut self, shared: &Arc<Shared>, path: PathBuf, from_scan: bool) {
         let Some(index) = self.folder_of(&path) else {
             return;
         };
-        let folder = &mut self.folders[index];
-        if folder.tracker.is_tracked(&path) {
+        if self.folders[index].tracker.is_tracked(&path) {
             // Written to while settling: the new size and mtime restart its quiet period now,
             // not at the next look, and `status` shows the file as it is (one lstat per event;
             // vanished or replaced files are sorted out at that look).
             if let Ok(Inspection::Regular(snapshot)) = ready::inspect(&path) {
-                folder.tracker.observe(path, snapshot, Instant::now());
+                self.folders[index]
+                    .tracker
+                    .observe(path, snapshot, Instant::now());
             }
             return;
         }
+        let folder = &self.folders[index];
         let Some(name) = path.file_name() else {
             return;
         };
         match folder.filter.verdict(name) {
             NameVerdict::Accepted { .. } => {}
             verdict => {
-                tracing::debug!(path = %path.display(), "ignored: {verdict}");
+                tracing::debug!(path = %escaped(&path), "ignored: {verdict}");
                 return;
             }
         }
@@ -328,16 +328,21 @@ impl Intake {
                 return;
             }
         }
-        match ready::inspect(&path) {
+        let stable_for = folder.settings.stable_for;
+        let quick = from_scan && folder.settings.poll_interval.is_none();
+        let look = look_at(path.clone(), move |snapshot| {
+            quick && mtime_age(snapshot.mtime_ns).is_some_and(|age| age >= stable_for)
+        })
+        .await;
+        let folder = &mut self.folders[index];
+        match look.inspection {
             Ok(Inspection::Regular(snapshot)) => {
-                let stable_for = folder.settings.stable_for;
-                let age = mtime_age(snapshot.mtime_ns);
-                if from_scan
-                    && folder.settings.poll_interval.is_none()
-                    && age.is_some_and(|age| age >= stable_for)
-                    && ready::opens_for_reading(&path).is_ok()
-                {
-                    let verdict = folder.filter.verdict(name).to_string();
+                if matches!(look.readable, Some(Ok(()))) {
+                    let verdict = path
+                        .file_name()
+                        .map(|n| folder.filter.verdict(n).to_string())
+                        .unwrap_or_default();
+                    let age = mtime_age(snapshot.mtime_ns);
                     let rule = format!(
                         "found by a scan, not modified for {}s (stable_for is {}s)",
                         age.map(|a| a.as_secs()).unwrap_or_default(),
@@ -362,7 +367,7 @@ impl Intake {
             Ok(Inspection::Skipped(reason)) => {
                 self.note_skipped(index, path, &reason.to_string());
             }
-            Err(err) => tracing::warn!(path = %path.display(), "cannot inspect: {err}"),
+            Err(err) => tracing::warn!(path = %escaped(&path), "cannot inspect: {err}"),
         }
     }
 
@@ -382,20 +387,21 @@ impl Intake {
     }
 
     /// Looks again at files whose quiet period is over; the complete ones become jobs.
-    fn check_due(&mut self, shared: &Arc<Shared>) {
+    async fn check_due(&mut self, shared: &Arc<Shared>) {
         let now = Instant::now();
         for index in 0..self.folders.len() {
             let due = self.folders[index].tracker.due(now);
             for path in due {
+                let look = look_at(path.clone(), |_| true).await;
                 let folder = &mut self.folders[index];
-                match ready::inspect(&path) {
+                match look.inspection {
                     Ok(Inspection::Regular(snapshot)) => {
                         if let Some(stable) = folder.tracker.confirm(&path, snapshot, now) {
                             // Still locked by the writer, or not readable by us: look again
                             // after another quiet period (logged once).
-                            if let Err(err) = ready::opens_for_reading(&path) {
+                            if let Some(Err(err)) = look.readable {
                                 if folder.skipped.insert(path.clone()) {
-                                    tracing::warn!(path = %path.display(), "complete but cannot be opened ({err}); waiting until it can be read");
+                                    tracing::warn!(path = %escaped(&path), "complete but cannot be opened ({err}); waiting until it can be read");
                                 }
                                 folder.tracker.observe(path, snapshot, now);
                                 continue;
@@ -419,7 +425,7 @@ impl Intake {
                     }
                     Err(err) => {
                         folder.tracker.forget(&path);
-                        tracing::warn!(path = %path.display(), "cannot inspect: {err}");
+                        tracing::warn!(path = %escaped(&path), "cannot inspect: {err}");
                     }
                 }
             }
@@ -546,13 +552,13 @@ impl Intake {
                 }
                 Some(settings) = reloads.recv() => self.reload(shared, &mut watcher, settings).await,
                 event = events.recv() => match event {
-                    Some(WatchEvent::Touched(path)) => self.consider(shared, path, false),
+                    Some(WatchEvent::Touched(path)) => self.consider(shared, path, false).await,
                     Some(WatchEvent::Removed(path)) => self.forget(&path),
                     Some(WatchEvent::RescanNeeded { root, why }) => {
-                        tracing::info!(folder = %root.display(), "rescanning: {why}");
+                        tracing::info!(folder = %escaped(&root), "rescanning: {why}");
                         while let Ok(more) = events.try_recv() {
                             if let WatchEvent::Touched(path) = more {
-                                self.consider(shared, path, false);
+                                self.consider(shared, path, false).await;
                             }
                         }
                         for index in 0..self.folders.len() {
@@ -562,7 +568,7 @@ impl Intake {
                         }
                     }
                     Some(WatchEvent::FolderGone { root }) => {
-                        tracing::debug!(folder = %root.display(), "the watched folder was removed or renamed");
+                        tracing::debug!(folder = %escaped(&root), "the watched folder was removed or renamed");
                         self.check_folders(shared, &mut watcher).await;
                     }
                     None => return,
@@ -575,9 +581,9 @@ impl Intake {
                 }
                 Some(path) = retrack.recv() => {
                     self.forget(&path);
-                    self.consider(shared, path, false);
+                    self.consider(shared, path, false).await;
                 }
-                _ = sleep_until_opt(deadline) => self.check_due(shared),
+                _ = sleep_until_opt(deadline) => self.check_due(shared).await,
                 _ = rescan.tick() => {
                     for index in 0..self.folders.len() {
                         self.scan_folder(shared, index).await;
@@ -601,7 +607,7 @@ impl Intake {
     pub(super) fn watch_all(&mut self, watcher: &mut FolderWatcher) -> Result<(), WatchError> {
         for folder in &mut self.folders {
             folder.watch(watcher)?;
-            tracing::info!(folder = %folder.spec.root.display(), "watching");
+            tracing::info!(folder = %escaped(&folder.spec.root), "watching");
         }
         Ok(())
     }
@@ -621,15 +627,15 @@ impl Intake {
                 Rewatch::No => {}
                 Rewatch::Changed => {
                     if let Err(err) = folder.watch(watcher) {
-                        tracing::error!(folder = %root.display(), "reload: cannot watch: {}", chain(&err));
+                        tracing::error!(folder = %escaped(&root), "reload: cannot watch: {}", chain(&err));
                     }
                 }
                 Rewatch::New => match folder.watch(watcher) {
                     Ok(()) => {
-                        tracing::info!(folder = %root.display(), "reload: watching a new folder")
+                        tracing::info!(folder = %escaped(&root), "reload: watching a new folder")
                     }
                     Err(err) => {
-                        tracing::error!(folder = %root.display(), "reload: cannot watch the new folder: {}", chain(&err));
+                        tracing::error!(folder = %escaped(&root), "reload: cannot watch the new folder: {}", chain(&err));
                         continue;
                     }
                 },
@@ -644,7 +650,7 @@ impl Intake {
                     chain(&err)
                 );
             }
-            tracing::info!(folder = %root.display(), "reload: no longer watching");
+            tracing::info!(folder = %escaped(&root), "reload: no longer watching");
         }
         self.folders = kept;
         // Trackers were dropped or swapped: `status` gets the whole set again.
@@ -748,7 +754,12 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
                     .unwrap_or_else(|_| path.file_name().map(PathBuf::from).unwrap_or_default()),
                 size: file.stable.snapshot.size,
                 mtime_ns: i64::try_from(file.stable.snapshot.mtime_ns).unwrap_or(i64::MAX),
-                rule: format!("{}; name {}", file.stable.rule, file.verdict),
+                rule: format!(
+                    "{}; name {}{}",
+                    file.stable.rule,
+                    file.verdict,
+                    not_utf8_note(path)
+                ),
             }
         })
         .collect();
@@ -762,7 +773,16 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
     for (job, result) in jobs.iter().zip(results) {
         match result {
             Enqueued::New(_) => {
-                tracing::info!(file = %job.path.display(), size = job.size, "complete: {}", job.rule);
+                tracing::info!(file = %escaped(&job.path), size = job.size, "complete: {}", job.rule);
+                if let Some(name) = job.path.file_name()
+                    && name.to_str().is_none()
+                {
+                    tracing::warn!(
+                        file = %escaped(&job.path),
+                        "the file name is not valid UTF-8: it is uploaded under the name \"{}\"; the sidecar's file_raw keeps the exact bytes",
+                        escaped(&*name.to_string_lossy())
+                    );
+                }
             }
             Enqueued::AlreadyActive(id) => {
                 // A file that changed while uploading is waiting (paused) to settle again.
@@ -782,7 +802,7 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
                                     chain(&err)
                                 );
                             }
-                            tracing::info!(file = %job.path.display(), "stable again; uploading it again to the same video");
+                            tracing::info!(file = %escaped(&job.path), "stable again; uploading it again to the same video");
                         }
                         Err(err) => tracing::error!(job = id, "state store: {}", chain(&err)),
                     }
@@ -791,6 +811,67 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
         }
     }
     shared.wake.notify_one();
+}
+
+/// For the job's rule (and so the sidecar's events): a name that is not valid UTF-8 is sent
+/// with U+FFFD in place of each invalid sequence, because the platform takes text only. Such
+/// files are uploaded rather than left behind: an export from an old share or tool with a
+/// Latin-1 name is still the studio's delivery, and a warning nobody reads would leave it
+/// sitting in the folder for good.
+fn not_utf8_note(path: &Path) -> String {
+    match path.file_name() {
+        Some(name) if name.to_str().is_none() => format!(
+            "; the name is not valid UTF-8 ({}) and is sent as \"{}\"",
+            escaped(name),
+            escaped(&*name.to_string_lossy())
+        ),
+        _ => String::new(),
+    }
+}
+
+/// How long one look at a candidate may take before it counts as failed for now (a network
+/// share that hangs); the look goes on in the background and the intake carries on.
+const FILE_LOOK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What one look at a candidate found.
+struct Look {
+    inspection: std::io::Result<Inspection>,
+    /// Whether it opens and reads, when it is a regular file and the caller asked.
+    readable: Option<std::io::Result<()>>,
+}
+
+/// Inspects `path` and, when it is a regular file for which `check_readable` says so, checks
+/// that it opens and reads: off the async threads, because both wait on the file system, and
+/// with a limit, so a hanging share does not stall the intake loop (and with it the watchdog).
+async fn look_at(
+    path: PathBuf,
+    check_readable: impl FnOnce(&ready::FileSnapshot) -> bool + Send + 'static,
+) -> Look {
+    let looking = tokio::task::spawn_blocking(move || {
+        let inspection = ready::inspect(&path);
+        let readable = match &inspection {
+            Ok(Inspection::Regular(snapshot)) if check_readable(snapshot) => {
+                Some(ready::opens_for_reading(&path))
+            }
+            _ => None,
+        };
+        Look {
+            inspection,
+            readable,
+        }
+    });
+    let failed = |why: String| Look {
+        inspection: Err(std::io::Error::other(why)),
+        readable: None,
+    };
+    match tokio::time::timeout(FILE_LOOK_PATIENCE, looking).await {
+        Ok(Ok(look)) => look,
+        Ok(Err(err)) => failed(format!("the check failed: {err}")),
+        Err(_) => failed(format!(
+            "it did not answer within {} s (a network share that hangs?)",
+            FILE_LOOK_PATIENCE.as_secs()
+        )),
+    }
 }
 
 /// How long ago a file was last modified (None when its time lies in the future).

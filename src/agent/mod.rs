@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::chain;
 use crate::config::{FolderSettings, Settings};
+use crate::escape::escaped;
 use crate::finish;
 use crate::retry::RetryPolicy;
 use crate::store::{JobState, JobStore, StateLock, StoreError};
@@ -156,6 +157,8 @@ pub async fn run(
     });
 
     let workers = TaskTracker::new();
+    #[cfg(debug_assertions)]
+    stuck_thread_for_tests();
     recover(&shared).await;
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -235,7 +238,7 @@ pub async fn run(
     if let Ok(Some(why)) = intake_died {
         return Err(AgentError::IntakeStopped(why));
     }
-    tracing::info!("stopped; state saved in {}", shared.store.path().display());
+    tracing::info!("stopped; state saved in {}", escaped(shared.store.path()));
     Ok(())
 }
 
@@ -245,6 +248,20 @@ fn clear_settling(store: &JobStore) {
             "cannot reset the list of files waiting to be complete, for status: {}",
             chain(&err)
         );
+    }
+}
+
+/// Debug builds only: `HOTFOLDER_TEST_STUCK_THREAD=1` leaves one blocking thread stuck for
+/// good, as a read from a share that stopped answering would be, so that tests can check that
+/// a stop does not wait for it for ever and that a second signal always ends the process.
+#[cfg(debug_assertions)]
+fn stuck_thread_for_tests() {
+    if std::env::var_os("HOTFOLDER_TEST_STUCK_THREAD").is_some() {
+        tokio::task::spawn_blocking(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        });
     }
 }
 
@@ -291,8 +308,9 @@ async fn recover(shared: &Arc<Shared>) {
                 dispatch::finish_job(shared, job.id).await;
                 Ok(())
             }
-            _ if !job.path.exists() => {
-                tracing::info!(file = %job.path.display(), "forgetting a queued file that is no longer there");
+            // Reached without a link, as every later look and open is (see `nofollow`).
+            _ if !crate::nofollow::is_regular_file(&job.path) => {
+                tracing::info!(file = %escaped(&job.path), "forgetting a queued file that is no longer there");
                 shared
                     .store
                     .forget(job.id, "the file disappeared while hotfolder was stopped")

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::Shared;
 use crate::chain;
+use crate::escape::escaped;
 use crate::store::{JobStore, QueueSummary};
 
 /// Tells the service manager (systemd `Type=notify`) about a state; without `NOTIFY_SOCKET`
@@ -31,12 +32,13 @@ pub(super) fn status_line(shared: &Shared) -> String {
     let mut line = summary_line(&shared.store, pause.is_some());
     if let Some(reason) = pause {
         line.push_str("; PAUSED: ");
-        line.push_str(&reason);
+        line.push_str(&escaped(&reason).to_string());
     }
     match shared.store.missing_folders() {
         Ok(missing) => {
             for folder in missing {
-                line.push_str(&format!("; FOLDER MISSING: {}", folder.path.display()));
+                // Escaped: a newline would end STATUS= and start a key of its own.
+                line.push_str(&format!("; FOLDER MISSING: {}", escaped(&folder.path)));
             }
         }
         Err(err) => line.push_str(&format!("; folders' state unreadable: {}", chain(&err))),

@@ -557,6 +557,9 @@ fn validate_folder(
         Some(path) => {
             let path = resolve_path(base, &path);
             match std::fs::metadata(&path) {
+                // Links in the configured path are resolved here, once per load (start and
+                // reload): from then on the agent walks the resolved path without following a
+                // link anywhere (`nofollow`), so a link swapped in later is never read through.
                 Ok(meta) if meta.is_dir() => Some(std::fs::canonicalize(&path).unwrap_or(path)),
                 // The agent records a missing folder in the store; status must still open it.
                 _ if purpose == Purpose::Inspect => Some(path),

@@ -15,9 +15,12 @@ pub use recover::{Finished, finish_job_file, remove_stale_temps};
 pub use sidecar::{Sidecar, sidecar_path, write_sidecar};
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::escape::escaped;
+use crate::nofollow::{self, InFolder, NoFollowError};
 
 /// The sidecar's suffix, appended to the moved file's whole name.
 pub const SIDECAR_SUFFIX: &str = ".upload.json";
@@ -33,21 +36,29 @@ const MAX_SUFFIX: u32 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FinishError {
-    #[error("could not find a free name for {} under {}", rel_path.display(), base.display())]
+    #[error(
+        "could not find a free name for {} under {}",
+        escaped(rel_path),
+        escaped(base)
+    )]
     Destination {
         base: PathBuf,
         rel_path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("could not move {} to {} (the file was left where it was)", src.display(), dest.display())]
+    #[error(
+        "could not move {} to {} (the file was left where it was)",
+        escaped(src),
+        escaped(dest)
+    )]
     Move {
         src: PathBuf,
         dest: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("could not write the sidecar {}", path.display())]
+    #[error("could not write the sidecar {}", escaped(path))]
     Sidecar {
         path: PathBuf,
         #[source]
@@ -64,7 +75,7 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
             io::ErrorKind::InvalidInput,
             format!(
                 "{} is not a relative path to a file inside the folder",
-                rel_path.display()
+                escaped(rel_path)
             ),
         ));
     }
@@ -72,10 +83,11 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
     let (Some(parent), Some(name)) = (wanted.parent(), wanted.file_name()) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} does not name a file", rel_path.display()),
+            format!("{} does not name a file", escaped(rel_path)),
         ));
     };
-    fs::create_dir_all(parent)?;
+    // Never through a link: one put in done/ must not send the user's file elsewhere.
+    nofollow::create_dirs(parent).map_err(NoFollowError::into_io)?;
     for n in 0..=MAX_SUFFIX {
         let candidate = numbered(&wanted, n);
         if !is_taken(&candidate)? && !is_taken(&sidecar_path(&candidate))? {
@@ -86,7 +98,7 @@ pub fn free_destination(base: &Path, rel_path: &Path) -> io::Result<PathBuf> {
         io::ErrorKind::AlreadyExists,
         format!(
             "every name up to \"{}\" ({MAX_SUFFIX}) is taken",
-            Path::new(name).display()
+            escaped(name)
         ),
     ))
 }
@@ -119,19 +131,19 @@ fn numbered(wanted: &Path, n: u32) -> PathBuf {
 /// "again" would make a second copy under `stem (1).ext`. It is the source's own inode among
 /// the taken names [`free_destination`] walks, still without a sidecar (the sidecar is only
 /// written after the source is gone, so a linked copy that has one is someone else's).
-fn interrupted_move(src: &Path, base: &Path, rel_path: &Path) -> Option<PathBuf> {
+fn interrupted_move(src: &InFolder, base: &Path, rel_path: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     if !is_plain(rel_path) {
         return None;
     }
-    let source = fs::symlink_metadata(src).ok()?;
+    let source = nofollow::lstat_in(src).ok()?.identity;
     let wanted = base.join(rel_path);
     for n in 0..=MAX_SUFFIX {
         let candidate = numbered(&wanted, n);
         let sidecar = sidecar_path(&candidate);
         match fs::symlink_metadata(&candidate) {
             Ok(meta) => {
-                if meta.dev() == source.dev() && meta.ino() == source.ino() && !sidecar.exists() {
+                if (meta.dev(), meta.ino()) == source && !sidecar.exists() {
                     return Some(candidate);
                 }
             }
@@ -158,13 +170,38 @@ fn is_taken(path: &Path) -> io::Result<bool> {
 /// a rename to a name just checked to be free. Across file systems see [`copy_then_remove`].
 /// On any failure the source is untouched and nothing is left at the destination. A move that
 /// was killed between the link and the removal of the source is completed, not repeated.
+///
+/// The source is reached without following a link in any component of its path, and linked,
+/// renamed, copied and removed relative to the folder it is in (see `nofollow`): a folder on
+/// the way swapped for a link meanwhile makes the move fail, it never moves what the link
+/// points to. The destination folder is reached the same way.
 pub fn move_without_overwrite(
     src: &Path,
     base: &Path,
     rel_path: &Path,
 ) -> Result<PathBuf, FinishError> {
-    if let Some(dest) = interrupted_move(src, base, rel_path) {
-        return match fs::remove_file(src) {
+    let refused = |dest: PathBuf, err: NoFollowError| FinishError::Move {
+        src: src.to_path_buf(),
+        dest,
+        source: err.into_io(),
+    };
+    let source = nofollow::parent(src).map_err(|e| refused(base.join(rel_path), e))?;
+    // Only the regular file that was uploaded leaves the folder; a link or a pipe put in its
+    // place is not moved.
+    match nofollow::lstat_in(&source) {
+        Ok(entry) if entry.skip.is_none() => {}
+        Ok(entry) => {
+            let reason = entry.skip.unwrap_or(crate::ready::SkipReason::Other);
+            let err = NoFollowError::NotRegular {
+                path: src.to_path_buf(),
+                reason,
+            };
+            return Err(refused(base.join(rel_path), err));
+        }
+        Err(err) => return Err(refused(base.join(rel_path), err)),
+    }
+    if let Some(dest) = interrupted_move(&source, base, rel_path) {
+        return match nofollow::remove(&source) {
             Ok(()) => {
                 sync_dirs(src, &dest);
                 Ok(dest)
@@ -194,11 +231,12 @@ pub fn move_without_overwrite(
             dest: dest.clone(),
             source,
         };
-        match fs::hard_link(src, &dest) {
+        let target = destination_in_folder(&dest).map_err(move_error)?;
+        match nofollow::link(&source, &target) {
             Ok(()) => {
-                if let Err(source) = fs::remove_file(src) {
+                if let Err(source) = nofollow::remove(&source) {
                     // Undo, so the file is in exactly one place: where it was.
-                    let _ = fs::remove_file(&dest);
+                    let _ = nofollow::remove(&target);
                     return Err(move_error(source));
                 }
                 sync_dirs(src, &dest);
@@ -206,7 +244,7 @@ pub fn move_without_overwrite(
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-                match copy_without_overwrite(src, &dest) {
+                match copy_without_overwrite(&source, &dest) {
                     Ok(()) => return Ok(dest),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                     Err(source) => return Err(move_error(source)),
@@ -218,13 +256,13 @@ pub fn move_without_overwrite(
                 if is_taken(&dest).map_err(move_error)? {
                     continue;
                 }
-                match fs::rename(src, &dest) {
+                match nofollow::rename(&source, &target) {
                     Ok(()) => {
                         sync_dirs(src, &dest);
                         return Ok(dest);
                     }
                     Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-                        match copy_without_overwrite(src, &dest) {
+                        match copy_without_overwrite(&source, &dest) {
                             Ok(()) => return Ok(dest),
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                             Err(source) => return Err(move_error(source)),
@@ -245,20 +283,32 @@ pub fn move_without_overwrite(
     })
 }
 
+/// The folder `dest` goes into, reached without a link, and its name there.
+fn destination_in_folder(dest: &Path) -> io::Result<InFolder> {
+    let (dir, name) = split(dest)?;
+    Ok(InFolder {
+        dir: nofollow::create_dirs(dir).map_err(NoFollowError::into_io)?,
+        name: name.to_os_string(),
+        path: dest.to_path_buf(),
+    })
+}
+
 /// The move across file systems: copies `src` to a hidden temporary name beside `dest`,
 /// fsyncs it, puts it at `dest` without overwriting (an existing `dest` is an `AlreadyExists`
 /// error), fsyncs the directory, and only then removes `src`. On any failure the copy is
 /// removed and `src` is untouched.
 #[cfg(test)] // the agent's moves call copy_without_overwrite
 pub fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), FinishError> {
-    copy_without_overwrite(src, dest).map_err(|source| FinishError::Move {
+    let error = |source| FinishError::Move {
         src: src.to_path_buf(),
         dest: dest.to_path_buf(),
         source,
-    })
+    };
+    let source = nofollow::parent(src).map_err(|e| error(e.into_io()))?;
+    copy_without_overwrite(&source, dest).map_err(error)
 }
 
-fn copy_without_overwrite(src: &Path, dest: &Path) -> io::Result<()> {
+fn copy_without_overwrite(src: &InFolder, dest: &Path) -> io::Result<()> {
     let (dir, name) = split(dest)?;
     let temp = dir.join(temp_name(name));
     let result = copy_to_temp(src, &temp).and_then(|()| place_without_overwrite(&temp, dest));
@@ -267,19 +317,20 @@ fn copy_without_overwrite(src: &Path, dest: &Path) -> io::Result<()> {
         return Err(e);
     }
     // The copy must be durable before the only other copy goes.
-    let after_placing = sync_dir(dir).and_then(|()| fs::remove_file(src));
+    let after_placing = sync_dir(dir).and_then(|()| nofollow::remove(src));
     if let Err(e) = after_placing {
         let _ = fs::remove_file(dest);
         return Err(e);
     }
-    if let Some(src_dir) = src.parent() {
+    if let Some(src_dir) = src.path.parent() {
         let _ = sync_dir(src_dir);
     }
     Ok(())
 }
 
-fn copy_to_temp(src: &Path, temp: &Path) -> io::Result<()> {
-    let mut from = File::open(src)?;
+fn copy_to_temp(src: &InFolder, temp: &Path) -> io::Result<()> {
+    // Non-blocking and checked to be a regular file once opened: a pipe swapped in is refused.
+    let mut from = nofollow::open_in(src).map_err(NoFollowError::into_io)?;
     let metadata = from.metadata()?;
     let mut to = OpenOptions::new().write(true).create_new(true).open(temp)?;
     io::copy(&mut from, &mut to)?;
@@ -300,7 +351,7 @@ fn place_without_overwrite(from: &Path, to: &Path) -> io::Result<()> {
             if is_taken(to)? {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("{} already exists", to.display()),
+                    format!("{} already exists", escaped(to)),
                 ));
             }
             fs::rename(from, to)
@@ -339,7 +390,7 @@ pub(crate) fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
         (Some(dir), Some(name)) => Ok((dir, name)),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} does not name a file", path.display()),
+            format!("{} does not name a file", escaped(path)),
         )),
     }
 }
@@ -351,9 +402,14 @@ fn temp_name(name: &std::ffi::OsStr) -> OsString {
     fit_name(".", name, &suffix)
 }
 
-/// Makes a rename or removal in `dir` durable.
+/// Makes a rename or removal in `dir` durable. Opened as a folder only, and non-blocking: a
+/// named pipe someone put in the folder's place must not hang the thread that finishes jobs.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
 }
 
 /// Best effort after a move that already happened: the move stands even if this fails, and
@@ -361,7 +417,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 fn sync_dirs(src: &Path, dest: &Path) {
     for dir in [dest.parent(), src.parent()].into_iter().flatten() {
         if let Err(e) = sync_dir(dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not fsync directory after a move");
+            tracing::warn!(dir = %escaped(dir), error = %e, "could not fsync directory after a move");
         }
     }
 }
@@ -369,7 +425,9 @@ fn sync_dirs(src: &Path, dest: &Path) {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::chain;
     use proptest::prelude::*;
+    use std::fs::File;
 
     pub(in crate::finish) fn write(path: &Path, bytes: &[u8]) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -481,6 +539,50 @@ pub(super) mod tests {
         );
     }
 
+    /// A folder on the way to the source swapped for a link: the move refuses, and what the
+    /// link points to stays where it is.
+    #[test]
+    fn a_source_reached_through_a_link_is_not_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        write(&root.join("private/clip.mov"), b"someone else's");
+        fs::create_dir_all(root.join("inbox")).unwrap();
+        std::os::unix::fs::symlink(root.join("private"), root.join("inbox/sub")).unwrap();
+        let base = root.join("done");
+
+        let err = move_without_overwrite(
+            &root.join("inbox/sub/clip.mov"),
+            &base,
+            Path::new("sub/clip.mov"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("inbox/sub/clip.mov"), "{err}");
+        assert!(chain(&err).contains("symbolic link"), "{}", chain(&err));
+        assert_eq!(
+            fs::read(root.join("private/clip.mov")).unwrap(),
+            b"someone else's"
+        );
+        assert!(!base.join("sub/clip.mov").exists());
+    }
+
+    /// A link put in done/ does not send the user's file (or folders) somewhere else.
+    #[test]
+    fn a_link_in_done_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let src = root.join("inbox/show/clip.mov");
+        write(&src, b"video bytes");
+        fs::create_dir_all(root.join("elsewhere")).unwrap();
+        fs::create_dir_all(root.join("done")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("done/show")).unwrap();
+
+        let err = move_without_overwrite(&src, &root.join("done"), Path::new("show/clip.mov"))
+            .unwrap_err();
+        assert!(chain(&err).contains("symbolic link"), "{}", chain(&err));
+        assert_eq!(fs::read(&src).unwrap(), b"video bytes");
+        assert!(names_in(&root.join("elsewhere")).is_empty());
+    }
+
     /// The same inode with a sidecar was delivered before (a user hard-linked it back into
     /// the folder): it is not an interrupted move, and it stays as it is.
     #[cfg(unix)]
@@ -502,6 +604,22 @@ pub(super) mod tests {
             names_in(&base),
             ["clip (1).mov", "clip.mov", "clip.mov.upload.json"]
         );
+    }
+
+    #[test]
+    fn syncing_a_folder_replaced_by_a_named_pipe_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        sync_dir(dir.path()).unwrap();
+        let fifo = dir.path().join("show");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            eprintln!("mkfifo unavailable, nothing to check");
+            return;
+        }
+        assert!(sync_dir(&fifo).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Sidecar, TEMP_SUFFIX, move_without_overwrite, sidecar_path, write_sidecar};
 use crate::chain;
+use crate::escape::escaped;
 use crate::store::{Job, JobStore, Outcome};
 
 /// How a job's file left the watched folder.
@@ -20,7 +21,9 @@ pub enum Finished {
 /// interrupted: a file already moved is found by [`find_moved`] instead of being moved twice.
 /// An error is the reason in words; the file is then where it was and the job still finishing.
 pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finished, String> {
-    let dest = if job.path.exists() {
+    // A regular file reached without a link (see `nofollow`); anything else at the path now
+    // (a link, a pipe, a folder on the way swapped for a link) is not the uploaded file.
+    let dest = if crate::nofollow::is_regular_file(&job.path) {
         move_without_overwrite(&job.path, base, &job.rel_path).map_err(|e| chain(&e))?
     } else if let Some(moved) = find_moved(base, &job.rel_path, job.size) {
         // A crash between the move and the record: the moved file is the one without a sidecar.
@@ -34,23 +37,20 @@ pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finis
         let why = format!(
             "{} was removed from the folder after it {ended}, before it could be moved to {}; \
              nothing to move",
-            job.path.display(),
-            base.display()
+            escaped(&job.path),
+            escaped(base)
         );
         store.forget(job.id, &why).map_err(|e| chain(&e))?;
         return Ok(Finished::RemovedBeforeMove(why));
     } else {
         return Err(format!(
             "{} cannot be seen (its folder is missing) and was not found in {}",
-            job.path.display(),
-            base.display()
+            escaped(&job.path),
+            escaped(base)
         ));
     };
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if let Err(err) = store.record_event(job.id, "moved", &format!("to {}", dest.display())) {
+    let file_name = dest.file_name().unwrap_or_default();
+    if let Err(err) = store.record_event(job.id, "moved", &format!("to {}", escaped(&dest))) {
         // The sidecar then lacks this one event; the move itself is recorded below.
         tracing::warn!(
             job = job.id,
@@ -59,7 +59,7 @@ pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finis
         );
     }
     let fresh = store.job(job.id).map_err(|e| chain(&e))?;
-    let sidecar = Sidecar::from_job(&fresh, &file_name);
+    let sidecar = Sidecar::from_job(&fresh, file_name);
     write_sidecar(&dest, &sidecar).map_err(|e| chain(&e))?;
     store.mark_moved(job.id, &dest).map_err(|e| chain(&e))?;
     Ok(Finished::Moved(dest))
@@ -102,10 +102,10 @@ pub fn remove_stale_temps(dir: &Path) {
         } else if kind.is_file() && name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
             match std::fs::remove_file(&path) {
                 Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted move")
+                    tracing::info!(path = %escaped(&path), "removed a temporary file left by an interrupted move")
                 }
                 Err(err) => {
-                    tracing::warn!(path = %path.display(), "cannot remove a stale temporary file: {err}")
+                    tracing::warn!(path = %escaped(&path), "cannot remove a stale temporary file: {err}")
                 }
             }
         }

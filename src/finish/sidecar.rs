@@ -2,6 +2,7 @@
 //! happened to the upload, in the contract's field names, written so that a reader never sees
 //! half of one.
 
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{FinishError, SIDECAR_SUFFIX, TEMP_SUFFIX, fit_name, split, sync_dir};
+use crate::escape::escaped;
 use crate::store::{Job, JobError, JobEvent, Outcome, rfc3339};
 
 /// The sidecar's `status`.
@@ -23,8 +25,14 @@ pub enum SidecarStatus {
 /// What `<file name>.upload.json` says about one upload; field names are part of the contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sidecar {
-    /// The file's name as it is now (after a collision suffix, if one was added).
+    /// The file's name as it is now (after a collision suffix, if one was added), as text: a
+    /// name that is not valid UTF-8 has U+FFFD in place of each invalid sequence, as the
+    /// platform got it.
     pub file: String,
+    /// Only for a name that is not valid UTF-8: its exact bytes, escaped (`caf\xe9.mov`; a
+    /// backslash is doubled), so the file can be told from others that read alike in `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_raw: Option<String>,
     pub size: u64,
     /// SHA-256 of the bytes sent.
     pub sha256: Option<String>,
@@ -45,7 +53,8 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    pub fn from_job(job: &Job, file_name: &str) -> Sidecar {
+    pub fn from_job(job: &Job, file_name: impl AsRef<OsStr>) -> Sidecar {
+        let file_name = file_name.as_ref();
         let status = match job.outcome {
             Some(Outcome::Uploaded) => SidecarStatus::Uploaded,
             // A job without a recorded outcome was never confirmed uploaded.
@@ -59,7 +68,11 @@ impl Sidecar {
             _ => None,
         };
         Sidecar {
-            file: file_name.to_owned(),
+            file: file_name.to_string_lossy().into_owned(),
+            file_raw: file_name
+                .to_str()
+                .is_none()
+                .then(|| escaped(file_name).to_string()),
             size: job.size,
             sha256: job.sha256.clone(),
             status,

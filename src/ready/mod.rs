@@ -1,9 +1,10 @@
 //! The completeness stage: decides whether a file in a watched folder is a finished export.
 //!
 //! Three checks, cheapest first: the file name passes the folder's include/exclude globs
-//! ([`NameFilter`]), the path is a regular file ([`inspect`], which never follows symlinks), and
-//! its size and mtime stay unchanged for `stable_for` ([`StabilityTracker`]). Last,
-//! [`opens_for_reading`] makes sure the agent can actually read it before it is queued.
+//! ([`NameFilter`]), the path is a regular file ([`inspect`], which never follows a symlink in
+//! any component of the path: see `nofollow`), and its size and mtime stay unchanged for
+//! `stable_for` ([`StabilityTracker`]). Last, [`opens_for_reading`] makes sure the agent can
+//! actually read it before it is queued.
 //!
 //! The tracker keeps its deadlines in order so the agent can sleep on one timer until
 //! [`StabilityTracker::next_deadline`]: ten thousand quiet files cost nothing while idle.
@@ -17,12 +18,16 @@ pub use names::{NameFilter, NameVerdict, compile_pattern, compile_patterns};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
+
+use crate::chain;
+use crate::escape::escaped;
+use crate::nofollow::NoFollowError;
+
 /// What the tracker compares between looks.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct FileSnapshot {
@@ -31,16 +36,8 @@ pub struct FileSnapshot {
     pub mtime_ns: i128,
 }
 
-impl FileSnapshot {
-    pub fn from_metadata(meta: &std::fs::Metadata) -> io::Result<FileSnapshot> {
-        Ok(FileSnapshot {
-            size: meta.len(),
-            mtime_ns: system_time_ns(meta.modified()?),
-        })
-    }
-}
-
-fn system_time_ns(t: SystemTime) -> i128 {
+/// A time as nanoseconds since the Unix epoch (negative before it), as snapshots count it.
+pub fn system_time_ns(t: SystemTime) -> i128 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
         Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
@@ -60,6 +57,8 @@ pub enum Inspection {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SkipReason {
     Symlink,
+    /// A folder on the way to it is a symbolic link (`in/sub -> /private`, `in/sub/clip.mov`).
+    LinkOnTheWay,
     Directory,
     Fifo,
     Device,
@@ -71,6 +70,9 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SkipReason::Symlink => "a symbolic link (links are never followed)",
+            SkipReason::LinkOnTheWay => {
+                "reached through a symbolic link to a folder (links are never followed)"
+            }
             SkipReason::Directory => "a folder",
             SkipReason::Fifo => "a named pipe (FIFO)",
             SkipReason::Device => "a device file",
@@ -109,26 +111,23 @@ impl SkipReason {
     }
 }
 
-/// Looks at `path` with lstat (never follows symlinks: a link could point anywhere, and the
-/// file it names would be moved out from under whoever else uses it).
+/// Looks at `path` without following a symlink, neither the file itself (a link could point
+/// anywhere, and the file it names would be moved out from under whoever else uses it) nor any
+/// folder on the way to it (see `nofollow`).
 /// A path that no longer exists is `Ok(Vanished)`, not an error.
 pub fn inspect(path: &Path) -> io::Result<Inspection> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        // NotADirectory: a parent folder was replaced by a file, so the path is gone too.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(Inspection::Vanished);
-        }
-        Err(e) => return Err(e),
-    };
-    match SkipReason::of(meta.file_type()) {
-        Some(reason) => Ok(Inspection::Skipped(reason)),
-        None => Ok(Inspection::Regular(FileSnapshot::from_metadata(&meta)?)),
+    match crate::nofollow::lstat(path) {
+        Ok(entry) => Ok(match entry.skip {
+            Some(reason) => Inspection::Skipped(reason),
+            None => Inspection::Regular(FileSnapshot {
+                size: entry.size,
+                mtime_ns: entry.mtime_ns,
+            }),
+        }),
+        // Including a folder on the way that was replaced by a file: the path is gone too.
+        Err(NoFollowError::Missing { .. }) => Ok(Inspection::Vanished),
+        Err(NoFollowError::Link { .. }) => Ok(Inspection::Skipped(SkipReason::LinkOnTheWay)),
+        Err(err) => Err(err.into_io()),
     }
 }
 
@@ -349,27 +348,44 @@ impl StabilityTracker {
 
 /// Opens the file for reading, and reads one byte when it is not empty, so a file the agent
 /// cannot read fails here, in words, rather than halfway through an upload. Refuses anything
-/// that is not a regular file (opening a named pipe would block).
+/// that is not a regular file, and a link anywhere in the path, without blocking: what is
+/// opened is checked after opening it non-blocking (see `nofollow::open_file`), so a named
+/// pipe swapped in after [`inspect`] is refused, not waited on. Blocking otherwise (it reads):
+/// the agent calls it off its async threads.
 pub fn opens_for_reading(path: &Path) -> io::Result<()> {
-    let shown = path.display();
-    let explain = |e: io::Error, doing: &str| {
-        let why = match e.kind() {
-            io::ErrorKind::NotFound => "it no longer exists".to_string(),
-            io::ErrorKind::PermissionDenied => {
-                "permission denied: the user hotfolder runs as may not read it".to_string()
-            }
-            _ => e.to_string(),
-        };
-        io::Error::new(e.kind(), format!("cannot {doing} {shown}: {why}"))
+    let shown = escaped(path);
+    let mut file = match crate::nofollow::open_file(path) {
+        Ok(file) => file,
+        Err(NoFollowError::Missing { .. }) => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("cannot open {shown}: it no longer exists"),
+            ));
+        }
+        Err(NoFollowError::Io { source, .. })
+            if source.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            return Err(io::Error::new(
+                source.kind(),
+                format!(
+                    "cannot open {shown}: permission denied: the user hotfolder runs as may not read it"
+                ),
+            ));
+        }
+        Err(err) => {
+            let kind = match &err {
+                NoFollowError::Io { source, .. } => source.kind(),
+                _ => io::ErrorKind::InvalidInput,
+            };
+            return Err(io::Error::new(
+                kind,
+                format!("cannot read: {}", chain(&err)),
+            ));
+        }
     };
-    let meta = std::fs::symlink_metadata(path).map_err(|e| explain(e, "look at"))?;
-    if let Some(reason) = SkipReason::of(meta.file_type()) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("cannot read {shown}: it is {reason}, not a regular file"),
-        ));
-    }
-    let mut file = File::open(path).map_err(|e| explain(e, "open"))?;
+    let explain = |e: io::Error, doing: &str| {
+        io::Error::new(e.kind(), format!("cannot {doing} {shown}: {e}"))
+    };
     let size = file.metadata().map_err(|e| explain(e, "look at"))?.len();
     if size == 0 {
         return Ok(());
@@ -388,6 +404,7 @@ pub fn opens_for_reading(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     fn snap(size: u64, mtime_ns: i128) -> FileSnapshot {
         FileSnapshot { size, mtime_ns }
@@ -615,6 +632,23 @@ mod tests {
                 "a symbolic link (links are never followed)"
             );
         }
+    }
+
+    #[test]
+    fn a_link_on_the_way_is_neither_inspected_nor_opened_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("private")).unwrap();
+        std::fs::write(root.join("private/clip.mov"), b"secret").unwrap();
+        std::fs::create_dir_all(root.join("in")).unwrap();
+        std::os::unix::fs::symlink(root.join("private"), root.join("in/sub")).unwrap();
+        let through = root.join("in/sub/clip.mov");
+        assert_eq!(
+            inspect(&through).unwrap(),
+            Inspection::Skipped(SkipReason::LinkOnTheWay)
+        );
+        let err = opens_for_reading(&through).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]

@@ -175,15 +175,9 @@ pub struct NameFilter {
 /// Why a name was or was not picked up; the pattern is kept for the log and the sidecar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameVerdict {
-    Accepted {
-        include: String,
-    },
-    Excluded {
-        pattern: String,
-    },
+    Accepted { include: String },
+    Excluded { pattern: String },
     NotIncluded,
-    /// The agent cannot match (or send) a name it cannot read as text.
-    NotUtf8,
 }
 
 impl NameVerdict {
@@ -199,7 +193,6 @@ impl fmt::Display for NameVerdict {
             NameVerdict::Accepted { include } => write!(f, "matches include pattern `{include}`"),
             NameVerdict::Excluded { pattern } => write!(f, "matches exclude pattern `{pattern}`"),
             NameVerdict::NotIncluded => f.write_str("matches none of the include patterns"),
-            NameVerdict::NotUtf8 => f.write_str("the file name is not valid UTF-8"),
         }
     }
 }
@@ -225,11 +218,11 @@ impl NameFilter {
         }
     }
 
+    /// A name that is not valid UTF-8 (an old share's Latin-1 `caf\xe9.mov`) is matched as the
+    /// platform will see it, with U+FFFD for each invalid sequence: its suffix and a leading
+    /// `.` are what the patterns are about, and those are ASCII.
     pub fn verdict(&self, name: &OsStr) -> NameVerdict {
-        let Some(name) = name.to_str() else {
-            return NameVerdict::NotUtf8;
-        };
-        let lowered = name.to_lowercase();
+        let lowered = name.to_string_lossy().to_lowercase();
         let name = Candidate::new(&lowered);
         if let Some(pattern) = self.exclude.first_match(&name) {
             return NameVerdict::Excluded {
@@ -492,14 +485,23 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn non_utf8_names_are_reported_as_such() {
+    fn non_utf8_names_are_matched_as_the_platform_sees_them() {
         use std::os::unix::ffi::OsStrExt;
         let filter = contract_filter();
-        let name = OsStr::from_bytes(b"clip\xff.mov");
-        assert_eq!(filter.verdict(name), NameVerdict::NotUtf8);
+        assert!(
+            filter
+                .verdict(OsStr::from_bytes(b"caf\xe9.mov"))
+                .is_accepted()
+        );
         assert_eq!(
-            NameVerdict::NotUtf8.to_string(),
-            "the file name is not valid UTF-8"
+            filter.verdict(OsStr::from_bytes(b".caf\xe9.mov")),
+            NameVerdict::Excluded {
+                pattern: ".*".into()
+            }
+        );
+        assert_eq!(
+            filter.verdict(OsStr::from_bytes(b"caf\xe9.txt")),
+            NameVerdict::NotIncluded
         );
     }
 

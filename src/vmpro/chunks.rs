@@ -204,6 +204,7 @@ pub async fn upload_file(
     let started = Instant::now();
     let path = Arc::new(request.path.clone());
     let (file, size, mtime) = open_for_upload(&path).await?;
+    let opened = Opened::of(&file, size, mtime);
     let file = Arc::new(file);
 
     let resume = request.resume;
@@ -238,7 +239,7 @@ pub async fn upload_file(
                 path: request.path.clone(),
                 source: std::io::Error::other(err),
             })??;
-        unchanged_since_start(&request.path, size, mtime).await?;
+        unchanged_since_start(&request.path, opened).await?;
         observer.event(
             "resumed",
             &format!("all {} chunks were accepted before a restart", plan.total),
@@ -307,7 +308,7 @@ pub async fn upload_file(
         // Before the last chunk completes the video: a file deleted or rewritten meanwhile
         // must not become a complete video on the platform.
         if index == plan.total {
-            unchanged_since_start(&request.path, size, mtime).await?;
+            unchanged_since_start(&request.path, opened).await?;
         }
         let outcome = send_chunk(
             platform,
@@ -340,7 +341,7 @@ pub async fn upload_file(
                     "restart",
                     &format!("{why}: sending the file again from chunk 1 to the same video"),
                 );
-                tracing::info!(file = %request.path.display(), video_id = %video_id, "{why}; restarting at chunk 1");
+                tracing::info!(file = %crate::escape::escaped(&request.path), video_id = %video_id, "{why}; restarting at chunk 1");
                 index = 1;
                 feed.recycle();
                 feed = ChunkFeed::start(&source, index);
@@ -351,7 +352,7 @@ pub async fn upload_file(
     feed.recycle();
 
     // And after it: a change during the last chunk means the platform has a mix.
-    unchanged_since_start(&request.path, size, mtime).await?;
+    unchanged_since_start(&request.path, opened).await?;
 
     let Some(digest) = digest else {
         return Err(VmproError::Protocol {
@@ -480,11 +481,14 @@ async fn renew(
     Ok(fresh)
 }
 
+/// Opens the file to upload: never through a link in any component of its path, and never
+/// blocking on what is not a regular file (a named pipe is refused at once; see `nofollow`).
 async fn open_for_upload(path: &Arc<PathBuf>) -> Result<(File, u64, SystemTime), VmproError> {
     let owned = path.clone();
     let opened =
         tokio::task::spawn_blocking(move || -> std::io::Result<(File, u64, SystemTime)> {
-            let file = File::open(owned.as_path())?;
+            let file = crate::nofollow::open_file(owned.as_path())
+                .map_err(crate::nofollow::NoFollowError::into_io)?;
             let meta = file.metadata()?;
             Ok((file, meta.len(), meta.modified()?))
         })
@@ -502,34 +506,58 @@ async fn open_for_upload(path: &Arc<PathBuf>) -> Result<(File, u64, SystemTime),
     }
 }
 
-/// The content must be what it was when the upload started.
-async fn unchanged_since_start(
-    path: &Path,
+/// What the file was when it was opened: the content sent must stay that file, unchanged.
+#[derive(Debug, Clone, Copy)]
+struct Opened {
     size: u64,
     mtime: SystemTime,
-) -> Result<(), VmproError> {
-    let (now_size, now_mtime) = stat(path).await?;
-    if now_size != size || now_mtime != mtime {
-        return Err(VmproError::FileChanged {
-            path: path.to_path_buf(),
-            what: format!("size {size} → {now_size} bytes or modification time changed"),
-        });
-    }
-    Ok(())
+    /// Device and inode: a file put in its place (or a link swapped in on the way) is another.
+    identity: Option<(u64, u64)>,
 }
 
-async fn stat(path: &Path) -> Result<(u64, SystemTime), VmproError> {
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|source| VmproError::FileChanged {
-            path: path.to_path_buf(),
-            what: format!("it can no longer be read: {source}"),
-        })?;
-    let mtime = meta.modified().map_err(|source| VmproError::Read {
+impl Opened {
+    fn of(file: &File, size: u64, mtime: SystemTime) -> Opened {
+        use std::os::unix::fs::MetadataExt;
+        Opened {
+            size,
+            mtime,
+            identity: file.metadata().ok().map(|m| (m.dev(), m.ino())),
+        }
+    }
+}
+
+/// The content must be what it was when the upload started: the same file at the path (reached
+/// without a link), with the same size and modification time.
+async fn unchanged_since_start(path: &Path, opened: Opened) -> Result<(), VmproError> {
+    let owned = path.to_path_buf();
+    let looked = tokio::task::spawn_blocking(move || crate::nofollow::lstat(&owned)).await;
+    let changed = |what: String| VmproError::FileChanged {
         path: path.to_path_buf(),
-        source,
-    })?;
-    Ok((meta.len(), mtime))
+        what,
+    };
+    let now = match looked {
+        Ok(Ok(entry)) => entry,
+        Ok(Err(err)) => {
+            return Err(changed(format!(
+                "it can no longer be read: {}",
+                crate::chain(&err)
+            )));
+        }
+        Err(join) => return Err(changed(format!("it can no longer be read: {join}"))),
+    };
+    if opened
+        .identity
+        .is_some_and(|identity| identity != now.identity)
+    {
+        return Err(changed("another file was put in its place".into()));
+    }
+    if now.size != opened.size || now.mtime_ns != crate::ready::system_time_ns(opened.mtime) {
+        return Err(changed(format!(
+            "size {} → {} bytes or modification time changed",
+            opened.size, now.size
+        )));
+    }
+    Ok(())
 }
 
 /// Where chunks are read from: the open file and the buffers to read into.

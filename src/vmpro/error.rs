@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::escape::escaped;
+
 /// Which request of the protocol an answer belongs to, for messages and classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -280,7 +282,7 @@ pub enum VmproError {
     },
 
     /// The local file could not be read.
-    #[error("cannot read {path}")]
+    #[error("cannot read {}", escaped(.path))]
     Read {
         path: std::path::PathBuf,
         #[source]
@@ -288,11 +290,11 @@ pub enum VmproError {
     },
 
     /// The file is empty: nothing to upload, and the platform cannot take it.
-    #[error("{path} is empty (0 bytes): nothing to upload")]
+    #[error("{} is empty (0 bytes): nothing to upload", escaped(.path))]
     EmptyFile { path: std::path::PathBuf },
 
     /// The file changed (size or mtime) while it was being uploaded.
-    #[error("{path} changed while it was uploading ({what})")]
+    #[error("{} changed while it was uploading ({what})", escaped(.path))]
     FileChanged {
         path: std::path::PathBuf,
         what: String,

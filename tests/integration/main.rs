@@ -13,6 +13,7 @@ mod bad_inputs;
 mod config;
 mod emulator;
 mod error_chains;
+mod file_safety;
 mod packaging;
 mod service;
 mod status;
