@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain;
 use crate::config::{self, ConfigError, Settings};
+use crate::console::{errln, outln};
 use crate::emulator::EmulatorArgs;
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
 use crate::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
@@ -83,6 +84,9 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Usage(String),
+    /// stdout failed for a reason other than its reader going away (that one is no error).
+    #[error(transparent)]
+    Output(#[from] crate::console::StdoutError),
     /// Anything else: exit 1.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -92,7 +96,7 @@ impl CommandError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => ExitCode::from(2),
-            CommandError::Other(_) => ExitCode::from(1),
+            CommandError::Output(_) | CommandError::Other(_) => ExitCode::from(1),
         }
     }
 }
@@ -149,7 +153,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        eprintln!("hotfolder: second signal, exiting at once");
+        errln!("hotfolder: second signal, exiting at once");
         std::process::exit(130);
     });
     token
@@ -191,16 +195,19 @@ fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
     use std::io::Write;
     file.write_all(config::STARTER_CONFIG.as_bytes())
         .with_context(|| format!("cannot write {}", target.display()))?;
-    println!("wrote a starter config to {}", target.display());
-    println!(
+    outln!("wrote a starter config to {}", target.display())?;
+    outln!(
         "edit [account] and [[folder]], then run: hotfolder check --config {}",
         target.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hotfolder check`: every problem listed, exit 2 if any.
+/// `hotfolder check`: what `run` needs. Every config problem listed (exit 2), then one login
+/// with a line per try (exit 1 when the platform could not be reached or refused it: the
+/// config may be right and the network down, and a script must tell the two apart).
 async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
+    use crate::vmpro::login_check::{LOGIN_CHECK_BUDGET, LoginProgress, check_login};
     let _log = crate::logging::init_stderr("warn").map_err(anyhow::Error::from)?;
     let settings = load_settings(arg)?;
     let source = settings
@@ -208,43 +215,82 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(built-in)".into());
-    println!("config: {source}");
-    println!("{}", settings.describe());
-    let mut problems: Vec<String> = config::check_folder_access(&settings)
+    outln!("config: {source}")?;
+    outln!("{}", settings.describe())?;
+    let problems: Vec<String> = config::check_folder_access(&settings)
         .into_iter()
         .map(|p| format!("{source}: {}: {}", p.key, p.message))
         .collect();
     for warning in config::secret_file_warnings(&settings) {
-        println!("warning: {warning}");
+        outln!("warning: {warning}")?;
     }
+
     let shutdown = shutdown_on_signals();
-    match Platform::new(&settings.account, &settings.upload) {
-        Ok(platform) => match platform.login(&shutdown).await {
-            Ok(()) => println!(
-                "login: ok as {} at {}",
-                settings.account.username,
-                login_url(&settings)
+    let url = login_url(&settings);
+    let user = &settings.account.username;
+    // The progress callback cannot return an error; the first one is kept and returned after.
+    let mut output_error = None;
+    let mut progress = |moment: LoginProgress<'_>| {
+        let printed = match moment {
+            LoginProgress::Trying { number, of } => {
+                outln!("logging in to {url} as {user}, try {number} of {of}")
+            }
+            LoginProgress::WillRetry { error, retry_in } => outln!(
+                "  {}; trying again in {:.1} s",
+                chain(error),
+                retry_in.as_secs_f64()
             ),
-            Err(err) => problems.push(format!("{source}: account: login failed: {}", chain(&err))),
-        },
-        Err(err) => problems.push(format!("{source}: account: {}", chain(&err))),
-    }
-    if problems.is_empty() {
-        println!("everything looks good");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for problem in &problems {
-            eprintln!("problem: {problem}");
+        };
+        if let Err(err) = printed {
+            output_error.get_or_insert(err);
         }
-        eprintln!("{} problem(s) found", problems.len());
+    };
+    let login = check_login(
+        &settings.account,
+        &settings.upload,
+        LOGIN_CHECK_BUDGET,
+        &mut progress,
+        &shutdown,
+    )
+    .await;
+    if let Some(err) = output_error {
+        return Err(err.into());
+    }
+    let login_failed = match login {
+        Ok(_) => {
+            outln!("login: ok as {user} at {url}")?;
+            false
+        }
+        Err(err) => {
+            errln!("login: {}", chain(&err));
+            true
+        }
+    };
+
+    for problem in &problems {
+        errln!("problem: {problem}");
+    }
+    if !problems.is_empty() {
+        errln!("{} problem(s) found in the config", problems.len());
         Ok(ExitCode::from(2))
+    } else if login_failed {
+        Ok(ExitCode::from(1))
+    } else {
+        outln!("everything looks good")?;
+        Ok(ExitCode::SUCCESS)
     }
 }
 
+/// Where the login goes, for people: the token endpoint, or the legacy login call.
 fn login_url(settings: &Settings) -> String {
-    match settings.account.auth {
-        config::AuthStyle::Keycloak => settings.account.token_url.to_string(),
-        config::AuthStyle::Legacy => settings.account.api_url.to_string(),
+    let account = &settings.account;
+    match account.auth {
+        config::AuthStyle::Keycloak => account.token_url.to_string(),
+        config::AuthStyle::Legacy => account
+            .api_url
+            .join("auth/login")
+            .unwrap_or_else(|_| account.api_url.clone())
+            .to_string(),
     }
 }
 
@@ -280,7 +326,7 @@ struct UploadLine {
 /// `hotfolder upload [--json] PATH...`.
 async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCode, CommandError> {
     let _log = crate::logging::init_stderr("warn").map_err(anyhow::Error::from)?;
-    let settings = load_settings(arg)?;
+    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Upload)?;
     let platform =
         Platform::new(&settings.account, &settings.upload).map_err(anyhow::Error::from)?;
     let shutdown = shutdown_on_signals();
@@ -357,14 +403,14 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
             }
         };
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&line).context("cannot encode the upload result as JSON")?
-            );
+            )?;
         } else if let Some(video_id) = &line.video_id {
-            println!("{}\t{}", line.path, video_id);
+            outln!("{}\t{}", line.path, video_id)?;
         } else {
-            eprintln!(
+            errln!(
                 "{}: failed: {} ({})",
                 line.path,
                 line.error.as_deref().unwrap_or(""),
@@ -442,7 +488,7 @@ impl FileProgress {
 impl UploadObserver for FileProgress {
     fn event(&self, event: &str, detail: &str) {
         if self.plain {
-            eprintln!("{}: {event}: {detail}", self.name);
+            errln!("{}: {event}: {detail}", self.name);
         } else if let Some(bar) = &self.bar {
             bar.println(format!("{}: {event}: {detail}", self.name));
         }
@@ -457,7 +503,7 @@ impl UploadObserver for FileProgress {
             if tenth > *last || index == total {
                 *last = tenth;
                 let secs = self.started.elapsed().as_secs_f64().max(0.001);
-                eprintln!(
+                errln!(
                     "{}: chunk {index}/{total}, {} of {} bytes, {:.1} MB/s",
                     self.name,
                     bytes_done,
@@ -546,15 +592,15 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
         Ok(store) => store,
         Err(StoreError::NoStore { path }) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"state_store": path, "jobs": [], "summary": null})
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "no state store at {} yet: `hotfolder run` has not run with this config",
                     path.display()
-                );
+                )?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -607,29 +653,29 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
             "jobs": unfinished.iter().map(job_json).collect::<Vec<_>>(),
             "recent": recent.iter().map(job_json).collect::<Vec<_>>(),
         });
-        println!("{out}");
+        outln!("{out}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("queue: {}", crate::agent::queue_counts(&summary));
+    outln!("queue: {}", crate::agent::queue_counts(&summary))?;
     if let Some((reason, since)) = &pause {
-        println!("PAUSED since {since}: {reason}");
-        println!("  files stay where they are; hotfolder keeps trying and resumes by itself");
+        outln!("PAUSED since {since}: {reason}")?;
+        outln!("  files stay where they are; hotfolder keeps trying and resumes by itself")?;
     }
     for folder in &missing {
-        println!(
+        outln!(
             "FOLDER MISSING since {}: {}: {}",
             folder.since,
             folder.path.display(),
             folder.why
-        );
-        println!(
+        )?;
+        outln!(
             "  new files there are not noticed until it is back; hotfolder checks every few seconds"
-        );
+        )?;
     }
     for job in &unfinished {
         let name = job.path.display();
         match job.state {
-            JobState::Uploading => println!(
+            JobState::Uploading => outln!(
                 "uploading  {name}  chunk {}/{}  {}  video {}",
                 job.next_chunk.saturating_sub(1),
                 job.total_chunks
@@ -639,13 +685,13 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
                     .map(|r| format!("{:.1} MB/s", r / 1e6))
                     .unwrap_or_else(|| "-".into()),
                 job.video_id.as_deref().unwrap_or("-")
-            ),
-            JobState::Paused => println!(
+            )?,
+            JobState::Paused => outln!(
                 "paused     {name}  ({})",
                 job.pause_reason.as_deref().unwrap_or("no reason recorded")
-            ),
-            JobState::Finishing => println!("finishing  {name}"),
-            _ => println!("waiting    {name}"),
+            )?,
+            JobState::Finishing => outln!("finishing  {name}")?,
+            _ => outln!("waiting    {name}")?,
         }
     }
     for job in &recent {
@@ -655,16 +701,16 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
             .map(|d| d.display().to_string())
             .unwrap_or_default();
         match job.state {
-            JobState::Done => println!(
+            JobState::Done => outln!(
                 "done       {name} → {target}  video {}",
                 job.video_id.as_deref().unwrap_or("-"),
                 name = job.rel_path.display()
-            ),
-            JobState::Failed => println!(
+            )?,
+            JobState::Failed => outln!(
                 "failed     {name} → {target}  {}",
                 job.error.as_ref().map(|e| e.meaning.as_str()).unwrap_or(""),
                 name = job.rel_path.display()
-            ),
+            )?,
             _ => {}
         }
     }
@@ -722,23 +768,21 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
         folders: vec![folder],
     };
     let _log = crate::logging::init_agent(&settings.log).map_err(anyhow::Error::from)?;
-    println!("hotfolder demo");
-    println!(
+    outln!("hotfolder demo")?;
+    outln!(
         "  emulated VideoManager Pro: {} (user {:?})",
         emulator.base_url(),
         options.username
-    );
-    println!("  watching:  {}", inbox.display());
-    println!("  done:      {}", dir.join("done").display());
-    println!("  failed:    {}", dir.join("failed").display());
-    println!(
-        "  A sample video is being written into the inbox now. Drop your own files there too;"
-    );
-    println!(
+    )?;
+    outln!("  watching:  {}", inbox.display())?;
+    outln!("  done:      {}", dir.join("done").display())?;
+    outln!("  failed:    {}", dir.join("failed").display())?;
+    outln!("  A sample video is being written into the inbox now. Drop your own files there too;")?;
+    outln!(
         "  press Ctrl-C to stop. Uploaded videos: {}_emulator/videos",
         emulator.base_url()
-    );
-    println!();
+    )?;
+    outln!("")?;
 
     let shutdown = shutdown_on_signals();
     let sample = inbox.join(format!(

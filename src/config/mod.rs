@@ -243,18 +243,23 @@ pub fn default_exclude() -> Vec<String> {
     .collect()
 }
 
-/// What a config is loaded for.
+/// What a config is loaded for: each command is refused only for what it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// Uploading (`run`, `upload`, `check`): everything must be usable, the password included.
+    /// The agent (`run`, a reload, and `check`, which checks what `run` needs): at least one
+    /// `[[folder]]`, every watched folder there, the password readable.
     Run,
+    /// `upload`: the password readable; folders are optional and need not exist, since
+    /// `upload` only takes a folder's metadata for a file that lies inside it.
+    Upload,
     /// Reading the state store (`status`): the password is not read, and watched folders need
     /// not exist. An admin asks for the status exactly when a share is gone, and from a shell
     /// without the service's credentials.
     Inspect,
 }
 
-/// Reads the config file: `explicit` if given, else [`default_config_path`].
+/// Reads the config file for the agent ([`Purpose::Run`]): `explicit` if given, else
+/// [`default_config_path`].
 pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigError> {
     load_for(explicit, Purpose::Run)
 }
@@ -278,10 +283,16 @@ pub fn load_for(explicit: Option<&Path>, purpose: Purpose) -> Result<Settings, C
 }
 
 impl Settings {
-    /// Parses and validates config text. `source` is the file it came from: messages name it
-    /// and relative paths are resolved against its directory.
+    /// Parses and validates config text for uploading through the library
+    /// ([`Purpose::Upload`]: no `[[folder]]` needed). `source` is the file it came from:
+    /// messages name it and relative paths are resolved against its directory.
     pub fn from_toml_str(text: &str, source: &Path) -> Result<Settings, ConfigError> {
-        from_toml_str_with_env(text, source, &|name| std::env::var_os(name), Purpose::Run)
+        from_toml_str_with_env(
+            text,
+            source,
+            &|name| std::env::var_os(name),
+            Purpose::Upload,
+        )
     }
 }
 

@@ -6,3 +6,4 @@ pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod chunks;
 pub(crate) mod error;
+pub(crate) mod login_check;

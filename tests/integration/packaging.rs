@@ -773,7 +773,11 @@ fn every_license_cargo_toml_names_has_its_text_in_the_tree() {
     let expression = manifest["package"]["license"].as_str().unwrap().to_owned();
     // The SPDX identifier, the file the Rust ecosystem keeps its text in, and words of the text.
     let known = [
-        ("MIT", "LICENSE-MIT", "Permission is hereby granted, free of charge"),
+        (
+            "MIT",
+            "LICENSE-MIT",
+            "Permission is hereby granted, free of charge",
+        ),
         (
             "Apache-2.0",
             "LICENSE-APACHE",
