@@ -323,6 +323,31 @@ struct UploadLine {
     meaning: Option<String>,
 }
 
+impl UploadLine {
+    fn failed(path: &Path, error: String, meaning: String) -> UploadLine {
+        UploadLine {
+            path: path.display().to_string(),
+            status: "failed",
+            video_id: None,
+            size: None,
+            sha256: None,
+            chunks: None,
+            seconds: None,
+            bytes_per_second: None,
+            error: Some(error),
+            meaning: Some(meaning),
+        }
+    }
+}
+
+/// What became of one path given to `hotfolder upload`.
+enum FileOutcome {
+    Uploaded(crate::vmpro::chunks::UploadReport),
+    Failed(VmproError),
+    /// Refused before any request: it could never be uploaded.
+    Refused(crate::preflight::LocalFileError),
+}
+
 /// `hotfolder upload [--json] PATH...`.
 async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCode, CommandError> {
     let _log = crate::logging::init_stderr("warn").map_err(anyhow::Error::from)?;
@@ -332,9 +357,28 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
     let shutdown = shutdown_on_signals();
     let progress = Progress::new(json);
 
+    // Every path is looked at before the first request, so that a typo or a stray .txt is
+    // reported at once, not after the other files' uploads, and never reaches the platform.
+    let mut results = Vec::new();
+    let mut accepted = Vec::new();
+    for (order, path) in paths.iter().enumerate() {
+        match crate::preflight::check_upload_path(path) {
+            Ok(_) => accepted.push((order, path)),
+            Err(err) => {
+                errln!(
+                    "{}: not uploaded: {} ({})",
+                    path.display(),
+                    chain(&err),
+                    err.meaning()
+                );
+                results.push((order, path.clone(), FileOutcome::Refused(err)));
+            }
+        }
+    }
+
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.upload.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (order, path) in paths.iter().enumerate() {
+    for (order, path) in accepted {
         let platform = platform.clone();
         let shutdown = shutdown.clone();
         let limit = limit.clone();
@@ -355,10 +399,13 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
             };
             let result = upload_file(&platform, request, observer.as_ref(), &shutdown).await;
             observer.finish(&result);
-            (order, path, result)
+            let outcome = match result {
+                Ok(report) => FileOutcome::Uploaded(report),
+                Err(err) => FileOutcome::Failed(err),
+            };
+            (order, path, outcome)
         });
     }
-    let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(result) => results.push(result),
@@ -372,9 +419,9 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
     results.sort_by_key(|(order, _, _)| *order);
 
     let mut failed = 0;
-    for (_, path, result) in results {
-        let line = match result {
-            Ok(report) => UploadLine {
+    for (_, path, outcome) in results {
+        let line = match outcome {
+            FileOutcome::Uploaded(report) => UploadLine {
                 path: path.display().to_string(),
                 status: "uploaded",
                 video_id: Some(report.video_id.clone()),
@@ -386,20 +433,17 @@ async fn upload(arg: &ConfigArg, json: bool, paths: &[PathBuf]) -> Result<ExitCo
                 error: None,
                 meaning: None,
             },
-            Err(err) => {
+            FileOutcome::Failed(err) => {
                 failed += 1;
-                UploadLine {
-                    path: path.display().to_string(),
-                    status: "failed",
-                    video_id: None,
-                    size: None,
-                    sha256: None,
-                    chunks: None,
-                    seconds: None,
-                    bytes_per_second: None,
-                    error: Some(chain(&err)),
-                    meaning: Some(err.meaning()),
+                UploadLine::failed(&path, chain(&err), err.meaning())
+            }
+            FileOutcome::Refused(err) => {
+                failed += 1;
+                if !json {
+                    // Said before the uploads began.
+                    continue;
                 }
+                UploadLine::failed(&path, chain(&err), err.meaning().to_owned())
             }
         };
         if json {

@@ -29,6 +29,7 @@ mod emulator;
 mod error_chain;
 mod finish;
 mod logging;
+mod preflight;
 mod ready;
 mod retry;
 mod store;
