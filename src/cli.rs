@@ -159,12 +159,21 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// The settings the agent needs, for `run` and `check` (which checks what `run` needs).
 fn load_settings(arg: &ConfigArg) -> Result<Settings, CommandError> {
-    Ok(config::load(arg.config.as_deref())?)
+    Ok(config::load_for(
+        arg.config.as_deref(),
+        config::Purpose::Watch,
+    )?)
 }
 
-/// `hotfolder init [PATH]`.
+/// `hotfolder init [PATH]`: the starter config, readable and writable by its owner only
+/// (0600), since the password may be written into it. Never overwrites a file and never writes
+/// through a symlink: `create_new` is `O_CREAT | O_EXCL`, which refuses every existing name,
+/// a dangling link included.
 fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let target = match path {
         Some(path) => path.to_path_buf(),
         None => config::default_config_path().ok_or_else(|| {
@@ -178,26 +187,44 @@ fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&target)
     {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(CommandError::Usage(format!(
-                "{} already exists; not overwriting it",
-                target.display()
-            )));
+            let is_link =
+                std::fs::symlink_metadata(&target).is_ok_and(|meta| meta.file_type().is_symlink());
+            return Err(CommandError::Usage(if is_link {
+                format!(
+                    "{} is a symbolic link; not writing through it (give the path it should be)",
+                    target.display()
+                )
+            } else {
+                format!("{} already exists; not overwriting it", target.display())
+            }));
         }
         Err(err) => {
             let err = anyhow::Error::new(err).context(format!("cannot write {}", target.display()));
             return Err(err.into());
         }
     };
-    use std::io::Write;
-    file.write_all(config::STARTER_CONFIG.as_bytes())
-        .with_context(|| format!("cannot write {}", target.display()))?;
-    outln!("wrote a starter config to {}", target.display())?;
+    let written = file
+        .write_all(config::STARTER_CONFIG.as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        // Ours, made a moment ago: a half-written starter would make the next `init` refuse.
+        drop(file);
+        let _ = std::fs::remove_file(&target);
+        let err = anyhow::Error::new(err).context(format!("cannot write {}", target.display()));
+        return Err(err.into());
+    }
     outln!(
-        "edit [account] and [[folder]], then run: hotfolder check --config {}",
+        "wrote a starter config to {} (only you can read it: it may hold a password)",
+        target.display()
+    )?;
+    outln!(
+        "edit [account] (the password: see the comment above password_env) and [[folder]], \
+         then run: hotfolder check --config {}",
         target.display()
     )?;
     Ok(ExitCode::SUCCESS)
@@ -489,10 +516,30 @@ impl Progress {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let bar = self.bars.as_ref().map(|multi| {
             let bar = multi.add(indicatif::ProgressBar::new(size));
+            // indicatif's own {bytes} and {bytes_per_sec} print "12.00 MiB"; these keys print
+            // sizes the way every other place does.
             let style = indicatif::ProgressStyle::with_template(
-                "{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                "{msg:30!} {bar:30} {done}/{size} {rate} ETA {eta}",
             )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .with_key(
+                "done",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&config::human_size(state.pos()));
+                },
+            )
+            .with_key(
+                "size",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&config::human_size(state.len().unwrap_or(0)));
+                },
+            )
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&config::human_rate(state.per_sec()));
+                },
+            );
             bar.set_style(style);
             bar.set_message(name.clone());
             bar
@@ -548,11 +595,11 @@ impl UploadObserver for FileProgress {
                 *last = tenth;
                 let secs = self.started.elapsed().as_secs_f64().max(0.001);
                 errln!(
-                    "{}: chunk {index}/{total}, {} of {} bytes, {:.1} MB/s",
+                    "{}: chunk {index}/{total}, {} of {}, {}",
                     self.name,
-                    bytes_done,
-                    self.size,
-                    bytes_done as f64 / secs / 1e6
+                    config::human_size(bytes_done),
+                    config::human_size(self.size),
+                    config::human_rate(bytes_done as f64 / secs)
                 );
             }
         }
@@ -603,7 +650,7 @@ fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedRece
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: re-reading the config");
-            match config::load(source.as_deref()) {
+            match config::load_for(source.as_deref(), config::Purpose::Watch) {
                 Ok(settings) => {
                     if sender.send(settings).is_err() {
                         return;
@@ -726,7 +773,7 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "?".into()),
                 rate(job)
-                    .map(|r| format!("{:.1} MB/s", r / 1e6))
+                    .map(config::human_rate)
                     .unwrap_or_else(|| "-".into()),
                 job.video_id.as_deref().unwrap_or("-")
             )?,

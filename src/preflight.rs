@@ -141,16 +141,30 @@ mod tests {
         assert_eq!(check_upload_path(&at("clip.MOV")).unwrap(), 4);
 
         let missing = check_upload_path(&at("gone.mov")).unwrap_err();
-        assert!(matches!(missing, LocalFileError::Missing { .. }), "{missing}");
-        assert!(missing.to_string().ends_with("gone.mov does not exist"), "{missing}");
+        assert!(
+            matches!(missing, LocalFileError::Missing { .. }),
+            "{missing}"
+        );
+        assert!(
+            missing.to_string().ends_with("gone.mov does not exist"),
+            "{missing}"
+        );
 
         std::fs::create_dir(at("folder.mov")).unwrap();
         let folder = check_upload_path(&at("folder.mov")).unwrap_err();
-        assert!(folder.to_string().ends_with("folder.mov is a folder, not a file"), "{folder}");
+        assert!(
+            folder
+                .to_string()
+                .ends_with("folder.mov is a folder, not a file"),
+            "{folder}"
+        );
 
         std::fs::write(at("notes.txt"), b"text").unwrap();
         let text = check_upload_path(&at("notes.txt")).unwrap_err();
-        assert!(text.to_string().contains("does not accept .txt files"), "{text}");
+        assert!(
+            text.to_string().contains("does not accept .txt files"),
+            "{text}"
+        );
         assert!(text.to_string().contains("mp4, mov"), "{text}");
 
         std::fs::write(at("README"), b"text").unwrap();
@@ -163,10 +177,16 @@ mod tests {
 
         std::os::unix::fs::symlink(at("nowhere.mov"), at("link.mov")).unwrap();
         let dangling = check_upload_path(&at("link.mov")).unwrap_err();
-        assert!(dangling.to_string().contains("symbolic link to"), "{dangling}");
+        assert!(
+            dangling.to_string().contains("symbolic link to"),
+            "{dangling}"
+        );
 
         let under_a_file = check_upload_path(&at("clip.MOV/inner.mov")).unwrap_err();
-        assert!(matches!(under_a_file, LocalFileError::Missing { .. }), "{under_a_file}");
+        assert!(
+            matches!(under_a_file, LocalFileError::Missing { .. }),
+            "{under_a_file}"
+        );
     }
 
     #[test]
