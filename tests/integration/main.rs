@@ -9,6 +9,7 @@
 
 mod agent;
 mod bad_inputs;
+mod commands;
 mod config;
 mod emulator;
 mod error_chains;
