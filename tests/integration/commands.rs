@@ -22,6 +22,30 @@ fn closed_pipe() -> std::io::PipeWriter {
     writer
 }
 
+/// Runs `command` to completion with stdout on a closed pipe (and stderr too when
+/// `stderr_closed`, else captured). Not `util::run`: tokio's `output()` replaces both with
+/// pipes of its own.
+async fn run_into_closed_pipe(
+    command: &mut tokio::process::Command,
+    stderr_closed: bool,
+) -> Output {
+    let pipe = closed_pipe();
+    let stderr = if stderr_closed {
+        std::process::Stdio::from(pipe.try_clone().unwrap())
+    } else {
+        std::process::Stdio::piped()
+    };
+    let child = command
+        .stdout(pipe)
+        .stderr(stderr)
+        .spawn()
+        .expect("hotfolder starts");
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("hotfolder finished within 120 s")
+        .expect("hotfolder ran")
+}
+
 /// No panic, no "Broken pipe" on stderr, and not killed by a signal.
 fn assert_ended_quietly(what: &str, output: &Output) {
     let stderr = text(&output.stderr);
@@ -79,7 +103,7 @@ async fn every_command_ends_normally_when_stdout_is_closed() {
         if !matches!(what, "init" | "--version" | "--help" | "help status") {
             command.arg("--config").arg(&config);
         }
-        let output = run(command.stdout(closed_pipe())).await;
+        let output = run_into_closed_pipe(&mut command, false).await;
         assert_ended_quietly(what, &output);
         assert_eq!(
             output.status.code(),
@@ -95,12 +119,14 @@ async fn every_command_ends_normally_when_stdout_is_closed() {
     );
 
     // `upload` still uploads; its stderr carries its progress lines (not a terminal).
-    let output = run(hotfolder()
-        .arg("upload")
-        .arg("--config")
-        .arg(&config)
-        .arg(&clip)
-        .stdout(closed_pipe()))
+    let output = run_into_closed_pipe(
+        hotfolder()
+            .arg("upload")
+            .arg("--config")
+            .arg(&config)
+            .arg(&clip),
+        false,
+    )
     .await;
     assert_ended_quietly("upload", &output);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
@@ -113,20 +139,14 @@ async fn every_command_ends_normally_when_stdout_is_closed() {
 /// exit code: a closed pipe neither hides a problem nor makes one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_stdout_and_stderr_leave_the_exit_code_alone() {
-    let both_closed = |command: &mut tokio::process::Command| {
-        let pipe = closed_pipe();
-        command.stdout(pipe.try_clone().unwrap()).stderr(pipe);
-    };
     // A config problem, printed by `main` as the process ends.
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
         "[account]\nusername = \"u\"\npassword = \"p\"\nvideo_manager_id = 1\n",
     );
-    let mut command = hotfolder();
-    command.arg("check").arg("--config").arg(&config);
-    both_closed(&mut command);
-    let output = run(&mut command).await;
+    let output =
+        run_into_closed_pipe(hotfolder().arg("check").arg("--config").arg(&config), true).await;
     assert_eq!(
         output.status.code(),
         Some(2),
@@ -140,10 +160,8 @@ async fn a_closed_stdout_and_stderr_leave_the_exit_code_alone() {
         probe.local_addr().unwrap()
     };
     let config = config_for_platform_at(dir.path(), closed_port);
-    let mut command = hotfolder();
-    command.arg("check").arg("--config").arg(&config);
-    both_closed(&mut command);
-    let output = run(&mut command).await;
+    let output =
+        run_into_closed_pipe(hotfolder().arg("check").arg("--config").arg(&config), true).await;
     assert_eq!(output.status.code(), Some(1), "the platform is down");
 }
 
