@@ -290,6 +290,9 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         }
         Err(err) => {
             errln!("login: {}", chain(&err));
+            if let Some(hint) = err.hint() {
+                errln!("  {hint}");
+            }
             true
         }
     };

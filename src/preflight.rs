@@ -21,7 +21,7 @@ pub enum LocalFileError {
     Missing { path: PathBuf },
     #[error("{} is a symbolic link to {}, which does not exist", path.display(), target.display())]
     DanglingLink { path: PathBuf, target: PathBuf },
-    #[error("{} is {kind}, not a file", path.display())]
+    #[error("{} is {kind}, not a video file", path.display())]
     NotAFile { path: PathBuf, kind: SkipReason },
     #[error(
         "{} has no suffix; the platform tells the media type by it and accepts {}",
@@ -155,7 +155,7 @@ mod tests {
         assert!(
             folder
                 .to_string()
-                .ends_with("folder.mov is a folder, not a file"),
+                .ends_with("folder.mov is a folder, not a video file"),
             "{folder}"
         );
 

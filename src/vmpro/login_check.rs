@@ -52,6 +52,21 @@ pub enum LoginCheckError {
     Cancelled,
 }
 
+impl LoginCheckError {
+    /// What to do about it, for the line after the error.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LoginCheckError::Unreachable { .. } | LoginCheckError::NoAnswer { .. } => Some(
+                "the config itself may be fine: check the network (a proxy or firewall), \
+                 api_url and token_url, or try again later"
+                    .to_owned(),
+            ),
+            LoginCheckError::Failed(error) => Some(error.meaning()),
+            LoginCheckError::Setup(_) | LoginCheckError::Cancelled => None,
+        }
+    }
+}
+
 /// A moment of the login check worth telling the person waiting.
 #[derive(Debug)]
 pub enum LoginProgress<'a> {

@@ -426,13 +426,16 @@ async fn upload_refuses_what_could_never_be_uploaded_before_any_request() {
     let bad: Vec<(&str, &str)> = {
         let mut bad = vec![
             ("missing.mov", "missing.mov does not exist"),
-            ("folder.mov", "folder.mov is a folder, not a file"),
+            ("folder.mov", "folder.mov is a folder, not a video file"),
             ("notes.txt", "the platform does not accept .txt files"),
             ("README", "README has no suffix"),
             ("empty.mp4", "empty.mp4 is empty (0 bytes)"),
         ];
         if made_fifo {
-            bad.push(("pipe.mov", "pipe.mov is a named pipe (FIFO), not a file"));
+            bad.push((
+                "pipe.mov",
+                "pipe.mov is a named pipe (FIFO), not a video file",
+            ));
         }
         bad
     };

@@ -166,7 +166,7 @@ async fn upload_of_a_folder_or_a_missing_file_says_what_it_is() {
     let missing = dir.path().join("missing.mov");
 
     for (path, what_it_is) in [
-        (&folder, "is a folder, not a file"),
+        (&folder, "is a folder, not a video file"),
         (&missing, "does not exist"),
     ] {
         let mut plain = hotfolder();
