@@ -608,3 +608,29 @@ async fn sizes_and_rates_are_printed_in_binary_units_with_true_percentages() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_rate_in_binary_units_while_uploading() {
+    // 60 ms a request: twenty chunks take over a second, time enough to look.
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"300ms\"");
+    let agent = studio.start();
+    write_file(&studio.inbox.join("long.mov"), 20 * MIB, 6);
+    let mut seen = None;
+    let started = Instant::now();
+    while seen.is_none() && started.elapsed() < WAIT {
+        let output = run(hotfolder()
+            .arg("status")
+            .arg("--config")
+            .arg(&studio.config))
+        .await;
+        seen = text(&output.stdout)
+            .lines()
+            .find(|l| l.starts_with("uploading") && l.contains("/s"))
+            .map(str::to_owned);
+    }
+    stop(agent).await;
+    let line = seen.expect("status showed the upload with its rate");
+    assert!(line.contains(" MiB/s") || line.contains(" KiB/s"), "{line}");
+    assert!(!line.contains("MB/s"), "{line}");
+}
