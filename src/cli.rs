@@ -1,6 +1,10 @@
 //! The command line: clap definitions and one function per command. Each command returns an
 //! exit code or a [`CommandError`] that says which exit code it means (2 for bad config or
 //! usage, 1 for everything else), so `main` stays a few lines.
+//!
+//! Everything printed goes through `console::outln!`/`errln!`: `println!` panics when stdout is
+//! a closed pipe (`hotfolder status | head -1`).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

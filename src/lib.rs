@@ -41,9 +41,9 @@ pub use cli::{Cli, CommandError, run};
 pub use error_chain::chain;
 // The configuration file.
 pub use config::{
-    AuthStyle, ConfigError, ConfigProblem, LogFormat, PasswordSource, Purpose, STARTER_CONFIG,
-    Settings, check_folder_access, default_exclude, default_include, load as load_config,
-    load_for as load_config_for, parse_duration, parse_rate, parse_size, secret_file_warnings,
+    AuthStyle, ConfigError, ConfigProblem, LogFormat, PasswordSource, STARTER_CONFIG, Settings,
+    check_folder_access, default_exclude, default_include, load as load_config, parse_duration,
+    parse_rate, parse_size, secret_file_warnings,
 };
 // The built-in platform emulator.
 pub use emulator::{Emulator, EmulatorOptions, EmulatorStats, Faults, VideoRecord};
