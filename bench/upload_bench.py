@@ -3,7 +3,7 @@
 
 Generates a 1 GiB and a 128 MiB file in bench-out/ (not in git), starts `hotfolder emulator`
 on 127.0.0.1, then for each file:
-  * `hotfolder upload` in 8 MiB chunks: wall time, MB/s and peak RSS (getrusage of the child);
+  * `hotfolder upload` in 8 MiB chunks: wall time, MiB/s and peak RSS (getrusage of the child);
   * the reference: the same token/create/url calls, then curl sending the same 8 MiB chunks
     over one keep-alive connection (`curl ... -T part1 URL --next ... -T part2 URL ...`),
     timed as a whole like hotfolder's run.
@@ -131,7 +131,7 @@ dir = "{OUT}/logs"
 """)
         env = bench_env()
         cores = os.cpu_count() or 1
-        print(f"{'file':>9} {'tool':>9} {'best s':>8} {'MB/s':>8} {'peak RSS':>10} {'client CPU s':>13} {'server CPU s':>13}")
+        print(f"{'file':>9} {'tool':>9} {'best s':>8} {'MiB/s':>8} {'peak RSS':>10} {'client CPU s':>13} {'server CPU s':>13}")
         results = {}
         for mib in [int(s) for s in args.sizes.split(",")]:
             path = os.path.join(OUT, f"sample-{mib}MiB.mp4")
@@ -162,13 +162,14 @@ dir = "{OUT}/logs"
                 server_cpu = cpu_delta(server_before, process_cpu(emulator.pid))
                 if best_c is None or secs < best_c[0]:
                     best_c = (secs, curl_cpu, server_cpu)
-            mbs_h, mbs_c = size / best_h[0] / 1e6, size / best_c[0] / 1e6
+            # MiB/s: hotfolder prints sizes and rates in powers of 1024 everywhere.
+            mbs_h, mbs_c = size / best_h[0] / 2**20, size / best_c[0] / 2**20
             show = lambda cpu: f"{cpu:>13.2f}" if cpu is not None else f"{'?':>13}"
             print(f"{mib:>6}MiB {'hotfolder':>9} {best_h[0]:>8.2f} {mbs_h:>8.0f} {rss_h / 2**20:>7.1f}MiB"
                   f" {show(best_h[1])} {show(best_h[2])}")
             print(f"{mib:>6}MiB {'curl':>9} {best_c[0]:>8.2f} {mbs_c:>8.0f} {'':>10} {show(best_c[1])} {show(best_c[2])}")
             print(f"{mib:>6}MiB {'ratio':>9} {mbs_h / mbs_c:>8.2f}  (hotfolder / curl; target >= 0.90)")
-            result = {"hotfolder_MBps": round(mbs_h), "curl_MBps": round(mbs_c),
+            result = {"hotfolder_MiBps": round(mbs_h), "curl_MiBps": round(mbs_c),
                       "ratio": round(mbs_h / mbs_c, 3), "peak_rss_MiB": round(rss_h / 2**20, 1)}
             if best_h[2] is not None:
                 # Client and server share this machine's cores: even with every core busy all

@@ -1,6 +1,10 @@
 //! The command line: clap definitions and one function per command. Each command returns an
 //! exit code or a [`CommandError`] that says which exit code it means (2 for bad config or
 //! usage, 1 for everything else), so `main` stays a few lines.
+//!
+//! Everything printed goes through `console::outln!`/`errln!`: `println!` panics when stdout is
+//! a closed pipe (`hotfolder status | head -1`).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain;
 use crate::config::{self, ConfigError, Settings};
+use crate::console::{errln, outln};
 use crate::emulator::EmulatorArgs;
 use crate::escape::escaped;
 use crate::manual_upload::{ManualOutcome, ManualRequest, ManualUploadError, upload_remembered};
@@ -93,6 +98,9 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Usage(String),
+    /// stdout failed for a reason other than its reader going away (that one is no error).
+    #[error(transparent)]
+    Output(#[from] crate::console::StdoutError),
     /// Anything else: exit 1.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -102,7 +110,7 @@ impl CommandError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => ExitCode::from(2),
-            CommandError::Other(_) => ExitCode::from(1),
+            CommandError::Output(_) | CommandError::Other(_) => ExitCode::from(1),
         }
     }
 }
@@ -218,17 +226,26 @@ fn listen_for_signals(cancel: &CancellationToken, listening: &std::sync::mpsc::S
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        eprintln!("hotfolder: second signal, exiting at once");
+        errln!("hotfolder: second signal, exiting at once");
         std::process::exit(130);
     });
 }
 
+/// The settings the agent needs, for `run` and `check` (which checks what `run` needs).
 fn load_settings(arg: &ConfigArg) -> Result<Settings, CommandError> {
-    Ok(config::load(arg.config.as_deref())?)
+    Ok(config::load_for(
+        arg.config.as_deref(),
+        config::Purpose::Watch,
+    )?)
 }
 
-/// `hotfolder init [PATH]`.
+/// `hotfolder init [PATH]`: the starter config, readable and writable by its owner only
+/// (0600), since the password may be written into it. Never overwrites a file and never writes
+/// through a symlink: `create_new` is `O_CREAT | O_EXCL`, which refuses every existing name,
+/// a dangling link included.
 fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let target = match path {
         Some(path) => path.to_path_buf(),
         None => config::default_config_path().ok_or_else(|| {
@@ -242,33 +259,54 @@ fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&target)
     {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(CommandError::Usage(format!(
-                "{} already exists; not overwriting it",
-                target.display()
-            )));
+            let is_link =
+                std::fs::symlink_metadata(&target).is_ok_and(|meta| meta.file_type().is_symlink());
+            return Err(CommandError::Usage(if is_link {
+                format!(
+                    "{} is a symbolic link; not writing through it (give the path it should be)",
+                    target.display()
+                )
+            } else {
+                format!("{} already exists; not overwriting it", target.display())
+            }));
         }
         Err(err) => {
             let err = anyhow::Error::new(err).context(format!("cannot write {}", target.display()));
             return Err(err.into());
         }
     };
-    use std::io::Write;
-    file.write_all(config::STARTER_CONFIG.as_bytes())
-        .with_context(|| format!("cannot write {}", target.display()))?;
-    println!("wrote a starter config to {}", target.display());
-    println!(
-        "edit [account] and [[folder]], then run: hotfolder check --config {}",
+    let written = file
+        .write_all(config::STARTER_CONFIG.as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        // Ours, made a moment ago: a half-written starter would make the next `init` refuse.
+        drop(file);
+        let _ = std::fs::remove_file(&target);
+        let err = anyhow::Error::new(err).context(format!("cannot write {}", target.display()));
+        return Err(err.into());
+    }
+    outln!(
+        "wrote a starter config to {} (only you can read it: it may hold a password)",
         target.display()
-    );
+    )?;
+    outln!(
+        "edit [account] (the password: see the comment above password_env) and [[folder]], \
+         then run: hotfolder check --config {}",
+        target.display()
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hotfolder check`: every problem listed, exit 2 if any.
+/// `hotfolder check`: what `run` needs. Every config problem listed (exit 2), then one login
+/// with a line per try (exit 1 when the platform could not be reached or refused it: the
+/// config may be right and the network down, and a script must tell the two apart).
 async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
+    use crate::vmpro::login_check::{LOGIN_CHECK_BUDGET, LoginProgress, check_login};
     let _log = crate::logging::init_stderr("warn").map_err(anyhow::Error::from)?;
     let settings = load_settings(arg)?;
     let source = settings
@@ -276,49 +314,85 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(built-in)".into());
-    println!("config: {source}");
-    println!("{}", settings.describe());
-    let mut problems: Vec<String> = config::check_folder_access(&settings)
+    outln!("config: {source}")?;
+    outln!("{}", settings.describe())?;
+    let problems: Vec<String> = config::check_folder_access(&settings)
         .into_iter()
         .map(|p| format!("{source}: {}: {}", p.key, p.message))
         .collect();
     for warning in config::secret_file_warnings(&settings) {
-        println!("warning: {warning}");
+        outln!("warning: {warning}")?;
     }
+
     let shutdown = shutdown_on_signals();
-    // A refused login (or an unreachable platform) is not a config problem: exit 1, not 2.
-    // One try only: each refused login brings the account closer to a lockout.
-    let mut login_failed = None;
-    match Platform::new(&settings.account, &settings.upload) {
-        Ok(platform) => match platform.login(&shutdown).await {
-            Ok(()) => println!(
-                "login: ok as {} at {}",
-                settings.account.username,
-                login_url(&settings)
-            ),
-            Err(err) => {
-                login_failed = Some(format!("{source}: account: login failed: {}", chain(&err)))
+    let url = login_url(&settings);
+    let user = &settings.account.username;
+    // The progress callback cannot return an error; the first one is kept and returned after.
+    let mut output_error = None;
+    let mut progress = |moment: LoginProgress<'_>| {
+        let printed = match moment {
+            LoginProgress::Trying { number, of } => {
+                outln!("logging in to {url} as {user}, try {number} of {of}")
             }
-        },
-        Err(err) => problems.push(format!("{source}: account: {}", chain(&err))),
+            LoginProgress::WillRetry { error, retry_in } => outln!(
+                "  {}; trying again in {:.1} s",
+                chain(error),
+                retry_in.as_secs_f64()
+            ),
+        };
+        if let Err(err) = printed {
+            output_error.get_or_insert(err);
+        }
+    };
+    let login = check_login(
+        &settings.account,
+        &settings.upload,
+        LOGIN_CHECK_BUDGET,
+        &mut progress,
+        &shutdown,
+    )
+    .await;
+    if let Some(err) = output_error {
+        return Err(err.into());
     }
-    if problems.is_empty() && login_failed.is_none() {
-        println!("everything looks good");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let config_problems = !problems.is_empty();
-    problems.extend(login_failed);
+    let login_failed = match login {
+        Ok(_) => {
+            outln!("login: ok as {user} at {url}")?;
+            false
+        }
+        Err(err) => {
+            errln!("login: {}", chain(&err));
+            if let Some(hint) = err.hint() {
+                errln!("  {hint}");
+            }
+            true
+        }
+    };
+
     for problem in &problems {
-        eprintln!("problem: {problem}");
+        errln!("problem: {problem}");
     }
-    eprintln!("{} problem(s) found", problems.len());
-    Ok(ExitCode::from(if config_problems { 2 } else { 1 }))
+    if !problems.is_empty() {
+        errln!("{} problem(s) found in the config", problems.len());
+        Ok(ExitCode::from(2))
+    } else if login_failed {
+        Ok(ExitCode::from(1))
+    } else {
+        outln!("everything looks good")?;
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
+/// Where the login goes, for people: the token endpoint, or the legacy login call.
 fn login_url(settings: &Settings) -> String {
-    match settings.account.auth {
-        config::AuthStyle::Keycloak => settings.account.token_url.to_string(),
-        config::AuthStyle::Legacy => settings.account.api_url.to_string(),
+    let account = &settings.account;
+    match account.auth {
+        config::AuthStyle::Keycloak => account.token_url.to_string(),
+        config::AuthStyle::Legacy => account
+            .api_url
+            .join("auth/login")
+            .unwrap_or_else(|_| account.api_url.clone())
+            .to_string(),
     }
 }
 
@@ -374,6 +448,16 @@ struct UploadLine {
 }
 
 impl UploadLine {
+    /// A path refused before any request (`error`), in the `--json` output.
+    fn failed(path: &Path, error: String, meaning: String) -> UploadLine {
+        UploadLine {
+            status: "failed",
+            error: Some(error),
+            meaning: Some(meaning),
+            ..UploadLine::not_uploaded(path, None)
+        }
+    }
+
     /// A file not tried because of `refused`, a refusal every file would get.
     fn not_uploaded(path: &Path, refused: Option<&VmproError>) -> UploadLine {
         UploadLine {
@@ -457,6 +541,16 @@ impl UploadLine {
     }
 }
 
+/// What became of one path given to `hotfolder upload`.
+enum FileOutcome {
+    /// Sent, resumed, or found already uploaded; or failed on the way.
+    Done(Result<ManualOutcome, ManualUploadError>),
+    /// Not tried: a refusal every file would get stopped the uploads first.
+    NotTried,
+    /// Refused before any request: it could never be uploaded.
+    Refused(crate::preflight::LocalFileError),
+}
+
 /// `hotfolder upload [--json] [--again] PATH...`.
 async fn upload(
     arg: &ConfigArg,
@@ -465,7 +559,7 @@ async fn upload(
     paths: &[PathBuf],
 ) -> Result<ExitCode, CommandError> {
     let _log = crate::logging::init_stderr("warn").map_err(anyhow::Error::from)?;
-    let settings = load_settings(arg)?;
+    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Upload)?;
     let platform =
         Platform::new(&settings.account, &settings.upload).map_err(anyhow::Error::from)?;
     // Before any request: without it a repeat could not be told from a new upload.
@@ -482,26 +576,54 @@ async fn upload(
         video_manager_id: settings.account.video_manager_id,
     };
     let shutdown = shutdown_on_signals();
+
+    // Every path is looked at before the first request, so that a typo or a stray .txt is
+    // reported at once, not after the other files' uploads, and never reaches the platform.
+    let mut refused = Vec::new();
+    let mut accepted = Vec::new();
+    for (order, path) in paths.iter().enumerate() {
+        match crate::preflight::check_upload_path(path) {
+            Ok(_) => accepted.push((order, path.clone())),
+            Err(err) => {
+                errln!(
+                    "{}: not uploaded: {} ({})",
+                    escaped(path),
+                    chain(&err),
+                    err.meaning()
+                );
+                refused.push((order, path.clone(), FileOutcome::Refused(err)));
+            }
+        }
+    }
+
     // One login for all the files: a wrong password is one refused login, said once, not one
     // per file (each refusal brings the account closer to a lockout). Not when no file could
     // be sent anyway (missing, empty): those are refused before any request.
     // Nor for files already uploaded and unchanged: those are answered from memory alone.
     let anything_to_send = {
-        let (memory, target, paths) = (memory.clone(), target.clone(), paths.to_vec());
+        let (memory, target) = (memory.clone(), target.clone());
+        let paths: Vec<PathBuf> = accepted.iter().map(|(_, path)| path.clone()).collect();
         tokio::task::spawn_blocking(move || {
-            paths.iter().any(|path| {
-                std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0)
-                    && crate::manual_upload::needs_sending(&memory, &target, path, again)
-            })
+            paths
+                .iter()
+                .any(|path| crate::manual_upload::needs_sending(&memory, &target, path, again))
         })
         .await
         .unwrap_or(true)
     };
     if anything_to_send && let Err(err) = platform.login(&shutdown).await {
-        let not_tried = paths.iter().map(|path| (path.clone(), None)).collect();
-        return report_uploads(json, not_tried, Some(err));
+        let mut all = refused;
+        all.extend(
+            accepted
+                .into_iter()
+                .map(|(order, path)| (order, path, FileOutcome::NotTried)),
+        );
+        all.sort_by_key(|(order, _, _)| *order);
+        let all = all.into_iter().map(|(_, path, outcome)| (path, outcome));
+        return report_uploads(json, all.collect(), Some(err));
     }
     let progress = Progress::new(json);
+    let mut results = refused;
 
     let limit = Arc::new(tokio::sync::Semaphore::new(settings.upload.parallel.max(1)));
     // Cancelled by a refusal that every file would get (the account's rights, the platform
@@ -512,34 +634,33 @@ async fn upload(
     let mut one_at_a_time: std::collections::HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>> =
         std::collections::HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
-    for (order, path) in paths.iter().enumerate() {
+    for (order, path) in accepted {
         let platform = platform.clone();
         let shutdown = shutdown.clone();
         let limit = limit.clone();
         let account_refused = account_refused.clone();
         let memory = memory.clone();
         let same_file = one_at_a_time
-            .entry(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
+            .entry(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()))
             .or_default()
             .clone();
         // Taken here, in the order given, so the first mention is the one that uploads.
         let held = same_file.clone().try_lock_owned().ok();
         let target = target.clone();
-        let (metadata, watched) = metadata_for(&settings, path);
+        let (metadata, watched) = metadata_for(&settings, &path);
         if let Some(folder) = watched.filter(|_| path.is_file()) {
-            eprintln!(
+            errln!(
                 "note: {} is in the watched folder {}: `hotfolder run` uploads it too, as a video of its own, and moves it to done/",
-                escaped(path),
+                escaped(&path),
                 escaped(&folder)
             );
         }
-        let observer = progress.file(path);
+        let observer = progress.file(&path);
         let request = ManualRequest {
             path: path.clone(),
             metadata,
             again,
         };
-        let path = path.clone();
         tasks.spawn(async move {
             let _same_file = match held {
                 Some(guard) => guard,
@@ -548,7 +669,7 @@ async fn upload(
             let _permit = limit.acquire_owned().await;
             if account_refused.is_cancelled() {
                 observer.not_tried();
-                return (order, path, None);
+                return (order, path, FileOutcome::NotTried);
             }
             let result = upload_remembered(
                 &platform,
@@ -565,10 +686,9 @@ async fn upload(
             {
                 account_refused.cancel();
             }
-            (order, path, Some(result))
+            (order, path, FileOutcome::Done(result))
         });
     }
-    let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(result) => results.push(result),
@@ -590,22 +710,24 @@ async fn upload(
     )
 }
 
-/// Prints one line per file of `hotfolder upload` (`None`: not tried) and says what exit code
+/// Prints one line per file of `hotfolder upload` and says what exit code
 /// that makes. A refusal every file would get (`refused`: the login; or the account's rights,
 /// the platform down) is said once, as the account's or the platform's problem, and the files
 /// it stopped are listed as not uploaded rather than as failed.
 fn report_uploads(
     json: bool,
-    results: Vec<(PathBuf, Option<Result<ManualOutcome, ManualUploadError>>)>,
+    results: Vec<(PathBuf, FileOutcome)>,
     refused: Option<VmproError>,
 ) -> Result<ExitCode, CommandError> {
     let mut account_problem = refused;
     let mut files = Vec::new();
     for (path, result) in results {
         match result {
-            Some(Err(ManualUploadError::Upload(err))) if err.blame() == Blame::AccountOrNetwork => {
+            FileOutcome::Done(Err(ManualUploadError::Upload(err)))
+                if err.blame() == Blame::AccountOrNetwork =>
+            {
                 account_problem.get_or_insert(err);
-                files.push((path, None));
+                files.push((path, FileOutcome::NotTried));
             }
             other => files.push((path, other)),
         }
@@ -613,20 +735,28 @@ fn report_uploads(
     let mut failed = 0;
     for (path, result) in files {
         let line = match result {
-            None => UploadLine::not_uploaded(&path, account_problem.as_ref()),
-            Some(outcome) => UploadLine::new(&path, outcome),
+            FileOutcome::NotTried => UploadLine::not_uploaded(&path, account_problem.as_ref()),
+            FileOutcome::Done(outcome) => UploadLine::new(&path, outcome),
+            FileOutcome::Refused(err) => {
+                failed += 1;
+                if !json {
+                    // Said before the uploads began.
+                    continue;
+                }
+                UploadLine::failed(&path, chain(&err), err.meaning().to_owned())
+            }
         };
         if line.video_id.is_none() {
             failed += 1;
         }
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&line).context("cannot encode the upload result as JSON")?
-            );
+            )?;
         } else if let Some(video_id) = &line.video_id {
             if line.already_uploaded {
-                eprintln!(
+                errln!(
                     "{}: already uploaded as {video_id}{}; nothing sent (--again uploads it as a new video)",
                     line.path,
                     line.uploaded_at_local
@@ -635,17 +765,17 @@ fn report_uploads(
                         .unwrap_or_default()
                 );
             }
-            println!("{}\t{}", line.path, video_id);
+            outln!("{}\t{}", line.path, video_id)?;
         } else if line.status == "not_uploaded" {
-            eprintln!("{}: not uploaded", line.path);
+            errln!("{}: not uploaded", line.path);
         } else if line.status == "interrupted" {
-            eprintln!(
+            errln!(
                 "{}: {}",
                 line.path,
                 line.meaning.as_deref().unwrap_or("interrupted")
             );
         } else {
-            eprintln!(
+            errln!(
                 "{}: failed: {} ({})",
                 escaped(&path),
                 line.error.as_deref().unwrap_or(""),
@@ -654,8 +784,8 @@ fn report_uploads(
         }
     }
     if let Some(err) = &account_problem {
-        eprintln!("upload stopped: {}", chain(err));
-        eprintln!(
+        errln!("upload stopped: {}", chain(err));
+        errln!(
             "  {}; this is not about the files, which are unchanged: run the same command again once it is fixed",
             err.meaning()
         );
@@ -684,10 +814,30 @@ impl Progress {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let bar = self.bars.as_ref().map(|multi| {
             let bar = multi.add(indicatif::ProgressBar::new(size));
+            // indicatif's own {bytes} and {bytes_per_sec} print "12.00 MiB"; these keys print
+            // sizes the way every other place does.
             let style = indicatif::ProgressStyle::with_template(
-                "{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                "{msg:30!} {bar:30} {done}/{size} {rate} ETA {eta}",
             )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .with_key(
+                "done",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&config::human_size(state.pos()));
+                },
+            )
+            .with_key(
+                "size",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&config::human_size(state.len().unwrap_or(0)));
+                },
+            )
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&config::human_rate(state.per_sec()));
+                },
+            );
             bar.set_style(style);
             bar.set_message(name.clone());
             bar
@@ -748,7 +898,7 @@ impl FileProgress {
 impl UploadObserver for FileProgress {
     fn event(&self, event: &str, detail: &str) {
         if self.plain {
-            eprintln!("{}: {event}: {detail}", self.name);
+            errln!("{}: {event}: {detail}", self.name);
         } else if let Some(bar) = &self.bar {
             bar.println(format!("{}: {event}: {detail}", self.name));
         }
@@ -768,12 +918,12 @@ impl UploadObserver for FileProgress {
             if tenth > *last || index == total {
                 *last = tenth;
                 let secs = self.started.elapsed().as_secs_f64().max(0.001);
-                eprintln!(
-                    "{}: chunk {index}/{total}, {} of {} bytes, {:.1} MB/s",
+                errln!(
+                    "{}: chunk {index}/{total}, {} of {}, {}",
                     self.name,
-                    bytes_done,
-                    self.size,
-                    bytes_done.saturating_sub(sent_before) as f64 / secs / 1e6
+                    config::human_size(bytes_done),
+                    config::human_size(self.size),
+                    config::human_rate(bytes_done.saturating_sub(sent_before) as f64 / secs)
                 );
             }
         }
@@ -825,7 +975,7 @@ fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedRece
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: re-reading the config");
-            match config::load(source.as_deref()) {
+            match config::load_for(source.as_deref(), config::Purpose::Watch) {
                 Ok(settings) => {
                     if sender.send(settings).is_err() {
                         return;
@@ -859,15 +1009,15 @@ fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, Comman
         Ok(store) => store,
         Err(StoreError::NoStore { path }) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"state_store": path, "jobs": [], "summary": null})
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "no state store at {} yet: `hotfolder run` has not run with this config",
                     path.display()
-                );
+                )?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -875,14 +1025,17 @@ fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, Comman
     };
     let snapshot = StatusSnapshot::read(&store, recent).map_err(anyhow::Error::from)?;
     let clock = ReportClock::system();
-    let mut out = std::io::stdout().lock();
     if json {
-        use std::io::Write;
-        let value = crate::status_report::to_json(&snapshot, &clock);
-        writeln!(out, "{value}").context("cannot write to stdout")?;
+        outln!("{}", crate::status_report::to_json(&snapshot, &clock))?;
     } else {
-        crate::status_report::write_text(&snapshot, &clock, &mut out)
-            .context("cannot write to stdout")?;
+        // Rendered whole, then printed line by line through `console`, so that a reader that
+        // goes away (`status | head -1`) ends the printing, not the command.
+        let mut text = Vec::new();
+        crate::status_report::write_text(&snapshot, &clock, &mut text)
+            .context("cannot render the status")?;
+        for line in String::from_utf8_lossy(&text).lines() {
+            outln!("{line}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -938,23 +1091,21 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
         folders: vec![folder],
     };
     let _log = crate::logging::init_agent(&settings.log).map_err(anyhow::Error::from)?;
-    println!("hotfolder demo");
-    println!(
+    outln!("hotfolder demo")?;
+    outln!(
         "  emulated VideoManager Pro: {} (user {:?})",
         emulator.base_url(),
         options.username
-    );
-    println!("  watching:  {}", inbox.display());
-    println!("  done:      {}", dir.join("done").display());
-    println!("  failed:    {}", dir.join("failed").display());
-    println!(
-        "  A sample video is being written into the inbox now. Drop your own files there too;"
-    );
-    println!(
+    )?;
+    outln!("  watching:  {}", inbox.display())?;
+    outln!("  done:      {}", dir.join("done").display())?;
+    outln!("  failed:    {}", dir.join("failed").display())?;
+    outln!("  A sample video is being written into the inbox now. Drop your own files there too;")?;
+    outln!(
         "  press Ctrl-C to stop. Uploaded videos: {}_emulator/videos",
         emulator.base_url()
-    );
-    println!();
+    )?;
+    outln!("")?;
 
     let shutdown = shutdown_on_signals();
     let sample = inbox.join(format!(

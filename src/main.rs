@@ -2,6 +2,7 @@
 //! code (0 ok, 1 failure, 2 bad config or usage) and print the whole cause chain, each cause
 //! once.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,7 +14,8 @@ fn main() -> ExitCode {
         Err(err) => {
             // Not `{err:#}`: that walks the causes only of an `anyhow::Error`, and a
             // `CommandError::Config` would lose the reason a config file cannot be read.
-            eprintln!("hotfolder: {}", hotfolder::chain(&err));
+            // Not `eprintln!`: it panics when stderr is a closed pipe (`2>&1 | head -1`).
+            let _ = writeln!(std::io::stderr(), "hotfolder: {}", hotfolder::chain(&err));
             err.exit_code()
         }
     }

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{FINISH_RETRY_EVERY, Shared, sleep_until_opt};
 use crate::chain;
+use crate::config::{human_rate, human_size};
 use crate::escape::escaped;
 use crate::finish;
 use crate::ready::{self, Inspection};
@@ -353,7 +354,13 @@ impl UploadObserver for JobObserver {
                 .fetch_max(quarter, Ordering::Relaxed)
                 < quarter
         {
-            tracing::info!(file = %self.name, "chunk {index}/{total} sent ({}%)", quarter * 25);
+            // The share of the chunks, not the quarter that triggered the line: "1/3 (33%)".
+            let percent = u64::from(index) * 100 / u64::from(total.max(1));
+            tracing::info!(
+                file = %self.name,
+                "chunk {index}/{total} sent ({percent}%, {} so far)",
+                human_size(bytes_done)
+            );
         }
         tracing::debug!(file = %self.name, "chunk {index}/{total} accepted");
     }
@@ -448,7 +455,7 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
     } else if job.next_chunk > 1 {
         tracing::info!(file = %name, video_id = job.video_id.as_deref().unwrap_or("-"), "resuming at chunk {}", job.next_chunk);
     } else {
-        tracing::info!(file = %name, size = job.size, "uploading");
+        tracing::info!(file = %name, size = job.size, "uploading ({})", human_size(job.size));
     }
     let observer = JobObserver {
         shared: shared.clone(),
@@ -469,10 +476,11 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                     id,
                     "uploaded",
                     &format!(
-                        "{} bytes in {} chunks, {:.1} MB/s, sha256 {}",
+                        "{} ({} bytes) in {} chunks at {}, sha256 {}",
+                        human_size(report.size),
                         report.size,
                         report.chunks,
-                        report.bytes_per_second() / 1e6,
+                        human_rate(report.bytes_per_second()),
                         report.sha256
                     ),
                 ),
@@ -484,7 +492,13 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                 tracing::error!(job = id, "state store: {}", chain(&err));
                 return;
             }
-            tracing::info!(file = %name, video_id = %report.video_id, "uploaded ({:.1} MB/s)", report.bytes_per_second() / 1e6);
+            tracing::info!(
+                file = %name,
+                video_id = %report.video_id,
+                "uploaded ({} at {})",
+                human_size(report.size),
+                human_rate(report.bytes_per_second())
+            );
             finish_job(shared, id).await;
         }
         Err(err) => match err.blame() {

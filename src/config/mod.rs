@@ -47,7 +47,7 @@ use crate::vmpro::api::{PLATFORM_SUFFIXES, VideoMetadata};
 pub use diagnostics::{ConfigError, ConfigProblem};
 pub use paths::default_config_path;
 pub use probe::{check_folder_access, secret_file_warnings};
-pub use units::{parse_duration, parse_rate, parse_size};
+pub use units::{human_rate, human_size, parse_duration, parse_rate, parse_size};
 pub(crate) use validate::read_password_file;
 
 use diagnostics::{LineIndex, Problems, index_lines};
@@ -244,18 +244,28 @@ pub fn default_exclude() -> Vec<String> {
     .collect()
 }
 
-/// What a config is loaded for.
+/// What a config is loaded for: each command is refused only for what it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// Uploading (`run`, `upload`, `check`): everything must be usable, the password included.
+    /// Everything the file names must be usable: every watched folder there, the password
+    /// readable. [`load`] and [`Settings::from_toml_str`] load for this.
     Run,
+    /// The agent (`run`, a reload, and `check`, which checks what `run` needs): as [`Run`],
+    /// and at least one `[[folder]]`, since an agent without one has nothing to do.
+    ///
+    /// [`Run`]: Purpose::Run
+    Watch,
+    /// `upload`: the password readable; folders are optional and need not exist, since
+    /// `upload` only takes a folder's metadata for a file that lies inside it.
+    Upload,
     /// Reading the state store (`status`): the password is not read, and watched folders need
     /// not exist. An admin asks for the status exactly when a share is gone, and from a shell
     /// without the service's credentials.
     Inspect,
 }
 
-/// Reads the config file: `explicit` if given, else [`default_config_path`].
+/// Reads the config file ([`Purpose::Run`]): `explicit` if given, else
+/// [`default_config_path`].
 pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigError> {
     load_for(explicit, Purpose::Run)
 }
@@ -279,8 +289,8 @@ pub fn load_for(explicit: Option<&Path>, purpose: Purpose) -> Result<Settings, C
 }
 
 impl Settings {
-    /// Parses and validates config text. `source` is the file it came from: messages name it
-    /// and relative paths are resolved against its directory.
+    /// Parses and validates config text ([`Purpose::Run`]). `source` is the file it came
+    /// from: messages name it and relative paths are resolved against its directory.
     pub fn from_toml_str(text: &str, source: &Path) -> Result<Settings, ConfigError> {
         from_toml_str_with_env(text, source, &|name| std::env::var_os(name), Purpose::Run)
     }

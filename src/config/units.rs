@@ -133,6 +133,55 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
+/// A size for people to read, in powers of 1024 with three significant digits: `"512 B"`,
+/// `"8 MiB"`, `"1.5 GiB"`, `"22.4 MiB"`. Every size a person reads (logs, `status`, progress,
+/// sidecar event texts) goes through here or [`human_rate`], so one unit family is used
+/// everywhere: the binary one, because sizes in the config file (`chunk_size = "8 MiB"`) and
+/// the chunks themselves are counted in it, and because "MiB" cannot be misread the way "MB"
+/// can. [`format_size`] is the exact form, for values read back from the config.
+pub fn human_size(bytes: u64) -> String {
+    human_units(bytes as f64, "")
+}
+
+/// A rate for people to read: [`human_size`] per second, `"45.6 MiB/s"`.
+pub fn human_rate(bytes_per_second: f64) -> String {
+    human_units(bytes_per_second, "/s")
+}
+
+fn human_units(value: f64, per: &str) -> String {
+    const UNITS: &[&str] = &["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if !value.is_finite() || value < 0.0 {
+        return format!("? B{per}");
+    }
+    if value < 1024.0 {
+        return format!("{} B{per}", value.round());
+    }
+    let mut scaled = value;
+    let mut unit = "B";
+    for next in UNITS {
+        // Moves up at 999.5 rather than 1024, so that no value prints with four digits.
+        if scaled < 999.5 && unit != "B" {
+            break;
+        }
+        scaled /= 1024.0;
+        unit = next;
+    }
+    let decimals = if scaled < 9.995 {
+        2
+    } else if scaled < 99.95 {
+        1
+    } else {
+        0
+    };
+    let text = format!("{scaled:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text} {unit}{per}")
+}
+
 /// Reads a duration written like `"500ms"`, `"10s"`, `"4h"`, `"1h 30m"`.
 pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
     let trimmed = text.trim();
@@ -209,6 +258,26 @@ mod tests {
             assert_eq!(parse_size(&text), Ok(bytes), "{text}");
         }
         assert_eq!(format_size(8 * MIB), "8 MiB");
+    }
+
+    #[test]
+    fn sizes_for_people_have_three_significant_digits_in_binary_units() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1 KiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(8 * MIB), "8 MiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
+        assert_eq!(human_size(23_488_102), "22.4 MiB");
+        assert_eq!(human_size(999 * 1024), "999 KiB");
+        // Not "1000 KiB" or "1024 KiB": four digits would hide the next unit.
+        assert_eq!(human_size(1000 * 1024), "0.98 MiB");
+        assert_eq!(human_size(1024 * 1024 - 1), "1 MiB");
+        assert_eq!(human_size(u64::MAX), "16 EiB");
+        assert_eq!(human_rate(816e6), "778 MiB/s");
+        assert_eq!(human_rate(1.5 * MIB as f64), "1.5 MiB/s");
+        assert_eq!(human_rate(12.0), "12 B/s");
+        assert_eq!(human_rate(f64::NAN), "? B/s");
     }
 
     #[test]

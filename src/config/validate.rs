@@ -67,7 +67,17 @@ pub(super) fn validate(
         None => default_state_dir(),
     };
     let log = validate_log(raw.log.unwrap_or_default(), base, problems);
+    let no_folder_tables = raw.folder.is_empty();
     let folders = validate_folders(raw.folder, base, purpose, problems);
+    // `run` has nothing to do without a folder; `check` must say so rather than "looks good".
+    // A `[folder]` written with single brackets has its own problem at this key already.
+    if purpose == Purpose::Watch && no_folder_tables && !problems.has_problem_at("folder") {
+        problems.add(
+            "folder",
+            "missing: `hotfolder run` watches the folders given in [[folder]] tables, and there \
+             is none; add one, such as [[folder]] with path = \"/srv/exports\"",
+        );
+    }
     if !problems.list.is_empty() {
         return None;
     }
@@ -255,8 +265,11 @@ fn resolve_password(
         problems.add(
             "account",
             format!(
-                "{} are all set: keep exactly one password source",
-                given.join(" and ")
+                "{} are {} set: keep exactly one password source, and put a # in front of \
+                 the other {}",
+                given.join(" and "),
+                if given.len() == 2 { "both" } else { "all" },
+                if given.len() == 2 { "line" } else { "lines" },
             ),
         );
         return None;
@@ -562,7 +575,8 @@ fn validate_folder(
                 // link anywhere (`nofollow`), so a link swapped in later is never read through.
                 Ok(meta) if meta.is_dir() => Some(std::fs::canonicalize(&path).unwrap_or(path)),
                 // The agent records a missing folder in the store; status must still open it.
-                _ if purpose == Purpose::Inspect => Some(path),
+                // `upload` only reads a folder's metadata, for files inside it.
+                _ if matches!(purpose, Purpose::Upload | Purpose::Inspect) => Some(path),
                 Ok(_) => {
                     problems.add(
                         key("path"),

@@ -131,7 +131,10 @@ pub async fn run_cli(args: &EmulatorArgs, shutdown: CancellationToken) -> anyhow
     let emulator = Emulator::start(args.listen(), options.clone())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen()))?;
-    println!("{}", banner(&emulator, &options));
+    // The emulator serves whether or not anyone reads where it listens.
+    if let Err(err) = crate::console::outln!("{}", banner(&emulator, &options)) {
+        tracing::warn!("{}", crate::chain(&err));
+    }
     shutdown.cancelled().await;
     emulator.shutdown().await;
     Ok(())

@@ -420,7 +420,16 @@ impl VmproError {
             VmproError::Status { .. } => "the platform had an error".into(),
             VmproError::Protocol { .. } => "the platform answered in an unexpected way".into(),
             VmproError::GaveUp { last, .. } => format!("{} (retried until the limit)", last.meaning()),
-            VmproError::Read { .. } => "the file could not be read (permissions?)".into(),
+            VmproError::Read { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "the file is gone: it was moved or deleted before it was read".into()
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "hotfolder may not read the file: check its permissions".into()
+                }
+                std::io::ErrorKind::IsADirectory => "it is a folder, not a file".into(),
+                _ => "the file could not be read".into(),
+            },
             VmproError::EmptyFile { .. } => "the file is empty; nothing was sent".into(),
             VmproError::FileChanged { .. } => {
                 "the file was still being written; it is uploaded again once it is stable".into()

@@ -10,6 +10,7 @@
 mod account;
 mod agent;
 mod bad_inputs;
+mod commands;
 mod config;
 mod emulator;
 mod error_chains;

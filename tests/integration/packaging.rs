@@ -762,3 +762,49 @@ fn documented_config_is_accepted_by_hotfolder() {
     assert_eq!(settings.state_dir, root.join("var/lib/hotfolder"));
     assert_eq!(settings.folders.len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The licence: Cargo.toml's `license` names two, and a published crate or a copied tree must
+// carry both texts.
+
+#[test]
+fn every_license_cargo_toml_names_has_its_text_in_the_tree() {
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let expression = manifest["package"]["license"].as_str().unwrap().to_owned();
+    // The SPDX identifier, the file the Rust ecosystem keeps its text in, and words of the text.
+    let known = [
+        (
+            "MIT",
+            "LICENSE-MIT",
+            "Permission is hereby granted, free of charge",
+        ),
+        (
+            "Apache-2.0",
+            "LICENSE-APACHE",
+            "Apache License\n                           Version 2.0, January 2004",
+        ),
+    ];
+    let named: Vec<&str> = expression.split(" OR ").map(str::trim).collect();
+    assert_eq!(named, ["MIT", "Apache-2.0"], "{expression}");
+    for id in named {
+        let (_, file, words) = known.iter().find(|(k, _, _)| *k == id).unwrap();
+        let text = std::fs::read_to_string(repo_file(file))
+            .unwrap_or_else(|err| panic!("Cargo.toml names {id}, but {file} is missing: {err}"));
+        assert!(text.contains(words), "{file} is not the {id} text");
+    }
+    let mit = read("LICENSE-MIT");
+    assert!(
+        mit.contains("Copyright (c) the hotfolder developers"),
+        "LICENSE-MIT has no copyright line: {mit}"
+    );
+    // The whole Apache text, appendix included, not an excerpt.
+    let apache = read("LICENSE-APACHE");
+    for part in [
+        "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION",
+        "9. Accepting Warranty or Additional Liability.",
+        "END OF TERMS AND CONDITIONS",
+        "APPENDIX: How to apply the Apache License to your work.",
+    ] {
+        assert!(apache.contains(part), "LICENSE-APACHE lacks {part:?}");
+    }
+}

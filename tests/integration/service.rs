@@ -171,7 +171,14 @@ async fn check_warns_about_a_readable_inline_password() {
     use std::os::unix::fs::PermissionsExt;
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &account_toml(&emulator, "keycloak"));
+    // `check` checks what `run` needs, a folder among it.
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let folder = format!("\n[[folder]]\npath = \"{}\"\n", inbox.display());
+    let config = write_config(
+        dir.path(),
+        &format!("{}{folder}", account_toml(&emulator, "keycloak")),
+    );
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let output = run(hotfolder().arg("check").arg("--config").arg(&config)).await;
     let stdout = text(&output.stdout);
@@ -188,7 +195,7 @@ async fn check_warns_about_a_readable_inline_password() {
         &format!("password = \"{PASSWORD}\""),
         &format!("password_file = \"{}\"", password_file.display()),
     );
-    let config = write_config(dir.path(), &body);
+    let config = write_config(dir.path(), &format!("{body}{folder}"));
     let output = run(hotfolder().arg("check").arg("--config").arg(&config)).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(

@@ -354,23 +354,32 @@ async fn storage_quota_stops_without_a_retry_storm() {
     assert_eq!(emulator.videos().len(), 1);
 }
 
+/// A suffix the platform would answer 415 is refused before any request (issue 10, item 19):
+/// no login, no empty video left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_format_fails_with_415() {
+async fn unsupported_format_is_refused_before_the_platform_sees_it() {
     let emulator = emulator(|_| {}).await;
     let (lines, output, _) =
         upload_json(&emulator, FAST_UPLOAD, "keycloak", &[("notes.txt", 10, 28)]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        lines[0]["error"].as_str().unwrap().contains("415"),
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the platform does not accept .txt files"),
         "{}",
         lines[0]
     );
     assert!(
-        lines[0]["meaning"].as_str().unwrap().contains("file type"),
+        lines[0]["meaning"]
+            .as_str()
+            .unwrap()
+            .contains("video format"),
         "{}",
         lines[0]
     );
-    assert_eq!(emulator.stats().chunk_posts, 0);
+    assert_eq!(emulator.stats().requests, 0);
+    assert!(emulator.videos().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
