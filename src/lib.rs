@@ -46,8 +46,8 @@ pub use error_chain::chain;
 // The configuration file.
 pub use config::{
     AuthStyle, ConfigError, ConfigProblem, LogFormat, PasswordSource, STARTER_CONFIG, Settings,
-    check_folder_access, default_exclude, default_include, load as load_config, parse_duration,
-    parse_rate, parse_size, secret_file_warnings,
+    check_folder_access, default_exclude, default_include, human_rate, human_size,
+    load as load_config, parse_duration, parse_rate, parse_size, secret_file_warnings,
 };
 // The built-in platform emulator.
 pub use emulator::{

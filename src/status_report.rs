@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::agent::{ShownCounts, queue_counts};
+use crate::config::{human_rate, human_size};
 use crate::escape::escaped;
 use crate::store::{Job, JobState, JobStore, MissingFolder, SettlingFile, StoreError};
 
@@ -149,7 +150,7 @@ impl ReportClock {
 }
 
 /// The average upload rate of a job, in bytes per second: up to now while it uploads, up to
-/// the end of its upload once it is over (not up to now: a file uploaded at 483 MB/s an hour
+/// the end of its upload once it is over (not up to now: a file uploaded at 460 MiB/s an hour
 /// ago would show as a few hundred kB/s). The same figure as the sidecar's.
 pub fn bytes_per_second(job: &Job, now: OffsetDateTime) -> Option<f64> {
     let started = job.started_at?;
@@ -161,17 +162,6 @@ pub fn bytes_per_second(job: &Job, now: OffsetDateTime) -> Option<f64> {
     };
     let secs = (until - started).as_seconds_f64();
     (secs > 0.0 && job.bytes_sent > 0).then(|| job.bytes_sent as f64 / secs)
-}
-
-/// A size for people, in powers of 1000 as the logs' MB/s.
-fn size_text(bytes: u64) -> String {
-    let b = bytes as f64;
-    match bytes {
-        0..1_000 => format!("{bytes} bytes"),
-        1_000..1_000_000 => format!("{:.1} kB", b / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
-        _ => format!("{:.1} GB", b / 1e9),
-    }
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -225,7 +215,7 @@ pub fn write_text(
             out,
             "settling   {}  {}, unchanged since {}; complete at {} if it stays so",
             escaped(&file.path),
-            size_text(file.size),
+            human_size(file.size),
             clock.show(file.since),
             clock.show(file.since + file.stable_for),
         )?;
@@ -250,7 +240,7 @@ pub fn write_text(
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "?".into()),
                 bytes_per_second(job, clock.now)
-                    .map(|r| format!("{:.1} MB/s", r / 1e6))
+                    .map(human_rate)
                     .unwrap_or_else(|| "-".into()),
                 job.video_id.as_deref().unwrap_or("-"),
                 if state == "trying" {
@@ -285,7 +275,7 @@ pub fn write_text(
                 clock.show(at),
                 job.video_id.as_deref().unwrap_or("-"),
                 bytes_per_second(job, clock.now)
-                    .map(|r| format!("  {:.1} MB/s", r / 1e6))
+                    .map(|r| format!("  {}", human_rate(r)))
                     .unwrap_or_default()
             )?,
             JobState::Failed => writeln!(
@@ -382,14 +372,6 @@ mod tests {
         assert_eq!(clock.ago(now - time::Duration::hours(5)), "5 h ago");
         assert_eq!(clock.ago(now - time::Duration::days(3)), "3 days ago");
         assert_eq!(clock.ago(now), "just now");
-    }
-
-    #[test]
-    fn sizes_are_in_powers_of_1000() {
-        assert_eq!(size_text(999), "999 bytes");
-        assert_eq!(size_text(1_500), "1.5 kB");
-        assert_eq!(size_text(3_000_000), "3.0 MB");
-        assert_eq!(size_text(12_345_678_901), "12.3 GB");
     }
 
     #[test]
