@@ -581,8 +581,10 @@ fn validate_folder(
     let done_dir = side_dir(raw.done_dir, "done");
     let failed_dir = side_dir(raw.failed_dir, "failed");
     if let (Some(path), Some(done), Some(failed)) = (&path, &done_dir, &failed_dir) {
-        for (dir, what, files) in [(done, "done_dir", "uploaded"), (failed, "failed_dir", "failed")]
-        {
+        for (dir, what, files) in [
+            (done, "done_dir", "uploaded"),
+            (failed, "failed_dir", "failed"),
+        ] {
             if dir == path {
                 problems.add(
                     key(what),

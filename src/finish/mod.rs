@@ -99,19 +99,21 @@ fn is_plain(rel_path: &Path) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
-/// `wanted` itself for `n == 0`, else `stem (n).ext` beside it.
-fn numbered(wanted: &Path, n: u32) -> PathBuf {
+/// `wanted` itself for `n == 0`, else `stem (n).ext` beside it; a stem that would make the name
+/// too long for the file system is shortened the way [`fit_name`] does (its start, `~` and a
+/// hash), so a 252-byte name that is taken still gets a `(1)` that fits.
+pub(crate) fn numbered(wanted: &Path, n: u32) -> PathBuf {
     if n == 0 {
         return wanted.to_path_buf();
     }
     let name = Path::new(wanted.file_name().unwrap_or_default());
-    let mut file_name = OsString::from(name.file_stem().unwrap_or(name.as_os_str()));
-    file_name.push(format!(" ({n})"));
+    let stem = name.file_stem().unwrap_or(name.as_os_str());
+    let mut suffix = OsString::from(format!(" ({n})"));
     if let Some(extension) = name.extension() {
-        file_name.push(".");
-        file_name.push(extension);
+        suffix.push(".");
+        suffix.push(extension);
     }
-    wanted.with_file_name(file_name)
+    wanted.with_file_name(fit_name("", stem, &suffix))
 }
 
 /// The name an earlier move of `src` already gave it, if that move was killed between linking
@@ -313,7 +315,12 @@ pub(crate) const NAME_MAX: usize = 255;
 
 /// `prefix + core + suffix`, with `core` shortened to its start plus `~` and 12 hex digits of
 /// its sha256 when the whole would exceed [`NAME_MAX`].
-pub(crate) fn fit_name(prefix: &str, core: &std::ffi::OsStr, suffix: &str) -> OsString {
+pub(crate) fn fit_name(
+    prefix: &str,
+    core: &std::ffi::OsStr,
+    suffix: impl AsRef<std::ffi::OsStr>,
+) -> OsString {
+    let suffix = suffix.as_ref();
     let bytes = core.as_encoded_bytes();
     let mut out = OsString::from(prefix);
     if prefix.len() + bytes.len() + suffix.len() <= NAME_MAX {

@@ -308,6 +308,23 @@ impl JobStore {
         )
     }
 
+    /// The file is at `destination` in done/ or failed/ and its sidecar is about to be written:
+    /// a `moved` event, and the place, so that a restart after a kill from here on finds the file
+    /// by what was recorded instead of reporting it gone.
+    pub fn record_move(&self, id: i64, destination: &Path) -> Result<(), StoreError> {
+        self.write(|tx| {
+            transition(
+                tx,
+                id,
+                "recorded as moved",
+                &[JobState::Finishing],
+                "UPDATE jobs SET destination = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, SqlPath(destination), Stamp(now())],
+            )?;
+            insert_event(tx, id, "moved", &format!("to {}", destination.display()))
+        })
+    }
+
     /// The file vanished (deleted or moved away by someone): Gone, with a `gone` event saying why.
     pub fn forget(&self, id: i64, why: &str) -> Result<(), StoreError> {
         self.write(|tx| {

@@ -519,7 +519,11 @@ fn a_done_or_failed_dir_that_contains_the_watched_folder_is_refused() {
     problem_at(&setup.problems(&text), "folder[1].done_dir");
 
     // Beside the watched folder, or inside it, is fine.
-    assert!(setup.load(&with_folder("done_dir = \"../delivered\"")).is_ok());
+    assert!(
+        setup
+            .load(&with_folder("done_dir = \"../delivered\""))
+            .is_ok()
+    );
     assert!(setup.load(&with_folder("done_dir = \"sent/ok\"")).is_ok());
 }
 

@@ -12,6 +12,7 @@ mod bad_inputs;
 mod config;
 mod emulator;
 mod error_chains;
+mod finish;
 mod packaging;
 mod service;
 mod upload;
