@@ -713,6 +713,7 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
             ..UploadSettings::default()
         },
         state_dir: dir.join(".hotfolder-state"),
+        keep_jobs_for: config::DEFAULT_KEEP_JOBS_FOR,
         log: LogSettings {
             dir: dir.join("logs"),
             level: "info".into(),

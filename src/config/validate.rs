@@ -23,9 +23,9 @@ use super::raw::{
 };
 use super::units::{MIB, format_size};
 use super::{
-    AccountSettings, AuthStyle, DEFAULT_API_URL, DEFAULT_STABLE_FOR, DEFAULT_TITLE,
-    DEFAULT_TOKEN_URL, EnvLookup, FolderSettings, LogFormat, LogSettings, PasswordSource, Purpose,
-    Settings, UploadSettings, default_exclude, default_include,
+    AccountSettings, AuthStyle, DEFAULT_API_URL, DEFAULT_KEEP_JOBS_FOR, DEFAULT_STABLE_FOR,
+    DEFAULT_TITLE, DEFAULT_TOKEN_URL, EnvLookup, FolderSettings, LogFormat, LogSettings,
+    PasswordSource, Purpose, Settings, UploadSettings, default_exclude, default_include,
 };
 
 const MIN_CHUNK_SIZE: u64 = MIB;
@@ -62,10 +62,17 @@ pub(super) fn validate(
         }
     };
     let upload = validate_upload(raw.upload.unwrap_or_default(), problems);
-    let state_dir = match raw.state.and_then(|s| s.dir) {
+    let state = raw.state.unwrap_or_default();
+    let state_dir = match state.dir {
         Some(dir) => resolve_path(base, &dir),
         None => default_state_dir(),
     };
+    let keep_jobs_for = positive_duration(
+        state.keep_jobs_for,
+        DEFAULT_KEEP_JOBS_FOR,
+        "state.keep_jobs_for",
+        problems,
+    );
     let log = validate_log(raw.log.unwrap_or_default(), base, problems);
     let folders = validate_folders(raw.folder, base, purpose, problems);
     if !problems.list.is_empty() {
@@ -76,6 +83,7 @@ pub(super) fn validate(
         account: account?,
         upload,
         state_dir,
+        keep_jobs_for,
         log,
         folders,
     })

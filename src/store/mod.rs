@@ -57,7 +57,7 @@ use rusqlite::{
 };
 use time::OffsetDateTime;
 
-use job::{ACTIVE, UNFINISHED};
+use job::{ACTIVE, FINISHED, UNFINISHED};
 use schema::{Json, SqlPath, Stamp, state_list};
 
 /// The database file inside the state dir.
@@ -113,6 +113,10 @@ impl JobStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sqlite)?;
+        // Deleted and replaced content (upload URLs, whose `__token__` is a credential, and
+        // pruned jobs) is overwritten with zeros instead of lingering in free space.
+        conn.pragma_update(None, "secure_delete", true)
             .map_err(sqlite)?;
         schema::migrate(&mut conn, &path)?;
         Ok(JobStore {
@@ -276,7 +280,8 @@ impl JobStore {
         )
     }
 
-    /// Records how the upload ended, before the file is moved: Finishing.
+    /// Records how the upload ended, before the file is moved: Finishing. The upload URL is
+    /// dropped: its `__token__` is a credential, and nothing is sent to it any more.
     pub fn decide(
         &self,
         id: i64,
@@ -289,7 +294,8 @@ impl JobStore {
             "decided",
             ACTIVE,
             "UPDATE jobs SET state = 'finishing', outcome = ?2, sha256 = ?3, error = ?4,
-                pause_reason = NULL, finished_at = ?5, updated_at = ?5
+                pause_reason = NULL, upload_url = NULL, url_issued_at = NULL,
+                finished_at = ?5, updated_at = ?5
              WHERE id = ?1",
             params![id, outcome, sha256, error.map(Json), Stamp(now())],
         )
@@ -302,7 +308,7 @@ impl JobStore {
             "marked as moved",
             &[JobState::Finishing],
             "UPDATE jobs SET state = CASE outcome WHEN 'uploaded' THEN 'done' ELSE 'failed' END,
-                destination = ?2, updated_at = ?3
+                destination = ?2, upload_url = NULL, url_issued_at = NULL, updated_at = ?3
              WHERE id = ?1",
             params![id, SqlPath(destination), Stamp(now())],
         )
@@ -331,12 +337,33 @@ impl JobStore {
             check_state(tx, id, UNFINISHED, "forgotten")?;
             let at = now();
             tx.execute(
-                "UPDATE jobs SET state = 'gone', pause_reason = NULL,
-                    finished_at = COALESCE(finished_at, ?2), updated_at = ?2
+                "UPDATE jobs SET state = 'gone', pause_reason = NULL, upload_url = NULL,
+                    url_issued_at = NULL, finished_at = COALESCE(finished_at, ?2), updated_at = ?2
                  WHERE id = ?1",
                 params![id, Stamp(at)],
             )?;
             insert_event(tx, id, "gone", why)
+        })
+    }
+
+    /// Deletes finished jobs (done, failed, gone) that reached that state before `before`,
+    /// with their events, and drops any upload URL a finished job still holds (stores written
+    /// by a hotfolder that kept them). Returns how many jobs were deleted.
+    pub fn prune_finished(&self, before: OffsetDateTime) -> Result<usize, StoreError> {
+        let finished = state_list(FINISHED);
+        self.write(|tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE jobs SET upload_url = NULL, url_issued_at = NULL
+                     WHERE state IN ({finished}, 'finishing') AND upload_url IS NOT NULL"
+                ),
+                params![],
+            )?;
+            let deleted = tx.execute(
+                &format!("DELETE FROM jobs WHERE state IN ({finished}) AND updated_at < ?1"),
+                params![Stamp(before)],
+            )?;
+            Ok(deleted)
         })
     }
 
@@ -733,6 +760,106 @@ mod tests {
         assert_eq!(done.destination, Some(dir.path().join("done/a.mov")));
         assert!(store.start_attempt(id).is_err());
         assert!(store.unfinished().unwrap().is_empty());
+    }
+
+    /// Bytes of the database and its WAL, as anyone reading the state dir would see them.
+    fn raw_store_bytes(state_dir: &Path) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal"] {
+            let path = state_dir.join(format!("{DB_FILE_NAME}{suffix}"));
+            if let Ok(more) = fs::read(path) {
+                bytes.extend(more);
+            }
+        }
+        bytes
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_job_that_ends_keeps_no_upload_url_not_even_in_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for name in ["a", "b", "c"] {
+            let id = id_of(
+                store
+                    .enqueue(new_job(dir.path(), &format!("{name}.mov")))
+                    .unwrap(),
+            );
+            store.start_attempt(id).unwrap();
+            // A renewal replaces the first URL: neither may linger.
+            for renewal in ["", "renewed"] {
+                let url = format!("https://up.example/x?__token__=1~SECRET{name}SECRET{renewal}");
+                store.record_url(id, &url, now()).unwrap();
+                store
+                    .record_event(id, "url renewed", "new upload URL")
+                    .unwrap();
+            }
+            ids.push(id);
+        }
+        store.decide(ids[0], Outcome::Uploaded, None, None).unwrap();
+        assert_eq!(store.job(ids[0]).unwrap().upload_url, None);
+        assert_eq!(store.job(ids[0]).unwrap().url_issued_at, None);
+        store.mark_moved(ids[0], Path::new("/done/a.mov")).unwrap();
+        store.forget(ids[1], "deleted").unwrap();
+        assert_eq!(store.job(ids[1]).unwrap().upload_url, None);
+        // Still uploading: it needs its URL to resume.
+        assert!(store.job(ids[2]).unwrap().upload_url.is_some());
+        drop(store);
+
+        let bytes = raw_store_bytes(dir.path());
+        assert!(!contains(&bytes, "SECRETaSECRET"));
+        assert!(!contains(&bytes, "SECRETbSECRET"));
+        // The search would see a token that is there.
+        assert!(contains(&bytes, "SECRETcSECRET"));
+    }
+
+    #[test]
+    fn finished_jobs_older_than_the_limit_are_pruned_with_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let done = id_of(store.enqueue(new_job(dir.path(), "done.mov")).unwrap());
+        store.decide(done, Outcome::Uploaded, None, None).unwrap();
+        store.mark_moved(done, Path::new("/done/done.mov")).unwrap();
+        let gone = id_of(store.enqueue(new_job(dir.path(), "gone.mov")).unwrap());
+        store.forget(gone, "deleted").unwrap();
+        let finishing = id_of(store.enqueue(new_job(dir.path(), "finishing.mov")).unwrap());
+        store
+            .decide(finishing, Outcome::Failed, None, None)
+            .unwrap();
+        let waiting = id_of(store.enqueue(new_job(dir.path(), "waiting.mov")).unwrap());
+        // A store from a hotfolder that kept the URL of finished jobs.
+        store
+            .lock()
+            .execute(
+                "UPDATE jobs SET upload_url = 'https://up/x?__token__=1~old' WHERE id = ?1",
+                params![done],
+            )
+            .unwrap();
+
+        let hour = time::Duration::hours(1);
+        assert_eq!(store.prune_finished(now() - hour).unwrap(), 0);
+        assert_eq!(store.job(done).unwrap().upload_url, None);
+        assert_eq!(store.prune_finished(now() + hour).unwrap(), 2);
+        assert!(matches!(store.job(done), Err(StoreError::UnknownJob(_))));
+        assert!(matches!(store.job(gone), Err(StoreError::UnknownJob(_))));
+        let events: i64 = store
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE job_id IN (?1, ?2)",
+                params![done, gone],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(events, 0);
+        // Unfinished jobs stay, however old.
+        assert_eq!(store.job(finishing).unwrap().state, JobState::Finishing);
+        assert_eq!(store.job(waiting).unwrap().state, JobState::Waiting);
     }
 
     #[test]

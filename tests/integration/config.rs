@@ -170,6 +170,36 @@ fn minimal_config_gets_the_documented_defaults() {
 }
 
 #[test]
+fn keep_jobs_for_defaults_to_90_days_and_must_be_positive() {
+    let setup = Setup::new();
+    let settings = setup.load(&with_folder("")).unwrap();
+    assert_eq!(settings.keep_jobs_for, Duration::from_secs(90 * 24 * 3600));
+    assert!(
+        settings.describe().contains("keep_jobs_for = \"90d\""),
+        "{}",
+        settings.describe()
+    );
+    let settings = setup
+        .load(&format!(
+            "{}\n[state]\nkeep_jobs_for = \"30d\"\n",
+            with_folder("")
+        ))
+        .unwrap();
+    assert_eq!(settings.keep_jobs_for, Duration::from_secs(30 * 24 * 3600));
+    let problems = setup.problems(&format!(
+        "{}\n[state]\nkeep_jobs_for = \"0s\"\n",
+        with_folder("")
+    ));
+    let problem = problem_at(&problems, "state.keep_jobs_for");
+    assert!(problem.message.contains("longer than 0s"), "{problem}");
+    let problems = setup.problems(&format!(
+        "{}\n[state]\nkeep_jobs_for = \"forever\"\n",
+        with_folder("")
+    ));
+    problem_at(&problems, "state.keep_jobs_for");
+}
+
+#[test]
 fn no_folder_is_fine_for_the_upload_command() {
     let setup = Setup::new();
     let settings = setup.load(ACCOUNT).unwrap();
