@@ -562,6 +562,10 @@ fn status(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
     };
     let summary = store.summary().map_err(anyhow::Error::from)?;
     let pause = store.queue_pause().map_err(anyhow::Error::from)?;
+    // While the store cannot be written (a full disk), the agent says why in its lock file.
+    let pause = crate::store::read_agent_note(&settings.state_dir)
+        .map(|note| (note.paused, note.since))
+        .or(pause);
     let missing = store.missing_folders().map_err(anyhow::Error::from)?;
     let unfinished = store.unfinished().map_err(anyhow::Error::from)?;
     let recent = store.recent_finished(10).map_err(anyhow::Error::from)?;

@@ -3,7 +3,9 @@
 //! `<file name>.upload.json` beside it.
 //!
 //! The user's file is sacred: every failure here leaves the source where it was, and a move
-//! across file systems removes the source only after the copy is complete and on disk.
+//! across file systems removes the source only after the copy is complete and on disk. Such a
+//! copy can take minutes; it stops between pieces when the agent stops (the move is done again
+//! at the next start), and callers run it off any loop that must keep answering.
 //!
 //! This file holds the moves; `sidecar` writes `<file name>.upload.json`, and `recover`
 //! completes a job's move (also one a kill interrupted) and clears our temp files at start.
@@ -16,8 +18,10 @@ pub use sidecar::{Sidecar, sidecar_path, write_sidecar};
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
 
 /// The sidecar's suffix, appended to the moved file's whole name.
 pub const SIDECAR_SUFFIX: &str = ".upload.json";
@@ -159,11 +163,13 @@ fn is_taken(path: &Path) -> io::Result<bool> {
 /// fails if the name exists) and then removing the source; where hard links are not allowed,
 /// a rename to a name just checked to be free. Across file systems see [`copy_then_remove`].
 /// On any failure the source is untouched and nothing is left at the destination. A move that
-/// was killed between the link and the removal of the source is completed, not repeated.
+/// was killed between the link and the removal of the source is completed, not repeated. A copy
+/// stops when `stop` is cancelled (an `Interrupted` error; the source stays).
 pub fn move_without_overwrite(
     src: &Path,
     base: &Path,
     rel_path: &Path,
+    stop: &CancellationToken,
 ) -> Result<PathBuf, FinishError> {
     if let Some(dest) = interrupted_move(src, base, rel_path) {
         return match fs::remove_file(src) {
@@ -208,7 +214,7 @@ pub fn move_without_overwrite(
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-                match copy_without_overwrite(src, &dest) {
+                match copy_without_overwrite(src, &dest, stop) {
                     Ok(()) => return Ok(dest),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                     Err(source) => return Err(move_error(source)),
@@ -226,7 +232,7 @@ pub fn move_without_overwrite(
                         return Ok(dest);
                     }
                     Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-                        match copy_without_overwrite(src, &dest) {
+                        match copy_without_overwrite(src, &dest, stop) {
                             Ok(()) => return Ok(dest),
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                             Err(source) => return Err(move_error(source)),
@@ -253,17 +259,19 @@ pub fn move_without_overwrite(
 /// removed and `src` is untouched.
 #[cfg(test)] // the agent's moves call copy_without_overwrite
 pub fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), FinishError> {
-    copy_without_overwrite(src, dest).map_err(|source| FinishError::Move {
-        src: src.to_path_buf(),
-        dest: dest.to_path_buf(),
-        source,
+    copy_without_overwrite(src, dest, &CancellationToken::new()).map_err(|source| {
+        FinishError::Move {
+            src: src.to_path_buf(),
+            dest: dest.to_path_buf(),
+            source,
+        }
     })
 }
 
-fn copy_without_overwrite(src: &Path, dest: &Path) -> io::Result<()> {
+fn copy_without_overwrite(src: &Path, dest: &Path, stop: &CancellationToken) -> io::Result<()> {
     let (dir, name) = split(dest)?;
     let temp = dir.join(temp_name(name));
-    let result = copy_to_temp(src, &temp).and_then(|()| place_without_overwrite(&temp, dest));
+    let result = copy_to_temp(src, &temp, stop).and_then(|()| place_without_overwrite(&temp, dest));
     if let Err(e) = result {
         let _ = fs::remove_file(&temp);
         return Err(e);
@@ -280,17 +288,62 @@ fn copy_without_overwrite(src: &Path, dest: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn copy_to_temp(src: &Path, temp: &Path) -> io::Result<()> {
-    let mut from = File::open(src)?;
+/// How much is copied between two looks at the stop signal: a second or less at NAS speeds.
+const COPY_PIECE: u64 = 16 * 1024 * 1024;
+
+fn copy_to_temp(src: &Path, temp: &Path, stop: &CancellationToken) -> io::Result<()> {
+    let from = File::open(src)?;
     let metadata = from.metadata()?;
     let mut to = OpenOptions::new().write(true).create_new(true).open(temp)?;
-    io::copy(&mut from, &mut to)?;
+    tracing::info!(
+        file = %src.display(),
+        to = %temp.parent().unwrap_or(temp).display(),
+        size = metadata.len(),
+        "copying to another file system; the file stays where it is until the copy is complete"
+    );
+    #[cfg(debug_assertions)]
+    slow_copy_for_tests(stop)?;
+    loop {
+        if stop.is_cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the copy stopped because hotfolder is stopping",
+            ));
+        }
+        // `Take<&File>` keeps std's in-kernel copy (copy_file_range, sendfile) where it works.
+        if io::copy(&mut (&from).take(COPY_PIECE), &mut to)? == 0 {
+            break;
+        }
+    }
     // Keep what an editor sees in a file browser: permissions and modification time.
     to.set_permissions(metadata.permissions())?;
     if let Ok(modified) = metadata.modified() {
         to.set_modified(modified)?;
     }
     to.sync_all()
+}
+
+/// Debug builds only: `HOTFOLDER_TEST_SLOW_COPY=<ms>` makes every copy across file systems
+/// take that much longer (a NAS in a test), still stopping at once when `stop` is cancelled.
+#[cfg(debug_assertions)]
+fn slow_copy_for_tests(stop: &CancellationToken) -> io::Result<()> {
+    let Some(ms) = std::env::var("HOTFOLDER_TEST_SLOW_COPY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    while std::time::Instant::now() < until {
+        if stop.is_cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the copy stopped because hotfolder is stopping",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Gives `from` the name `to`, failing with `AlreadyExists` rather than replacing anything.
@@ -455,7 +508,13 @@ pub(super) mod tests {
         let base = dir.path().join("done");
         write(&base.join("show/clip.mov"), b"an earlier clip");
 
-        let dest = move_without_overwrite(&src, &base, Path::new("show/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("show/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, base.join("show/clip (1).mov"));
         assert!(!src.exists());
         assert_eq!(fs::read(&dest).unwrap(), b"video bytes");
@@ -478,7 +537,13 @@ pub(super) mod tests {
         write(&base.join("show/clip.mov.upload.json"), b"{}");
         fs::hard_link(&src, base.join("show/clip (1).mov")).unwrap();
 
-        let dest = move_without_overwrite(&src, &base, Path::new("show/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("show/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, base.join("show/clip (1).mov"));
         assert!(!src.exists());
         assert_eq!(fs::read(&dest).unwrap(), b"video bytes");
@@ -502,7 +567,13 @@ pub(super) mod tests {
         fs::create_dir_all(src.parent().unwrap()).unwrap();
         fs::hard_link(&delivered, &src).unwrap();
 
-        let dest = move_without_overwrite(&src, &base, Path::new("clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, base.join("clip (1).mov"));
         assert!(!src.exists());
         assert_eq!(
@@ -595,7 +666,12 @@ pub(super) mod tests {
             return;
         }
 
-        let result = move_without_overwrite(&src, &done, Path::new("clip.mov"));
+        let result = move_without_overwrite(
+            &src,
+            &done,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        );
         fs::set_permissions(&done, fs::Permissions::from_mode(0o755)).unwrap();
         let err = result.unwrap_err();
         let message = err.to_string();
@@ -646,7 +722,13 @@ pub(super) mod tests {
         };
 
         // Within the file system: the hard link succeeds, removing the source does not.
-        let err = move_without_overwrite(&src, &done, Path::new("clip.mov")).unwrap_err();
+        let err = move_without_overwrite(
+            &src,
+            &done,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains(&src.display().to_string()),
             "{err}"
@@ -692,7 +774,13 @@ pub(super) mod tests {
         };
         let src = dir.path().join("clip.mov");
         write(&src, b"across");
-        let dest = move_without_overwrite(&src, other.path(), Path::new("sub/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            other.path(),
+            Path::new("sub/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, other.path().join("sub/clip.mov"));
         assert!(!src.exists());
         assert_eq!(fs::read(&dest).unwrap(), b"across");
@@ -700,7 +788,13 @@ pub(super) mod tests {
 
         // And again with the name taken.
         write(&src, b"second");
-        let dest = move_without_overwrite(&src, other.path(), Path::new("sub/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            other.path(),
+            Path::new("sub/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, other.path().join("sub/clip (1).mov"));
         assert_eq!(fs::read(&dest).unwrap(), b"second");
     }

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use tokio_util::sync::CancellationToken;
+
 use super::sidecar::written_for;
 use super::{
     MAX_SUFFIX, Sidecar, TEMP_SUFFIX, move_without_overwrite, numbered, sidecar_path, write_sidecar,
@@ -22,12 +24,18 @@ pub enum Finished {
 /// watched folder, writes its sidecar and records the move. Also completes a move a kill
 /// interrupted: a file already moved is found by [`find_moved`] instead of being moved twice.
 /// An error is the reason in words; the file is then where it was and the job still finishing.
-pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finished, String> {
+/// A copy across file systems stops when `stop` is cancelled (an error; the file stays).
+pub fn finish_job_file(
+    store: &JobStore,
+    job: &Job,
+    base: &Path,
+    stop: &CancellationToken,
+) -> Result<Finished, String> {
     let dest = if let Some(recorded) = recorded_destination(job) {
         // The move was recorded: a file now at the job's old path is a new one, not this job's.
         recorded
     } else if job.path.exists() {
-        move_without_overwrite(&job.path, base, &job.rel_path).map_err(|e| chain(&e))?
+        move_without_overwrite(&job.path, base, &job.rel_path, stop).map_err(|e| chain(&e))?
     } else if let Some(moved) = find_moved(base, job) {
         // A kill after the move, before the store recorded its end.
         moved
@@ -106,12 +114,15 @@ fn find_moved(base: &Path, job: &Job) -> Option<PathBuf> {
 
 /// Removes our own temporary files (`.…hotfolder-tmp`: a copy across file systems or a
 /// sidecar being written) that a kill left in done/ or failed/. Only ours: nothing else is
-/// touched.
-pub fn remove_stale_temps(dir: &Path) {
+/// touched. Stops early when `stop` is cancelled (a large done/ on a share takes a while).
+pub fn remove_stale_temps(dir: &Path, stop: &CancellationToken) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
+        if stop.is_cancelled() {
+            return;
+        }
         let path = entry.path();
         let Ok(kind) = entry.file_type() else {
             continue;
@@ -119,7 +130,7 @@ pub fn remove_stale_temps(dir: &Path) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if kind.is_dir() {
-            remove_stale_temps(&path);
+            remove_stale_temps(&path, stop);
         } else if kind.is_file() && name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
             match std::fs::remove_file(&path) {
                 Ok(()) => {
@@ -181,7 +192,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, job) = decided(dir.path(), "clip.mov", b"video bytes");
         let base = dir.path().join("done");
-        let dest = move_without_overwrite(&job.path, &base, &job.rel_path).unwrap();
+        let dest =
+            move_without_overwrite(&job.path, &base, &job.rel_path, &CancellationToken::new())
+                .unwrap();
         store.record_move(job.id, &dest).unwrap();
         let fresh = store.job(job.id).unwrap();
         write_sidecar(&dest, &Sidecar::from_job(&fresh, "clip.mov")).unwrap();
@@ -190,7 +203,8 @@ mod tests {
 
         let again = store.job(job.id).unwrap();
         assert_eq!(again.state, JobState::Finishing);
-        let finished = moved_to(finish_job_file(&store, &again, &base).unwrap());
+        let finished =
+            moved_to(finish_job_file(&store, &again, &base, &CancellationToken::new()).unwrap());
         assert_eq!(finished, dest);
         let done = store.job(job.id).unwrap();
         assert_eq!(done.state, JobState::Done);
@@ -215,13 +229,15 @@ mod tests {
             &Sidecar::from_job(&other_store.job(other.id).unwrap(), "clip.mov"),
         )
         .unwrap();
-        let dest = move_without_overwrite(&job.path, &base, &job.rel_path).unwrap();
+        let dest =
+            move_without_overwrite(&job.path, &base, &job.rel_path, &CancellationToken::new())
+                .unwrap();
         assert_eq!(dest, base.join("clip (1).mov"));
         write_sidecar(&dest, &Sidecar::from_job(&job, "clip (1).mov")).unwrap();
 
         assert_eq!(find_moved(&base, &job), Some(dest.clone()));
         assert_eq!(
-            moved_to(finish_job_file(&store, &job, &base).unwrap()),
+            moved_to(finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap()),
             dest
         );
         assert_eq!(store.job(job.id).unwrap().state, JobState::Done);
@@ -251,7 +267,7 @@ mod tests {
         );
         assert_eq!(find_moved(&base, &job), None);
         // With the folder there, the job ends as gone, and nothing in done/ is touched.
-        let finished = finish_job_file(&store, &job, &base).unwrap();
+        let finished = finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap();
         assert!(matches!(finished, Finished::RemovedBeforeMove(_)));
         assert_eq!(names_in(&base), ["clip.mov", "clip.mov.upload.json"]);
     }
@@ -268,7 +284,9 @@ mod tests {
         write(&base.join(&name), b"first export");
         write(&sidecar_path(&base.join(&name)), b"{}");
 
-        let dest = move_without_overwrite(&job.path, &base, &job.rel_path).unwrap();
+        let dest =
+            move_without_overwrite(&job.path, &base, &job.rel_path, &CancellationToken::new())
+                .unwrap();
         let dest_name = dest.file_name().unwrap().to_str().unwrap().to_owned();
         assert!(dest_name.len() <= NAME_MAX, "{dest_name}");
         assert!(dest_name.ends_with(" (1).mov"), "{dest_name}");
@@ -284,7 +302,7 @@ mod tests {
 
         assert_eq!(find_moved(&base, &job), Some(dest.clone()));
         assert_eq!(
-            moved_to(finish_job_file(&store, &job, &base).unwrap()),
+            moved_to(finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap()),
             dest
         );
         assert!(sidecar_path(&dest).exists());

@@ -44,7 +44,7 @@ mod status;
 
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, QueueSummary};
-pub use lock::StateLock;
+pub use lock::{AgentNote, StateLock, read_agent_note};
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -72,6 +72,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct JobStore {
     /// The database file, for error messages.
     path: PathBuf,
+    /// Device and inode of the database file opened for writing, to notice it being deleted or
+    /// replaced under the running agent.
+    identity: Option<(u64, u64)>,
     conn: Mutex<Connection>,
 }
 
@@ -119,8 +122,13 @@ impl JobStore {
         conn.pragma_update(None, "secure_delete", true)
             .map_err(sqlite)?;
         schema::migrate(&mut conn, &path)?;
+        let identity = file_identity(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(JobStore {
             path,
+            identity: Some(identity),
             conn: Mutex::new(conn),
         })
     }
@@ -149,6 +157,7 @@ impl JobStore {
         schema::check_read_only_version(&conn, &path)?;
         Ok(JobStore {
             path,
+            identity: None,
             conn: Mutex::new(conn),
         })
     }
@@ -156,6 +165,12 @@ impl JobStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Checks that the database file at the store's path is still the one this store opened
+    /// ([`StoreError::Vanished`] if it was deleted or replaced).
+    pub fn still_in_place(&self) -> Result<(), StoreError> {
+        check_identity(&self.path, self.identity)
     }
 
     /// Adds a job for a complete file, unless the file already has an unfinished one. A new job
@@ -438,6 +453,35 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path).map(drop)
+}
+
+/// Device and inode of the file at `path`.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// `Ok` while the file at `path` is the one with `expected` identity (or none is expected).
+fn check_identity(path: &Path, expected: Option<(u64, u64)>) -> Result<(), StoreError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    match file_identity(path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(_) => Err(StoreError::Vanished {
+            path: path.to_path_buf(),
+            what: "replaced by another file",
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Vanished {
+            path: path.to_path_buf(),
+            what: "deleted",
+        }),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn enqueue_in(tx: &Transaction<'_>, job: &NewJob) -> Result<Enqueued, StoreError> {
@@ -860,6 +904,68 @@ mod tests {
         // Unfinished jobs stay, however old.
         assert_eq!(store.job(finishing).unwrap().state, JobState::Finishing);
         assert_eq!(store.job(waiting).unwrap().state, JobState::Waiting);
+    }
+
+    #[test]
+    fn a_database_deleted_or_replaced_under_the_store_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        store.still_in_place().unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = fs::remove_file(dir.path().join(format!("{DB_FILE_NAME}{suffix}")));
+        }
+        let err = store.still_in_place().unwrap_err();
+        assert!(err.to_string().contains("was deleted"), "{err}");
+        assert!(err.to_string().contains(DB_FILE_NAME), "{err}");
+        drop(JobStore::open(dir.path()).unwrap());
+        let err = store.still_in_place().unwrap_err();
+        assert!(
+            err.to_string().contains("replaced by another file"),
+            "{err}"
+        );
+        // A reader (`status`) never claims a file.
+        JobStore::open_read_only(dir.path())
+            .unwrap()
+            .still_in_place()
+            .unwrap();
+    }
+
+    /// SQLite's own "database or disk is full" (here its page limit) is an outage to wait out,
+    /// not a refusal of the request.
+    #[test]
+    fn a_full_store_is_a_retryable_failure_and_a_refusal_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let pages: i64 = store
+            .lock()
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap();
+        store
+            .lock()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let jobs: Vec<NewJob> = (0..2000)
+            .map(|i| new_job(dir.path(), &format!("clip-with-a-long-name-{i:05}.mov")))
+            .collect();
+        let err = store.enqueue_many(&jobs).unwrap_err();
+        assert!(err.retryable(), "{err:?}");
+        assert!(
+            crate::chain(&err).contains("full"),
+            "{}",
+            crate::chain(&err)
+        );
+        let err = store.probe_write();
+        // Nothing was written, and a small write may still fit in the last page.
+        assert!(err.is_ok() || err.is_err_and(|e| e.retryable()));
+        assert!(!store.start_attempt(77).unwrap_err().retryable());
+        assert!(
+            !StoreError::WrongState {
+                id: 1,
+                state: JobState::Done,
+                action: "started"
+            }
+            .retryable()
+        );
     }
 
     #[test]
