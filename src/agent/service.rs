@@ -25,9 +25,13 @@ pub(super) fn heartbeat_period() -> Duration {
     }
 }
 
-/// One line for STATUS=: the queue, and why it is paused.
+/// One line for STATUS=: the queue, and why it is paused (the store, the platform).
 pub(super) fn status_line(shared: &Shared) -> String {
     let mut line = summary_line(&shared.store);
+    if let Some(outage) = shared.store_health.current() {
+        line.push_str("; PAUSED: ");
+        line.push_str(&outage.reason);
+    }
     if let Some(reason) = shared.dispatch.pause_reason() {
         line.push_str("; PAUSED: ");
         line.push_str(&reason);

@@ -7,7 +7,7 @@
 //! has, which needs no new space where a write to the database does.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
@@ -81,10 +81,11 @@ impl StateLock {
             }
             Err(TryLockError::Error(source)) => return Err(io(source)),
         }
-        file.set_len(0).map_err(io)?;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        file.flush().map_err(io)?;
+        // Over what is there, then cut to length: truncating first would give the file's block
+        // back, and a full disk would then refuse the pid (and the start).
+        let pid = format!("{}\n", std::process::id());
+        file.write_all_at(pid.as_bytes(), 0).map_err(io)?;
+        file.set_len(pid.len() as u64).map_err(io)?;
         let identity = {
             use std::os::unix::fs::MetadataExt as _;
             let meta = file.metadata().map_err(io)?;

@@ -196,3 +196,177 @@ async fn a_kill_between_the_move_and_its_record_ends_the_job_as_done() {
     let (status, _) = stop(agent).await;
     assert!(status.success());
 }
+
+/// A directory on another file system than the temp dir (/dev/shm), removed on drop; `None`
+/// where there is no such thing.
+struct OtherFileSystem(std::path::PathBuf);
+
+impl OtherFileSystem {
+    fn make() -> Option<OtherFileSystem> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::path::PathBuf::from(format!(
+            "/dev/shm/hotfolder-finish-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let here = tempfile::tempdir().ok()?;
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        let other = OtherFileSystem(dir);
+        (dev(&other.0).is_some() && dev(&other.0) != dev(here.path())).then_some(other)
+    }
+}
+
+impl Drop for OtherFileSystem {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `hotfolder run` with systemd's notify socket and watchdog (ping every 200 ms), and every
+/// copy across file systems made 3 s slower (a NAS), its stderr appended to the studio's log.
+fn start_notified(studio: &Studio, notify: &NotifySocket) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(studio.stderr_log())
+        .unwrap();
+    // systemd names the watched process in WATCHDOG_PID; without it the watchdog is off. A
+    // shell that puts its own pid there and then becomes hotfolder (exec keeps the pid) does
+    // what systemd does.
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_hotfolder"))
+        .arg("run")
+        .arg("--config")
+        .arg(&studio.config)
+        .env_remove("HOTFOLDER_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("LOGS_DIRECTORY")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("HOTFOLDER_TEST_SLOW_COPY", "3000")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    command.spawn().expect("hotfolder run starts")
+}
+
+/// The longest time between two watchdog pings from `from` on.
+fn longest_watchdog_gap(notify: &NotifySocket, from: std::time::Instant) -> Duration {
+    let pings: Vec<std::time::Instant> = notify
+        .messages()
+        .into_iter()
+        .filter(|(at, m)| *at >= from && m.contains("WATCHDOG=1"))
+        .map(|(at, _)| at)
+        .collect();
+    let last = pings.last().copied().unwrap_or(from);
+    pings
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .chain([std::time::Instant::now() - last])
+        .max()
+        .unwrap_or_default()
+}
+
+/// A move to a done_dir on another file system is a copy, and at NAS speed a long one. It must
+/// not hold up the loop that answers systemd's watchdog (a retried move), nor READY (a move
+/// resumed at start), nor a stop (the copy stops; the next start moves the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_copy_to_done_delays_neither_ready_nor_the_watchdog_nor_a_stop() {
+    let Some(other) = OtherFileSystem::make() else {
+        eprintln!(
+            "SKIPPED a_slow_copy_to_done_delays_neither_ready_nor_the_watchdog_nor_a_stop: \
+             /dev/shm is missing or on the same file system as the temp dir"
+        );
+        return;
+    };
+    let emulator = emulator(|_| {}).await;
+    let done = other.0.join("done");
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &format!("{QUICK}\ndone_dir = \"{}\"", done.display()),
+    );
+    let copying = |studio: &Studio| {
+        studio
+            .log_text()
+            .matches("copying to another file system")
+            .count()
+    };
+
+    // 1. A move that failed (done_dir blocked) is retried by the intake's loop: the copy then
+    //    runs beside it, and the watchdog keeps being answered.
+    std::fs::write(&done, b"in the way").unwrap();
+    let notify = NotifySocket::bind(studio.dir.path());
+    let agent = start_notified(&studio, &notify);
+    let one = studio.inbox.join("one.mov");
+    let one_data = content(2 * MIB, 81);
+    std::fs::write(&one, &one_data).unwrap();
+    eventually(WAIT, "the failed move logged", || {
+        studio.log_text().contains("tried again every")
+    })
+    .await;
+    std::fs::remove_file(&done).unwrap();
+    let unblocked = std::time::Instant::now();
+    eventually(WAIT, "one.mov delivered by a retried move", || {
+        arrived(&done.join("one.mov"))
+    })
+    .await;
+    assert_eq!(copying(&studio), 1, "{}", studio.log_text());
+    let gap = longest_watchdog_gap(&notify, unblocked);
+    eprintln!("retried move with a 3 s copy: longest watchdog gap {gap:?}");
+    assert!(
+        gap < Duration::from_secs(1),
+        "watchdog silent for {gap:?}\n{}",
+        studio.log_text()
+    );
+    assert_eq!(std::fs::read(done.join("one.mov")).unwrap(), one_data);
+
+    // 2. A stop during a copy is prompt; the file stays in the inbox, no partial copy is left.
+    let two = studio.inbox.join("two.mov");
+    let two_data = content(MIB + 7, 82);
+    std::fs::write(&two, &two_data).unwrap();
+    eventually(WAIT, "two.mov's copy started", || copying(&studio) == 2).await;
+    let (status, took) = stop(agent).await;
+    eprintln!("stop during a copy took {took:?}");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the stop waited {took:?} for the copy"
+    );
+    assert_eq!(std::fs::read(&two).unwrap(), two_data);
+    assert_eq!(names_in(&done), ["one.mov", "one.mov.upload.json"]);
+    drop(notify);
+
+    // 3. The next start resumes that move, and says READY at once, not after the copy.
+    std::fs::remove_file(studio.dir.path().join("notify.sock")).unwrap();
+    let notify = NotifySocket::bind(studio.dir.path());
+    let spawned = std::time::Instant::now();
+    let agent = start_notified(&studio, &notify);
+    eventually(WAIT, "READY", || notify.first("READY=1").is_some()).await;
+    let ready_after = notify.first("READY=1").unwrap() - spawned;
+    eventually(WAIT, "two.mov delivered by the resumed move", || {
+        arrived(&done.join("two.mov"))
+    })
+    .await;
+    let delivered_after = spawned.elapsed();
+    let gap = longest_watchdog_gap(&notify, spawned + ready_after);
+    eprintln!(
+        "start with a move to resume: READY after {ready_after:?}, delivered after {delivered_after:?}, longest watchdog gap {gap:?}"
+    );
+    assert!(
+        ready_after < Duration::from_millis(1500),
+        "READY after {ready_after:?}"
+    );
+    assert!(delivered_after > Duration::from_secs(3));
+    assert!(gap < Duration::from_secs(1), "watchdog silent for {gap:?}");
+    assert_eq!(std::fs::read(done.join("two.mov")).unwrap(), two_data);
+    assert_eq!(videos_named(&emulator, "two.mov").len(), 1);
+    assert_eq!(videos_named(&emulator, "one.mov").len(), 1);
+    let (status, _) = stop(agent).await;
+    assert!(status.success());
+}

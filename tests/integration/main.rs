@@ -15,6 +15,7 @@ mod error_chains;
 mod finish;
 mod packaging;
 mod service;
+mod store;
 mod upload;
 mod util;
 mod watch;
