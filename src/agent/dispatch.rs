@@ -640,6 +640,10 @@ pub(super) fn start_finish(shared: &Arc<Shared>, id: i64) {
 /// The move itself (see [`start_finish`]). A failure (disk full, permissions) leaves the file
 /// where it is and the job finishing, tried again later.
 async fn finish_job(shared: &Arc<Shared>, id: i64) {
+    if !shared.store_health.is_writable() {
+        // The move could not be recorded; it is started again when the store works.
+        return;
+    }
     let job = match shared.store.job(id) {
         Ok(job) => job,
         Err(err) => {

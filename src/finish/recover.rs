@@ -272,6 +272,37 @@ mod tests {
         assert_eq!(names_in(&base), ["clip.mov", "clip.mov.upload.json"]);
     }
 
+    /// A FIFO or a symlink where a sidecar would be (someone's mischief in done/) is no sidecar
+    /// of this job, and reading it neither blocks nor follows it.
+    #[test]
+    fn a_fifo_or_symlink_as_sidecar_neither_hangs_nor_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, job) = decided(dir.path(), "clip.mov", b"video bytes");
+        let base = dir.path().join("done");
+        fs::create_dir_all(&base).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(sidecar_path(&base.join("clip.mov")))
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        write(&base.join("clip.mov"), b"video bytes");
+        // The real sidecar's content, behind a symlink: not followed.
+        let elsewhere = dir.path().join("elsewhere.json");
+        write_sidecar(&elsewhere, &Sidecar::from_job(&job, "clip (1).mov")).unwrap();
+        write(&base.join("clip (1).mov"), b"video bytes");
+        std::os::unix::fs::symlink(
+            sidecar_path(&elsewhere),
+            sidecar_path(&base.join("clip (1).mov")),
+        )
+        .unwrap();
+        fs::remove_file(&job.path).unwrap();
+        assert_eq!(find_moved(&base, &job), None);
+        let finished = finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap();
+        assert!(matches!(finished, Finished::RemovedBeforeMove(_)));
+    }
+
     /// A 252-byte name already delivered: the second file of that name gets a shortened
     /// numbered name, and a kill right after that move is still recognised.
     #[test]

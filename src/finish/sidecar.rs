@@ -140,9 +140,20 @@ const SIDECAR_READ_LIMIT: u64 = 16 * 1024 * 1024;
 /// read or parsed is not this job's.
 pub(super) fn written_for(path: &Path, job: &Job) -> bool {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut text = Vec::new();
-    let read =
-        fs::File::open(path).and_then(|file| file.take(SIDECAR_READ_LIMIT).read_to_end(&mut text));
+    // Not following a symlink, and not waiting for a writer if it is a FIFO: only a regular
+    // file can be a sidecar, and a name in done/ must never hang the move.
+    let read = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|file| {
+            if !file.metadata()?.is_file() {
+                return Err(io::Error::other("not a regular file"));
+            }
+            file.take(SIDECAR_READ_LIMIT).read_to_end(&mut text)
+        });
     let Some(identity) = read
         .ok()
         .and_then(|_| serde_json::from_slice::<SidecarIdentity>(&text).ok())

@@ -63,6 +63,9 @@ use schema::{Json, SqlPath, Stamp, state_list};
 /// The database file inside the state dir.
 pub const DB_FILE_NAME: &str = "jobs.sqlite3";
 
+/// Jobs deleted per transaction when pruning.
+const PRUNE_BATCH: usize = 500;
+
 /// How long a write waits for another connection (a `status` reader checkpointing, a second
 /// process migrating) before giving up with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -363,7 +366,9 @@ impl JobStore {
 
     /// Deletes finished jobs (done, failed, gone) that reached that state before `before`,
     /// with their events, and drops any upload URL a finished job still holds (stores written
-    /// by a hotfolder that kept them). Returns how many jobs were deleted.
+    /// by a hotfolder that kept them). Returns how many jobs were deleted. Works in batches of
+    /// [`PRUNE_BATCH`], each its own transaction, so that the first prune of a large store
+    /// never holds the store (and the agent's heartbeat, which reads it) for long.
     pub fn prune_finished(&self, before: OffsetDateTime) -> Result<usize, StoreError> {
         let finished = state_list(FINISHED);
         self.write(|tx| {
@@ -374,12 +379,24 @@ impl JobStore {
                 ),
                 params![],
             )?;
-            let deleted = tx.execute(
-                &format!("DELETE FROM jobs WHERE state IN ({finished}) AND updated_at < ?1"),
-                params![Stamp(before)],
-            )?;
-            Ok(deleted)
-        })
+            Ok(())
+        })?;
+        let mut deleted = 0;
+        loop {
+            let batch = self.write(|tx| {
+                Ok(tx.execute(
+                    &format!(
+                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs
+                         WHERE state IN ({finished}) AND updated_at < ?1 LIMIT ?2)"
+                    ),
+                    params![Stamp(before), PRUNE_BATCH],
+                )?)
+            })?;
+            deleted += batch;
+            if batch < PRUNE_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// The file changed while it was uploading: back to Waiting with its new size and mtime;
@@ -904,6 +921,19 @@ mod tests {
         // Unfinished jobs stay, however old.
         assert_eq!(store.job(finishing).unwrap().state, JobState::Finishing);
         assert_eq!(store.job(waiting).unwrap().state, JobState::Waiting);
+
+        // Many more than one batch.
+        let many: Vec<NewJob> = (0..PRUNE_BATCH * 2 + 7)
+            .map(|i| new_job(dir.path(), &format!("old-{i}.mov")))
+            .collect();
+        for enqueued in store.enqueue_many(&many).unwrap() {
+            store.forget(id_of(enqueued), "deleted").unwrap();
+        }
+        assert_eq!(
+            store.prune_finished(now() + hour).unwrap(),
+            PRUNE_BATCH * 2 + 7
+        );
+        assert_eq!(store.summary().unwrap().gone, 0);
     }
 
     #[test]

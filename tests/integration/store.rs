@@ -25,11 +25,19 @@ fn state_dir(studio: &Studio) -> PathBuf {
     studio.dir.path().join("state")
 }
 
-/// Runs `sql` on the store's database (the agent may be running: WAL readers do not block it).
+/// Runs `sql` on the store's database, read-only (the agent may be running: WAL readers do
+/// not block it); no rows while the agent has not made the database yet.
 fn query<T>(studio: &Studio, sql: &str, read: impl Fn(&rusqlite::Row<'_>) -> T) -> Vec<T> {
-    let conn = rusqlite::Connection::open(state_dir(studio).join("jobs.sqlite3")).unwrap();
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        state_dir(studio).join("jobs.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return Vec::new();
+    };
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut statement = conn.prepare(sql).unwrap();
+    let Ok(mut statement) = conn.prepare(sql) else {
+        return Vec::new();
+    };
     statement
         .query_map([], |row| Ok(read(row)))
         .unwrap()
