@@ -120,12 +120,20 @@ pub(crate) fn numbered(wanted: &Path, n: u32) -> PathBuf {
     wanted.with_file_name(fit_name("", stem, &suffix))
 }
 
-/// The name an earlier move of `src` already gave it, if that move was killed between linking
-/// the destination and removing the source: the file then has both names, and moving it
-/// "again" would make a second copy under `stem (1).ext`. It is the source's own inode among
-/// the taken names [`free_destination`] walks, still without a sidecar (the sidecar is only
-/// written after the source is gone, so a linked copy that has one is someone else's).
-fn interrupted_move(src: &Path, base: &Path, rel_path: &Path) -> Option<PathBuf> {
+/// The name an earlier move of `src` already gave it, if that move was killed between putting
+/// the file at its destination and removing the source: the file then is in both places, and
+/// moving it "again" would make a second copy under `stem (1).ext`. Among the taken names
+/// [`free_destination`] walks, still without a sidecar (the sidecar is only written after the
+/// source is gone, so a file that has one is someone else's), it is the source's own inode (a
+/// link), or a complete copy: same size and modification time (a copy keeps it) and the same
+/// bytes, compared in full (rare, and only after a kill). A comparison cut short by `stop`
+/// counts as no match.
+fn interrupted_move(
+    src: &Path,
+    base: &Path,
+    rel_path: &Path,
+    stop: &CancellationToken,
+) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     if !is_plain(rel_path) {
         return None;
@@ -137,7 +145,17 @@ fn interrupted_move(src: &Path, base: &Path, rel_path: &Path) -> Option<PathBuf>
         let sidecar = sidecar_path(&candidate);
         match fs::symlink_metadata(&candidate) {
             Ok(meta) => {
-                if meta.dev() == source.dev() && meta.ino() == source.ino() && !sidecar.exists() {
+                if sidecar.exists() {
+                    continue;
+                }
+                let linked = meta.dev() == source.dev() && meta.ino() == source.ino();
+                let copied = !linked
+                    && meta.is_file()
+                    && source.is_file()
+                    && meta.len() == source.len()
+                    && (meta.mtime(), meta.mtime_nsec()) == (source.mtime(), source.mtime_nsec())
+                    && same_bytes(src, &candidate, stop).unwrap_or(false);
+                if linked || copied {
                     return Some(candidate);
                 }
             }
@@ -147,6 +165,53 @@ fn interrupted_move(src: &Path, base: &Path, rel_path: &Path) -> Option<PathBuf>
         }
     }
     None
+}
+
+/// Whether two regular files hold the same bytes (`a` already known to be as long as `b`).
+/// Neither is followed if it is a symlink, nor waited on if it is a FIFO.
+fn same_bytes(a: &Path, b: &Path, stop: &CancellationToken) -> io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let open = |path: &Path| {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)?;
+        if file.metadata()?.is_file() {
+            Ok(file)
+        } else {
+            Err(io::Error::other("not a regular file"))
+        }
+    };
+    let (mut a, mut b) = (open(a)?, open(b)?);
+    let mut left = vec![0u8; 1024 * 1024];
+    let mut right = vec![0u8; 1024 * 1024];
+    loop {
+        if stop.is_cancelled() {
+            return Ok(false);
+        }
+        let n = read_full(&mut a, &mut left)?;
+        let m = read_full(&mut b, &mut right)?;
+        if n != m || left[..n] != right[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buffer` is full or the file ends; how many bytes were read.
+fn read_full(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Whether anything (a dangling symlink included) has this name.
@@ -171,15 +236,15 @@ pub fn move_without_overwrite(
     rel_path: &Path,
     stop: &CancellationToken,
 ) -> Result<PathBuf, FinishError> {
-    if let Some(dest) = interrupted_move(src, base, rel_path) {
+    if let Some(dest) = interrupted_move(src, base, rel_path, stop) {
         return match fs::remove_file(src) {
             Ok(()) => {
                 sync_dirs(src, &dest);
                 Ok(dest)
             }
             Err(source) => {
-                // Both names are the same inode: dropping the new one loses nothing and leaves
-                // the file in exactly one place, where it was.
+                // Both names hold the same bytes (one inode, or a complete copy): dropping the
+                // new one loses nothing and leaves the file in exactly one place, where it was.
                 let _ = fs::remove_file(&dest);
                 Err(FinishError::Move {
                     src: src.to_path_buf(),
@@ -551,6 +616,59 @@ pub(super) mod tests {
             names_in(&base.join("show")),
             ["clip (1).mov", "clip.mov", "clip.mov.upload.json"]
         );
+    }
+
+    /// A move across file systems killed after the copy was in place, before the source was
+    /// removed: the next try finishes it instead of making `clip (1).mov`. A file of the same
+    /// size and time but other bytes is someone else's, and the move goes on beside it.
+    #[test]
+    fn a_copy_killed_before_the_source_was_removed_is_completed_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("inbox/clip.mov");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        write(&src, &bytes);
+        let mtime = fs::metadata(&src).unwrap().modified().unwrap();
+        let base = dir.path().join("done");
+        let copy = base.join("clip.mov");
+        write(&copy, &bytes);
+        File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        assert_eq!(dest, copy);
+        assert!(!src.exists());
+        assert_eq!(names_in(&base), ["clip.mov"]);
+
+        // Same size and time, one byte different: not the same file.
+        let mut other = bytes.clone();
+        other[2_500_000] ^= 1;
+        write(&src, &other);
+        File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        assert_eq!(dest, base.join("clip (1).mov"));
+        assert_eq!(fs::read(&dest).unwrap(), other);
+        assert_eq!(fs::read(&copy).unwrap(), bytes);
     }
 
     /// The same inode with a sidecar was delivered before (a user hard-linked it back into
