@@ -145,7 +145,10 @@ fn quote_path(path: &Path) -> String {
 /// Whole days as days (`"90d"`): humantime would write 90 days as months, days and hours.
 fn quote_duration(duration: Duration) -> String {
     const DAY: u64 = 24 * 3600;
-    if duration.subsec_nanos() == 0 && duration.as_secs() >= DAY && duration.as_secs() % DAY == 0 {
+    if duration.subsec_nanos() == 0
+        && duration.as_secs() >= DAY
+        && duration.as_secs().is_multiple_of(DAY)
+    {
         return quote(&format!("{}d", duration.as_secs() / DAY));
     }
     quote(&humantime::format_duration(duration).to_string())
