@@ -325,7 +325,7 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!(
-            "uploads did not stop within {SHUTDOWN_GRACE:?}; exiting anyway (they resume on restart)"
+            "uploads and moves did not stop within {SHUTDOWN_GRACE:?}; exiting anyway (they resume on restart)"
         );
     }
     if let Ok(Some(fatal)) = supervisor.await {

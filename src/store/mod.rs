@@ -17,7 +17,10 @@
 //! `Finishing` is what makes the move crash-safe: the outcome is recorded *before* the file is
 //! moved, so after a crash the agent knows whether a file it finds in the watched folder was
 //! already uploaded, and only a job recorded as Finishing with outcome `uploaded` ever goes to
-//! done/. Every method is one short transaction; the agent calls them from async code.
+//! done/. Where the file went is recorded (`record_move`) before its sidecar is written, so a
+//! kill after that finds it there. Every method is one short transaction; the agent calls them
+//! from async code. A job that ends keeps no upload URL, and finished jobs are pruned after
+//! `keep_jobs_for` (`prune_finished`).
 //!
 //! This file holds [`JobStore`] itself: opening it, the state-guarded transitions above and
 //! the transaction helpers they share. The rest, each re-exported here so callers only ever
@@ -27,7 +30,8 @@
 //! - `schema`: migrations, and how rows map to those types;
 //! - `queries`: read-only questions about jobs (also what `status` asks);
 //! - `status`: agent-wide status in the `meta` table (queue pause, missing folders);
-//! - `lock`: the single-instance lock file;
+//! - `lock`: the single-instance lock file, and the note it carries for `status` when the
+//!   store itself cannot be written;
 //! - `error`: `StoreError`;
 //! - `rfc3339`: serde for timestamps in sidecars.
 //!
