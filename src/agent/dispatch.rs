@@ -466,9 +466,18 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
                 shutdown,
                 &format!("cannot record that job {id} uploaded"),
                 || {
+                    // The video id again: its first record may have failed in the same outage.
                     shared
                         .store
-                        .decide(id, Outcome::Uploaded, Some(&report.sha256), None)
+                        .record_video(id, &report.video_id)
+                        .and_then(|()| {
+                            shared.store.decide(
+                                id,
+                                Outcome::Uploaded,
+                                Some(&report.sha256),
+                                None,
+                            )
+                        })
                 },
             )
             .await;
@@ -875,6 +884,17 @@ mod tests {
         ));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(started(next_job(&state, &store, 1, Instant::now())), ids[0]);
+    }
+
+    #[test]
+    fn a_move_is_never_started_twice_for_one_job_at_the_same_time() {
+        let state = DispatchState::default();
+        assert!(state.begin_finish(1));
+        // The retry tick, a rescan and the worker itself may all ask for it.
+        assert!(!state.begin_finish(1));
+        assert!(state.begin_finish(2));
+        state.end_finish(1);
+        assert!(state.begin_finish(1));
     }
 
     #[test]

@@ -203,8 +203,13 @@ async fn a_full_disk_under_the_state_store_pauses_quietly_and_resumes_by_itself(
         std::fs::read(studio.done().join("small.mov")).unwrap(),
         small_data
     );
-    assert_eq!(videos_named(&emulator, "big.mov").len(), 1);
-    assert_eq!(videos_named(&emulator, "small.mov").len(), 1);
+    for name in ["big.mov", "small.mov"] {
+        let videos = videos_named(&emulator, name);
+        assert_eq!(videos.len(), 1, "{name}: {videos:?}");
+        let written = sidecar(&studio.done().join(name));
+        assert_eq!(written["video_id"], videos[0].id.as_str(), "{written}");
+        assert_eq!(written["status"], "uploaded");
+    }
     let status = studio.status_json().await;
     assert_eq!(status["summary"]["uploading"], 0, "{status}");
     assert_eq!(status["summary"]["waiting"], 0, "{status}");
