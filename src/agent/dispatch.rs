@@ -471,12 +471,9 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
                         .store
                         .record_video(id, &report.video_id)
                         .and_then(|()| {
-                            shared.store.decide(
-                                id,
-                                Outcome::Uploaded,
-                                Some(&report.sha256),
-                                None,
-                            )
+                            shared
+                                .store
+                                .decide(id, Outcome::Uploaded, Some(&report.sha256), None)
                         })
                 },
             )
