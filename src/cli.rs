@@ -1023,7 +1023,11 @@ fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, Comman
         }
         Err(err) => return Err(anyhow::Error::from(err).into()),
     };
-    let snapshot = StatusSnapshot::read(&store, recent).map_err(anyhow::Error::from)?;
+    // While the store cannot be written (a full disk), the agent says why in its lock file.
+    let agent_pause =
+        crate::store::read_agent_note(&settings.state_dir).map(|note| (note.paused, note.since));
+    let snapshot =
+        StatusSnapshot::read(&store, recent, agent_pause).map_err(anyhow::Error::from)?;
     let clock = ReportClock::system();
     if json {
         outln!("{}", crate::status_report::to_json(&snapshot, &clock))?;
@@ -1082,6 +1086,7 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
             ..UploadSettings::default()
         },
         state_dir: dir.join(".hotfolder-state"),
+        keep_jobs_for: config::DEFAULT_KEEP_JOBS_FOR,
         log: LogSettings {
             dir: dir.join("logs"),
             level: "info".into(),

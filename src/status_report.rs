@@ -38,9 +38,15 @@ pub struct StatusSnapshot {
 
 impl StatusSnapshot {
     /// Reads the store; `recent` is how many finished jobs to include.
-    pub fn read(store: &JobStore, recent: usize) -> Result<StatusSnapshot, StoreError> {
+    /// `agent_pause` is a pause the agent could not record in the store (its disk is full) and
+    /// noted in its lock file instead; it wins over what the store says.
+    pub fn read(
+        store: &JobStore,
+        recent: usize,
+        agent_pause: Option<(String, OffsetDateTime)>,
+    ) -> Result<StatusSnapshot, StoreError> {
         let summary = store.summary()?;
-        let pause = store.queue_pause()?;
+        let pause = agent_pause.or(store.queue_pause()?);
         let unfinished = store.unfinished()?;
         let mut settling = store.settling()?;
         settling.retain(|file| !unfinished.iter().any(|job| job.path == file.path));

@@ -1,7 +1,9 @@
 //! Dispatch: starts workers on waiting jobs, `parallel` at a time, and is what a worker does
 //! with one job: upload it, then decide whether it goes to done/ or failed/, waits for its file
 //! to settle again, or pauses the whole queue (credentials, quota, network: not the file's
-//! fault). [`DispatchState`] is the bookkeeping these decisions read and change.
+//! fault). [`DispatchState`] is the bookkeeping these decisions read and change. Moving a file
+//! to done/ or failed/ is a task of its own ([`start_finish`]): the worker's upload slot is free
+//! meanwhile, and no loop waits for a copy that can take minutes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{FINISH_RETRY_EVERY, Shared, sleep_until_opt};
 use crate::chain;
@@ -46,6 +47,8 @@ struct Board {
     /// Jobs whose file could not be moved to done/ or failed/, with the reason last logged:
     /// tried again every [`FINISH_RETRY_EVERY`], logged again only when the reason changes.
     stuck_finishes: HashMap<i64, String>,
+    /// Jobs whose file is being moved right now, so a move is never started twice at once.
+    finishing_now: HashSet<i64>,
 }
 
 /// A whole-queue pause: the account or the network is the problem, not the files.
@@ -225,6 +228,15 @@ impl DispatchState {
     pub(super) fn any_stuck(&self) -> bool {
         !self.board().stuck_finishes.is_empty()
     }
+
+    /// A move of job `id`'s file is about to start: false if one is already running.
+    pub(super) fn begin_finish(&self, id: i64) -> bool {
+        self.board().finishing_now.insert(id)
+    }
+
+    pub(super) fn end_finish(&self, id: i64) {
+        self.board().finishing_now.remove(&id);
+    }
 }
 
 /// What the dispatcher does next.
@@ -233,6 +245,8 @@ enum Next {
     Start(Box<Job>),
     /// Until the deadline, or until woken when there is none.
     Wait(Option<Instant>),
+    /// The queue could not be read.
+    Unreadable(StoreError),
 }
 
 /// The dispatcher's decision: the oldest waiting job no worker is on, if a worker may start.
@@ -244,20 +258,13 @@ fn next_job(state: &DispatchState, store: &JobStore, parallel: usize, now: Insta
     match store.next_waiting(&busy) {
         Ok(Some(job)) => Next::Start(Box::new(job)),
         Ok(None) => Next::Wait(None),
-        Err(err) => {
-            tracing::error!("state store: {}", chain(&err));
-            Next::Wait(Some(now + STORE_RETRY))
-        }
+        Err(err) => Next::Unreadable(err),
     }
 }
 
 /// Starts workers on waiting jobs, `parallel` at a time (read at each start, so a reload can
-/// change it), honouring a queue pause, until `shutdown`.
-pub(super) async fn dispatch(
-    shared: &Arc<Shared>,
-    workers: &TaskTracker,
-    shutdown: &CancellationToken,
-) {
+/// change it), honouring a queue pause and a store that cannot be written, until `shutdown`.
+pub(super) async fn dispatch(shared: &Arc<Shared>, shutdown: &CancellationToken) {
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -265,12 +272,23 @@ pub(super) async fn dispatch(
         // Registered before looking, so a wake between the look and the wait is not lost.
         let notified = shared.wake.notified();
         let parallel = shared.settings().upload.parallel;
-        let wait_until = match next_job(&shared.dispatch, &shared.store, parallel, Instant::now()) {
+        let now = Instant::now();
+        let next = if shared.store_health.is_writable() {
+            next_job(&shared.dispatch, &shared.store, parallel, now)
+        } else {
+            // Woken when `housekeeping` finds the store writable again.
+            Next::Wait(None)
+        };
+        let wait_until = match next {
             Next::Start(job) => {
-                start_worker(shared, workers, shutdown, *job);
+                start_worker(shared, shutdown, *job);
                 continue;
             }
             Next::Wait(until) => until,
+            // An outage is woken from when the store works again; anything else, asked again.
+            Next::Unreadable(err) => {
+                (!shared.store_failed("cannot read the queue", &err)).then_some(now + STORE_RETRY)
+            }
         };
         tokio::select! {
             biased;
@@ -281,16 +299,12 @@ pub(super) async fn dispatch(
     }
 }
 
-fn start_worker(
-    shared: &Arc<Shared>,
-    workers: &TaskTracker,
-    shutdown: &CancellationToken,
-    job: Job,
-) {
+fn start_worker(shared: &Arc<Shared>, shutdown: &CancellationToken, job: Job) {
     let start = shared.dispatch.begin(job.id);
+    let tasks = shared.tasks.clone();
     let shared = shared.clone();
     let shutdown = shutdown.clone();
-    workers.spawn(async move {
+    tasks.spawn(async move {
         let id = job.id;
         work(&shared, job, start, &shutdown).await;
         shared.dispatch.end(id);
@@ -313,9 +327,12 @@ struct JobObserver {
 }
 
 impl JobObserver {
-    fn log_store_error(&self, result: Result<(), StoreError>) {
+    /// A record the upload can go on without (it resumes from an earlier chunk after a crash):
+    /// logged, and during an outage said once for all.
+    fn log_store_error(&self, what: &str, result: Result<(), StoreError>) {
         if let Err(err) = result {
-            tracing::error!(job = self.id, "state store: {}", chain(&err));
+            self.shared
+                .store_failed(&format!("cannot record {what} of job {}", self.id), &err);
         }
     }
 }
@@ -327,26 +344,34 @@ impl UploadObserver for JobObserver {
         } else {
             tracing::info!(file = %self.name, "{event}: {detail}");
         }
-        self.log_store_error(self.shared.store.record_event(self.id, event, detail));
+        self.log_store_error(
+            "an event",
+            self.shared.store.record_event(self.id, event, detail),
+        );
     }
     fn video_created(&self, video_id: &str) {
-        self.log_store_error(self.shared.store.record_video(self.id, video_id));
+        self.log_store_error(
+            "the video id",
+            self.shared.store.record_video(self.id, video_id),
+        );
     }
     fn url_issued(&self, url: &UploadUrl) {
         let issued = OffsetDateTime::from(url.issued_at());
-        self.log_store_error(self.shared.store.record_url(self.id, url.expose(), issued));
+        self.log_store_error(
+            "the upload URL",
+            self.shared.store.record_url(self.id, url.expose(), issued),
+        );
     }
     fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
         if self.probing.swap(false, Ordering::Relaxed) {
             end_pause(&self.shared);
         }
-        self.log_store_error(self.shared.store.record_progress(
-            self.id,
-            index + 1,
-            total,
-            chunk_size,
-            bytes_done,
-        ));
+        self.log_store_error(
+            "the progress",
+            self.shared
+                .store
+                .record_progress(self.id, index + 1, total, chunk_size, bytes_done),
+        );
         let quarter = u64::from(index) * 4 / u64::from(total.max(1));
         if index < total
             && self
@@ -365,19 +390,40 @@ impl UploadObserver for JobObserver {
         tracing::debug!(file = %self.name, "chunk {index}/{total} accepted");
     }
     fn restarted(&self) {
-        self.log_store_error(self.shared.store.restart_content(self.id));
+        self.log_store_error("the restart", self.shared.store.restart_content(self.id));
     }
 }
 
 /// Logs a failed store call that the job's path can do without (an event for the sidecar);
 /// the store calls that decide where a job goes are handled where they are made.
-fn log_store_error(id: i64, what: &str, result: Result<(), StoreError>) {
+fn log_store_error(shared: &Shared, id: i64, what: &str, result: Result<(), StoreError>) {
     if let Err(err) = result {
-        tracing::error!(
-            job = id,
-            "state store: cannot record {what}: {}",
-            chain(&err)
-        );
+        shared.store_failed(&format!("cannot record {what} of job {id}"), &err);
+    }
+}
+
+/// Makes a store write that must not be lost (how an upload ended), waiting out a store that
+/// cannot be written: the worker keeps its result and tries again once `housekeeping` finds the
+/// store writable. `Err` for a refusal, or when `shutdown` comes first (the job then stays
+/// "uploading" and resumes on its video at the next start).
+async fn write_when_possible(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    what: &str,
+    write: impl Fn() -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    loop {
+        let err = match write() {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        if !shared.store_failed(what, &err) {
+            return Err(err);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(err),
+            _ = shared.store_health.until_writable() => {}
+        }
     }
 }
 
@@ -386,7 +432,8 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
     let id = job.id;
     let name = escaped(&job.rel_path).to_string();
     if let Err(err) = shared.store.start_attempt(id) {
-        tracing::error!(job = id, "state store: {}", chain(&err));
+        // Still waiting in the store; during an outage the dispatcher starts nothing.
+        shared.store_failed(&format!("cannot start job {id}"), &err);
         return;
     }
     // The file must still be the one the job recorded: replaced or rewritten while hotfolder
@@ -470,6 +517,7 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
         Ok(report) => {
             end_pause(shared);
             log_store_error(
+                shared,
                 id,
                 "the upload's figures",
                 shared.store.record_event(
@@ -485,11 +533,24 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                     ),
                 ),
             );
-            if let Err(err) = shared
-                .store
-                .decide(id, Outcome::Uploaded, Some(&report.sha256), None)
-            {
-                tracing::error!(job = id, "state store: {}", chain(&err));
+            let decided = write_when_possible(
+                shared,
+                shutdown,
+                &format!("cannot record that job {id} uploaded"),
+                || {
+                    // The video id again: its first record may have failed in the same outage.
+                    shared
+                        .store
+                        .record_video(id, &report.video_id)
+                        .and_then(|()| {
+                            shared
+                                .store
+                                .decide(id, Outcome::Uploaded, Some(&report.sha256), None)
+                        })
+                },
+            )
+            .await;
+            if decided.is_err() {
                 return;
             }
             tracing::info!(
@@ -499,7 +560,7 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                 human_size(report.size),
                 human_rate(report.bytes_per_second())
             );
-            finish_job(shared, id).await;
+            start_finish(shared, id);
         }
         Err(err) => match err.blame() {
             Blame::Cancelled => {
@@ -507,13 +568,15 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
             }
             Blame::AccountOrNetwork => {
                 log_store_error(
+                    shared,
                     id,
                     "the pause",
                     shared.store.record_event(id, "paused", &chain(&err)),
                 );
                 if let Err(store_err) = shared.store.set_waiting(id) {
-                    // Left "uploading", it is put back in the queue at the next start.
-                    tracing::error!(job = id, "state store: {}", chain(&store_err));
+                    // Left "uploading", it is put back in the queue when the store works again
+                    // (or at the next start).
+                    shared.store_failed(&format!("cannot requeue job {id}"), &store_err);
                 }
                 start_or_extend_pause(shared, &err);
             }
@@ -547,6 +610,7 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                 let message = chain(&err);
                 tracing::warn!(file = %name, "failed: {message} ({})", err.meaning());
                 log_store_error(
+                    shared,
                     id,
                     "the failure",
                     shared.store.record_event(id, "failed", &message),
@@ -556,11 +620,16 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                     message,
                     meaning: err.meaning(),
                 };
-                if let Err(err) = shared.store.decide(id, Outcome::Failed, None, Some(&error)) {
-                    tracing::error!(job = id, "state store: {}", chain(&err));
-                    return;
+                let decided = write_when_possible(
+                    shared,
+                    shutdown,
+                    &format!("cannot record that job {id} failed"),
+                    || shared.store.decide(id, Outcome::Failed, None, Some(&error)),
+                )
+                .await;
+                if decided.is_ok() {
+                    start_finish(shared, id);
                 }
-                finish_job(shared, id).await;
             }
         },
     }
@@ -571,6 +640,7 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
 fn wait_until_stable_again(shared: &Shared, job: &Job, name: &str, why: &str, pause_reason: &str) {
     tracing::info!(file = %name, "{why}; waiting until it is stable, then sending it again");
     log_store_error(
+        shared,
         job.id,
         "that the file changed",
         shared.store.pause_changed(job.id, why, pause_reason),
@@ -583,6 +653,7 @@ fn wait_until_stable_again(shared: &Shared, job: &Job, name: &str, why: &str, pa
 fn forget_vanished(shared: &Shared, id: i64, name: &str) {
     tracing::info!(file = %name, "the file disappeared; forgetting it");
     log_store_error(
+        shared,
         id,
         "that the file is gone",
         shared
@@ -607,6 +678,7 @@ fn still_there(path: &std::path::Path) -> Result<(), Option<String>> {
 fn forget_replaced(shared: &Shared, id: i64, name: &str, why: &str) {
     tracing::warn!(file = %name, "the queued file was replaced: {why}; forgetting it");
     log_store_error(
+        shared,
         id,
         "that the file was replaced",
         shared.store.forget(
@@ -673,7 +745,7 @@ fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
                 );
             }
             if let Err(err) = shared.store.set_queue_pause(Some(reason)) {
-                tracing::error!("state store: cannot record the pause for status: {}", chain(&err));
+                shared.store_failed("cannot record the pause for status", &err);
             }
         },
     );
@@ -685,10 +757,7 @@ fn end_pause(shared: &Arc<Shared>) {
     let ended = shared.dispatch.resume(|reason| {
         tracing::info!("uploads resumed (paused because: {reason})");
         if let Err(err) = shared.store.set_queue_pause(None) {
-            tracing::error!(
-                "state store: cannot record the end of the pause for status: {}",
-                chain(&err)
-            );
+            shared.store_failed("cannot record the end of the pause for status", &err);
         }
     });
     if ended.is_some() {
@@ -696,13 +765,42 @@ fn end_pause(shared: &Arc<Shared>) {
     }
 }
 
-/// Moves a decided job's file to done/ or failed/ and writes its sidecar. A failure (disk
-/// full, permissions) leaves the file where it is and the job finishing, tried again later.
-pub(super) async fn finish_job(shared: &Arc<Shared>, id: i64) {
+/// Moves a decided job's file to done/ or failed/ and writes its sidecar, in a task of its
+/// own: a copy to another file system can take minutes, and neither the intake's loop (which
+/// answers the watchdog) nor a start (READY) may wait for it. Does nothing while a move of the
+/// job is already running. The move waits until the temp files of an earlier kill are cleared,
+/// and stops (leaving the file where it was) when the agent stops.
+pub(super) fn start_finish(shared: &Arc<Shared>, id: i64) {
+    if !shared.dispatch.begin_finish(id) {
+        return;
+    }
+    let tasks = shared.tasks.clone();
+    let shared = shared.clone();
+    tasks.spawn(async move {
+        let mut cleared = shared.temps_cleared.subscribe();
+        let stopped = tokio::select! {
+            // The sender lives in `shared`: waiting cannot fail while we hold it.
+            _ = cleared.wait_for(|cleared| *cleared) => false,
+            _ = shared.stop.cancelled() => true,
+        };
+        if !stopped {
+            finish_job(&shared, id).await;
+        }
+        shared.dispatch.end_finish(id);
+    });
+}
+
+/// The move itself (see [`start_finish`]). A failure (disk full, permissions) leaves the file
+/// where it is and the job finishing, tried again later.
+async fn finish_job(shared: &Arc<Shared>, id: i64) {
+    if !shared.store_health.is_writable() {
+        // The move could not be recorded; it is started again when the store works.
+        return;
+    }
     let job = match shared.store.job(id) {
         Ok(job) => job,
         Err(err) => {
-            tracing::error!(job = id, "state store: {}", chain(&err));
+            shared.store_failed(&format!("cannot read job {id} to move its file"), &err);
             return;
         }
     };
@@ -714,9 +812,12 @@ pub(super) async fn finish_job(shared: &Arc<Shared>, id: i64) {
         (None, true) => job.folder.join("done"),
         (None, false) => job.folder.join("failed"),
     };
+    let path = job.path.clone();
     let store = shared.store.clone();
+    let stop = shared.stop.clone();
     let outcome =
-        tokio::task::spawn_blocking(move || finish::finish_job_file(&store, &job, &base)).await;
+        tokio::task::spawn_blocking(move || finish::finish_job_file(&store, &job, &base, &stop))
+            .await;
     let failure = match outcome {
         Ok(Ok(finish::Finished::Moved(dest))) => {
             tracing::info!(
@@ -724,6 +825,11 @@ pub(super) async fn finish_job(shared: &Arc<Shared>, id: i64) {
                 if uploaded { "done" } else { "failed" },
                 escaped(&dest)
             );
+            // A file now at the old path is a new export (dropped while this one was being
+            // moved, or before a restart): it gets a job of its own.
+            if path.exists() {
+                let _ = shared.retrack.send(path);
+            }
             None
         }
         Ok(Ok(finish::Finished::RemovedBeforeMove(why))) => {
@@ -735,6 +841,12 @@ pub(super) async fn finish_job(shared: &Arc<Shared>, id: i64) {
     };
     match failure {
         None => shared.dispatch.finish_unstuck(id),
+        Some(message) if shared.stop.is_cancelled() => {
+            tracing::info!(
+                job = id,
+                "moving the file stopped for the shutdown ({message}); it is moved at the next start"
+            );
+        }
         Some(message) => {
             if shared.dispatch.finish_stuck(id, message.clone()) {
                 tracing::error!(
@@ -749,22 +861,20 @@ pub(super) async fn finish_job(shared: &Arc<Shared>, id: i64) {
     }
 }
 
-/// Jobs stuck finishing (a move failed) are tried again: every [`FINISH_RETRY_EVERY`] while
-/// one is known to be stuck, and at each rescan.
-pub(super) async fn retry_stuck_finishes(shared: &Arc<Shared>) {
+/// Jobs stuck finishing (a move failed) are tried again, each in a task of its own: every
+/// [`FINISH_RETRY_EVERY`] while one is known to be stuck, at each rescan, and when the store
+/// works again after an outage. Returns at once.
+pub(super) fn retry_stuck_finishes(shared: &Arc<Shared>) {
     let ids = match shared.store.finishing_ids() {
         Ok(ids) => ids,
         Err(err) => {
-            tracing::error!("state store: {}", chain(&err));
+            shared.store_failed("cannot read the files waiting to be moved", &err);
             return;
         }
     };
     shared.dispatch.keep_stuck_among(&ids);
-    let busy = shared.dispatch.busy();
     for id in ids {
-        if !busy.contains(&id) {
-            finish_job(shared, id).await;
-        }
+        start_finish(shared, id);
     }
 }
 
@@ -797,6 +907,7 @@ mod tests {
         match next {
             Next::Start(job) => job.id,
             Next::Wait(until) => panic!("expected a start, got a wait until {until:?}"),
+            Next::Unreadable(err) => panic!("expected a start, got {err:?}"),
         }
     }
 
@@ -981,6 +1092,17 @@ mod tests {
             pause_reason(&held),
             "login refused 3 times for user \"u\"; next try when the password changes (write the new one into /etc/hotfolder/password) or at 14:05 UTC"
         );
+    }
+
+    #[test]
+    fn a_move_is_never_started_twice_for_one_job_at_the_same_time() {
+        let state = DispatchState::default();
+        assert!(state.begin_finish(1));
+        // The retry tick, a rescan and the worker itself may all ask for it.
+        assert!(!state.begin_finish(1));
+        assert!(state.begin_finish(2));
+        state.end_finish(1);
+        assert!(state.begin_finish(1));
     }
 
     #[test]

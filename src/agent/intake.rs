@@ -232,10 +232,7 @@ impl Intake {
     fn note_presence(&self, shared: &Arc<Shared>, index: usize, missing: Option<&str>) {
         let root = &self.folders[index].spec.root;
         if let Err(err) = shared.store.set_folder_missing(root, missing) {
-            tracing::warn!(
-                "cannot record the folder's state for status: {}",
-                chain(&err)
-            );
+            shared.store_failed("cannot record the folder's state for status", &err);
         }
     }
 
@@ -324,7 +321,7 @@ impl Intake {
             Ok(Some(job)) if job.state != JobState::Paused => return,
             Ok(_) => {}
             Err(err) => {
-                tracing::error!("state store: {}", chain(&err));
+                shared.store_failed("cannot look up the file in the queue", &err);
                 return;
             }
         }
@@ -433,11 +430,15 @@ impl Intake {
         self.flush_ready(shared);
     }
 
-    /// Puts every complete file into the store in one transaction.
+    /// Puts every complete file into the store in one transaction. While the store cannot be
+    /// written they are kept here (a file reported twice meanwhile, once) and queued once it
+    /// can: the folder check calls this every few seconds.
     fn flush_ready(&mut self, shared: &Arc<Shared>) {
-        if !self.ready.is_empty() {
-            enqueue(shared, std::mem::take(&mut self.ready));
+        if self.ready.is_empty() || !shared.store_health.is_writable() {
+            return;
         }
+        let files = latest_per_path(std::mem::take(&mut self.ready));
+        self.ready = enqueue(shared, files);
     }
 
     /// Schedules a write of the settling files when the trackers changed and none is due.
@@ -573,10 +574,13 @@ impl Intake {
                     }
                     None => return,
                 },
-                _ = folder_check.tick() => self.check_folders(shared, &mut watcher).await,
+                _ = folder_check.tick() => {
+                    self.check_folders(shared, &mut watcher).await;
+                    self.flush_ready(shared);
+                }
                 _ = finish_retry.tick() => {
                     if shared.dispatch.any_stuck() {
-                        dispatch::retry_stuck_finishes(shared).await;
+                        dispatch::retry_stuck_finishes(shared);
                     }
                 }
                 Some(path) = retrack.recv() => {
@@ -588,7 +592,7 @@ impl Intake {
                     for index in 0..self.folders.len() {
                         self.scan_folder(shared, index).await;
                     }
-                    dispatch::retry_stuck_finishes(shared).await;
+                    dispatch::retry_stuck_finishes(shared);
                 }
             }
         }
@@ -645,10 +649,7 @@ impl Intake {
         for root in &plan.removed {
             watcher.unwatch(root);
             if let Err(err) = shared.store.set_folder_missing(root, None) {
-                tracing::warn!(
-                    "cannot record the folder's state for status: {}",
-                    chain(&err)
-                );
+                shared.store_failed("cannot record the folder's state for status", &err);
             }
             tracing::info!(folder = %escaped(&root), "reload: no longer watching");
         }
@@ -739,8 +740,22 @@ pub(super) fn fault_for_tests() {
     }
 }
 
-/// A complete file becomes a job (or a paused job of a changed file becomes waiting again).
-fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
+/// The files in their order, each path once, with what was found last about it.
+fn latest_per_path(files: Vec<ReadyFile>) -> Vec<ReadyFile> {
+    let mut seen = HashSet::new();
+    let mut latest: Vec<ReadyFile> = files
+        .into_iter()
+        .rev()
+        .filter(|file| seen.insert(file.stable.path.clone()))
+        .collect();
+    latest.reverse();
+    latest
+}
+
+/// Complete files become jobs (or a paused job of a changed file becomes waiting again).
+/// Returns the files that could not be queued because the store cannot be written, to be
+/// queued once it can.
+fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) -> Vec<ReadyFile> {
     let jobs: Vec<NewJob> = files
         .iter()
         .map(|file| {
@@ -766,11 +781,16 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
     let results = match shared.store.enqueue_many(&jobs) {
         Ok(results) => results,
         Err(err) => {
-            tracing::error!("cannot queue {} file(s): {}", jobs.len(), chain(&err));
-            return;
+            let what = format!("cannot queue {} complete file(s)", jobs.len());
+            return if shared.store_failed(&what, &err) {
+                files
+            } else {
+                Vec::new()
+            };
         }
     };
-    for (job, result) in jobs.iter().zip(results) {
+    let mut again = Vec::new();
+    for ((job, result), file) in jobs.iter().zip(results).zip(files) {
         match result {
             Enqueued::New(_) => {
                 tracing::info!(file = %escaped(&job.path), size = job.size, "complete: {}", job.rule);
@@ -796,21 +816,25 @@ fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) {
                                 "complete",
                                 &format!("stable again: {}", job.rule),
                             ) {
-                                tracing::warn!(
-                                    job = id,
-                                    "state store: cannot record the event: {}",
-                                    chain(&err)
+                                shared.store_failed(
+                                    &format!("cannot record an event of job {id}"),
+                                    &err,
                                 );
                             }
                             tracing::info!(file = %escaped(&job.path), "stable again; uploading it again to the same video");
                         }
-                        Err(err) => tracing::error!(job = id, "state store: {}", chain(&err)),
+                        Err(err) => {
+                            if shared.store_failed(&format!("cannot requeue job {id}"), &err) {
+                                again.push(file);
+                            }
+                        }
                     }
                 }
             }
         }
     }
     shared.wake.notify_one();
+    again
 }
 
 /// For the job's rule (and so the sidecar's events): a name that is not valid UTF-8 is sent

@@ -10,19 +10,25 @@
 //! store so that a kill at any moment resumes on the same video, then moves the file to done/
 //! or failed/ with its sidecar. Credentials, quota and network failures pause the whole queue
 //! instead of failing files; [`password_watch`] ends a pause for a refused password as soon as
-//! the password file holds a new one. [`service`] talks to the service manager. Shutdown is a
-//! `CancellationToken` passed in.
+//! the password file holds a new one. [`service`] talks to the service manager. Moves to done/
+//! and failed/ run as tasks of their own (a copy to another file system can take minutes), never
+//! in the intake's loop nor before READY. [`housekeeping`] looks after the state dir: the store
+//! still in place, old jobs pruned, and a store that cannot be written ([`store_health`])
+//! probed until it can. Shutdown is a `CancellationToken` passed in.
 
 mod dispatch;
+mod housekeeping;
 mod intake;
 mod password_watch;
 mod service;
+mod store_health;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,13 +38,14 @@ use crate::config::{FolderSettings, Settings};
 use crate::escape::escaped;
 use crate::finish;
 use crate::retry::RetryPolicy;
-use crate::store::{JobState, JobStore, StateLock, StoreError};
+use crate::store::{AgentNote, JobState, JobStore, StateLock, StoreError};
 use crate::vmpro::api::Platform;
 use crate::vmpro::error::VmproError;
 use crate::watch::{FolderWatcher, WatchError};
 
 use dispatch::DispatchState;
 use intake::{Intake, IntakeChannels};
+use store_health::{Reported, StoreHealth};
 
 pub use service::{ShownCounts, queue_counts};
 
@@ -72,6 +79,18 @@ pub enum AgentError {
         "the folder watcher stopped ({0}); exiting so that the service manager restarts hotfolder"
     )]
     IntakeStopped(String),
+    /// The store's database or lock file was deleted or replaced under the running agent:
+    /// carrying on would record jobs nobody can see, beside a second agent that could start.
+    #[error(
+        "the state store is no longer the one this agent opened; exiting so that the service manager restarts hotfolder"
+    )]
+    StoreVanished(#[source] StoreError),
+    /// The task that checks the store and probes it after a failure died: without it a full
+    /// disk would pause uploads for good, so the agent exits to be restarted.
+    #[error(
+        "the state store's upkeep stopped ({0}); exiting so that the service manager restarts hotfolder"
+    )]
+    UpkeepStopped(String),
 }
 
 /// What the intake, the dispatcher and the workers share.
@@ -79,6 +98,19 @@ struct Shared {
     /// Replaced as a whole by a reload (SIGHUP); readers clone what they need.
     settings: RwLock<Settings>,
     store: Arc<JobStore>,
+    /// Held as long as the agent runs; also how `status` learns why uploads are paused while
+    /// the store cannot be written.
+    lock: StateLock,
+    /// Whether the store can be written; uploads wait while it cannot.
+    store_health: StoreHealth,
+    /// Workers and moves to done/ or failed/: waited for (a while) at shutdown.
+    tasks: TaskTracker,
+    /// Cancelled at shutdown, or when the agent must stop: uploads and copies in progress stop
+    /// and resume at the next start.
+    stop: CancellationToken,
+    /// Set once the temp files a kill left in done/ and failed/ are cleared: no move starts
+    /// before, so the clearing never removes a copy in progress.
+    temps_cleared: watch::Sender<bool>,
     /// Replaced by a reload; uploads in flight keep the one they started with.
     platform: RwLock<Arc<Platform>>,
     /// Wakes the dispatcher: a job was queued, a worker finished, a pause ended.
@@ -123,6 +155,65 @@ impl Shared {
             .find(|f| f.path == root)
             .cloned()
     }
+
+    /// Logs a failed store call (`what` could not be done) and returns whether the store
+    /// cannot be written. Then uploads pause until `housekeeping` finds it writable again, and
+    /// only the first failure of the outage is logged: a full disk must not fill the log too.
+    fn store_failed(&self, what: &str, err: &StoreError) -> bool {
+        match self
+            .store_health
+            .report(err, Instant::now(), OffsetDateTime::now_utc())
+        {
+            Reported::Refused => {
+                tracing::error!("{what}: {}", chain(err));
+                false
+            }
+            Reported::Started => {
+                let reason = self
+                    .store_health
+                    .current()
+                    .map(|outage| outage.reason)
+                    .unwrap_or_default();
+                tracing::error!("uploads paused: {reason} (first failure: {what})");
+                self.publish_store_outage();
+                true
+            }
+            Reported::Ongoing => {
+                tracing::debug!("{what}: {}", chain(err));
+                true
+            }
+        }
+    }
+
+    /// Tells `status` (through the lock file: the store cannot take it) and the service manager
+    /// (STATUS=) whether, and why, the store cannot be written.
+    fn publish_store_outage(&self) {
+        let note = self.store_health.current().map(|outage| AgentNote {
+            paused: outage.reason,
+            since: outage.since,
+        });
+        if let Err(err) = self.lock.set_note(note.as_ref()) {
+            tracing::warn!(
+                "cannot tell `hotfolder status` why uploads are paused (the lock file cannot be written either): {err}"
+            );
+        }
+        let status = service::status_line(self);
+        service::notify(&[sd_notify::NotifyState::Status(&status)]);
+    }
+
+    /// A write to the store worked after an outage: said once, and what waited on it resumes.
+    fn store_writable_again(self: &Arc<Self>) {
+        let Some((reason, lasted)) = self.store_health.recovered(Instant::now()) else {
+            return;
+        };
+        tracing::info!(
+            "the state store can be written again after {}; uploads resume (it could not: {reason})",
+            humantime::format_duration(Duration::from_secs(lasted.as_secs().max(1)))
+        );
+        self.publish_store_outage();
+        self.wake.notify_one();
+        dispatch::retry_stuck_finishes(self);
+    }
 }
 
 /// Runs the agent until `shutdown` is cancelled. `ready` is called once every folder is watched
@@ -137,7 +228,7 @@ pub async fn run(
     if settings.folders.is_empty() {
         return Err(AgentError::NoFolders);
     }
-    let _lock = StateLock::acquire(&settings.state_dir)?;
+    let lock = StateLock::acquire(&settings.state_dir)?;
     let store = Arc::new(JobStore::open(&settings.state_dir)?);
     let platform = Platform::new(&settings.account, &settings.upload)?;
     let (retrack_tx, retrack_rx) = mpsc::unbounded_channel();
@@ -146,9 +237,19 @@ pub async fn run(
         (settings.upload.backoff_max * 5).max(Duration::from_secs(1)),
     );
     pause_policy.jitter = 0.1;
+    let mut probe_delays = RetryPolicy::new(u32::MAX, store_health::PROBE_CAP);
+    probe_delays.jitter = 0.1;
+    // Stops the uploads and moves too when the intake dies or the store vanishes, not only on
+    // a signal.
+    let stop = shutdown.child_token();
     let shared = Arc::new(Shared {
         settings: RwLock::new(settings),
         store,
+        lock,
+        store_health: StoreHealth::new(probe_delays),
+        tasks: TaskTracker::new(),
+        stop: stop.clone(),
+        temps_cleared: watch::Sender::new(false),
         platform: RwLock::new(platform),
         wake: Notify::new(),
         dispatch: DispatchState::default(),
@@ -156,20 +257,17 @@ pub async fn run(
         pause_policy,
     });
 
-    let workers = TaskTracker::new();
     #[cfg(debug_assertions)]
     stuck_thread_for_tests();
-    recover(&shared).await;
+    let mut upkeep = tokio::spawn(housekeeping::run(shared.clone(), stop.clone()));
+    recover(&shared);
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut watcher = FolderWatcher::new(events_tx);
     let folders = shared.settings().folders.clone();
     let mut intake = Intake::new(&folders);
     if let Err(err) = shared.store.clear_missing_folders() {
-        tracing::warn!(
-            "cannot reset the folders' state for status: {}",
-            chain(&err)
-        );
+        shared.store_failed("cannot reset the folders' state for status", &err);
     }
     // Files an earlier run was watching settle (it was killed): this run's trackers start
     // empty, and find them again with the first scan.
@@ -177,7 +275,7 @@ pub async fn run(
     intake.watch_all(&mut watcher)?;
     service::notify(&[sd_notify::NotifyState::Ready]);
     ready();
-    let intake_task = tokio::spawn({
+    let mut intake_task = tokio::spawn({
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         async move {
@@ -192,51 +290,64 @@ pub async fn run(
             intake.run(&shared, watcher, channels, &shutdown).await;
         }
     });
-    // Stops the uploads too when the intake dies, not only on a signal.
-    let stop = shutdown.child_token();
     let supervisor = tokio::spawn({
         let shutdown = shutdown.clone();
         let stop = stop.clone();
         async move {
-            let ended = intake_task.await;
-            if shutdown.is_cancelled() {
-                return None;
-            }
-            let why = match ended {
-                Ok(()) => "it returned".to_owned(),
-                Err(err) => match err.try_into_panic() {
-                    Ok(panic) => format!("it panicked: {}", panic_message(panic.as_ref())),
-                    Err(err) => err.to_string(),
+            let fatal = tokio::select! {
+                ended = &mut intake_task => {
+                    if shutdown.is_cancelled() {
+                        return None;
+                    }
+                    let why = task_end(ended);
+                    tracing::error!(
+                        "the folder watcher stopped ({why}); stopping uploads and exiting so that the service manager restarts hotfolder"
+                    );
+                    AgentError::IntakeStopped(why)
+                }
+                kept = &mut upkeep => match kept {
+                    Ok(Ok(())) => return None,
+                    Ok(Err(err)) => {
+                        tracing::error!(
+                            "{}; stopping uploads and exiting so that the service manager restarts hotfolder with a store it can trust",
+                            chain(&err)
+                        );
+                        AgentError::StoreVanished(err)
+                    }
+                    Err(err) => {
+                        let why = task_end(Err(err));
+                        tracing::error!(
+                            "the state store's upkeep stopped ({why}); stopping uploads and exiting so that the service manager restarts hotfolder"
+                        );
+                        AgentError::UpkeepStopped(why)
+                    }
                 },
             };
-            tracing::error!(
-                "the folder watcher stopped ({why}); stopping uploads and exiting so that the service manager restarts hotfolder"
-            );
             stop.cancel();
-            Some(why)
+            Some(fatal)
         }
     });
     tokio::spawn(password_watch::watch_password_file(
         shared.clone(),
         stop.clone(),
     ));
-    dispatch::dispatch(&shared, &workers, &stop).await;
+    dispatch::dispatch(&shared, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);
 
-    workers.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, workers.wait())
+    shared.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            "uploads did not stop within {SHUTDOWN_GRACE:?}; exiting anyway (they resume on restart)"
+            "uploads and moves did not stop within {SHUTDOWN_GRACE:?}; exiting anyway (they resume on restart)"
         );
     }
-    let intake_died = supervisor.await;
+    let ended = supervisor.await;
     // Nothing watches them settle any more: `status` must not show them as if something did.
     clear_settling(&shared.store);
-    if let Ok(Some(why)) = intake_died {
-        return Err(AgentError::IntakeStopped(why));
+    if let Ok(Some(fatal)) = ended {
+        return Err(fatal);
     }
     tracing::info!("stopped; state saved in {}", escaped(shared.store.path()));
     Ok(())
@@ -265,6 +376,18 @@ fn stuck_thread_for_tests() {
     }
 }
 
+/// Why a task ended, for the log: it returned, it panicked (with its message), or it was
+/// cancelled.
+fn task_end(ended: Result<(), tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(()) => "it returned".to_owned(),
+        Err(err) => match err.try_into_panic() {
+            Ok(panic) => format!("it panicked: {}", panic_message(panic.as_ref())),
+            Err(err) => err.to_string(),
+        },
+    }
+}
+
 /// The text of a panic payload (`panic!` with a message gives a `&str` or a `String`).
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
@@ -274,28 +397,36 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("no message")
 }
 
-/// On start: finish moves that a crash interrupted, and put every other unfinished job back in
-/// the queue (or forget it when its file is gone).
-async fn recover(shared: &Arc<Shared>) {
+/// On start: put every unfinished job back where it belongs, and start the moves a crash
+/// interrupted, as tasks of their own so that READY does not wait for a copy. The temp files a
+/// kill left in done/ and failed/ are cleared in the background first; moves wait for that.
+fn recover(shared: &Arc<Shared>) {
     let dirs: Vec<PathBuf> = shared
         .settings()
         .folders
         .iter()
         .flat_map(|f| [f.done_dir.clone(), f.failed_dir.clone()])
         .collect();
-    let cleared = tokio::task::spawn_blocking(move || {
-        for dir in dirs {
-            finish::remove_stale_temps(&dir);
+    shared.tasks.spawn({
+        let shared = shared.clone();
+        async move {
+            let stop = shared.stop.clone();
+            let cleared = tokio::task::spawn_blocking(move || {
+                for dir in dirs {
+                    finish::remove_stale_temps(&dir, &stop);
+                }
+            })
+            .await;
+            if let Err(err) = cleared {
+                tracing::warn!("clearing temporary files left in done/ and failed/ failed: {err}");
+            }
+            shared.temps_cleared.send_replace(true);
         }
-    })
-    .await;
-    if let Err(err) = cleared {
-        tracing::warn!("clearing temporary files left in done/ and failed/ failed: {err}");
-    }
+    });
     let jobs = match shared.store.unfinished() {
         Ok(jobs) => jobs,
         Err(err) => {
-            tracing::error!("cannot read the queue: {}", chain(&err));
+            shared.store_failed("cannot read the queue to resume it", &err);
             return;
         }
     };
@@ -305,7 +436,7 @@ async fn recover(shared: &Arc<Shared>) {
     for job in jobs {
         let result = match job.state {
             JobState::Finishing => {
-                dispatch::finish_job(shared, job.id).await;
+                dispatch::start_finish(shared, job.id);
                 Ok(())
             }
             // Reached without a link, as every later look and open is (see `nofollow`).
@@ -324,7 +455,7 @@ async fn recover(shared: &Arc<Shared>) {
             _ => Ok(()),
         };
         if let Err(err) = result {
-            tracing::error!(job = job.id, "cannot recover job: {}", chain(&err));
+            shared.store_failed(&format!("cannot resume job {}", job.id), &err);
         }
     }
 }

@@ -26,10 +26,15 @@ pub(super) fn heartbeat_period() -> Duration {
     }
 }
 
-/// One line for STATUS=: the queue, and why it is paused.
+/// One line for STATUS=: the queue, and why it is paused (the store, the platform).
 pub(super) fn status_line(shared: &Shared) -> String {
     let pause = shared.dispatch.pause_reason();
-    let mut line = summary_line(&shared.store, pause.is_some());
+    let store_outage = shared.store_health.current();
+    let mut line = summary_line(&shared.store, pause.is_some() || store_outage.is_some());
+    if let Some(outage) = store_outage {
+        line.push_str("; PAUSED: ");
+        line.push_str(&outage.reason);
+    }
     if let Some(reason) = pause {
         line.push_str("; PAUSED: ");
         line.push_str(&escaped(&reason).to_string());

@@ -76,6 +76,11 @@ impl Settings {
 
         writeln!(out, "\n[state]")?;
         writeln!(out, "dir = {}", quote_path(&self.state_dir))?;
+        writeln!(
+            out,
+            "keep_jobs_for = {}  # finished jobs are deleted from the store after this",
+            quote_duration(self.keep_jobs_for)
+        )?;
 
         let log = &self.log;
         writeln!(out, "\n[log]")?;
@@ -137,7 +142,15 @@ fn quote_path(path: &Path) -> String {
     quote(&path.to_string_lossy())
 }
 
+/// Whole days as days (`"90d"`): humantime would write 90 days as months, days and hours.
 fn quote_duration(duration: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    if duration.subsec_nanos() == 0
+        && duration.as_secs() >= DAY
+        && duration.as_secs().is_multiple_of(DAY)
+    {
+        return quote(&format!("{}d", duration.as_secs() / DAY));
+    }
     quote(&humantime::format_duration(duration).to_string())
 }
 

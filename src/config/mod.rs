@@ -66,6 +66,9 @@ pub const DEFAULT_TOKEN_URL: &str =
 // Shared by the file's defaults (validate) and the defaults of settings built in code.
 const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(10);
 const DEFAULT_TITLE: &str = "{stem}";
+/// How long finished jobs stay in the state store (`[state] keep_jobs_for`): long enough for
+/// `status` and an admin's questions about last quarter's deliveries.
+pub const DEFAULT_KEEP_JOBS_FOR: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Everything hotfolder needs, validated: absolute paths, parsed durations and sizes, the
 /// password resolved from its source.
@@ -76,6 +79,9 @@ pub struct Settings {
     pub account: AccountSettings,
     pub upload: UploadSettings,
     pub state_dir: PathBuf,
+    /// Finished jobs (done, failed, gone) are deleted from the state store this long after
+    /// they finished.
+    pub keep_jobs_for: Duration,
     pub log: LogSettings,
     pub folders: Vec<FolderSettings>,
 }

@@ -65,6 +65,7 @@ pub(super) struct RawUpload {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
     pub(super) dir: Option<PathBuf>,
+    pub(super) keep_jobs_for: Option<HumanDuration>,
 }
 
 #[derive(Default, Deserialize)]

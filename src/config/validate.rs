@@ -23,9 +23,9 @@ use super::raw::{
 };
 use super::units::{MIB, format_size};
 use super::{
-    AccountSettings, AuthStyle, DEFAULT_API_URL, DEFAULT_STABLE_FOR, DEFAULT_TITLE,
-    DEFAULT_TOKEN_URL, EnvLookup, FolderSettings, LogFormat, LogSettings, PasswordSource, Purpose,
-    Settings, UploadSettings, default_exclude, default_include,
+    AccountSettings, AuthStyle, DEFAULT_API_URL, DEFAULT_KEEP_JOBS_FOR, DEFAULT_STABLE_FOR,
+    DEFAULT_TITLE, DEFAULT_TOKEN_URL, EnvLookup, FolderSettings, LogFormat, LogSettings,
+    PasswordSource, Purpose, Settings, UploadSettings, default_exclude, default_include,
 };
 
 const MIN_CHUNK_SIZE: u64 = MIB;
@@ -62,10 +62,17 @@ pub(super) fn validate(
         }
     };
     let upload = validate_upload(raw.upload.unwrap_or_default(), problems);
-    let state_dir = match raw.state.and_then(|s| s.dir) {
+    let state = raw.state.unwrap_or_default();
+    let state_dir = match state.dir {
         Some(dir) => resolve_path(base, &dir),
         None => default_state_dir(),
     };
+    let keep_jobs_for = positive_duration(
+        state.keep_jobs_for,
+        DEFAULT_KEEP_JOBS_FOR,
+        "state.keep_jobs_for",
+        problems,
+    );
     let log = validate_log(raw.log.unwrap_or_default(), base, problems);
     let no_folder_tables = raw.folder.is_empty();
     let folders = validate_folders(raw.folder, base, purpose, problems);
@@ -86,6 +93,7 @@ pub(super) fn validate(
         account: account?,
         upload,
         state_dir,
+        keep_jobs_for,
         log,
         folders,
     })
@@ -614,17 +622,31 @@ fn validate_folder(
     let done_dir = side_dir(raw.done_dir, "done");
     let failed_dir = side_dir(raw.failed_dir, "failed");
     if let (Some(path), Some(done), Some(failed)) = (&path, &done_dir, &failed_dir) {
-        if done == path {
-            problems.add(
-                key("done_dir"),
-                "is the watched folder itself; uploaded files must be moved somewhere else",
-            );
-        }
-        if failed == path {
-            problems.add(
-                key("failed_dir"),
-                "is the watched folder itself; failed files must be moved somewhere else",
-            );
+        for (dir, what, files) in [
+            (done, "done_dir", "uploaded"),
+            (failed, "failed_dir", "failed"),
+        ] {
+            if dir == path {
+                problems.add(
+                    key(what),
+                    format!(
+                        "is the watched folder itself; {files} files must be moved somewhere else"
+                    ),
+                );
+            } else if path.starts_with(dir) {
+                // The intake ignores everything under done/ and failed/, so a folder inside
+                // one of them would never see a file (and every move would feed it again).
+                problems.add(
+                    key(what),
+                    format!(
+                        "{} contains the watched folder {}: hotfolder ignores everything in \
+                         its {what}, so no file would ever be picked up; use a folder beside \
+                         or inside the watched one",
+                        dir.display(),
+                        path.display()
+                    ),
+                );
+            }
         }
         if done == failed {
             problems.add(
@@ -719,7 +741,8 @@ fn unknown_placeholders(title: &str) -> Vec<&str> {
 }
 
 /// Folders that would feed each other: the same folder twice, a folder inside another's
-/// done/failed dir, a folder (or a done/failed dir) inside a folder watched recursively.
+/// done/failed dir, a folder (or a done/failed dir) inside a folder watched recursively or
+/// equal to one that is not; and one folder's done_dir used as another's failed_dir.
 fn check_folder_overlaps(folders: &[FolderSettings], numbers: &[usize], problems: &mut Problems) {
     for (a, folder) in folders.iter().enumerate() {
         let na = numbers[a];
@@ -774,7 +797,7 @@ fn check_folder_overlaps(folders: &[FolderSettings], numbers: &[usize], problems
                 (&folder.failed_dir, "failed_dir"),
             ] {
                 // Only a recursive watch sees into subfolders; a done dir beside the files of a
-                // non-recursive folder is not watched.
+                // non-recursive folder is not watched, but that folder itself is.
                 if other.recursive && !folder_inside && dir.starts_with(&other.path) {
                     problems.add(
                         format!("folder[{na}].{what}"),
@@ -785,7 +808,27 @@ fn check_folder_overlaps(folders: &[FolderSettings], numbers: &[usize], problems
                             other.path.display()
                         ),
                     );
+                } else if !other.recursive && dir == &other.path {
+                    problems.add(
+                        format!("folder[{na}].{what}"),
+                        format!(
+                            "{} is the folder watched by folder[{nb}]: files moved there would \
+                             be uploaded again",
+                            dir.display()
+                        ),
+                    );
                 }
+            }
+            // One folder's uploaded files mixed with another's failed ones: `retry` and people
+            // looking for failures could no longer tell them apart.
+            if folder.done_dir == other.failed_dir {
+                problems.add(
+                    format!("folder[{na}].done_dir"),
+                    format!(
+                        "{} is also folder[{nb}]'s failed_dir; keep uploaded and failed files apart",
+                        folder.done_dir.display()
+                    ),
+                );
             }
         }
     }

@@ -3,7 +3,9 @@
 //! `<file name>.upload.json` beside it.
 //!
 //! The user's file is sacred: every failure here leaves the source where it was, and a move
-//! across file systems removes the source only after the copy is complete and on disk.
+//! across file systems removes the source only after the copy is complete and on disk. Such a
+//! copy can take minutes; it stops between pieces when the agent stops (the move is done again
+//! at the next start), and callers run it off any loop that must keep answering.
 //!
 //! This file holds the moves; `sidecar` writes `<file name>.upload.json`, and `recover`
 //! completes a job's move (also one a kill interrupted) and clears our temp files at start.
@@ -15,9 +17,11 @@ pub use recover::{Finished, finish_job_file, remove_stale_temps};
 pub use sidecar::{Sidecar, sidecar_path, write_sidecar};
 
 use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::escape::escaped;
 use crate::nofollow::{self, InFolder, NoFollowError};
@@ -111,39 +115,61 @@ fn is_plain(rel_path: &Path) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
-/// `wanted` itself for `n == 0`, else `stem (n).ext` beside it.
-fn numbered(wanted: &Path, n: u32) -> PathBuf {
+/// `wanted` itself for `n == 0`, else `stem (n).ext` beside it; a stem that would make the name
+/// too long for the file system is shortened the way [`fit_name`] does (its start, `~` and a
+/// hash), so a 252-byte name that is taken still gets a `(1)` that fits.
+pub(crate) fn numbered(wanted: &Path, n: u32) -> PathBuf {
     if n == 0 {
         return wanted.to_path_buf();
     }
     let name = Path::new(wanted.file_name().unwrap_or_default());
-    let mut file_name = OsString::from(name.file_stem().unwrap_or(name.as_os_str()));
-    file_name.push(format!(" ({n})"));
+    let stem = name.file_stem().unwrap_or(name.as_os_str());
+    let mut suffix = OsString::from(format!(" ({n})"));
     if let Some(extension) = name.extension() {
-        file_name.push(".");
-        file_name.push(extension);
+        suffix.push(".");
+        suffix.push(extension);
     }
-    wanted.with_file_name(file_name)
+    wanted.with_file_name(fit_name("", stem, &suffix))
 }
 
-/// The name an earlier move of `src` already gave it, if that move was killed between linking
-/// the destination and removing the source: the file then has both names, and moving it
-/// "again" would make a second copy under `stem (1).ext`. It is the source's own inode among
-/// the taken names [`free_destination`] walks, still without a sidecar (the sidecar is only
-/// written after the source is gone, so a linked copy that has one is someone else's).
-fn interrupted_move(src: &InFolder, base: &Path, rel_path: &Path) -> Option<PathBuf> {
+/// The name an earlier move of `src` already gave it, if that move was killed between putting
+/// the file at its destination and removing the source: the file then is in both places, and
+/// moving it "again" would make a second copy under `stem (1).ext`. Among the taken names
+/// [`free_destination`] walks, still without a sidecar (the sidecar is only written after the
+/// source is gone, so a file that has one is someone else's), it is the source's own inode (a
+/// link), or a complete copy: same size and modification time (a copy keeps it) and the same
+/// bytes, compared in full (rare, and only after a kill). A comparison cut short by `stop`
+/// counts as no match. The source is looked at and read without following a link.
+fn interrupted_move(
+    src: &InFolder,
+    base: &Path,
+    rel_path: &Path,
+    stop: &CancellationToken,
+) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     if !is_plain(rel_path) {
         return None;
     }
-    let source = nofollow::lstat_in(src).ok()?.identity;
+    let source = nofollow::lstat_in(src).ok()?;
     let wanted = base.join(rel_path);
     for n in 0..=MAX_SUFFIX {
         let candidate = numbered(&wanted, n);
         let sidecar = sidecar_path(&candidate);
         match fs::symlink_metadata(&candidate) {
             Ok(meta) => {
-                if (meta.dev(), meta.ino()) == source && !sidecar.exists() {
+                if sidecar.exists() {
+                    continue;
+                }
+                let linked = (meta.dev(), meta.ino()) == source.identity;
+                let mtime_ns =
+                    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+                let copied = !linked
+                    && meta.is_file()
+                    && source.skip.is_none()
+                    && meta.len() == source.size
+                    && mtime_ns == source.mtime_ns
+                    && same_bytes(src, &candidate, stop).unwrap_or(false);
+                if linked || copied {
                     return Some(candidate);
                 }
             }
@@ -153,6 +179,54 @@ fn interrupted_move(src: &InFolder, base: &Path, rel_path: &Path) -> Option<Path
         }
     }
     None
+}
+
+/// Whether two regular files hold the same bytes (`a` already known to be as long as `b`).
+/// Neither is followed if it is a symlink, nor waited on if it is a FIFO.
+fn same_bytes(a: &InFolder, b: &Path, stop: &CancellationToken) -> io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let open = |path: &Path| {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)?;
+        if file.metadata()?.is_file() {
+            Ok(file)
+        } else {
+            Err(io::Error::other("not a regular file"))
+        }
+    };
+    let mut a = nofollow::open_in(a).map_err(NoFollowError::into_io)?;
+    let mut b = open(b)?;
+    let mut left = vec![0u8; 1024 * 1024];
+    let mut right = vec![0u8; 1024 * 1024];
+    loop {
+        if stop.is_cancelled() {
+            return Ok(false);
+        }
+        let n = read_full(&mut a, &mut left)?;
+        let m = read_full(&mut b, &mut right)?;
+        if n != m || left[..n] != right[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buffer` is full or the file ends; how many bytes were read.
+fn read_full(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Whether anything (a dangling symlink included) has this name.
@@ -175,10 +249,12 @@ fn is_taken(path: &Path) -> io::Result<bool> {
 /// renamed, copied and removed relative to the folder it is in (see `nofollow`): a folder on
 /// the way swapped for a link meanwhile makes the move fail, it never moves what the link
 /// points to. The destination folder is reached the same way.
+/// A copy stops when `stop` is cancelled (an `Interrupted` error; the source stays).
 pub fn move_without_overwrite(
     src: &Path,
     base: &Path,
     rel_path: &Path,
+    stop: &CancellationToken,
 ) -> Result<PathBuf, FinishError> {
     let refused = |dest: PathBuf, err: NoFollowError| FinishError::Move {
         src: src.to_path_buf(),
@@ -200,15 +276,15 @@ pub fn move_without_overwrite(
         }
         Err(err) => return Err(refused(base.join(rel_path), err)),
     }
-    if let Some(dest) = interrupted_move(&source, base, rel_path) {
+    if let Some(dest) = interrupted_move(&source, base, rel_path, stop) {
         return match nofollow::remove(&source) {
             Ok(()) => {
                 sync_dirs(src, &dest);
                 Ok(dest)
             }
             Err(source) => {
-                // Both names are the same inode: dropping the new one loses nothing and leaves
-                // the file in exactly one place, where it was.
+                // Both names hold the same bytes (one inode, or a complete copy): dropping the
+                // new one loses nothing and leaves the file in exactly one place, where it was.
                 let _ = fs::remove_file(&dest);
                 Err(FinishError::Move {
                     src: src.to_path_buf(),
@@ -244,7 +320,7 @@ pub fn move_without_overwrite(
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-                match copy_without_overwrite(&source, &dest) {
+                match copy_without_overwrite(&source, &dest, stop) {
                     Ok(()) => return Ok(dest),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                     Err(source) => return Err(move_error(source)),
@@ -262,7 +338,7 @@ pub fn move_without_overwrite(
                         return Ok(dest);
                     }
                     Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-                        match copy_without_overwrite(&source, &dest) {
+                        match copy_without_overwrite(&source, &dest, stop) {
                             Ok(()) => return Ok(dest),
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                             Err(source) => return Err(move_error(source)),
@@ -305,13 +381,13 @@ pub fn copy_then_remove(src: &Path, dest: &Path) -> Result<(), FinishError> {
         source,
     };
     let source = nofollow::parent(src).map_err(|e| error(e.into_io()))?;
-    copy_without_overwrite(&source, dest).map_err(error)
+    copy_without_overwrite(&source, dest, &CancellationToken::new()).map_err(error)
 }
 
-fn copy_without_overwrite(src: &InFolder, dest: &Path) -> io::Result<()> {
+fn copy_without_overwrite(src: &InFolder, dest: &Path, stop: &CancellationToken) -> io::Result<()> {
     let (dir, name) = split(dest)?;
     let temp = dir.join(temp_name(name));
-    let result = copy_to_temp(src, &temp).and_then(|()| place_without_overwrite(&temp, dest));
+    let result = copy_to_temp(src, &temp, stop).and_then(|()| place_without_overwrite(&temp, dest));
     if let Err(e) = result {
         let _ = fs::remove_file(&temp);
         return Err(e);
@@ -328,18 +404,63 @@ fn copy_without_overwrite(src: &InFolder, dest: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn copy_to_temp(src: &InFolder, temp: &Path) -> io::Result<()> {
+/// How much is copied between two looks at the stop signal: a second or less at NAS speeds.
+const COPY_PIECE: u64 = 16 * 1024 * 1024;
+
+fn copy_to_temp(src: &InFolder, temp: &Path, stop: &CancellationToken) -> io::Result<()> {
     // Non-blocking and checked to be a regular file once opened: a pipe swapped in is refused.
-    let mut from = nofollow::open_in(src).map_err(NoFollowError::into_io)?;
+    let from = nofollow::open_in(src).map_err(NoFollowError::into_io)?;
     let metadata = from.metadata()?;
     let mut to = OpenOptions::new().write(true).create_new(true).open(temp)?;
-    io::copy(&mut from, &mut to)?;
+    tracing::info!(
+        file = %escaped(&src.path),
+        to = %temp.parent().unwrap_or(temp).display(),
+        size = metadata.len(),
+        "copying to another file system; the file stays where it is until the copy is complete"
+    );
+    #[cfg(debug_assertions)]
+    slow_copy_for_tests(stop)?;
+    loop {
+        if stop.is_cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the copy stopped because hotfolder is stopping",
+            ));
+        }
+        // `Take<&File>` keeps std's in-kernel copy (copy_file_range, sendfile) where it works.
+        if io::copy(&mut (&from).take(COPY_PIECE), &mut to)? == 0 {
+            break;
+        }
+    }
     // Keep what an editor sees in a file browser: permissions and modification time.
     to.set_permissions(metadata.permissions())?;
     if let Ok(modified) = metadata.modified() {
         to.set_modified(modified)?;
     }
     to.sync_all()
+}
+
+/// Debug builds only: `HOTFOLDER_TEST_SLOW_COPY=<ms>` makes every copy across file systems
+/// take that much longer (a NAS in a test), still stopping at once when `stop` is cancelled.
+#[cfg(debug_assertions)]
+fn slow_copy_for_tests(stop: &CancellationToken) -> io::Result<()> {
+    let Some(ms) = std::env::var("HOTFOLDER_TEST_SLOW_COPY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    while std::time::Instant::now() < until {
+        if stop.is_cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the copy stopped because hotfolder is stopping",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Gives `from` the name `to`, failing with `AlreadyExists` rather than replacing anything.
@@ -364,7 +485,12 @@ pub(crate) const NAME_MAX: usize = 255;
 
 /// `prefix + core + suffix`, with `core` shortened to its start plus `~` and 12 hex digits of
 /// its sha256 when the whole would exceed [`NAME_MAX`].
-pub(crate) fn fit_name(prefix: &str, core: &std::ffi::OsStr, suffix: &str) -> OsString {
+pub(crate) fn fit_name(
+    prefix: &str,
+    core: &std::ffi::OsStr,
+    suffix: impl AsRef<std::ffi::OsStr>,
+) -> OsString {
+    let suffix = suffix.as_ref();
     let bytes = core.as_encoded_bytes();
     let mut out = OsString::from(prefix);
     if prefix.len() + bytes.len() + suffix.len() <= NAME_MAX {
@@ -506,7 +632,13 @@ pub(super) mod tests {
         let base = dir.path().join("done");
         write(&base.join("show/clip.mov"), b"an earlier clip");
 
-        let dest = move_without_overwrite(&src, &base, Path::new("show/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("show/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, base.join("show/clip (1).mov"));
         assert!(!src.exists());
         assert_eq!(fs::read(&dest).unwrap(), b"video bytes");
@@ -529,7 +661,13 @@ pub(super) mod tests {
         write(&base.join("show/clip.mov.upload.json"), b"{}");
         fs::hard_link(&src, base.join("show/clip (1).mov")).unwrap();
 
-        let dest = move_without_overwrite(&src, &base, Path::new("show/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("show/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, base.join("show/clip (1).mov"));
         assert!(!src.exists());
         assert_eq!(fs::read(&dest).unwrap(), b"video bytes");
@@ -554,6 +692,7 @@ pub(super) mod tests {
             &root.join("inbox/sub/clip.mov"),
             &base,
             Path::new("sub/clip.mov"),
+            &CancellationToken::new(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("inbox/sub/clip.mov"), "{err}");
@@ -576,11 +715,69 @@ pub(super) mod tests {
         fs::create_dir_all(root.join("done")).unwrap();
         std::os::unix::fs::symlink(root.join("elsewhere"), root.join("done/show")).unwrap();
 
-        let err = move_without_overwrite(&src, &root.join("done"), Path::new("show/clip.mov"))
-            .unwrap_err();
+        let err = move_without_overwrite(
+            &src,
+            &root.join("done"),
+            Path::new("show/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap_err();
         assert!(chain(&err).contains("symbolic link"), "{}", chain(&err));
         assert_eq!(fs::read(&src).unwrap(), b"video bytes");
         assert!(names_in(&root.join("elsewhere")).is_empty());
+    }
+
+    /// A move across file systems killed after the copy was in place, before the source was
+    /// removed: the next try finishes it instead of making `clip (1).mov`. A file of the same
+    /// size and time but other bytes is someone else's, and the move goes on beside it.
+    #[test]
+    fn a_copy_killed_before_the_source_was_removed_is_completed_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("inbox/clip.mov");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        write(&src, &bytes);
+        let mtime = fs::metadata(&src).unwrap().modified().unwrap();
+        let base = dir.path().join("done");
+        let copy = base.join("clip.mov");
+        write(&copy, &bytes);
+        File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        assert_eq!(dest, copy);
+        assert!(!src.exists());
+        assert_eq!(names_in(&base), ["clip.mov"]);
+
+        // Same size and time, one byte different: not the same file.
+        let mut other = bytes.clone();
+        other[2_500_000] ^= 1;
+        write(&src, &other);
+        File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        assert_eq!(dest, base.join("clip (1).mov"));
+        assert_eq!(fs::read(&dest).unwrap(), other);
+        assert_eq!(fs::read(&copy).unwrap(), bytes);
     }
 
     /// The same inode with a sidecar was delivered before (a user hard-linked it back into
@@ -597,7 +794,13 @@ pub(super) mod tests {
         fs::create_dir_all(src.parent().unwrap()).unwrap();
         fs::hard_link(&delivered, &src).unwrap();
 
-        let dest = move_without_overwrite(&src, &base, Path::new("clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            &base,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, base.join("clip (1).mov"));
         assert!(!src.exists());
         assert_eq!(
@@ -706,7 +909,12 @@ pub(super) mod tests {
             return;
         }
 
-        let result = move_without_overwrite(&src, &done, Path::new("clip.mov"));
+        let result = move_without_overwrite(
+            &src,
+            &done,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        );
         fs::set_permissions(&done, fs::Permissions::from_mode(0o755)).unwrap();
         let err = result.unwrap_err();
         let message = err.to_string();
@@ -757,7 +965,13 @@ pub(super) mod tests {
         };
 
         // Within the file system: the hard link succeeds, removing the source does not.
-        let err = move_without_overwrite(&src, &done, Path::new("clip.mov")).unwrap_err();
+        let err = move_without_overwrite(
+            &src,
+            &done,
+            Path::new("clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains(&src.display().to_string()),
             "{err}"
@@ -803,7 +1017,13 @@ pub(super) mod tests {
         };
         let src = dir.path().join("clip.mov");
         write(&src, b"across");
-        let dest = move_without_overwrite(&src, other.path(), Path::new("sub/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            other.path(),
+            Path::new("sub/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, other.path().join("sub/clip.mov"));
         assert!(!src.exists());
         assert_eq!(fs::read(&dest).unwrap(), b"across");
@@ -811,7 +1031,13 @@ pub(super) mod tests {
 
         // And again with the name taken.
         write(&src, b"second");
-        let dest = move_without_overwrite(&src, other.path(), Path::new("sub/clip.mov")).unwrap();
+        let dest = move_without_overwrite(
+            &src,
+            other.path(),
+            Path::new("sub/clip.mov"),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(dest, other.path().join("sub/clip (1).mov"));
         assert_eq!(fs::read(&dest).unwrap(), b"second");
     }

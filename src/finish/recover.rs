@@ -4,7 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Sidecar, TEMP_SUFFIX, move_without_overwrite, sidecar_path, write_sidecar};
+use tokio_util::sync::CancellationToken;
+
+use super::sidecar::written_for;
+use super::{
+    MAX_SUFFIX, Sidecar, TEMP_SUFFIX, move_without_overwrite, numbered, sidecar_path, write_sidecar,
+};
 use crate::chain;
 use crate::escape::escaped;
 use crate::store::{Job, JobStore, Outcome};
@@ -20,13 +25,22 @@ pub enum Finished {
 /// watched folder, writes its sidecar and records the move. Also completes a move a kill
 /// interrupted: a file already moved is found by [`find_moved`] instead of being moved twice.
 /// An error is the reason in words; the file is then where it was and the job still finishing.
-pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finished, String> {
-    // A regular file reached without a link (see `nofollow`); anything else at the path now
-    // (a link, a pipe, a folder on the way swapped for a link) is not the uploaded file.
-    let dest = if crate::nofollow::is_regular_file(&job.path) {
-        move_without_overwrite(&job.path, base, &job.rel_path).map_err(|e| chain(&e))?
-    } else if let Some(moved) = find_moved(base, &job.rel_path, job.size) {
-        // A crash between the move and the record: the moved file is the one without a sidecar.
+/// A copy across file systems stops when `stop` is cancelled (an error; the file stays).
+pub fn finish_job_file(
+    store: &JobStore,
+    job: &Job,
+    base: &Path,
+    stop: &CancellationToken,
+) -> Result<Finished, String> {
+    let dest = if let Some(recorded) = recorded_destination(job) {
+        // The move was recorded: a file now at the job's old path is a new one, not this job's.
+        recorded
+    } else if crate::nofollow::is_regular_file(&job.path) {
+        // A regular file reached without a link (see `nofollow`); anything else at the path
+        // now (a link, a pipe, a folder on the way swapped for a link) is not the uploaded file.
+        move_without_overwrite(&job.path, base, &job.rel_path, stop).map_err(|e| chain(&e))?
+    } else if let Some(moved) = find_moved(base, job) {
+        // A kill after the move, before the store recorded its end.
         moved
     } else if job.folder.is_dir() {
         // The folder is there but the file is not (with a missing folder, wait for it instead).
@@ -50,13 +64,10 @@ pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finis
         ));
     };
     let file_name = dest.file_name().unwrap_or_default();
-    if let Err(err) = store.record_event(job.id, "moved", &format!("to {}", escaped(&dest))) {
-        // The sidecar then lacks this one event; the move itself is recorded below.
-        tracing::warn!(
-            job = job.id,
-            "cannot record the move in the job's events: {}",
-            chain(&err)
-        );
+    // Recorded before the sidecar exists, so that from here on a kill cannot lose track of it;
+    // until it is recorded the file counts as not finished and the whole step is tried again.
+    if recorded_destination(job).as_ref() != Some(&dest) {
+        store.record_move(job.id, &dest).map_err(|e| chain(&e))?;
     }
     let fresh = store.job(job.id).map_err(|e| chain(&e))?;
     let sidecar = Sidecar::from_job(&fresh, file_name);
@@ -65,32 +76,53 @@ pub fn finish_job_file(store: &JobStore, job: &Job, base: &Path) -> Result<Finis
     Ok(Finished::Moved(dest))
 }
 
-/// After a crash mid-finish: the file in `base` named like `rel_path` (or with a ` (n)` suffix)
-/// of the right size that has no sidecar yet.
-fn find_moved(base: &Path, rel_path: &Path, size: u64) -> Option<PathBuf> {
-    let first = base.join(rel_path);
-    let dir = first.parent()?.to_path_buf();
-    let stem = first.file_stem()?.to_string_lossy().into_owned();
-    let ext = first
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    std::iter::once(first.clone())
-        .chain((1..1000).map(|n| dir.join(format!("{stem} ({n}){ext}"))))
-        .take_while(|p| p.exists() || p == &first)
-        .find(|p| {
-            p.metadata().map(|m| m.len() == size).unwrap_or(false) && !sidecar_path(p).exists()
-        })
+/// The destination recorded for a job still finishing, if its file is there (the same size).
+fn recorded_destination(job: &Job) -> Option<PathBuf> {
+    let dest = job.destination.as_ref()?;
+    is_file_of_size(dest, job.size).then(|| dest.clone())
+}
+
+fn is_file_of_size(path: &Path, size: u64) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
+}
+
+/// After a kill mid-finish with no destination recorded yet: the job's file among the names a
+/// move would have given it in `base` (`rel_path`, `stem (1).ext`, … shortened like the move
+/// shortens them). One whose sidecar was written for this job (the kill came after it) is
+/// certain; otherwise one of the job's size with no sidecar at all (the kill came before it).
+/// A file of that size with someone else's sidecar is an earlier delivery, never this job's.
+fn find_moved(base: &Path, job: &Job) -> Option<PathBuf> {
+    let wanted = base.join(&job.rel_path);
+    let mut without_sidecar = None;
+    for n in 0..=MAX_SUFFIX {
+        let candidate = numbered(&wanted, n);
+        let sidecar = sidecar_path(&candidate);
+        let has_sidecar = std::fs::symlink_metadata(&sidecar).is_ok();
+        if is_file_of_size(&candidate, job.size) {
+            if !has_sidecar {
+                without_sidecar.get_or_insert(candidate);
+            } else if written_for(&sidecar, job) {
+                return Some(candidate);
+            }
+        } else if !has_sidecar && std::fs::symlink_metadata(&candidate).is_err() {
+            // The first free name ends the walk: a move never went past it.
+            break;
+        }
+    }
+    without_sidecar
 }
 
 /// Removes our own temporary files (`.…hotfolder-tmp`: a copy across file systems or a
 /// sidecar being written) that a kill left in done/ or failed/. Only ours: nothing else is
-/// touched.
-pub fn remove_stale_temps(dir: &Path) {
+/// touched. Stops early when `stop` is cancelled (a large done/ on a share takes a while).
+pub fn remove_stale_temps(dir: &Path, stop: &CancellationToken) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
+        if stop.is_cancelled() {
+            return;
+        }
         let path = entry.path();
         let Ok(kind) = entry.file_type() else {
             continue;
@@ -98,7 +130,7 @@ pub fn remove_stale_temps(dir: &Path) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if kind.is_dir() {
-            remove_stale_temps(&path);
+            remove_stale_temps(&path, stop);
         } else if kind.is_file() && name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
             match std::fs::remove_file(&path) {
                 Ok(()) => {
@@ -109,5 +141,201 @@ pub fn remove_stale_temps(dir: &Path) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finish::tests::{names_in, write};
+    use crate::finish::{NAME_MAX, free_destination};
+    use crate::store::{JobState, NewJob};
+    use std::fs;
+
+    /// A store in `dir/state` with one uploaded job for `dir/inbox/<name>` (`bytes` long),
+    /// decided and waiting to be moved.
+    fn decided(dir: &Path, name: &str, bytes: &[u8]) -> (JobStore, Job) {
+        let store = JobStore::open(&dir.join("state")).unwrap();
+        let path = dir.join("inbox").join(name);
+        write(&path, bytes);
+        let id = store
+            .enqueue(NewJob {
+                folder: dir.join("inbox"),
+                path,
+                rel_path: PathBuf::from(name),
+                size: bytes.len() as u64,
+                mtime_ns: 0,
+                rule: "test".into(),
+            })
+            .unwrap()
+            .id();
+        store.start_attempt(id).unwrap();
+        store.record_video(id, &format!("v-{name}")).unwrap();
+        store
+            .decide(id, Outcome::Uploaded, Some("sha-of-bytes"), None)
+            .unwrap();
+        let job = store.job(id).unwrap();
+        (store, job)
+    }
+
+    fn moved_to(finished: Finished) -> PathBuf {
+        match finished {
+            Finished::Moved(dest) => dest,
+            Finished::RemovedBeforeMove(why) => panic!("expected a move, got: {why}"),
+        }
+    }
+
+    /// What a kill right after the sidecar was written leaves: the file and its sidecar in
+    /// done/, the destination recorded, the job still finishing.
+    #[test]
+    fn a_kill_after_the_sidecar_was_written_finishes_the_job_where_the_file_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, job) = decided(dir.path(), "clip.mov", b"video bytes");
+        let base = dir.path().join("done");
+        let dest =
+            move_without_overwrite(&job.path, &base, &job.rel_path, &CancellationToken::new())
+                .unwrap();
+        store.record_move(job.id, &dest).unwrap();
+        let fresh = store.job(job.id).unwrap();
+        write_sidecar(&dest, &Sidecar::from_job(&fresh, "clip.mov")).unwrap();
+        // The editor has meanwhile dropped a new export under the same name.
+        write(&job.path, b"a new export");
+
+        let again = store.job(job.id).unwrap();
+        assert_eq!(again.state, JobState::Finishing);
+        let finished =
+            moved_to(finish_job_file(&store, &again, &base, &CancellationToken::new()).unwrap());
+        assert_eq!(finished, dest);
+        let done = store.job(job.id).unwrap();
+        assert_eq!(done.state, JobState::Done);
+        assert_eq!(done.destination.as_deref(), Some(dest.as_path()));
+        assert_eq!(names_in(&base), ["clip.mov", "clip.mov.upload.json"]);
+        // The new export is not this job's: it stays for a job of its own.
+        assert_eq!(fs::read(&job.path).unwrap(), b"a new export");
+    }
+
+    /// The same kill with nothing recorded but the sidecar (a hotfolder that did not record the
+    /// destination yet, or a sidecar put back by hand): the sidecar says whose file it is.
+    #[test]
+    fn a_moved_file_whose_sidecar_names_the_job_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, job) = decided(dir.path(), "clip.mov", b"video bytes");
+        let base = dir.path().join("done");
+        // An earlier delivery of the same size takes the plain name, with its own sidecar.
+        write(&base.join("clip.mov"), b"older bytes");
+        let (other_store, other) = decided(&dir.path().join("other"), "clip.mov", b"older bytes");
+        write_sidecar(
+            &base.join("clip.mov"),
+            &Sidecar::from_job(&other_store.job(other.id).unwrap(), "clip.mov"),
+        )
+        .unwrap();
+        let dest =
+            move_without_overwrite(&job.path, &base, &job.rel_path, &CancellationToken::new())
+                .unwrap();
+        assert_eq!(dest, base.join("clip (1).mov"));
+        write_sidecar(&dest, &Sidecar::from_job(&job, "clip (1).mov")).unwrap();
+
+        assert_eq!(find_moved(&base, &job), Some(dest.clone()));
+        assert_eq!(
+            moved_to(finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap()),
+            dest
+        );
+        assert_eq!(store.job(job.id).unwrap().state, JobState::Done);
+        assert_eq!(
+            names_in(&base),
+            [
+                "clip (1).mov",
+                "clip (1).mov.upload.json",
+                "clip.mov",
+                "clip.mov.upload.json"
+            ]
+        );
+        // The other job's file was never taken for this one.
+        assert_eq!(find_moved(&base, &other), Some(base.join("clip.mov")));
+    }
+
+    #[test]
+    fn a_file_of_the_right_size_with_someone_elses_sidecar_is_not_the_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, job) = decided(dir.path(), "clip.mov", b"video bytes");
+        let base = dir.path().join("done");
+        fs::remove_file(&job.path).unwrap();
+        write(&base.join("clip.mov"), b"video bytes");
+        write(
+            &sidecar_path(&base.join("clip.mov")),
+            br#"{"size": 11, "status": "uploaded", "video_id": "someone-else", "sha256": "sha-of-bytes"}"#,
+        );
+        assert_eq!(find_moved(&base, &job), None);
+        // With the folder there, the job ends as gone, and nothing in done/ is touched.
+        let finished = finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap();
+        assert!(matches!(finished, Finished::RemovedBeforeMove(_)));
+        assert_eq!(names_in(&base), ["clip.mov", "clip.mov.upload.json"]);
+    }
+
+    /// A FIFO or a symlink where a sidecar would be (someone's mischief in done/) is no sidecar
+    /// of this job, and reading it neither blocks nor follows it.
+    #[test]
+    fn a_fifo_or_symlink_as_sidecar_neither_hangs_nor_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, job) = decided(dir.path(), "clip.mov", b"video bytes");
+        let base = dir.path().join("done");
+        fs::create_dir_all(&base).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(sidecar_path(&base.join("clip.mov")))
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        write(&base.join("clip.mov"), b"video bytes");
+        // The real sidecar's content, behind a symlink: not followed.
+        let elsewhere = dir.path().join("elsewhere.json");
+        write_sidecar(&elsewhere, &Sidecar::from_job(&job, "clip (1).mov")).unwrap();
+        write(&base.join("clip (1).mov"), b"video bytes");
+        std::os::unix::fs::symlink(
+            sidecar_path(&elsewhere),
+            sidecar_path(&base.join("clip (1).mov")),
+        )
+        .unwrap();
+        fs::remove_file(&job.path).unwrap();
+        assert_eq!(find_moved(&base, &job), None);
+        let finished = finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap();
+        assert!(matches!(finished, Finished::RemovedBeforeMove(_)));
+    }
+
+    /// A 252-byte name already delivered: the second file of that name gets a shortened
+    /// numbered name, and a kill right after that move is still recognised.
+    #[test]
+    fn long_names_that_are_taken_are_numbered_within_the_limit_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}.mov", "n".repeat(248));
+        assert_eq!(name.len(), 252);
+        let (store, job) = decided(dir.path(), &name, b"second export");
+        let base = dir.path().join("done");
+        write(&base.join(&name), b"first export");
+        write(&sidecar_path(&base.join(&name)), b"{}");
+
+        let dest =
+            move_without_overwrite(&job.path, &base, &job.rel_path, &CancellationToken::new())
+                .unwrap();
+        let dest_name = dest.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(dest_name.len() <= NAME_MAX, "{dest_name}");
+        assert!(dest_name.ends_with(" (1).mov"), "{dest_name}");
+        assert!(dest_name.starts_with("nnnn"), "{dest_name}");
+        assert_eq!(fs::read(&dest).unwrap(), b"second export");
+        // A third one gets (2), also within the limit, and distinct.
+        let third = free_destination(&base, Path::new(&name)).unwrap();
+        let third_name = third.file_name().unwrap().to_str().unwrap();
+        assert!(
+            third_name.len() <= NAME_MAX && third_name.ends_with(" (2).mov"),
+            "{third_name}"
+        );
+
+        assert_eq!(find_moved(&base, &job), Some(dest.clone()));
+        assert_eq!(
+            moved_to(finish_job_file(&store, &job, &base, &CancellationToken::new()).unwrap()),
+            dest
+        );
+        assert!(sidecar_path(&dest).exists());
     }
 }

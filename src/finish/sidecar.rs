@@ -132,6 +132,58 @@ pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, Fi
     Ok(path)
 }
 
+/// The fields of a sidecar that tell which job wrote it.
+#[derive(Deserialize)]
+struct SidecarIdentity {
+    size: u64,
+    status: SidecarStatus,
+    #[serde(default)]
+    video_id: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default, with = "rfc3339::option")]
+    started_at: Option<OffsetDateTime>,
+}
+
+/// Sidecars are a few KiB; anything far larger under that name is not one of ours.
+const SIDECAR_READ_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Whether the sidecar at `path` was written for `job`: same size, status, video id, sha256 and
+/// start time (to the nanosecond), which together no other job shares. A sidecar that cannot be
+/// read or parsed is not this job's.
+pub(super) fn written_for(path: &Path, job: &Job) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut text = Vec::new();
+    // Not following a symlink, and not waiting for a writer if it is a FIFO: only a regular
+    // file can be a sidecar, and a name in done/ must never hang the move.
+    let read = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|file| {
+            if !file.metadata()?.is_file() {
+                return Err(io::Error::other("not a regular file"));
+            }
+            file.take(SIDECAR_READ_LIMIT).read_to_end(&mut text)
+        });
+    let Some(identity) = read
+        .ok()
+        .and_then(|_| serde_json::from_slice::<SidecarIdentity>(&text).ok())
+    else {
+        return false;
+    };
+    let status = match job.outcome {
+        Some(Outcome::Uploaded) => SidecarStatus::Uploaded,
+        Some(Outcome::Failed) | None => SidecarStatus::Failed,
+    };
+    identity.size == job.size
+        && identity.status == status
+        && identity.video_id == job.video_id
+        && identity.sha256 == job.sha256
+        && identity.started_at == job.started_at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

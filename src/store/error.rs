@@ -64,9 +64,44 @@ pub enum StoreError {
         state: JobState,
         action: &'static str,
     },
+    /// The file this store (or its lock) opened is no longer at its path: deleted, or another
+    /// file put in its place. Writing on would record jobs nobody can see, and a second agent
+    /// could start beside this one.
+    #[error("{} was {what} while hotfolder was running", path.display())]
+    Vanished { path: PathBuf, what: &'static str },
 }
 
 impl StoreError {
+    /// Whether the store itself could not be used just now (disk full, an I/O error, read-only,
+    /// locked by another process for too long, damaged, moved away): the request was fine and
+    /// the same call may work once the cause is fixed, so callers pause and try again later
+    /// instead of failing a file or repeating the call at once. `false` for requests the store
+    /// refused (an unknown job, a wrong state, a schema from a newer hotfolder).
+    pub fn retryable(&self) -> bool {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::Io { .. } => true,
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(failure, _),
+                ..
+            } => matches!(
+                failure.code,
+                ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::PermissionDenied
+                    | ErrorCode::FileLockingProtocolFailed
+                    | ErrorCode::OutOfMemory
+                    | ErrorCode::DatabaseCorrupt
+                    | ErrorCode::NotADatabase
+            ),
+            _ => false,
+        }
+    }
+
     /// Fills in the database path of errors raised by code that does not know it.
     pub(super) fn at(self, path: &Path) -> StoreError {
         match self {

@@ -21,6 +21,9 @@ pub(super) const UNFINISHED: &[JobState] = &[
     JobState::Finishing,
 ];
 
+/// The states a job ends in: nothing more happens to it.
+pub(super) const FINISHED: &[JobState] = &[JobState::Done, JobState::Failed, JobState::Gone];
+
 /// Where a job is in its life; stored as lower-case text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

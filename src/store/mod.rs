@@ -17,7 +17,10 @@
 //! `Finishing` is what makes the move crash-safe: the outcome is recorded *before* the file is
 //! moved, so after a crash the agent knows whether a file it finds in the watched folder was
 //! already uploaded, and only a job recorded as Finishing with outcome `uploaded` ever goes to
-//! done/. Every method is one short transaction; the agent calls them from async code.
+//! done/. Where the file went is recorded (`record_move`) before its sidecar is written, so a
+//! kill after that finds it there. Every method is one short transaction; the agent calls them
+//! from async code. A job that ends keeps no upload URL, and finished jobs are pruned after
+//! `keep_jobs_for` (`prune_finished`).
 //!
 //! This file holds [`JobStore`] itself: opening it, the state-guarded transitions above and
 //! the transaction helpers they share. The rest, each re-exported here so callers only ever
@@ -28,7 +31,8 @@
 //! - `queries`: read-only questions about jobs (also what `status` asks);
 //! - `status`: agent-wide status in the `meta` table (queue pause, missing folders);
 //! - `settling`: the files the agent is watching settle, copied for `status`;
-//! - `lock`: the single-instance lock file;
+//! - `lock`: the single-instance lock file, and the note it carries for `status` when the
+//!   store itself cannot be written;
 //! - `manual`: what `hotfolder upload` remembers, in its own file (`uploads.sqlite3`), which
 //!   the agent never opens;
 //! - `error`: `StoreError`;
@@ -49,7 +53,7 @@ mod status;
 
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, QueueSummary};
-pub use lock::StateLock;
+pub use lock::{AgentNote, StateLock, read_agent_note};
 pub use manual::{Fingerprint, ManualState, ManualUpload, ManualUploads, UploadTarget};
 pub use settling::{SettlingChange, SettlingFile};
 pub use status::MissingFolder;
@@ -65,11 +69,14 @@ use rusqlite::{
 };
 use time::OffsetDateTime;
 
-use job::{ACTIVE, UNFINISHED};
+use job::{ACTIVE, FINISHED, UNFINISHED};
 use schema::{Json, SqlPath, Stamp, state_list};
 
 /// The database file inside the state dir.
 pub const DB_FILE_NAME: &str = "jobs.sqlite3";
+
+/// Jobs deleted per transaction when pruning.
+const PRUNE_BATCH: usize = 500;
 
 /// How long a write waits for another connection (a `status` reader checkpointing, a second
 /// process migrating) before giving up with "database is locked".
@@ -80,6 +87,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct JobStore {
     /// The database file, for error messages.
     path: PathBuf,
+    /// Device and inode of the database file opened for writing, to notice it being deleted or
+    /// replaced under the running agent.
+    identity: Option<(u64, u64)>,
     conn: Mutex<Connection>,
 }
 
@@ -122,9 +132,18 @@ impl JobStore {
             .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sqlite)?;
+        // Deleted and replaced content (upload URLs, whose `__token__` is a credential, and
+        // pruned jobs) is overwritten with zeros instead of lingering in free space.
+        conn.pragma_update(None, "secure_delete", true)
+            .map_err(sqlite)?;
         schema::migrate(&mut conn, &path)?;
+        let identity = file_identity(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(JobStore {
             path,
+            identity: Some(identity),
             conn: Mutex::new(conn),
         })
     }
@@ -153,6 +172,7 @@ impl JobStore {
         schema::check_read_only_version(&conn, &path)?;
         Ok(JobStore {
             path,
+            identity: None,
             conn: Mutex::new(conn),
         })
     }
@@ -160,6 +180,12 @@ impl JobStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Checks that the database file at the store's path is still the one this store opened
+    /// ([`StoreError::Vanished`] if it was deleted or replaced).
+    pub fn still_in_place(&self) -> Result<(), StoreError> {
+        check_identity(&self.path, self.identity)
     }
 
     /// Adds a job for a complete file, unless the file already has an unfinished one. A new job
@@ -284,7 +310,8 @@ impl JobStore {
         )
     }
 
-    /// Records how the upload ended, before the file is moved: Finishing.
+    /// Records how the upload ended, before the file is moved: Finishing. The upload URL is
+    /// dropped: its `__token__` is a credential, and nothing is sent to it any more.
     pub fn decide(
         &self,
         id: i64,
@@ -297,7 +324,8 @@ impl JobStore {
             "decided",
             ACTIVE,
             "UPDATE jobs SET state = 'finishing', outcome = ?2, sha256 = ?3, error = ?4,
-                pause_reason = NULL, finished_at = ?5, updated_at = ?5
+                pause_reason = NULL, upload_url = NULL, url_issued_at = NULL,
+                finished_at = ?5, updated_at = ?5
              WHERE id = ?1",
             params![id, outcome, sha256, error.map(Json), Stamp(now())],
         )
@@ -310,10 +338,27 @@ impl JobStore {
             "marked as moved",
             &[JobState::Finishing],
             "UPDATE jobs SET state = CASE outcome WHEN 'uploaded' THEN 'done' ELSE 'failed' END,
-                destination = ?2, updated_at = ?3
+                destination = ?2, upload_url = NULL, url_issued_at = NULL, updated_at = ?3
              WHERE id = ?1",
             params![id, SqlPath(destination), Stamp(now())],
         )
+    }
+
+    /// The file is at `destination` in done/ or failed/ and its sidecar is about to be written:
+    /// a `moved` event, and the place, so that a restart after a kill from here on finds the file
+    /// by what was recorded instead of reporting it gone.
+    pub fn record_move(&self, id: i64, destination: &Path) -> Result<(), StoreError> {
+        self.write(|tx| {
+            transition(
+                tx,
+                id,
+                "recorded as moved",
+                &[JobState::Finishing],
+                "UPDATE jobs SET destination = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, SqlPath(destination), Stamp(now())],
+            )?;
+            insert_event(tx, id, "moved", &format!("to {}", destination.display()))
+        })
     }
 
     /// The file vanished (deleted or moved away by someone): Gone, with a `gone` event saying why.
@@ -322,13 +367,48 @@ impl JobStore {
             check_state(tx, id, UNFINISHED, "forgotten")?;
             let at = now();
             tx.execute(
-                "UPDATE jobs SET state = 'gone', pause_reason = NULL,
-                    finished_at = COALESCE(finished_at, ?2), updated_at = ?2
+                "UPDATE jobs SET state = 'gone', pause_reason = NULL, upload_url = NULL,
+                    url_issued_at = NULL, finished_at = COALESCE(finished_at, ?2), updated_at = ?2
                  WHERE id = ?1",
                 params![id, Stamp(at)],
             )?;
             insert_event(tx, id, "gone", why)
         })
+    }
+
+    /// Deletes finished jobs (done, failed, gone) that reached that state before `before`,
+    /// with their events, and drops any upload URL a finished job still holds (stores written
+    /// by a hotfolder that kept them). Returns how many jobs were deleted. Works in batches of
+    /// [`PRUNE_BATCH`], each its own transaction, so that the first prune of a large store
+    /// never holds the store (and the agent's heartbeat, which reads it) for long.
+    pub fn prune_finished(&self, before: OffsetDateTime) -> Result<usize, StoreError> {
+        let finished = state_list(FINISHED);
+        self.write(|tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE jobs SET upload_url = NULL, url_issued_at = NULL
+                     WHERE state IN ({finished}, 'finishing') AND upload_url IS NOT NULL"
+                ),
+                params![],
+            )?;
+            Ok(())
+        })?;
+        let mut deleted = 0;
+        loop {
+            let batch = self.write(|tx| {
+                Ok(tx.execute(
+                    &format!(
+                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs
+                         WHERE state IN ({finished}) AND updated_at < ?1 LIMIT ?2)"
+                    ),
+                    params![Stamp(before), PRUNE_BATCH],
+                )?)
+            })?;
+            deleted += batch;
+            if batch < PRUNE_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// The file changed while it was uploading: back to Waiting with its new size and mtime;
@@ -402,6 +482,35 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path).map(drop)
+}
+
+/// Device and inode of the file at `path`.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// `Ok` while the file at `path` is the one with `expected` identity (or none is expected).
+fn check_identity(path: &Path, expected: Option<(u64, u64)>) -> Result<(), StoreError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    match file_identity(path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(_) => Err(StoreError::Vanished {
+            path: path.to_path_buf(),
+            what: "replaced by another file",
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Vanished {
+            path: path.to_path_buf(),
+            what: "deleted",
+        }),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn enqueue_in(tx: &Transaction<'_>, job: &NewJob) -> Result<Enqueued, StoreError> {
@@ -724,6 +833,181 @@ mod tests {
         assert_eq!(done.destination, Some(dir.path().join("done/a.mov")));
         assert!(store.start_attempt(id).is_err());
         assert!(store.unfinished().unwrap().is_empty());
+    }
+
+    /// Bytes of the database and its WAL, as anyone reading the state dir would see them.
+    fn raw_store_bytes(state_dir: &Path) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal"] {
+            let path = state_dir.join(format!("{DB_FILE_NAME}{suffix}"));
+            if let Ok(more) = fs::read(path) {
+                bytes.extend(more);
+            }
+        }
+        bytes
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_job_that_ends_keeps_no_upload_url_not_even_in_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for name in ["a", "b", "c"] {
+            let id = id_of(
+                store
+                    .enqueue(new_job(dir.path(), &format!("{name}.mov")))
+                    .unwrap(),
+            );
+            store.start_attempt(id).unwrap();
+            // A renewal replaces the first URL: neither may linger.
+            for renewal in ["", "renewed"] {
+                let url = format!("https://up.example/x?__token__=1~SECRET{name}SECRET{renewal}");
+                store.record_url(id, &url, now()).unwrap();
+                store
+                    .record_event(id, "url renewed", "new upload URL")
+                    .unwrap();
+            }
+            ids.push(id);
+        }
+        store.decide(ids[0], Outcome::Uploaded, None, None).unwrap();
+        assert_eq!(store.job(ids[0]).unwrap().upload_url, None);
+        assert_eq!(store.job(ids[0]).unwrap().url_issued_at, None);
+        store.mark_moved(ids[0], Path::new("/done/a.mov")).unwrap();
+        store.forget(ids[1], "deleted").unwrap();
+        assert_eq!(store.job(ids[1]).unwrap().upload_url, None);
+        // Still uploading: it needs its URL to resume.
+        assert!(store.job(ids[2]).unwrap().upload_url.is_some());
+        drop(store);
+
+        let bytes = raw_store_bytes(dir.path());
+        assert!(!contains(&bytes, "SECRETaSECRET"));
+        assert!(!contains(&bytes, "SECRETbSECRET"));
+        // The search would see a token that is there.
+        assert!(contains(&bytes, "SECRETcSECRET"));
+    }
+
+    #[test]
+    fn finished_jobs_older_than_the_limit_are_pruned_with_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let done = id_of(store.enqueue(new_job(dir.path(), "done.mov")).unwrap());
+        store.decide(done, Outcome::Uploaded, None, None).unwrap();
+        store.mark_moved(done, Path::new("/done/done.mov")).unwrap();
+        let gone = id_of(store.enqueue(new_job(dir.path(), "gone.mov")).unwrap());
+        store.forget(gone, "deleted").unwrap();
+        let finishing = id_of(store.enqueue(new_job(dir.path(), "finishing.mov")).unwrap());
+        store
+            .decide(finishing, Outcome::Failed, None, None)
+            .unwrap();
+        let waiting = id_of(store.enqueue(new_job(dir.path(), "waiting.mov")).unwrap());
+        // A store from a hotfolder that kept the URL of finished jobs.
+        store
+            .lock()
+            .execute(
+                "UPDATE jobs SET upload_url = 'https://up/x?__token__=1~old' WHERE id = ?1",
+                params![done],
+            )
+            .unwrap();
+
+        let hour = time::Duration::hours(1);
+        assert_eq!(store.prune_finished(now() - hour).unwrap(), 0);
+        assert_eq!(store.job(done).unwrap().upload_url, None);
+        assert_eq!(store.prune_finished(now() + hour).unwrap(), 2);
+        assert!(matches!(store.job(done), Err(StoreError::UnknownJob(_))));
+        assert!(matches!(store.job(gone), Err(StoreError::UnknownJob(_))));
+        let events: i64 = store
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE job_id IN (?1, ?2)",
+                params![done, gone],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(events, 0);
+        // Unfinished jobs stay, however old.
+        assert_eq!(store.job(finishing).unwrap().state, JobState::Finishing);
+        assert_eq!(store.job(waiting).unwrap().state, JobState::Waiting);
+
+        // Many more than one batch.
+        let many: Vec<NewJob> = (0..PRUNE_BATCH * 2 + 7)
+            .map(|i| new_job(dir.path(), &format!("old-{i}.mov")))
+            .collect();
+        for enqueued in store.enqueue_many(&many).unwrap() {
+            store.forget(id_of(enqueued), "deleted").unwrap();
+        }
+        assert_eq!(
+            store.prune_finished(now() + hour).unwrap(),
+            PRUNE_BATCH * 2 + 7
+        );
+        assert_eq!(store.summary().unwrap().gone, 0);
+    }
+
+    #[test]
+    fn a_database_deleted_or_replaced_under_the_store_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        store.still_in_place().unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = fs::remove_file(dir.path().join(format!("{DB_FILE_NAME}{suffix}")));
+        }
+        let err = store.still_in_place().unwrap_err();
+        assert!(err.to_string().contains("was deleted"), "{err}");
+        assert!(err.to_string().contains(DB_FILE_NAME), "{err}");
+        drop(JobStore::open(dir.path()).unwrap());
+        let err = store.still_in_place().unwrap_err();
+        assert!(
+            err.to_string().contains("replaced by another file"),
+            "{err}"
+        );
+        // A reader (`status`) never claims a file.
+        JobStore::open_read_only(dir.path())
+            .unwrap()
+            .still_in_place()
+            .unwrap();
+    }
+
+    /// SQLite's own "database or disk is full" (here its page limit) is an outage to wait out,
+    /// not a refusal of the request.
+    #[test]
+    fn a_full_store_is_a_retryable_failure_and_a_refusal_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let pages: i64 = store
+            .lock()
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap();
+        store
+            .lock()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let jobs: Vec<NewJob> = (0..2000)
+            .map(|i| new_job(dir.path(), &format!("clip-with-a-long-name-{i:05}.mov")))
+            .collect();
+        let err = store.enqueue_many(&jobs).unwrap_err();
+        assert!(err.retryable(), "{err:?}");
+        assert!(
+            crate::chain(&err).contains("full"),
+            "{}",
+            crate::chain(&err)
+        );
+        let err = store.probe_write();
+        // Nothing was written, and a small write may still fit in the last page.
+        assert!(err.is_ok() || err.is_err_and(|e| e.retryable()));
+        assert!(!store.start_attempt(77).unwrap_err().retryable());
+        assert!(
+            !StoreError::WrongState {
+                id: 1,
+                state: JobState::Done,
+                action: "started"
+            }
+            .retryable()
+        );
     }
 
     #[test]

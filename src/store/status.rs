@@ -13,6 +13,8 @@ use super::{JobStore, StoreError, now};
 
 const META_PAUSE_REASON: &str = "queue_pause_reason";
 const META_PAUSE_SINCE: &str = "queue_pause_since";
+/// When the agent last wrote to learn whether the store can be written again.
+const META_WRITE_PROBE: &str = "write_probe_at";
 /// Prefix of the meta keys of watched folders the agent cannot see (one key per folder).
 const META_FOLDER_MISSING: &str = "folder_missing:";
 
@@ -62,6 +64,18 @@ impl JobStore {
                     )?;
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// A small write, to learn whether the store can be written again after a failure.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![META_WRITE_PROBE, Stamp(now())],
+            )?;
             Ok(())
         })
     }

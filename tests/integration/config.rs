@@ -170,6 +170,36 @@ fn minimal_config_gets_the_documented_defaults() {
 }
 
 #[test]
+fn keep_jobs_for_defaults_to_90_days_and_must_be_positive() {
+    let setup = Setup::new();
+    let settings = setup.load(&with_folder("")).unwrap();
+    assert_eq!(settings.keep_jobs_for, Duration::from_secs(90 * 24 * 3600));
+    assert!(
+        settings.describe().contains("keep_jobs_for = \"90d\""),
+        "{}",
+        settings.describe()
+    );
+    let settings = setup
+        .load(&format!(
+            "{}\n[state]\nkeep_jobs_for = \"30d\"\n",
+            with_folder("")
+        ))
+        .unwrap();
+    assert_eq!(settings.keep_jobs_for, Duration::from_secs(30 * 24 * 3600));
+    let problems = setup.problems(&format!(
+        "{}\n[state]\nkeep_jobs_for = \"0s\"\n",
+        with_folder("")
+    ));
+    let problem = problem_at(&problems, "state.keep_jobs_for");
+    assert!(problem.message.contains("longer than 0s"), "{problem}");
+    let problems = setup.problems(&format!(
+        "{}\n[state]\nkeep_jobs_for = \"forever\"\n",
+        with_folder("")
+    ));
+    problem_at(&problems, "state.keep_jobs_for");
+}
+
+#[test]
 fn no_folder_is_fine_for_the_upload_command() {
     let setup = Setup::new();
     let settings = setup.load(ACCOUNT).unwrap();
@@ -475,6 +505,123 @@ fn done_dir_equal_to_failed_dir_is_refused() {
     let problems = setup.problems(&with_folder("done_dir = \"out\"\nfailed_dir = \"out\""));
     let problem = problem_at(&problems, "folder[1].failed_dir");
     assert!(problem.message.contains("same as done_dir"), "{problem}");
+}
+
+/// A done folder that contains the watched folder (`..`): the watched folder would lie in what
+/// the agent ignores, and nothing would ever be picked up.
+#[test]
+fn a_done_or_failed_dir_that_contains_the_watched_folder_is_refused() {
+    let setup = Setup::new();
+    let problems = setup.problems(&with_folder("done_dir = \"..\""));
+    let problem = problem_at(&problems, "folder[1].done_dir");
+    assert!(
+        problem.message.contains("contains the watched folder")
+            && problem.message.contains("no file would ever be picked up"),
+        "{problem}"
+    );
+    assert!(
+        problem
+            .message
+            .contains(&setup.exports().display().to_string()),
+        "{problem}"
+    );
+
+    let problems = setup.problems(&with_folder("failed_dir = \"../..\""));
+    let problem = problem_at(&problems, "folder[1].failed_dir");
+    assert!(
+        problem.message.contains("contains the watched folder"),
+        "{problem}"
+    );
+
+    // The same place reached through a symlink is the same place.
+    std::os::unix::fs::symlink(setup.path(), setup.path().join("outer")).unwrap();
+    let problems = setup.problems(&with_folder(&format!(
+        "done_dir = {:?}",
+        setup.path().join("outer").display().to_string()
+    )));
+    problem_at(&problems, "folder[1].done_dir");
+    // And a watched folder given as a symlink inside the done dir.
+    std::os::unix::fs::symlink(setup.exports(), setup.path().join("linked-exports")).unwrap();
+    let text = format!(
+        "{ACCOUNT}\n[[folder]]\npath = \"linked-exports\"\ndone_dir = {:?}\n",
+        setup.path().display().to_string()
+    );
+    problem_at(&setup.problems(&text), "folder[1].done_dir");
+
+    // Beside the watched folder, or inside it, is fine.
+    assert!(
+        setup
+            .load(&with_folder("done_dir = \"../delivered\""))
+            .is_ok()
+    );
+    assert!(setup.load(&with_folder("done_dir = \"sent/ok\"")).is_ok());
+}
+
+#[test]
+fn a_done_dir_that_is_another_folders_watched_or_failed_folder_is_refused() {
+    let setup = Setup::new();
+    std::fs::create_dir_all(setup.path().join("second")).unwrap();
+    // folder[2] is not watched recursively, but its own files are: a done dir equal to it
+    // feeds it.
+    let text = format!(
+        "{ACCOUNT}
+[[folder]]
+path = \"exports\"
+done_dir = \"../second\"
+
+[[folder]]
+path = \"second\"
+recursive = false
+"
+    );
+    let problems = setup.problems(&text);
+    let problem = problem_at(&problems, "folder[1].done_dir");
+    assert!(
+        problem.message.contains("the folder watched by folder[2]"),
+        "{problem}"
+    );
+
+    let text = format!(
+        "{ACCOUNT}
+[[folder]]
+path = \"exports\"
+done_dir = \"../out\"
+
+[[folder]]
+path = \"second\"
+failed_dir = \"../out\"
+"
+    );
+    let problems = setup.problems(&text);
+    let problem = problem_at(&problems, "folder[1].done_dir");
+    assert!(
+        problem.message.contains("folder[2]'s failed_dir"),
+        "{problem}"
+    );
+    // Two folders sharing one done dir is allowed: names that are taken get a number.
+    let shared = text.replace("failed_dir = \"../out\"", "done_dir = \"../out\"");
+    assert!(setup.load(&shared).is_ok());
+}
+
+/// Through the binary: `check` and `run` both refuse it (exit 2), naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_run_refuse_a_done_dir_that_contains_the_watched_folder() {
+    use crate::util::{hotfolder, run, text, write_config};
+    let setup = Setup::new();
+    let body = format!(
+        "{ACCOUNT}\n[[folder]]\npath = {:?}\ndone_dir = \"..\"\n",
+        setup.exports().display().to_string()
+    );
+    let config = write_config(setup.path(), &body);
+    for command in ["check", "run"] {
+        let output = run(hotfolder().arg(command).arg("--config").arg(&config)).await;
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("folder[1].done_dir") && stderr.contains("contains the watched folder"),
+            "{command}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -263,3 +263,114 @@ pub async fn stop(mut child: tokio::process::Child) -> (std::process::ExitStatus
         .unwrap();
     (status, start.elapsed())
 }
+
+/// The datagrams `hotfolder run` sends to its `NOTIFY_SOCKET` (systemd `Type=notify`), each with
+/// the moment it arrived, collected by a thread until dropped.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NotifySocket {
+    /// Binds `dir/notify.sock`.
+    pub fn bind(dir: &Path) -> NotifySocket {
+        use std::sync::atomic::Ordering;
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        std::thread::spawn({
+            let messages = messages.clone();
+            let done = done.clone();
+            move || {
+                let mut buffer = [0u8; 4096];
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buffer) {
+                        let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                        messages
+                            .lock()
+                            .unwrap()
+                            .push((std::time::Instant::now(), text));
+                    }
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            messages,
+            done,
+        }
+    }
+
+    pub fn messages(&self) -> Vec<(std::time::Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Every message so far, one per line.
+    pub fn text(&self) -> String {
+        self.messages()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// When the first message containing `needle` arrived.
+    pub fn first(&self, needle: &str) -> Option<std::time::Instant> {
+        self.messages()
+            .into_iter()
+            .find(|(_, m)| m.contains(needle))
+            .map(|(at, _)| at)
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A small tmpfs mounted over `dir` for the length of a test, to have a file system that can
+/// be filled. Mounting needs root (or CAP_SYS_ADMIN): `None` where it is not allowed, and the
+/// test says it skipped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    /// Writes `name` in the file system until it is full; returns the file's path.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0x5au8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        // Whatever still fits in smaller pieces, so not even a page is left.
+        while file.write_all(&block[..512]).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a process of a failed test may still hold a file in it.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
