@@ -285,8 +285,22 @@ impl UploadObserver for JobObserver {
         tracing::info!(file = %self.name, "{event}: {detail}");
         self.log_store_error(self.store.record_event(self.id, event, detail));
     }
+    fn create_sending(
+        &self,
+        marker: Option<&str>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.store
+            .record_create_sent(self.id, marker)
+            .map_err(Into::into)
+    }
+    fn create_settled(&self) {
+        self.log_store_error(self.store.record_create_settled(self.id));
+    }
     fn video_created(&self, video_id: &str) {
         self.log_store_error(self.store.record_video(self.id, video_id));
+    }
+    fn marker_removed(&self) {
+        self.log_store_error(self.store.clear_marker(self.id));
     }
     fn url_issued(&self, url: &UploadUrl) {
         let issued = OffsetDateTime::from(url.issued_at());
@@ -378,6 +392,8 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
             url,
             next_chunk: job.next_chunk,
             chunk_size: job.chunk_size,
+            marker: job.marker.clone(),
+            create_outcome_unknown: job.create_sent_at.is_some(),
         },
     };
     if job.total_chunks.is_some_and(|total| job.next_chunk > total) {
@@ -515,6 +531,7 @@ fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
             "login refused: wrong username or password ({})",
             err.server_message()
         ),
+        VmproError::NotRecorded { .. } => format!("the state store failed: {}", chain(err)),
         _ => format!("platform unreachable or failing: {}", chain(err)),
     };
     let note = shared.dispatch.pause(

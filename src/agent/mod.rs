@@ -14,6 +14,7 @@
 
 mod dispatch;
 mod intake;
+mod markers;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -205,6 +206,7 @@ pub async fn run(
             Some(why)
         }
     });
+    workers.spawn(markers::sweep_markers(shared.clone(), stop.clone()));
     dispatch::dispatch(&shared, &workers, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);
 

@@ -35,6 +35,8 @@ const MAX_ATTEMPTS: u64 = 100;
 /// The platform's upload URL token lasts four hours; renewing later than that is renewing an
 /// expired URL.
 const UPLOAD_TOKEN_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+/// The longest `lookup_wait`: a file with a lost create-video answer waits this long.
+const MAX_LOOKUP_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_KEEP_FILES: u64 = 14;
 /// Placeholders the title template understands (substituted by the upload code).
 const TITLE_PLACEHOLDERS: &[&str] = &["stem", "name"];
@@ -417,6 +419,14 @@ fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
         "upload.api_requests_per_minute",
         problems,
     );
+    // Zero is allowed: one lookup and no repeats (a platform whose search never lags).
+    let lookup_wait = raw.lookup_wait.map_or(defaults.lookup_wait, |d| d.0);
+    if lookup_wait > MAX_LOOKUP_WAIT {
+        problems.add(
+            "upload.lookup_wait",
+            "must be at most 1h: a file whose create-video answer was lost waits this long",
+        );
+    }
     UploadSettings {
         chunk_size,
         // The ranges checked above fit these types; on a problem the value is never used.
@@ -428,6 +438,8 @@ fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
         bandwidth_limit,
         api_requests_per_minute: u32::try_from(api_requests_per_minute)
             .unwrap_or(defaults.api_requests_per_minute),
+        tag_videos: raw.tag_videos.unwrap_or(defaults.tag_videos),
+        lookup_wait,
     }
 }
 

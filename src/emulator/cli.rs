@@ -76,6 +76,12 @@ pub struct EmulatorArgs {
     /// Answer each create-video call this long after the video was created (a slow platform).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub create_answer_delay: Option<Duration>,
+    /// Share of create-video calls that create the video and are then answered 504.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub lost_create_rate: f64,
+    /// A new video is missing from video searches for this long (a lagging search index).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub search_lag: Option<Duration>,
     /// Seed of the fault RNG: the same seed repeats the same faults for the same requests.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -97,6 +103,7 @@ impl EmulatorArgs {
             quota_bytes: self.quota,
             api_requests_per_minute: self.api_requests_per_minute,
             create_answer_delay: self.create_answer_delay,
+            search_lag: self.search_lag,
             faults: Faults {
                 seed: self.seed,
                 error_rate: self.error_rate,
@@ -106,6 +113,7 @@ impl EmulatorArgs {
                 stall: self.stall,
                 throttle_rate: self.throttle_rate,
                 retry_after_secs: self.retry_after,
+                lost_create_rate: self.lost_create_rate,
             },
         }
     }
@@ -249,9 +257,18 @@ mod tests {
             "--seed",
             "42",
             "--new-file-id-on-renew",
+            "--search-lag",
+            "2s",
+            "--lost-create-rate",
+            "0.5",
+            "--create-answer-delay",
+            "7s",
         ])
         .unwrap();
         let options = args.options();
+        assert_eq!(options.search_lag, Some(Duration::from_secs(2)));
+        assert_eq!(options.faults.lost_create_rate, 0.5);
+        assert_eq!(options.create_answer_delay, Some(Duration::from_secs(7)));
         assert_eq!(options.url_ttl, Duration::from_secs(10));
         assert_eq!(options.quota_bytes, Some(512 * 1024 * 1024));
         assert_eq!(options.faults.error_rate, 0.25);

@@ -65,6 +65,19 @@ impl JobStore {
         })
     }
 
+    /// Finished jobs (done, failed, gone) whose marker keyword may still be on the platform,
+    /// oldest first, at most `limit`. Unfinished ones are left to their upload.
+    pub fn finished_with_marker(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            load_jobs(
+                conn,
+                "WHERE marker IS NOT NULL AND state IN ('done', 'failed', 'gone') ORDER BY id LIMIT ?1",
+                params![limit],
+            )
+        })
+    }
+
     /// Done, failed and gone jobs, most recently finished first.
     pub fn recent_finished(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

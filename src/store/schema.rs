@@ -63,13 +63,23 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     ",
+    // v2: the lookup of a video whose create-video answer was lost (vmpro-protocol.md
+    // section 4). `marker` is the job's marker keyword, written before the first create is
+    // sent and cleared once it is off the platform again; `create_sent_at` is set before each
+    // create is sent and cleared when its answer settles it, so a job found with it set (and
+    // no video id) after a crash looks its video up instead of creating a second one.
+    "
+    ALTER TABLE jobs ADD COLUMN marker TEXT;
+    ALTER TABLE jobs ADD COLUMN create_sent_at TEXT;
+    CREATE INDEX jobs_with_marker ON jobs (state) WHERE marker IS NOT NULL;
+    ",
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).
 const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, state, attempts, \
     video_id, upload_url, url_issued_at, next_chunk, total_chunks, chunk_size, bytes_sent, \
     sha256, outcome, error, pause_reason, detected_at, started_at, finished_at, destination, \
-    updated_at";
+    updated_at, marker, create_sent_at";
 
 /// Brings the schema up to date (or creates it), in one transaction.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -203,6 +213,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         finished_at: row.get::<_, Option<Stamp>>("finished_at")?.map(|s| s.0),
         destination: row.get::<_, Option<OwnedPath>>("destination")?.map(|p| p.0),
         updated_at: row.get::<_, Stamp>("updated_at")?.0,
+        marker: row.get("marker")?,
+        create_sent_at: row.get::<_, Option<Stamp>>("create_sent_at")?.map(|s| s.0),
     })
 }
 
@@ -336,7 +348,7 @@ mod tests {
                 err,
                 StoreError::TooNew {
                     found: 99,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),

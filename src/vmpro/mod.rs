@@ -5,4 +5,5 @@
 pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod chunks;
+pub(crate) mod create;
 pub(crate) mod error;
