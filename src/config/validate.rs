@@ -866,6 +866,39 @@ mod tests {
     }
 
     #[test]
+    fn tag_videos_is_on_by_default_and_lookup_wait_is_bounded() {
+        let defaults = load_with_env(&config_with("password = \"x\""), &|_| None).unwrap();
+        assert!(defaults.upload.tag_videos);
+        assert_eq!(defaults.upload.lookup_wait, Duration::from_secs(30));
+
+        let text = format!(
+            "{}\n[upload]\ntag_videos = false\nlookup_wait = \"0s\"\n",
+            config_with("password = \"x\"")
+        );
+        let settings = load_with_env(&text, &|_| None).unwrap();
+        assert!(!settings.upload.tag_videos);
+        assert_eq!(settings.upload.lookup_wait, Duration::ZERO);
+
+        let text = format!(
+            "{}\n[upload]\ntag_videos = \"yes\"\nlookup_wait = \"2h\"\n",
+            config_with("password = \"x\"")
+        );
+        let found = problems(load_with_env(&text, &|_| None));
+        assert!(
+            found.iter().any(|p| p.key.contains("tag_videos")),
+            "{found:?}"
+        );
+        let text = format!(
+            "{}\n[upload]\nlookup_wait = \"2h\"\n",
+            config_with("password = \"x\"")
+        );
+        let found = problems(load_with_env(&text, &|_| None));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "upload.lookup_wait");
+        assert!(found[0].message.contains("at most 1h"), "{found:?}");
+    }
+
+    #[test]
     fn unknown_title_placeholders_are_found() {
         assert_eq!(unknown_placeholders("{stem} by {author}"), vec!["author"]);
         assert!(unknown_placeholders("{stem} {name} {}").is_empty());

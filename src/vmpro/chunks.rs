@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Platform, UploadObserver, UploadUrl, VideoMetadata};
-use super::create::{CreateResume, KnownVideo, create_or_find, remove_marker_or_note};
+use super::create::{
+    CreateResume, KnownVideo, create_or_find, remove_marker_or_note, report_late_duplicates,
+};
 use super::error::{Disposition, Step, VmproError, classify};
 
 /// How a file is cut into chunks.
@@ -236,6 +238,7 @@ pub async fn upload_file(
         Some(id) => resume.marker.clone().map(|marker| KnownVideo {
             id: id.clone(),
             marker: Some(marker),
+            recreated: false,
         }),
         None => None,
     };
@@ -277,6 +280,7 @@ pub async fn upload_file(
         });
     }
 
+    let mut recreated = None;
     let video_id = match resume.video_id {
         Some(id) => id,
         None => {
@@ -296,7 +300,9 @@ pub async fn upload_file(
             if !remove_marker_or_note(platform, &video, shutdown, observer).await {
                 marker_left = Some(video.clone());
             }
-            video.id
+            let id = video.id.clone();
+            recreated = video.recreated.then_some(video);
+            id
         }
     };
 
@@ -390,6 +396,9 @@ pub async fn upload_file(
             message: "internal: the last chunk was accepted without its hash".into(),
         });
     };
+    if let Some(video) = &recreated {
+        report_late_duplicates(platform, video, shutdown, observer).await;
+    }
     // Once more before the file is done; if it still fails, the agent's sweep of finished jobs
     // tries again later.
     if let Some(video) = &marker_left {

@@ -63,6 +63,9 @@ pub struct CreateResume {
 pub struct KnownVideo {
     pub id: String,
     pub marker: Option<String>,
+    /// A create was sent after lookups came back empty: if the search lagged longer than
+    /// `lookup_wait`, an earlier create's video may still turn up carrying the marker.
+    pub recreated: bool,
 }
 
 /// How one create-video request failed.
@@ -76,6 +79,9 @@ struct FailedCreate {
 enum NextTry {
     /// Send it again after the policy's delay (at least `retry_after`).
     Retry(Option<Duration>),
+    /// The platform says it made the video, but not which: look it up, and never create
+    /// again (that would be a second video for sure).
+    LookUpThenStop,
     /// 401: refresh the access token and send it again once.
     RefreshToken,
     Stop,
@@ -103,6 +109,7 @@ pub(super) async fn create_or_find(
     let mut unknown_because: Option<VmproError> = None;
     let mut failed = 0u32;
     let mut refreshed = false;
+    let mut recreated = false;
     loop {
         if outcome_unknown {
             let Some(marker) = marker.as_deref() else {
@@ -121,17 +128,24 @@ pub(super) async fn create_or_find(
                 .await
                 .map_err(|err| unconfirmed_unless_passing(err, marker))?;
             if let Some((adopted, duplicates)) = found.split_first() {
-                return Ok(adopt(platform, adopted, duplicates, marker, shutdown, observer).await);
+                let found = Found {
+                    adopted,
+                    duplicates,
+                    marker,
+                    recreated,
+                };
+                return Ok(adopt(platform, found, shutdown, observer).await);
             }
             observer.event(
                 "lookup",
                 &format!(
-                    "no video carries the marker {marker} after {} lookups over {:.0}s: the create made none; creating it again",
+                    "no video carries the marker {marker} after {} lookups over {:.1}s: the create made none; creating it again",
                     EMPTY_LOOKUP_REPEATS + 1,
                     platform.upload.lookup_wait.as_secs_f64()
                 ),
             );
             outcome_unknown = false;
+            recreated = true;
         }
 
         let token = platform.session.access_token(shutdown).await?;
@@ -158,7 +172,11 @@ pub(super) async fn create_or_find(
             Ok(id) => {
                 observer.video_created(&id);
                 observer.event("created", &format!("video {id} created"));
-                return Ok(KnownVideo { id, marker });
+                return Ok(KnownVideo {
+                    id,
+                    marker,
+                    recreated,
+                });
             }
             Err(failure) => failure,
         };
@@ -169,6 +187,29 @@ pub(super) async fn create_or_find(
         }
         let retry_after = match failure.next {
             NextTry::Stop => return Err(failure.error),
+            NextTry::LookUpThenStop => {
+                if let Some(marker) = marker.as_deref() {
+                    match find_patiently(platform, marker, shutdown, observer).await {
+                        Ok(found) => {
+                            if let Some((adopted, duplicates)) = found.split_first() {
+                                let found = Found {
+                                    adopted,
+                                    duplicates,
+                                    marker,
+                                    recreated,
+                                };
+                                return Ok(adopt(platform, found, shutdown, observer).await);
+                            }
+                        }
+                        Err(VmproError::Cancelled) => return Err(VmproError::Cancelled),
+                        Err(err) => observer.event(
+                            "lookup",
+                            &format!("looking the video up failed: {}", chain(&err)),
+                        ),
+                    }
+                }
+                return Err(failure.error);
+            }
             NextTry::RefreshToken if refreshed => return Err(failure.error),
             NextTry::RefreshToken => {
                 refreshed = true;
@@ -269,7 +310,7 @@ async fn create_once(request: reqwest::RequestBuilder, url: &Url) -> Result<Stri
         Disposition::Accepted => created_video_id(&answer, url).map_err(|error| FailedCreate {
             error,
             maybe_created: true,
-            next: NextTry::Retry(None),
+            next: NextTry::LookUpThenStop,
         }),
         Disposition::Retry { retry_after } => Err(FailedCreate {
             error: VmproError::from_answer(
@@ -345,16 +386,28 @@ fn unconfirmed_unless_passing(err: VmproError, marker: &str) -> VmproError {
     }
 }
 
-/// Takes on the video a lost create made. More than one (creates repeated after lookups came
-/// back empty too early) leaves the others as empty duplicates: said loudly, markers removed.
+/// What a lookup found for a create whose outcome was unknown.
+struct Found<'a> {
+    adopted: &'a str,
+    /// More videos with the marker: creates repeated after lookups came back empty too early.
+    duplicates: &'a [String],
+    marker: &'a str,
+    recreated: bool,
+}
+
+/// Takes on the video a lost create made; the duplicates are said loudly, markers removed.
 async fn adopt(
     platform: &Platform,
-    adopted: &str,
-    duplicates: &[String],
-    marker: &str,
+    found: Found<'_>,
     shutdown: &CancellationToken,
     observer: &dyn UploadObserver,
 ) -> KnownVideo {
+    let Found {
+        adopted,
+        duplicates,
+        marker,
+        recreated,
+    } = found;
     observer.video_created(adopted);
     observer.event(
         "adopted",
@@ -367,11 +420,29 @@ async fn adopt(
         marker,
         "found the video a lost create-video answer had made; uploading into it"
     );
+    report_duplicates(platform, adopted, duplicates, marker, shutdown, observer).await;
+    KnownVideo {
+        id: adopted.to_owned(),
+        marker: Some(marker.to_owned()),
+        recreated,
+    }
+}
+
+/// Says loudly that `duplicates` are empty videos made for the file of `video_id`, and takes
+/// the marker off them.
+async fn report_duplicates(
+    platform: &Platform,
+    video_id: &str,
+    duplicates: &[String],
+    marker: &str,
+    shutdown: &CancellationToken,
+    observer: &dyn UploadObserver,
+) {
     for duplicate in duplicates {
         let note = format!(
-            "video {duplicate} carries this file's marker too: an empty duplicate (the platform's search lagged longer than lookup_wait); delete it in VideoManager Pro"
+            "video {duplicate} carries this file's marker too: an empty duplicate of video {video_id} (the platform's search lagged longer than lookup_wait); delete it in VideoManager Pro"
         );
-        tracing::warn!(video_id = %adopted, "{note}");
+        tracing::warn!(video_id, "{note}");
         observer.event("duplicate", &note);
         if let Err(err) = platform
             .remove_marker(duplicate, marker, shutdown, observer)
@@ -380,9 +451,31 @@ async fn adopt(
             tracing::warn!(video_id = %duplicate, "cannot remove the marker keyword from the duplicate: {}", chain(&err));
         }
     }
-    KnownVideo {
-        id: adopted.to_owned(),
-        marker: Some(marker.to_owned()),
+}
+
+/// After a create that was repeated because lookups came back empty: looks the marker up once
+/// more (the search has had the upload's time to catch up) and reports any other video that
+/// carries it. Best effort, like the marker's removal.
+pub(super) async fn report_late_duplicates(
+    platform: &Platform,
+    video: &KnownVideo,
+    shutdown: &CancellationToken,
+    observer: &dyn UploadObserver,
+) {
+    let (true, Some(marker)) = (video.recreated, video.marker.as_deref()) else {
+        return;
+    };
+    match platform.find_marked(marker, shutdown, observer).await {
+        Ok(found) => {
+            let others: Vec<String> = found.into_iter().filter(|id| *id != video.id).collect();
+            report_duplicates(platform, &video.id, &others, marker, shutdown, observer).await;
+        }
+        Err(VmproError::Cancelled) => {}
+        Err(err) => tracing::warn!(
+            video_id = %video.id,
+            "cannot look for duplicates of the video: {}",
+            chain(&err)
+        ),
     }
 }
 

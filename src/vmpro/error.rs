@@ -352,7 +352,7 @@ impl VmproError {
             }
             VmproError::Cancelled => "hotfolder was stopped; the upload resumes on restart".into(),
             VmproError::CreateUnconfirmed { .. } => {
-                "the platform may hold an empty video for this file: check VideoManager Pro (delete it or keep it), then move the file back into the folder to upload it again".into()
+                "the platform may already hold an empty video for this file: check VideoManager Pro before uploading it again (moving it back into the watched folder makes a new video)".into()
             }
             VmproError::NotRecorded { .. } => {
                 "hotfolder could not write to its state store; the file is tried again once it can".into()

@@ -12,6 +12,7 @@ mod bad_inputs;
 mod config;
 mod emulator;
 mod error_chains;
+mod lookup;
 mod packaging;
 mod service;
 mod upload;
