@@ -546,12 +546,17 @@ fn check_folders(studio: &Studio, files: &[PlannedFile], problems: &mut Vec<Stri
 /// Every video on the platform belongs to a file in done/ whose sidecar names it, and none
 /// still carries a marker keyword: no orphan (an empty video a lost create-video answer left
 /// behind), nothing a user would see of the lookup.
-fn check_no_orphans(studio: &Studio, videos: &[VideoRecord], problems: &mut Vec<String>) {
+/// Returns how many files were uploaded into a video that a lost create-video answer had made
+/// (their sidecars say `adopted`).
+fn check_no_orphans(studio: &Studio, videos: &[VideoRecord], problems: &mut Vec<String>) -> usize {
     let done = studio.done();
-    let claimed: Vec<String> = files_under(&done)
+    let sidecars: Vec<Value> = files_under(&done)
         .iter()
         .filter(|rel| rel.ends_with(".upload.json"))
         .filter_map(|rel| read_json(&done.join(rel)).ok())
+        .collect();
+    let claimed: Vec<String> = sidecars
+        .iter()
         .filter_map(|sidecar| sidecar["video_id"].as_str().map(str::to_owned))
         .collect();
     for video in videos {
@@ -568,6 +573,14 @@ fn check_no_orphans(studio: &Studio, videos: &[VideoRecord], problems: &mut Vec<
             ));
         }
     }
+    sidecars
+        .iter()
+        .filter(|sidecar| {
+            sidecar["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["event"] == "adopted"))
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,7 +747,7 @@ async fn soak_nothing_lost_nothing_duplicated() {
             videos.len()
         ));
     }
-    check_no_orphans(&studio, &videos, &mut problems);
+    let adopted = check_no_orphans(&studio, &videos, &mut problems);
     let status = studio.status_json().await;
     let summary = &status["summary"];
     let failing = files.len() - uploaded;
@@ -756,7 +769,7 @@ async fn soak_nothing_lost_nothing_duplicated() {
         "soak {}: {} files ({failing} designed to fail), {:.1} MiB; faults injected {} \
          ({} errors, {} resets, {} lost acks, {} stalls, {} throttles, {} lost creates); {} kills, {} SIGTERMs \
          mid-run and one at the end (slowest exit {:.1}s); {} chunk posts for {} chunks, {} upload URLs, {} logins, {} refreshes, \
-         {} creates, {} lookups, {} markers removed; wall {:.1}s (seed {seed})",
+         {} creates, {} lookups, {adopted} videos adopted after a lost answer, {} markers removed; wall {:.1}s (seed {seed})",
         profile.name,
         files.len(),
         total_bytes as f64 / MIB as f64,
