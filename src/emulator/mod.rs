@@ -257,6 +257,12 @@ impl Emulator {
         self.shared.state().set_keyword_changes_refused(refused);
     }
 
+    /// Video searches are answered 403 while this is on (a platform, or an account, without
+    /// the search).
+    pub fn set_search_refused(&self, refused: bool) {
+        self.shared.state().set_search_refused(refused);
+    }
+
     /// Stops accepting, closes every connection (requests in flight get no answer) and waits
     /// until all of it is done.
     pub async fn shutdown(self) {

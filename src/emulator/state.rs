@@ -328,6 +328,8 @@ pub(crate) struct PlatformState {
     keyword_serial: u64,
     /// Keyword deletions are answered 403.
     keyword_changes_refused: bool,
+    /// Video searches are answered 403.
+    search_refused: bool,
 }
 
 /// Tokens are purged of expired entries once a map grows past this, so a long benchmark does not
@@ -361,7 +363,16 @@ impl PlatformState {
             search_lag: options.search_lag,
             keyword_serial: 1000,
             keyword_changes_refused: false,
+            search_refused: false,
         }
+    }
+
+    pub(crate) fn set_search_refused(&mut self, refused: bool) {
+        self.search_refused = refused;
+    }
+
+    pub(crate) fn search_refused(&self) -> bool {
+        self.search_refused
     }
 
     pub(crate) fn set_keyword_changes_refused(&mut self, refused: bool) {

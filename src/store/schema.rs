@@ -362,6 +362,42 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_version_1_store_is_upgraded_and_its_jobs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (folder, path, rel_path, size, mtime_ns, rule, state,
+                    video_id, detected_at, updated_at)
+                 VALUES ('/in', '/in/a.mov', 'a.mov', 5, 0, 'r', 'uploading', 'v1',
+                    '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
+                [],
+            )
+            .unwrap();
+        }
+        // A reader cannot upgrade it; the writer does, and the job is still there.
+        assert!(matches!(
+            JobStore::open_read_only(dir.path()),
+            Err(StoreError::NeedsUpgrade { found: 1, .. })
+        ));
+        let store = JobStore::open(dir.path()).unwrap();
+        let job = store.unfinished().unwrap().remove(0);
+        assert_eq!(job.video_id.as_deref(), Some("v1"));
+        assert_eq!((job.marker, job.create_sent_at), (None, None));
+        store
+            .record_create_sent(job.id, Some("hotfolder-x"))
+            .unwrap();
+        assert_eq!(
+            store.job(job.id).unwrap().marker.as_deref(),
+            Some("hotfolder-x")
+        );
+        drop(store);
+        assert!(JobStore::open_read_only(dir.path()).is_ok());
+    }
+
     #[cfg(unix)]
     #[test]
     fn non_utf8_paths_round_trip() {

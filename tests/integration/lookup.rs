@@ -333,3 +333,46 @@ async fn a_marker_that_cannot_be_removed_never_fails_the_file_and_comes_off_late
     stop(agent).await;
     assert!(arrived(&done), "the file stays where it is");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_video_left_by_a_refused_lookup_is_reported_and_unmarked_later() {
+    // The create's answer is lost and the platform refuses the lookup: the file fails saying
+    // why (nothing can tell whether the video exists). Once the search works again, the next
+    // start finds the empty video, names it in the log for the admin to delete, and takes the
+    // marker off it.
+    let emulator = emulator(|o| o.faults.lost_create_rate = 1.0).await;
+    emulator.set_search_refused(true);
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let agent = studio.start();
+    std::fs::write(studio.inbox.join("refused.mov"), content(MIB, 47)).unwrap();
+    let failed = studio.failed().join("refused.mov");
+    eventually(WAIT, "refused.mov in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    let message = sidecar(&failed)["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("looking it up by its marker keyword") && message.contains("403"),
+        "{message}"
+    );
+    let videos = videos_for(&emulator, "refused.mov");
+    assert_eq!(videos.len(), 1, "no second create: {videos:?}");
+    assert_eq!(markers(&videos[0]).len(), 1);
+
+    emulator.set_search_refused(false);
+    let agent = studio.start();
+    eventually(WAIT, "the empty video's marker removed", || {
+        emulator
+            .video(&videos[0].id)
+            .is_some_and(|v| markers(&v).is_empty())
+    })
+    .await;
+    stop(agent).await;
+    let log = studio.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("an empty video on the platform") && l.contains(&videos[0].id)),
+        "{log}"
+    );
+}

@@ -97,6 +97,9 @@ pub(super) fn search_videos(
     let Some(vm_id) = parse_decimal::<u64>(vm) else {
         return bad_video_manager(vm);
     };
+    if shared.state().search_refused() {
+        return message(StatusCode::FORBIDDEN, "this account may not search videos");
+    }
     let search = match parse_search(query.unwrap_or("")) {
         Ok(search) => search,
         Err(text) => return message(StatusCode::BAD_REQUEST, &text),
