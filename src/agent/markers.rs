@@ -14,7 +14,7 @@ use super::Shared;
 use crate::chain;
 use crate::store::Job;
 use crate::vmpro::api::{Platform, Unobserved};
-use crate::vmpro::error::VmproError;
+use crate::vmpro::error::{Blame, VmproError};
 
 /// How often finished jobs' markers are looked at again.
 pub(super) const MARKER_SWEEP_EVERY: Duration = Duration::from_secs(300);
@@ -63,6 +63,9 @@ async fn sweep_once(shared: &Shared, shutdown: &CancellationToken, warned: &mut 
             }
             Err(VmproError::Cancelled) => return,
             Err(err) => {
+                // The network or the platform failing would fail every job alike: the rest
+                // waits for the next sweep instead of spending API calls on the same answer.
+                let everyone = err.blame() == Blame::AccountOrNetwork;
                 let text = format!(
                     "cannot remove the marker keyword of {} from the platform yet (tried again in {} min): {}",
                     job.rel_path.display(),
@@ -73,6 +76,9 @@ async fn sweep_once(shared: &Shared, shutdown: &CancellationToken, warned: &mut 
                     tracing::warn!(job = job.id, "{text}");
                 } else {
                     tracing::debug!(job = job.id, "{text}");
+                }
+                if everyone {
+                    return;
                 }
             }
         }

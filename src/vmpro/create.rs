@@ -97,13 +97,12 @@ pub(super) async fn create_or_find(
     shutdown: &CancellationToken,
     observer: &dyn UploadObserver,
 ) -> Result<KnownVideo, VmproError> {
-    // A job that was tagged once keeps its marker, even if `tag_videos` was switched off since:
-    // its earlier creates can only be found by it.
-    let marker = resume
-        .marker
-        .or_else(|| platform.upload.tag_videos.then(new_marker));
+    // The marker earlier creates of this job carried. A job tagged once keeps its marker even
+    // if `tag_videos` was switched off since (its earlier creates can only be found by it);
+    // one whose earlier creates went out untagged cannot look them up even if it was switched
+    // on since: a new marker is only drawn for the job's first tagged create.
+    let mut marker = resume.marker;
     let url = platform.videos_url("")?;
-    let body = tagged_body(metadata, file_name, marker.as_deref());
     let mut outcome_unknown = resume.outcome_unknown;
     // Why the last outcome is unknown, for the report when it cannot be looked up.
     let mut unknown_because: Option<VmproError> = None;
@@ -119,7 +118,7 @@ pub(super) async fn create_or_find(
                 };
                 return Err(VmproError::CreateUnconfirmed {
                     why: format!(
-                        "{why}; without a marker keyword (tag_videos = false) it cannot be looked up"
+                        "{why}; it carried no marker keyword (tag_videos = false), so it cannot be looked up"
                     ),
                     source: unknown_because.map(Box::new),
                 });
@@ -148,6 +147,10 @@ pub(super) async fn create_or_find(
             recreated = true;
         }
 
+        if marker.is_none() && platform.upload.tag_videos {
+            marker = Some(new_marker());
+        }
+        let body = tagged_body(metadata, file_name, marker.as_deref());
         let token = platform.session.access_token(shutdown).await?;
         tokio::select! {
             _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
@@ -224,7 +227,7 @@ pub(super) async fn create_or_find(
         };
         if failure.maybe_created && marker.is_none() {
             return Err(VmproError::CreateUnconfirmed {
-                why: "its answer was lost; without a marker keyword (tag_videos = false) it cannot be looked up".into(),
+                why: "its answer was lost; it carried no marker keyword (tag_videos = false), so it cannot be looked up".into(),
                 source: Some(Box::new(failure.error)),
             });
         }
@@ -680,10 +683,20 @@ fn keyword_text(keyword: &Value) -> Option<&str> {
     }
 }
 
-/// An id given as a non-empty string or as a whole number.
+/// Ids longer than this are not ids (and would flood a log line).
+const MAX_ID_LEN: usize = 200;
+
+/// An id given as a non-empty string (no control characters: ids reach log lines) or as a
+/// whole number.
 fn id_text(id: &Value) -> Option<String> {
     match id {
-        Value::String(text) if !text.trim().is_empty() => Some(text.clone()),
+        Value::String(text)
+            if !text.trim().is_empty()
+                && text.len() <= MAX_ID_LEN
+                && !text.chars().any(char::is_control) =>
+        {
+            Some(text.clone())
+        }
         Value::Number(number) if number.is_u64() || number.is_i64() => Some(number.to_string()),
         _ => None,
     }
@@ -770,9 +783,11 @@ mod tests {
             let err = marked_videos(body, MARKER).unwrap_err();
             assert!(err.contains(expected), "{err}");
         }
-        let nameless = format!(r#"{{"videos": [{{"id": "", "keywords": ["{MARKER}"]}}]}}"#);
-        let err = marked_videos(nameless.as_bytes(), MARKER).unwrap_err();
-        assert!(err.contains("no usable id"), "{err}");
+        for id in ["\"\"", "\"v1\\nforged log line\"", "null", "1.5"] {
+            let body = format!(r#"{{"videos": [{{"id": {id}, "keywords": ["{MARKER}"]}}]}}"#);
+            let err = marked_videos(body.as_bytes(), MARKER).unwrap_err();
+            assert!(err.contains("no usable id"), "{id}: {err}");
+        }
     }
 
     #[test]

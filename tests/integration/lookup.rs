@@ -6,7 +6,11 @@
 
 use std::time::Duration;
 
-use hotfolder::{Emulator, VideoRecord, is_marker};
+use hotfolder::{
+    Blame, Emulator, Platform, ResumePoint, Settings, UploadObserver, UploadRequest, VideoMetadata,
+    VideoRecord, VmproError, is_marker, upload_file,
+};
+use tokio_util::sync::CancellationToken;
 
 use crate::util::*;
 
@@ -249,7 +253,8 @@ async fn without_tag_videos_a_lost_create_answer_fails_the_file_saying_what_to_c
     let message = side["error"]["message"].as_str().unwrap_or_default();
     let meaning = side["error"]["meaning"].as_str().unwrap_or_default();
     assert!(
-        message.contains("may have created a video") && message.contains("tag_videos = false"),
+        message.contains("may have created a video")
+            && message.contains("no marker keyword (tag_videos = false)"),
         "{side}"
     );
     assert!(message.contains("504"), "the cause is kept: {message}");
@@ -276,6 +281,13 @@ async fn without_tag_videos_a_kill_during_the_create_is_reported_after_the_resta
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
 
+    // Switching the markers on now does not help: the create that went out carried none.
+    let config = std::fs::read_to_string(&studio.config).unwrap();
+    std::fs::write(
+        &studio.config,
+        config.replace("tag_videos = false", "tag_videos = true"),
+    )
+    .unwrap();
     let agent = studio.start();
     let failed = studio.failed().join("cut.mov");
     eventually(WAIT, "cut.mov in failed/", || arrived(&failed)).await;
@@ -375,4 +387,47 @@ async fn an_empty_video_left_by_a_refused_lookup_is_reported_and_unmarked_later(
             .any(|l| l.contains("an empty video on the platform") && l.contains(&videos[0].id)),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_cannot_be_put_on_record_is_not_sent() {
+    // The state store refuses the write that says "a create is on its way" (a full disk): the
+    // request is not sent, since after a crash nobody would know to look for its video.
+    struct StoreDown;
+    impl UploadObserver for StoreDown {
+        fn create_sending(
+            &self,
+            _marker: Option<&str>,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            Err("database or disk is full".into())
+        }
+    }
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let settings = Settings::from_toml_str(&text, &config).unwrap();
+    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
+    let path = dir.path().join("clip.mov");
+    write_file(&path, 1000, 48);
+    let request = UploadRequest {
+        path,
+        file_name: "clip.mov".into(),
+        metadata: VideoMetadata::default(),
+        resume: ResumePoint::default(),
+    };
+    let err = upload_file(&platform, request, &StoreDown, &CancellationToken::new())
+        .await
+        .expect_err("not sent");
+    assert!(matches!(err, VmproError::NotRecorded { .. }), "{err:?}");
+    assert!(
+        hotfolder::chain(&err).contains("database or disk is full"),
+        "{}",
+        hotfolder::chain(&err)
+    );
+    assert_eq!(err.blame(), Blame::AccountOrNetwork, "the queue pauses");
+    assert_eq!(emulator.stats().videos_created, 0);
 }
