@@ -1292,7 +1292,7 @@ mod tests {
             &search("hotfolder-abc", SearchField::Keywords, true),
             now,
         );
-        assert_eq!(ids(&exact), [marked.clone()]);
+        assert_eq!(ids(&exact), [marked.as_str()]);
         assert_eq!(
             exact.1[0].keywords.as_deref(),
             Some(&["studio".to_owned(), "hotfolder-abc".to_owned()][..])
@@ -1302,7 +1302,7 @@ mod tests {
             &search("HOTFOLDER-abc", SearchField::Keywords, false),
             now,
         );
-        assert_eq!(ids(&loose), [marked.clone(), longer]);
+        assert_eq!(ids(&loose), [marked.as_str(), longer.as_str()]);
         let titles = state.search_videos(
             12345,
             &search("hotfolder-abc", SearchField::Title, false),
