@@ -39,7 +39,7 @@ const SLOW_GAP_MAX: Duration = Duration::from_millis(150);
 /// The emulator's search index lags this far behind a create; the agent repeats an empty
 /// lookup over `lookup_wait`, longer than the lag.
 const SEARCH_LAG: Duration = Duration::from_millis(300);
-const LOOKUP_WAIT: &str = "1200ms";
+const LOOKUP_WAIT: &str = "800ms";
 
 /// How long a SIGTERM may take, as the contract and the service unit promise.
 const TERM_LIMIT: Duration = Duration::from_secs(10);
