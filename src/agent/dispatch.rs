@@ -4,7 +4,7 @@
 //! fault). [`DispatchState`] is the bookkeeping these decisions read and change.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -270,6 +270,9 @@ struct JobObserver {
     /// The last quarter of the chunks logged at info level, so a long upload says how far it
     /// is four times, not once per chunk.
     last_logged_quarter: AtomicU64,
+    /// The job's video id is in the store (resumed with one, or recorded since): only then may
+    /// its marker keyword come off.
+    video_recorded: AtomicBool,
 }
 
 impl JobObserver {
@@ -297,7 +300,13 @@ impl UploadObserver for JobObserver {
         self.log_store_error(self.store.record_create_settled(self.id));
     }
     fn video_created(&self, video_id: &str) {
-        self.log_store_error(self.store.record_video(self.id, video_id));
+        let recorded = self.store.record_video(self.id, video_id);
+        self.video_recorded
+            .store(recorded.is_ok(), Ordering::Relaxed);
+        self.log_store_error(recorded);
+    }
+    fn video_on_record(&self) -> bool {
+        self.video_recorded.load(Ordering::Relaxed)
     }
     fn marker_removed(&self) {
         self.log_store_error(self.store.clear_marker(self.id));
@@ -408,6 +417,7 @@ async fn work(shared: &Arc<Shared>, job: Job, shutdown: &CancellationToken) {
         id,
         name: name.clone(),
         last_logged_quarter: AtomicU64::new(0),
+        video_recorded: AtomicBool::new(job.video_id.is_some()),
     };
     let platform = shared.platform();
     let result = upload_file(&platform, request, &observer, shutdown).await;

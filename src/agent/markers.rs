@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::chain;
-use crate::store::Job;
+use crate::store::{Job, JobState};
 use crate::vmpro::api::{Platform, Unobserved};
 use crate::vmpro::error::{Blame, VmproError};
 
@@ -105,16 +105,27 @@ async fn clear_on_platform(
         // Every create of this job was answered without making a video.
         return Ok(());
     }
-    for video_id in platform.find_marked(marker, shutdown, &Unobserved).await? {
-        tracing::warn!(
-            job = job.id,
-            video_id,
-            "an empty video on the platform: a create-video request for {} made it, but its answer was lost and the job ended ({}) before uploading into it; delete it in VideoManager Pro",
-            job.rel_path.display(),
-            job.state
-        );
+    let found = platform.find_marked(marker, shutdown, &Unobserved).await?;
+    for video_id in &found {
+        if job.state == JobState::Done && found.len() == 1 {
+            // Uploaded, but the store failed to take the id: this is the upload itself.
+            tracing::info!(
+                job = job.id,
+                video_id,
+                "{} was uploaded into this video (its id was not on record)",
+                job.rel_path.display()
+            );
+        } else {
+            tracing::warn!(
+                job = job.id,
+                video_id,
+                "an empty video on the platform: a create-video request for {} made it, but its answer was lost and the job ended ({}) without uploading into it; delete it in VideoManager Pro",
+                job.rel_path.display(),
+                job.state
+            );
+        }
         platform
-            .remove_marker(&video_id, marker, shutdown, &Unobserved)
+            .remove_marker(video_id, marker, shutdown, &Unobserved)
             .await?;
     }
     Ok(())

@@ -190,6 +190,11 @@ pub trait UploadObserver: Send + Sync {
     fn create_settled(&self) {}
     /// The file's video is known: created, or found by its marker keyword.
     fn video_created(&self, _video_id: &str) {}
+    /// Whether the id last given to `video_created` is safely recorded. Until it is, the marker
+    /// keyword is the only way to find the video again after a crash, so it stays on.
+    fn video_on_record(&self) -> bool {
+        true
+    }
     /// The marker keyword is off the platform again.
     fn marker_removed(&self) {}
     fn url_issued(&self, _url: &UploadUrl) {}

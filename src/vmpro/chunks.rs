@@ -799,6 +799,9 @@ impl UploadObserver for UnlessReadFailed<'_> {
     fn video_created(&self, video_id: &str) {
         self.observer.video_created(video_id);
     }
+    fn video_on_record(&self) -> bool {
+        self.observer.video_on_record()
+    }
     fn marker_removed(&self) {
         self.observer.marker_removed();
     }

@@ -389,6 +389,56 @@ async fn an_empty_video_left_by_a_refused_lookup_is_reported_and_unmarked_later(
     );
 }
 
+/// A platform client for `emulator` with the fast test settings, and a file to upload.
+fn library_setup(
+    emulator: &Emulator,
+    dir: &std::path::Path,
+) -> (std::sync::Arc<Platform>, UploadRequest) {
+    let config = write_config(
+        dir,
+        &format!("{}\n{FAST_UPLOAD}", account_toml(emulator, "keycloak")),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let settings = Settings::from_toml_str(&text, &config).unwrap();
+    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
+    let path = dir.join("clip.mov");
+    write_file(&path, 1000, 48);
+    let request = UploadRequest {
+        path,
+        file_name: "clip.mov".into(),
+        metadata: VideoMetadata::default(),
+        resume: ResumePoint::default(),
+    };
+    (platform, request)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_whose_id_could_not_be_recorded_keeps_its_marker() {
+    // The state store failed to take the video id: the marker is then the only way to find
+    // the video after a crash, so it is not removed.
+    struct IdNotRecorded;
+    impl UploadObserver for IdNotRecorded {
+        fn video_on_record(&self) -> bool {
+            false
+        }
+    }
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (platform, request) = library_setup(&emulator, dir.path());
+    let report = upload_file(
+        &platform,
+        request,
+        &IdNotRecorded,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let video = emulator.video(&report.video_id).unwrap();
+    assert!(video.complete);
+    assert_eq!(markers(&video).len(), 1, "{video:?}");
+    assert_eq!(emulator.stats().keywords_deleted, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_that_cannot_be_put_on_record_is_not_sent() {
     // The state store refuses the write that says "a create is on its way" (a full disk): the
@@ -404,21 +454,7 @@ async fn a_create_that_cannot_be_put_on_record_is_not_sent() {
     }
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
-    );
-    let text = std::fs::read_to_string(&config).unwrap();
-    let settings = Settings::from_toml_str(&text, &config).unwrap();
-    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
-    let path = dir.path().join("clip.mov");
-    write_file(&path, 1000, 48);
-    let request = UploadRequest {
-        path,
-        file_name: "clip.mov".into(),
-        metadata: VideoMetadata::default(),
-        resume: ResumePoint::default(),
-    };
+    let (platform, request) = library_setup(&emulator, dir.path());
     let err = upload_file(&platform, request, &StoreDown, &CancellationToken::new())
         .await
         .expect_err("not sent");
