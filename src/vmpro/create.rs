@@ -114,7 +114,7 @@ pub(super) async fn create_or_find(
             let Some(marker) = marker.as_deref() else {
                 let why = match unknown_because {
                     Some(_) => "its answer was lost",
-                    None => "hotfolder stopped before its answer arrived",
+                    None => "hotfolder stopped before an answer naming the video was recorded",
                 };
                 return Err(VmproError::CreateUnconfirmed {
                     why: format!(

@@ -298,7 +298,7 @@ async fn without_tag_videos_a_kill_during_the_create_is_reported_after_the_resta
         .unwrap_or_default()
         .to_owned();
     assert!(
-        message.contains("hotfolder stopped before its answer arrived"),
+        message.contains("hotfolder stopped before an answer naming the video was recorded"),
         "{message}"
     );
 }
