@@ -59,4 +59,5 @@ pub use watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec, scan};
 // The platform client and the upload engine.
 pub use vmpro::api::{Platform, Unobserved, UploadObserver, VideoMetadata};
 pub use vmpro::chunks::{ResumePoint, UploadReport, UploadRequest, upload_file};
+pub use vmpro::create::is_marker;
 pub use vmpro::error::{Blame, Step, VmproError};

@@ -291,6 +291,8 @@ fn resume_point(known: &ManualUpload) -> ResumePoint {
         url,
         next_chunk: known.next_chunk,
         chunk_size: known.chunk_size,
+        // No marker is kept for manual uploads (yet): a lost create answer is not looked up.
+        ..ResumePoint::default()
     }
 }
 

@@ -36,6 +36,11 @@ use util::*;
 const STABLE_FOR: &str = "2s";
 const SLOW_GAP_MAX: Duration = Duration::from_millis(150);
 
+/// The emulator's search index lags this far behind a create; the agent repeats an empty
+/// lookup over `lookup_wait`, longer than the lag.
+const SEARCH_LAG: Duration = Duration::from_millis(300);
+const LOOKUP_WAIT: &str = "800ms";
+
 /// How long a SIGTERM may take, as the contract and the service unit promise.
 const TERM_LIMIT: Duration = Duration::from_secs(10);
 
@@ -538,6 +543,46 @@ fn check_folders(studio: &Studio, files: &[PlannedFile], problems: &mut Vec<Stri
     }
 }
 
+/// Every video on the platform belongs to a file in done/ whose sidecar names it, and none
+/// still carries a marker keyword: no orphan (an empty video a lost create-video answer left
+/// behind), nothing a user would see of the lookup.
+/// Returns how many files were uploaded into a video that a lost create-video answer had made
+/// (their sidecars say `adopted`).
+fn check_no_orphans(studio: &Studio, videos: &[VideoRecord], problems: &mut Vec<String>) -> usize {
+    let done = studio.done();
+    let sidecars: Vec<Value> = files_under(&done)
+        .iter()
+        .filter(|rel| rel.ends_with(".upload.json"))
+        .filter_map(|rel| read_json(&done.join(rel)).ok())
+        .collect();
+    let claimed: Vec<String> = sidecars
+        .iter()
+        .filter_map(|sidecar| sidecar["video_id"].as_str().map(str::to_owned))
+        .collect();
+    for video in videos {
+        if !claimed.contains(&video.id) {
+            problems.push(format!(
+                "orphan video {} ({}, {} bytes, complete {}): no file in done/ points to it",
+                video.id, video.file_name, video.bytes_received, video.complete
+            ));
+        }
+        if let Some(marker) = video.keywords.iter().find(|k| hotfolder::is_marker(k)) {
+            problems.push(format!(
+                "video {} ({}) still carries the marker keyword {marker}",
+                video.id, video.file_name
+            ));
+        }
+    }
+    sidecars
+        .iter()
+        .filter(|sidecar| {
+            sidecar["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["event"] == "adopted"))
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_nothing_lost_nothing_duplicated() {
     let profile = Profile::from_env();
@@ -562,12 +607,18 @@ async fn soak_nothing_lost_nothing_duplicated() {
             stall: Duration::from_millis(1500),
             throttle_rate: 0.1,
             retry_after_secs: 1,
+            // The video is made, the answer is a gateway's 504: only the lookup by the
+            // marker keyword keeps a second video from being made.
+            lost_create_rate: 0.1,
             ..Faults::default()
         };
+        // A search index that lags behind: a lookup right after a lost create may come back
+        // empty, and must be repeated before a new create.
+        o.search_lag = Some(SEARCH_LAG);
     })
     .await;
     let upload = format!(
-        "[upload]\nchunk_size = \"1 MiB\"\nparallel = {}\nmax_attempts = 30\nbackoff_max = \"250ms\"\nrequest_timeout = \"1s\"\napi_requests_per_minute = 6000\n",
+        "[upload]\nchunk_size = \"1 MiB\"\nparallel = {}\nmax_attempts = 30\nbackoff_max = \"250ms\"\nrequest_timeout = \"1s\"\napi_requests_per_minute = 6000\nlookup_wait = \"{LOOKUP_WAIT}\"\n",
         profile.parallel
     );
     let studio = Studio::new(
@@ -697,6 +748,7 @@ async fn soak_nothing_lost_nothing_duplicated() {
             videos.len()
         ));
     }
+    let adopted = check_no_orphans(&studio, &videos, &mut problems);
     let status = studio.status_json().await;
     let summary = &status["summary"];
     let failing = files.len() - uploaded;
@@ -716,9 +768,9 @@ async fn soak_nothing_lost_nothing_duplicated() {
     let faults = &stats.faults_injected;
     println!(
         "soak {}: {} files ({failing} designed to fail), {:.1} MiB; faults injected {} \
-         ({} errors, {} resets, {} lost acks, {} stalls, {} throttles); {} kills, {} SIGTERMs \
-         mid-run and one at the end (slowest exit {:.1}s); {} chunk posts for {} chunks, {} upload URLs, {} logins, {} refreshes; \
-         wall {:.1}s (seed {seed})",
+         ({} errors, {} resets, {} lost acks, {} stalls, {} throttles, {} lost creates); {} kills, {} SIGTERMs \
+         mid-run and one at the end (slowest exit {:.1}s); {} chunk posts for {} chunks, {} upload URLs, {} logins, {} refreshes, \
+         {} creates, {} lookups, {adopted} videos adopted after a lost answer, {} markers removed; wall {:.1}s (seed {seed})",
         profile.name,
         files.len(),
         total_bytes as f64 / MIB as f64,
@@ -728,6 +780,7 @@ async fn soak_nothing_lost_nothing_duplicated() {
         faults.lost_acks,
         faults.stalls,
         faults.throttles,
+        faults.lost_creates,
         interruptions.kills,
         interruptions.terms,
         interruptions.slowest_term.as_secs_f64(),
@@ -736,6 +789,9 @@ async fn soak_nothing_lost_nothing_duplicated() {
         stats.urls_issued,
         stats.logins,
         stats.refreshes,
+        stats.videos_created,
+        stats.searches,
+        stats.keywords_deleted,
         wall.as_secs_f64(),
     );
     assert!(
@@ -750,7 +806,8 @@ async fn soak_nothing_lost_nothing_duplicated() {
             && faults.resets > 0
             && faults.lost_acks > 0
             && faults.stalls > 0
-            && faults.throttles > 0,
+            && faults.throttles > 0
+            && faults.lost_creates > 0,
         "every kind of fault was injected: {faults:?}"
     );
 }

@@ -324,6 +324,9 @@ struct JobObserver {
     /// logged at debug level, and its first accepted chunk ends the pause. Not earlier: a
     /// quota refuses chunks of videos it let the platform create.
     probing: AtomicBool,
+    /// The job's video id is in the store (resumed with one, or recorded since): only then may
+    /// its marker keyword come off.
+    video_recorded: AtomicBool,
 }
 
 impl JobObserver {
@@ -349,10 +352,34 @@ impl UploadObserver for JobObserver {
             self.shared.store.record_event(self.id, event, detail),
         );
     }
-    fn video_created(&self, video_id: &str) {
+    fn create_sending(
+        &self,
+        marker: Option<&str>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.shared
+            .store
+            .record_create_sent(self.id, marker)
+            .map_err(Into::into)
+    }
+    fn create_settled(&self) {
         self.log_store_error(
-            "the video id",
-            self.shared.store.record_video(self.id, video_id),
+            "that the create was answered",
+            self.shared.store.record_create_settled(self.id),
+        );
+    }
+    fn video_created(&self, video_id: &str) {
+        let recorded = self.shared.store.record_video(self.id, video_id);
+        self.video_recorded
+            .store(recorded.is_ok(), Ordering::Relaxed);
+        self.log_store_error("the video id", recorded);
+    }
+    fn video_on_record(&self) -> bool {
+        self.video_recorded.load(Ordering::Relaxed)
+    }
+    fn marker_removed(&self) {
+        self.log_store_error(
+            "that the marker keyword is off",
+            self.shared.store.clear_marker(self.id),
         );
     }
     fn url_issued(&self, url: &UploadUrl) {
@@ -488,6 +515,8 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
             url,
             next_chunk: job.next_chunk,
             chunk_size: job.chunk_size,
+            marker: job.marker.clone(),
+            create_outcome_unknown: job.create_sent_at.is_some(),
         },
     };
     if let Start::Probe { first } = start {
@@ -510,6 +539,7 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
         name: name.clone(),
         last_logged_quarter: AtomicU64::new(0),
         probing: AtomicBool::new(matches!(start, Start::Probe { .. })),
+        video_recorded: AtomicBool::new(job.video_id.is_some()),
     };
     let platform = shared.platform();
     let result = upload_file(&platform, request, &observer, shutdown).await;
@@ -719,6 +749,7 @@ fn pause_reason(err: &VmproError) -> String {
                 chain(err)
             )
         }
+        VmproError::NotRecorded { .. } => format!("the state store failed: {}", chain(err)),
         _ => format!("platform unreachable or failing: {}", chain(err)),
     }
 }

@@ -19,6 +19,7 @@
 mod dispatch;
 mod housekeeping;
 mod intake;
+mod markers;
 mod password_watch;
 mod service;
 mod store_health;
@@ -331,6 +332,9 @@ pub async fn run(
         shared.clone(),
         stop.clone(),
     ));
+    shared
+        .tasks
+        .spawn(markers::sweep_markers(shared.clone(), stop.clone()));
     dispatch::dispatch(&shared, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);
 

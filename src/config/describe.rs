@@ -73,6 +73,8 @@ impl Settings {
             "api_requests_per_minute = {}",
             upload.api_requests_per_minute
         )?;
+        writeln!(out, "tag_videos = {}", upload.tag_videos)?;
+        writeln!(out, "lookup_wait = {}", quote_duration(upload.lookup_wait))?;
 
         writeln!(out, "\n[state]")?;
         writeln!(out, "dir = {}", quote_path(&self.state_dir))?;

@@ -132,6 +132,12 @@ pub struct UploadSettings {
     pub bandwidth_limit: Option<u64>,
     /// API calls (not chunk posts) per minute; the platform allows 100.
     pub api_requests_per_minute: u32,
+    /// Every create-video request carries a marker keyword unique to the job, so a create whose
+    /// answer was lost can be looked up instead of repeated (vmpro-protocol.md section 4).
+    pub tag_videos: bool,
+    /// How long an empty lookup is repeated before a new create: the platform's search index
+    /// may lag behind a create.
+    pub lookup_wait: Duration,
 }
 
 impl Default for UploadSettings {
@@ -145,6 +151,8 @@ impl Default for UploadSettings {
             url_renew_after: Duration::from_secs(3 * 3600 + 45 * 60),
             bandwidth_limit: None,
             api_requests_per_minute: 100,
+            tag_videos: true,
+            lookup_wait: Duration::from_secs(30),
         }
     }
 }

@@ -59,6 +59,8 @@ pub(super) struct RawUpload {
     pub(super) url_renew_after: Option<HumanDuration>,
     pub(super) bandwidth_limit: Option<Rate>,
     pub(super) api_requests_per_minute: Option<u64>,
+    pub(super) tag_videos: Option<bool>,
+    pub(super) lookup_wait: Option<HumanDuration>,
 }
 
 #[derive(Default, Deserialize)]

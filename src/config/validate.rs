@@ -35,6 +35,8 @@ const MAX_ATTEMPTS: u64 = 100;
 /// The platform's upload URL token lasts four hours; renewing later than that is renewing an
 /// expired URL.
 const UPLOAD_TOKEN_LIFETIME: Duration = Duration::from_secs(4 * 3600);
+/// The longest `lookup_wait`: a file with a lost create-video answer waits this long.
+const MAX_LOOKUP_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_KEEP_FILES: u64 = 14;
 /// Placeholders the title template understands (substituted by the upload code).
 const TITLE_PLACEHOLDERS: &[&str] = &["stem", "name"];
@@ -454,6 +456,14 @@ fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
         "upload.api_requests_per_minute",
         problems,
     );
+    // Zero is allowed: one lookup and no repeats (a platform whose search never lags).
+    let lookup_wait = raw.lookup_wait.map_or(defaults.lookup_wait, |d| d.0);
+    if lookup_wait > MAX_LOOKUP_WAIT {
+        problems.add(
+            "upload.lookup_wait",
+            "must be at most 1h: a file whose create-video answer was lost waits this long",
+        );
+    }
     UploadSettings {
         chunk_size,
         // The ranges checked above fit these types; on a problem the value is never used.
@@ -465,6 +475,8 @@ fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
         bandwidth_limit,
         api_requests_per_minute: u32::try_from(api_requests_per_minute)
             .unwrap_or(defaults.api_requests_per_minute),
+        tag_videos: raw.tag_videos.unwrap_or(defaults.tag_videos),
+        lookup_wait,
     }
 }
 
@@ -927,6 +939,39 @@ mod tests {
             found.iter().all(|p| p.key != "folder[1].include[1]"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn tag_videos_is_on_by_default_and_lookup_wait_is_bounded() {
+        let defaults = load_with_env(&config_with("password = \"x\""), &|_| None).unwrap();
+        assert!(defaults.upload.tag_videos);
+        assert_eq!(defaults.upload.lookup_wait, Duration::from_secs(30));
+
+        let text = format!(
+            "{}\n[upload]\ntag_videos = false\nlookup_wait = \"0s\"\n",
+            config_with("password = \"x\"")
+        );
+        let settings = load_with_env(&text, &|_| None).unwrap();
+        assert!(!settings.upload.tag_videos);
+        assert_eq!(settings.upload.lookup_wait, Duration::ZERO);
+
+        let text = format!(
+            "{}\n[upload]\ntag_videos = \"yes\"\nlookup_wait = \"2h\"\n",
+            config_with("password = \"x\"")
+        );
+        let found = problems(load_with_env(&text, &|_| None));
+        assert!(
+            found.iter().any(|p| p.key.contains("tag_videos")),
+            "{found:?}"
+        );
+        let text = format!(
+            "{}\n[upload]\nlookup_wait = \"2h\"\n",
+            config_with("password = \"x\"")
+        );
+        let found = problems(load_with_env(&text, &|_| None));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "upload.lookup_wait");
+        assert!(found[0].message.contains("at most 1h"), "{found:?}");
     }
 
     #[test]

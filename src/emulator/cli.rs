@@ -84,6 +84,12 @@ pub struct EmulatorArgs {
     /// every numeric id exists.
     #[arg(long = "video-manager", value_name = "ID")]
     pub video_managers: Vec<u64>,
+    /// Share of create-video calls that create the video and are then answered 504.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub lost_create_rate: f64,
+    /// A new video is missing from video searches for this long (a lagging search index).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub search_lag: Option<Duration>,
     /// Seed of the fault RNG: the same seed repeats the same faults for the same requests.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -106,6 +112,7 @@ impl EmulatorArgs {
             api_requests_per_minute: self.api_requests_per_minute,
             create_answer_delay: self.create_answer_delay,
             video_managers: self.video_managers.clone(),
+            search_lag: self.search_lag,
             faults: Faults {
                 seed: self.seed,
                 error_rate: self.error_rate,
@@ -116,6 +123,7 @@ impl EmulatorArgs {
                 throttle_rate: self.throttle_rate,
                 retry_after_secs: self.retry_after,
                 platform_refusal: self.platform_refusal,
+                lost_create_rate: self.lost_create_rate,
             },
         }
     }
@@ -268,6 +276,12 @@ mod tests {
             "--seed",
             "42",
             "--new-file-id-on-renew",
+            "--search-lag",
+            "2s",
+            "--lost-create-rate",
+            "0.5",
+            "--create-answer-delay",
+            "7s",
             "--platform-refusal",
             "create-forbidden",
             "--video-manager",
@@ -282,6 +296,9 @@ mod tests {
             Some(PlatformRefusal::CreateForbidden)
         );
         assert_eq!(options.video_managers, [7, 8]);
+        assert_eq!(options.search_lag, Some(Duration::from_secs(2)));
+        assert_eq!(options.faults.lost_create_rate, 0.5);
+        assert_eq!(options.create_answer_delay, Some(Duration::from_secs(7)));
         assert_eq!(options.url_ttl, Duration::from_secs(10));
         assert_eq!(options.quota_bytes, Some(512 * 1024 * 1024));
         assert_eq!(options.faults.error_rate, 0.25);

@@ -21,6 +21,8 @@ pub(crate) struct FaultPlan {
     pub reset: bool,
     /// Chunk posts only: store the chunk, then close the connection without answering.
     pub lost_ack: bool,
+    /// Create-video calls only: create the video, then answer 504.
+    pub lost_create: bool,
 }
 
 /// The configured rates and the RNG they draw from; replaced (and reseeded) by `set_faults`.
@@ -51,7 +53,7 @@ impl FaultDice {
 
     /// Every roll is drawn whatever the rates, so the same seed and request sequence give the
     /// same faults even when some rates are zero.
-    pub(crate) fn roll(&mut self, chunk_post: bool) -> FaultPlan {
+    pub(crate) fn roll(&mut self, chunk_post: bool, create_post: bool) -> FaultPlan {
         let faults = &self.faults;
         let stall_hit = self.rng.random::<f64>() < faults.stall_rate;
         let throttle_hit = self.rng.random::<f64>() < faults.throttle_rate;
@@ -59,6 +61,7 @@ impl FaultDice {
         let error_status = ERROR_STATUSES[self.rng.random_range(0..ERROR_STATUSES.len())];
         let reset_hit = self.rng.random::<f64>() < faults.reset_rate;
         let lost_ack_hit = self.rng.random::<f64>() < faults.lost_ack_rate;
+        let lost_create_hit = self.rng.random::<f64>() < faults.lost_create_rate;
 
         let mut plan = FaultPlan {
             stall: stall_hit.then_some(faults.stall),
@@ -72,6 +75,8 @@ impl FaultDice {
             plan.reset = true;
         } else if chunk_post && lost_ack_hit {
             plan.lost_ack = true;
+        } else if create_post && lost_create_hit {
+            plan.lost_create = true;
         }
         plan
     }
@@ -85,6 +90,7 @@ pub(crate) struct FaultCounters {
     lost_acks: AtomicU64,
     stalls: AtomicU64,
     throttles: AtomicU64,
+    lost_creates: AtomicU64,
 }
 
 impl FaultCounters {
@@ -101,6 +107,7 @@ impl FaultCounters {
         bump(&self.errors, plan.error.is_some());
         bump(&self.resets, plan.reset);
         bump(&self.lost_acks, plan.lost_ack);
+        bump(&self.lost_creates, plan.lost_create);
     }
 
     pub(crate) fn snapshot(&self) -> FaultCounts {
@@ -109,13 +116,15 @@ impl FaultCounters {
         let lost_acks = self.lost_acks.load(Ordering::Relaxed);
         let stalls = self.stalls.load(Ordering::Relaxed);
         let throttles = self.throttles.load(Ordering::Relaxed);
+        let lost_creates = self.lost_creates.load(Ordering::Relaxed);
         FaultCounts {
             errors,
             resets,
             lost_acks,
             stalls,
             throttles,
-            total: errors + resets + lost_acks + stalls + throttles,
+            lost_creates,
+            total: errors + resets + lost_acks + stalls + throttles + lost_creates,
         }
     }
 }
@@ -126,7 +135,7 @@ mod tests {
 
     fn plans(faults: Faults, chunk_post: bool, n: usize) -> Vec<FaultPlan> {
         let mut dice = FaultDice::new(faults);
-        (0..n).map(|_| dice.roll(chunk_post)).collect()
+        (0..n).map(|_| dice.roll(chunk_post, !chunk_post)).collect()
     }
 
     #[test]
@@ -173,6 +182,18 @@ mod tests {
             .filter(|plan| plan.error.is_some())
             .count();
         assert!((800..1200).contains(&errors), "{errors} errors in 4000");
+    }
+
+    #[test]
+    fn lost_creates_only_hit_create_calls() {
+        let faults = Faults {
+            lost_create_rate: 1.0,
+            ..Faults::default()
+        };
+        let mut dice = FaultDice::new(faults);
+        assert!(dice.roll(false, true).lost_create);
+        assert!(!dice.roll(false, false).lost_create);
+        assert!(!dice.roll(true, false).lost_create);
     }
 
     #[test]

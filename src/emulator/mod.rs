@@ -3,6 +3,8 @@
 //! `hotfolder demo` and `hotfolder emulator`.
 //!
 //! It never keeps file contents: each video's sha256 is computed as chunk bodies stream in.
+//! The video search (`GET …/videos`) and the keyword endpoints are modelled as far as
+//! hotfolder's lookup of a lost create needs them (vmpro-protocol.md section 4).
 //! Besides the platform's endpoints it answers `GET /_emulator/videos` and
 //! `GET /_emulator/stats` with the same JSON as [`Emulator::videos`] and [`Emulator::stats`].
 
@@ -54,6 +56,9 @@ pub struct EmulatorOptions {
     pub create_answer_delay: Option<Duration>,
     /// The VideoManager ids that exist; others are answered 404. Empty: every numeric id.
     pub video_managers: Vec<u64>,
+    /// A search index behind the database: a new video is missing from `GET …/videos`
+    /// answers for this long after its creation (its other endpoints know it at once).
+    pub search_lag: Option<Duration>,
     pub faults: Faults,
 }
 
@@ -74,6 +79,7 @@ impl Default for EmulatorOptions {
             api_requests_per_minute: None,
             create_answer_delay: None,
             video_managers: Vec::new(),
+            search_lag: None,
             faults: Faults::default(),
         }
     }
@@ -96,6 +102,9 @@ pub struct Faults {
     /// Any request is answered 429 with `Retry-After: retry_after_secs`.
     pub throttle_rate: f64,
     pub retry_after_secs: u64,
+    /// Create-video calls: the video is created, then answered 504 (a gateway that gave up
+    /// waiting), so the client never learns its id.
+    pub lost_create_rate: f64,
     /// Every request of a kind refused alike, as long as this is set.
     pub platform_refusal: Option<PlatformRefusal>,
 }
@@ -158,6 +167,10 @@ pub struct EmulatorStats {
     /// Successful refreshes, both styles.
     pub refreshes: u64,
     pub urls_issued: u64,
+    /// `GET …/videos` searches answered.
+    pub searches: u64,
+    /// Keywords deleted through `DELETE …/keywords/{id}`.
+    pub keywords_deleted: u64,
     /// API calls refused by `api_requests_per_minute` (not counted as faults).
     pub rate_limited: u64,
     pub faults_injected: FaultCounts,
@@ -170,6 +183,7 @@ pub struct FaultCounts {
     pub lost_acks: u64,
     pub stalls: u64,
     pub throttles: u64,
+    pub lost_creates: u64,
     pub total: u64,
 }
 
@@ -253,6 +267,18 @@ impl Emulator {
     /// after a credential reset); access tokens already issued run until they expire.
     pub fn set_password(&self, password: &str) {
         self.shared.state().set_password(password);
+    }
+
+    /// Keyword deletions are answered 403 while this is on (a platform that does not let the
+    /// account change keywords).
+    pub fn set_keyword_changes_refused(&self, refused: bool) {
+        self.shared.state().set_keyword_changes_refused(refused);
+    }
+
+    /// Video searches are answered 403 while this is on (a platform, or an account, without
+    /// the search).
+    pub fn set_search_refused(&self, refused: bool) {
+        self.shared.state().set_search_refused(refused);
     }
 
     /// Stops accepting, closes every connection (requests in flight get no answer) and waits

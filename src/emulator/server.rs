@@ -2,7 +2,8 @@
 //! client, the router, and the answer helpers every handler shares. The handlers that turn
 //! requests into [`PlatformState`] calls are its submodules, one per part of the protocol:
 //! `login` (keycloak's token endpoint, the legacy login, the bearer check), `video_api`
-//! (creating videos, issuing upload URLs) and `chunk_upload` (chunk posts, hashed as they stream).
+//! (creating and searching videos, their keywords, issuing upload URLs) and `chunk_upload`
+//! (chunk posts, hashed as they stream).
 //!
 //! hyper rather than a framework because two faults must close the TCP connection without any
 //! answer: a service that returns `Err` makes hyper drop the connection on the spot.
@@ -36,7 +37,7 @@ use super::state::{Clock, PlatformState, QUOTA_MESSAGE};
 use super::{EmulatorOptions, EmulatorStats, Faults, PlatformRefusal};
 use chunk_upload::{chunk, drain, read_part_then_drop};
 use login::{keycloak_token, legacy_login, legacy_refresh};
-use video_api::{create_video, upload_url};
+use video_api::{create_video, delete_keyword, keywords, search_videos, upload_url};
 
 type Answer = Response<Full<Bytes>>;
 
@@ -90,6 +91,8 @@ struct Counters {
     logins_refused: AtomicU64,
     refreshes: AtomicU64,
     urls_issued: AtomicU64,
+    searches: AtomicU64,
+    keywords_deleted: AtomicU64,
     rate_limited: AtomicU64,
 }
 
@@ -135,12 +138,12 @@ impl Shared {
         *self.dice.lock().unwrap_or_else(PoisonError::into_inner) = FaultDice::new(faults);
     }
 
-    fn roll_faults(&self, chunk_post: bool) -> FaultPlan {
+    fn roll_faults(&self, chunk_post: bool, create_post: bool) -> FaultPlan {
         let plan = self
             .dice
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .roll(chunk_post);
+            .roll(chunk_post, create_post);
         self.fault_counters.count(&plan);
         plan
     }
@@ -159,6 +162,8 @@ impl Shared {
             logins_refused: load(&c.logins_refused),
             refreshes: load(&c.refreshes),
             urls_issued: load(&c.urls_issued),
+            searches: load(&c.searches),
+            keywords_deleted: load(&c.keywords_deleted),
             rate_limited: load(&c.rate_limited),
             faults_injected: self.fault_counters.snapshot(),
         }
@@ -253,10 +258,32 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, shutdown: Canc
 enum Route {
     KeycloakToken,
     LegacyLogin,
-    LegacyRefresh { vm: String },
-    CreateVideo { vm: String },
-    UploadUrl { vm: String, video: String },
-    Chunk { vm: String, video: String },
+    LegacyRefresh {
+        vm: String,
+    },
+    CreateVideo {
+        vm: String,
+    },
+    SearchVideos {
+        vm: String,
+    },
+    Keywords {
+        vm: String,
+        video: String,
+    },
+    DeleteKeyword {
+        vm: String,
+        video: String,
+        keyword: String,
+    },
+    UploadUrl {
+        vm: String,
+        video: String,
+    },
+    Chunk {
+        vm: String,
+        video: String,
+    },
     ListVideos,
     Stats,
     MethodNotAllowed,
@@ -282,11 +309,32 @@ impl Route {
                 },
                 Method::POST,
             ),
+            ["v1", "vms", vm, "videos"] if *method == Method::GET => (
+                Route::SearchVideos {
+                    vm: (*vm).to_owned(),
+                },
+                Method::GET,
+            ),
             ["v1", "vms", vm, "videos"] => (
                 Route::CreateVideo {
                     vm: (*vm).to_owned(),
                 },
                 Method::POST,
+            ),
+            ["v1", "vms", vm, "videos", video, "keywords"] => (
+                Route::Keywords {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                },
+                Method::GET,
+            ),
+            ["v1", "vms", vm, "videos", video, "keywords", keyword] => (
+                Route::DeleteKeyword {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                    keyword: (*keyword).to_owned(),
+                },
+                Method::DELETE,
             ),
             ["v1", "vms", vm, "videos", video, "url"] => (
                 Route::UploadUrl {
@@ -329,6 +377,9 @@ impl Route {
             Route::LegacyLogin
                 | Route::LegacyRefresh { .. }
                 | Route::CreateVideo { .. }
+                | Route::SearchVideos { .. }
+                | Route::Keywords { .. }
+                | Route::DeleteKeyword { .. }
                 | Route::UploadUrl { .. }
         )
     }
@@ -349,7 +400,8 @@ async fn handle(
     if chunk_post {
         bump(&shared.counters.chunk_posts);
     }
-    let plan = shared.roll_faults(chunk_post);
+    let creating = matches!(route, Route::CreateVideo { .. });
+    let plan = shared.roll_faults(chunk_post, creating);
     if let Some(stall) = plan.stall {
         tokio::time::sleep(stall).await;
     }
@@ -404,12 +456,19 @@ async fn handle(
                     ));
                 }
             };
-            let creating = matches!(route, Route::CreateVideo { .. });
             let answer = api_call(&shared, route, &parts, body);
             if let Some(delay) = shared.create_answer_delay.filter(|_| creating) {
                 tokio::time::sleep(delay).await;
             }
-            answer
+            if plan.lost_create && answer.status() == StatusCode::CREATED {
+                // The video exists; the gateway in front of the platform gave up waiting.
+                json_answer(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &json!({"message": "injected fault: gateway timeout (the video was created)"}),
+                )
+            } else {
+                answer
+            }
         }
     };
     if plan.lost_ack {
@@ -442,6 +501,11 @@ fn api_call(shared: &Shared, route: Route, parts: &Parts, body: Bytes) -> Answer
         Route::LegacyLogin => legacy_login(shared, &parts.headers, &body),
         Route::LegacyRefresh { vm } => legacy_refresh(shared, &parts.headers, &vm, &body),
         Route::CreateVideo { vm } => create_video(shared, &parts.headers, &vm, &body),
+        Route::SearchVideos { vm } => search_videos(shared, &parts.headers, &vm, parts.uri.query()),
+        Route::Keywords { vm, video } => keywords(shared, &parts.headers, &vm, &video),
+        Route::DeleteKeyword { vm, video, keyword } => {
+            delete_keyword(shared, &parts.headers, &vm, &video, &keyword)
+        }
         Route::UploadUrl { vm, video } => upload_url(shared, &parts.headers, &vm, &video),
         _ => message(StatusCode::NOT_FOUND, "no such resource"),
     }
@@ -608,6 +672,29 @@ mod tests {
         );
         assert_eq!(
             route(Method::GET, "/v1/vms/12345/videos"),
+            Route::SearchVideos { vm: "12345".into() }
+        );
+        assert_eq!(
+            route(Method::PUT, "/v1/vms/12345/videos"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/vms/1/videos/abc/keywords"),
+            Route::Keywords {
+                vm: "1".into(),
+                video: "abc".into()
+            }
+        );
+        assert_eq!(
+            route(Method::DELETE, "/v1/vms/1/videos/abc/keywords/77"),
+            Route::DeleteKeyword {
+                vm: "1".into(),
+                video: "abc".into(),
+                keyword: "77".into()
+            }
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/vms/1/videos/abc/keywords/77"),
             Route::MethodNotAllowed
         );
         // A client that joins URLs badly produces double slashes: that must not match.

@@ -112,6 +112,49 @@ pub(crate) struct CreateVideoBody {
     pub auto_publish: Option<bool>,
 }
 
+/// Which field a video search looks in (`search_in_field`); `Any` when it is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SearchField {
+    Any,
+    Title,
+    Description,
+    Keywords,
+}
+
+/// `GET …/videos` as the server parsed it from the query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchQuery {
+    /// `search_term`; `None` lists every video.
+    pub term: Option<String>,
+    pub field: SearchField,
+    /// `exact_string`: the whole field (or one whole keyword) must equal the term, ignoring
+    /// case; otherwise containing it is enough.
+    pub exact: bool,
+    /// `include_keywords`: without it the answer leaves keywords out, as the platform does.
+    pub include_keywords: bool,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// One video in a search answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchHit {
+    pub id: String,
+    pub title: Option<String>,
+    pub file_name: String,
+    pub created_at: Instant,
+    pub keywords: Option<Vec<String>>,
+}
+
+/// Why a keyword could not be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeywordRefusal {
+    NoVideo,
+    NoKeyword,
+    /// `Emulator::set_keyword_changes_refused`: a platform where they are not allowed.
+    Refused,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CreateRefusal {
     BadRequest(String),
@@ -221,6 +264,10 @@ struct Video {
     before_last: Sha256,
     last_chunk_len: u64,
     generation: u64,
+    /// When it was created: a search finds it only `search_lag` later.
+    created_at: Instant,
+    /// The id of each keyword in `record.keywords`, in the same order.
+    keyword_ids: Vec<u64>,
 }
 
 impl Video {
@@ -275,6 +322,14 @@ pub(crate) struct PlatformState {
     stored_bytes: u64,
     /// When recent API calls arrived, for the per-minute limit.
     api_calls: VecDeque<Instant>,
+    /// How long after its creation a video is still missing from search answers.
+    search_lag: Option<Duration>,
+    /// Numbers keywords across all videos, as the platform's keyword ids.
+    keyword_serial: u64,
+    /// Keyword deletions are answered 403.
+    keyword_changes_refused: bool,
+    /// Video searches are answered 403.
+    search_refused: bool,
 }
 
 /// Tokens are purged of expired entries once a map grows past this, so a long benchmark does not
@@ -305,7 +360,23 @@ impl PlatformState {
             video_order: Vec::new(),
             stored_bytes: 0,
             api_calls: VecDeque::new(),
+            search_lag: options.search_lag,
+            keyword_serial: 1000,
+            keyword_changes_refused: false,
+            search_refused: false,
         }
+    }
+
+    pub(crate) fn set_search_refused(&mut self, refused: bool) {
+        self.search_refused = refused;
+    }
+
+    pub(crate) fn search_refused(&self) -> bool {
+        self.search_refused
+    }
+
+    pub(crate) fn set_keyword_changes_refused(&mut self, refused: bool) {
+        self.keyword_changes_refused = refused;
     }
 
     pub(crate) fn access_ttl(&self) -> Duration {
@@ -458,6 +529,7 @@ impl PlatformState {
         &mut self,
         vm: u64,
         body: CreateVideoBody,
+        now: Instant,
     ) -> Result<String, CreateRefusal> {
         let file_name = body.file_name.unwrap_or_default();
         if file_name.trim().is_empty() {
@@ -488,13 +560,21 @@ impl PlatformState {
                 break candidate;
             }
         };
+        let keywords = body.keywords.unwrap_or_default();
+        let keyword_ids = keywords
+            .iter()
+            .map(|_| {
+                self.keyword_serial += 1;
+                self.keyword_serial
+            })
+            .collect();
         let record = VideoRecord {
             id: id.clone(),
             video_manager_id: vm,
             file_name,
             title: body.title,
             description: body.description,
-            keywords: body.keywords.unwrap_or_default(),
+            keywords,
             channel: body.channel,
             group: body.group,
             auto_publish: body.auto_publish,
@@ -515,10 +595,105 @@ impl PlatformState {
                 before_last: Sha256::new(),
                 last_chunk_len: 0,
                 generation: 0,
+                created_at: now,
+                keyword_ids,
             },
         );
         self.video_order.push(id.clone());
         Ok(id)
+    }
+
+    /// The videos of `vm` that match `query` and are old enough for the search index, in
+    /// creation order, from `offset` on and at most `limit`; and how many matched in all.
+    pub(crate) fn search_videos(
+        &self,
+        vm: u64,
+        query: &SearchQuery,
+        now: Instant,
+    ) -> (usize, Vec<SearchHit>) {
+        let lag = self.search_lag.unwrap_or(Duration::ZERO);
+        let term = query.term.as_deref().map(str::to_lowercase);
+        let matches = |text: &str| match &term {
+            None => true,
+            Some(term) if query.exact => text.to_lowercase() == *term,
+            Some(term) => text.to_lowercase().contains(term.as_str()),
+        };
+        let hits: Vec<&Video> = self
+            .video_order
+            .iter()
+            .filter_map(|id| self.videos.get(id))
+            .filter(|video| video.record.video_manager_id == vm)
+            .filter(|video| now.saturating_duration_since(video.created_at) >= lag)
+            .filter(|video| {
+                let record = &video.record;
+                let title = || record.title.as_deref().is_some_and(matches);
+                let description = || record.description.as_deref().is_some_and(matches);
+                let keywords = || record.keywords.iter().any(|k| matches(k));
+                match query.field {
+                    SearchField::Any => term.is_none() || title() || description() || keywords(),
+                    SearchField::Title => term.is_none() || title(),
+                    SearchField::Description => term.is_none() || description(),
+                    SearchField::Keywords => term.is_none() || keywords(),
+                }
+            })
+            .collect();
+        let total = hits.len();
+        let page = hits
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .map(|video| SearchHit {
+                id: video.record.id.clone(),
+                title: video.record.title.clone(),
+                file_name: video.record.file_name.clone(),
+                created_at: video.created_at,
+                keywords: query
+                    .include_keywords
+                    .then(|| video.record.keywords.clone()),
+            })
+            .collect();
+        (total, page)
+    }
+
+    /// A video's keywords with their ids (`None`: no such video in `vm`).
+    pub(crate) fn keywords(&self, vm: u64, video_id: &str) -> Option<Vec<(u64, String)>> {
+        let video = self
+            .videos
+            .get(video_id)
+            .filter(|video| video.record.video_manager_id == vm)?;
+        Some(
+            video
+                .keyword_ids
+                .iter()
+                .copied()
+                .zip(video.record.keywords.iter().cloned())
+                .collect(),
+        )
+    }
+
+    pub(crate) fn delete_keyword(
+        &mut self,
+        vm: u64,
+        video_id: &str,
+        keyword_id: u64,
+    ) -> Result<(), KeywordRefusal> {
+        let refused = self.keyword_changes_refused;
+        let video = self
+            .videos
+            .get_mut(video_id)
+            .filter(|video| video.record.video_manager_id == vm)
+            .ok_or(KeywordRefusal::NoVideo)?;
+        let index = video
+            .keyword_ids
+            .iter()
+            .position(|id| *id == keyword_id)
+            .ok_or(KeywordRefusal::NoKeyword)?;
+        if refused {
+            return Err(KeywordRefusal::Refused);
+        }
+        video.keyword_ids.remove(index);
+        video.record.keywords.remove(index);
+        Ok(())
     }
 
     /// Issues an upload URL for the video (`None` if there is no such video in this manager).
@@ -782,6 +957,7 @@ mod tests {
                     file_name: Some(name.to_owned()),
                     ..CreateVideoBody::default()
                 },
+                Instant::now(),
             )
             .unwrap()
     }
@@ -1034,7 +1210,8 @@ mod tests {
                 CreateVideoBody {
                     file_name: Some("c.mp4".into()),
                     ..CreateVideoBody::default()
-                }
+                },
+                Instant::now(),
             ),
             Err(CreateRefusal::Quota)
         ));
@@ -1050,6 +1227,7 @@ mod tests {
                     file_name: name.map(str::to_owned),
                     ..CreateVideoBody::default()
                 },
+                Instant::now(),
             )
         };
         assert!(create(&mut state, Some("Clip.MOV")).is_ok());
@@ -1069,6 +1247,136 @@ mod tests {
             create(&mut state, Some(" ")),
             Err(CreateRefusal::BadRequest(_))
         ));
+    }
+
+    fn search(term: &str, field: SearchField, exact: bool) -> SearchQuery {
+        SearchQuery {
+            term: Some(term.to_owned()),
+            field,
+            exact,
+            include_keywords: true,
+            limit: 10,
+            offset: 0,
+        }
+    }
+
+    fn tagged(state: &mut PlatformState, name: &str, keywords: &[&str], vm: u64) -> String {
+        state
+            .create_video(
+                vm,
+                CreateVideoBody {
+                    file_name: Some(name.to_owned()),
+                    title: Some(name.to_owned()),
+                    keywords: Some(keywords.iter().map(|k| (*k).to_owned()).collect()),
+                    ..CreateVideoBody::default()
+                },
+                Instant::now(),
+            )
+            .unwrap()
+    }
+
+    fn ids(hits: &(usize, Vec<SearchHit>)) -> Vec<String> {
+        hits.1.iter().map(|hit| hit.id.clone()).collect()
+    }
+
+    #[test]
+    fn a_keyword_search_with_exact_string_matches_whole_keywords_only() {
+        let (mut state, _) = state_with(EmulatorOptions::default());
+        let marked = tagged(&mut state, "a.mov", &["studio", "hotfolder-abc"], 12345);
+        let longer = tagged(&mut state, "b.mov", &["hotfolder-abcd"], 12345);
+        tagged(&mut state, "hotfolder-abc.mov", &[], 12345);
+        tagged(&mut state, "c.mov", &["hotfolder-abc"], 999);
+        let now = Instant::now();
+        let exact = state.search_videos(
+            12345,
+            &search("hotfolder-abc", SearchField::Keywords, true),
+            now,
+        );
+        assert_eq!(ids(&exact), [marked.as_str()]);
+        assert_eq!(
+            exact.1[0].keywords.as_deref(),
+            Some(&["studio".to_owned(), "hotfolder-abc".to_owned()][..])
+        );
+        let loose = state.search_videos(
+            12345,
+            &search("HOTFOLDER-abc", SearchField::Keywords, false),
+            now,
+        );
+        assert_eq!(ids(&loose), [marked.as_str(), longer.as_str()]);
+        let titles = state.search_videos(
+            12345,
+            &search("hotfolder-abc", SearchField::Title, false),
+            now,
+        );
+        assert_eq!(titles.0, 1);
+        let mut without = search("hotfolder-abc", SearchField::Keywords, true);
+        without.include_keywords = false;
+        assert_eq!(
+            state.search_videos(12345, &without, now).1[0].keywords,
+            None
+        );
+        let mut page = search("hotfolder", SearchField::Any, false);
+        page.limit = 1;
+        page.offset = 1;
+        let (total, hits) = state.search_videos(12345, &page, now);
+        assert_eq!((total, hits.len()), (3, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_video_is_found_only_after_the_search_lag() {
+        let (mut state, _) = state_with(EmulatorOptions {
+            search_lag: Some(Duration::from_secs(2)),
+            ..EmulatorOptions::default()
+        });
+        let id = tagged(&mut state, "a.mov", &["hotfolder-x"], 12345);
+        let query = search("hotfolder-x", SearchField::Keywords, true);
+        assert!(
+            state
+                .search_videos(12345, &query, Instant::now())
+                .1
+                .is_empty()
+        );
+        // Its keywords can be read at once; only the search index lags.
+        assert_eq!(state.keywords(12345, &id).unwrap().len(), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            ids(&state.search_videos(12345, &query, Instant::now())),
+            [id]
+        );
+    }
+
+    #[test]
+    fn keywords_are_listed_with_ids_and_deleted_one_by_one() {
+        let (mut state, _) = state_with(EmulatorOptions::default());
+        let id = tagged(&mut state, "a.mov", &["studio", "hotfolder-x"], 12345);
+        let listed = state.keywords(12345, &id).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_ne!(listed[0].0, listed[1].0);
+        assert_eq!(state.keywords(999, &id), None);
+        assert_eq!(
+            state.delete_keyword(12345, &id, 1),
+            Err(KeywordRefusal::NoKeyword)
+        );
+        assert_eq!(
+            state.delete_keyword(12345, "nope", listed[1].0),
+            Err(KeywordRefusal::NoVideo)
+        );
+        state.set_keyword_changes_refused(true);
+        assert_eq!(
+            state.delete_keyword(12345, &id, listed[1].0),
+            Err(KeywordRefusal::Refused)
+        );
+        state.set_keyword_changes_refused(false);
+        state.delete_keyword(12345, &id, listed[1].0).unwrap();
+        assert_eq!(state.video(&id).unwrap().keywords, ["studio"]);
+        assert_eq!(
+            state.keywords(12345, &id).unwrap(),
+            [(listed[0].0, "studio".to_owned())]
+        );
+        assert_eq!(
+            state.delete_keyword(12345, &id, listed[1].0),
+            Err(KeywordRefusal::NoKeyword)
+        );
     }
 
     #[test]

@@ -190,6 +190,12 @@ pub struct Job {
     /// Where the file was moved (done/ or failed/), once it was.
     pub destination: Option<PathBuf>,
     pub updated_at: OffsetDateTime,
+    /// The marker keyword the job's create-video requests carry (`hotfolder-…`), until it is
+    /// removed from the video again; `None` before the first create or with `tag_videos = false`.
+    pub marker: Option<String>,
+    /// When a create-video request was sent whose answer has not settled yet: with no
+    /// `video_id`, the platform may hold a video for this file that must be looked up.
+    pub create_sent_at: Option<OffsetDateTime>,
 }
 
 impl fmt::Debug for Job {
@@ -224,6 +230,8 @@ impl fmt::Debug for Job {
             .field("finished_at", &self.finished_at)
             .field("destination", &self.destination)
             .field("updated_at", &self.updated_at)
+            .field("marker", &self.marker)
+            .field("create_sent_at", &self.create_sent_at)
             .finish()
     }
 }

@@ -214,15 +214,51 @@ impl JobStore {
         )
     }
 
-    /// The platform created the video entity for this file.
+    /// The platform created the video entity for this file (or it was found by the job's
+    /// marker): no create is outstanding any more.
     pub fn record_video(&self, id: i64, video_id: &str) -> Result<(), StoreError> {
         self.update(
             id,
             "given a video id",
             ACTIVE,
-            "UPDATE jobs SET video_id = ?2, updated_at = ?3 WHERE id = ?1",
+            "UPDATE jobs SET video_id = ?2, create_sent_at = NULL, updated_at = ?3 WHERE id = ?1",
             params![id, video_id, Stamp(now())],
         )
+    }
+
+    /// A create-video request tagged with `marker` is about to be sent: recorded first, so a
+    /// crash before its answer arrives leaves a job that looks its video up. The job's marker,
+    /// once set, is kept (every create of one job carries the same one).
+    pub fn record_create_sent(&self, id: i64, marker: Option<&str>) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "about to create its video",
+            ACTIVE,
+            "UPDATE jobs SET marker = COALESCE(marker, ?2), create_sent_at = ?3, updated_at = ?3
+             WHERE id = ?1",
+            params![id, marker, Stamp(now())],
+        )
+    }
+
+    /// The create-video request was answered and made no video: nothing to look up.
+    pub fn record_create_settled(&self, id: i64) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "told its create was answered",
+            ACTIVE,
+            "UPDATE jobs SET create_sent_at = NULL, updated_at = ?2 WHERE id = ?1",
+            params![id, Stamp(now())],
+        )
+    }
+
+    /// The job's marker keyword is off the platform (any state: finished jobs are swept
+    /// too). `updated_at` stays, so the order of recent results does not change.
+    pub fn clear_marker(&self, id: i64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            current_state(tx, id)?;
+            tx.execute("UPDATE jobs SET marker = NULL WHERE id = ?1", params![id])?;
+            Ok(())
+        })
     }
 
     /// A (new) upload URL for the video; `issued_at` tells when to renew it.

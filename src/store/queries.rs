@@ -65,6 +65,19 @@ impl JobStore {
         })
     }
 
+    /// Finished jobs (done, failed, gone) whose marker keyword may still be on the platform,
+    /// oldest first, at most `limit`. Unfinished ones are left to their upload.
+    pub fn finished_with_marker(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            load_jobs(
+                conn,
+                "WHERE marker IS NOT NULL AND state IN ('done', 'failed', 'gone') ORDER BY id LIMIT ?1",
+                params![limit],
+            )
+        })
+    }
+
     /// Done, failed and gone jobs, most recently finished first (by the time `status` shows,
     /// not by when the file was moved).
     pub fn recent_finished(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
@@ -109,6 +122,90 @@ mod tests {
     use super::*;
     use crate::store::Outcome;
     use crate::store::test_support::{id_of, new_job};
+
+    #[test]
+    fn a_create_on_its_way_is_on_record_until_its_answer_settles_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let id = id_of(store.enqueue(new_job(dir.path(), "a.mov")).unwrap());
+        store.start_attempt(id).unwrap();
+
+        // Before the create is sent: the marker and the moment, in one write.
+        store.record_create_sent(id, Some("hotfolder-1")).unwrap();
+        let job = store.job(id).unwrap();
+        assert_eq!(job.marker.as_deref(), Some("hotfolder-1"));
+        assert!(job.create_sent_at.is_some());
+        // Answered without a video: nothing to look up; the job keeps its marker.
+        store.record_create_settled(id).unwrap();
+        let job = store.job(id).unwrap();
+        assert_eq!(
+            (job.marker.as_deref(), job.create_sent_at),
+            (Some("hotfolder-1"), None)
+        );
+        // Every create of a job carries its first marker.
+        store.record_create_sent(id, Some("hotfolder-2")).unwrap();
+        assert_eq!(
+            store.job(id).unwrap().marker.as_deref(),
+            Some("hotfolder-1")
+        );
+        // The video known: no create is outstanding; the marker waits for its removal.
+        store.record_video(id, "v1").unwrap();
+        let job = store.job(id).unwrap();
+        assert_eq!(job.create_sent_at, None);
+        assert_eq!(job.marker.as_deref(), Some("hotfolder-1"));
+        // Untagged creates (tag_videos = false) are on record too, without a marker.
+        let untagged = id_of(store.enqueue(new_job(dir.path(), "b.mov")).unwrap());
+        store.start_attempt(untagged).unwrap();
+        store.record_create_sent(untagged, None).unwrap();
+        let job = store.job(untagged).unwrap();
+        assert_eq!(job.marker, None);
+        assert!(job.create_sent_at.is_some());
+        // Only while the job is active.
+        store.decide(untagged, Outcome::Failed, None, None).unwrap();
+        assert!(store.record_create_sent(untagged, None).is_err());
+        assert!(store.record_create_settled(untagged).is_err());
+    }
+
+    #[test]
+    fn finished_jobs_with_a_marker_are_listed_until_it_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let ids: Vec<i64> = ["a.mov", "b.mov", "c.mov"]
+            .iter()
+            .map(|name| id_of(store.enqueue(new_job(dir.path(), name)).unwrap()))
+            .collect();
+        for id in &ids {
+            store.start_attempt(*id).unwrap();
+            store.record_create_sent(*id, Some("hotfolder-m")).unwrap();
+        }
+        store.record_video(ids[0], "v").unwrap();
+        store.decide(ids[0], Outcome::Uploaded, None, None).unwrap();
+        store.mark_moved(ids[0], Path::new("/d/a.mov")).unwrap();
+        store.forget(ids[1], "deleted").unwrap();
+        // ids[2] is still uploading: its upload removes the marker itself.
+        let listed: Vec<i64> = store
+            .finished_with_marker(10)
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(listed, [ids[0], ids[1]]);
+        assert_eq!(store.finished_with_marker(1).unwrap().len(), 1);
+
+        let before = store.job(ids[0]).unwrap();
+        store.clear_marker(ids[0]).unwrap();
+        let after = store.job(ids[0]).unwrap();
+        assert_eq!(after.marker, None);
+        assert_eq!(
+            after.updated_at, before.updated_at,
+            "recent order unchanged"
+        );
+        assert_eq!(store.finished_with_marker(10).unwrap().len(), 1);
+        assert!(matches!(
+            store.clear_marker(99),
+            Err(StoreError::UnknownJob(99))
+        ));
+    }
 
     #[test]
     fn summary_counts_each_state() {

@@ -75,13 +75,23 @@ const MIGRATIONS: &[&str] = &[
         stable_for_ms INTEGER NOT NULL
     );
     ",
+    // v3: the lookup of a video whose create-video answer was lost (vmpro-protocol.md
+    // section 4). `marker` is the job's marker keyword, written before the first create is
+    // sent and cleared once it is off the platform again; `create_sent_at` is set before each
+    // create is sent and cleared when its answer settles it, so a job found with it set (and
+    // no video id) after a crash looks its video up instead of creating a second one.
+    "
+    ALTER TABLE jobs ADD COLUMN marker TEXT;
+    ALTER TABLE jobs ADD COLUMN create_sent_at TEXT;
+    CREATE INDEX jobs_with_marker ON jobs (state) WHERE marker IS NOT NULL;
+    ",
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).
 const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, state, attempts, \
     video_id, upload_url, url_issued_at, next_chunk, total_chunks, chunk_size, bytes_sent, \
     sha256, outcome, error, pause_reason, detected_at, started_at, finished_at, destination, \
-    updated_at";
+    updated_at, marker, create_sent_at";
 
 /// Brings the schema up to date (or creates it), in one transaction.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -224,6 +234,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         finished_at: row.get::<_, Option<Stamp>>("finished_at")?.map(|s| s.0),
         destination: row.get::<_, Option<OwnedPath>>("destination")?.map(|p| p.0),
         updated_at: row.get::<_, Stamp>("updated_at")?.0,
+        marker: row.get("marker")?,
+        create_sent_at: row.get::<_, Option<Stamp>>("create_sent_at")?.map(|s| s.0),
     })
 }
 
@@ -401,6 +413,42 @@ mod tests {
         assert!(store.settling().unwrap().is_empty());
         let id = id_of(store.enqueue(new_job(dir.path(), "b.mov")).unwrap());
         assert_eq!(store.job(id).unwrap().rule, new_job(dir.path(), "b").rule);
+        assert!(JobStore::open_read_only(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn a_version_1_store_is_upgraded_and_its_jobs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (folder, path, rel_path, size, mtime_ns, rule, state,
+                    video_id, detected_at, updated_at)
+                 VALUES ('/in', '/in/a.mov', 'a.mov', 5, 0, 'r', 'uploading', 'v1',
+                    '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z')",
+                [],
+            )
+            .unwrap();
+        }
+        // A reader cannot upgrade it; the writer does, and the job is still there.
+        assert!(matches!(
+            JobStore::open_read_only(dir.path()),
+            Err(StoreError::NeedsUpgrade { found: 1, .. })
+        ));
+        let store = JobStore::open(dir.path()).unwrap();
+        let job = store.unfinished().unwrap().remove(0);
+        assert_eq!(job.video_id.as_deref(), Some("v1"));
+        assert_eq!((job.marker, job.create_sent_at), (None, None));
+        store
+            .record_create_sent(job.id, Some("hotfolder-x"))
+            .unwrap();
+        assert_eq!(
+            store.job(job.id).unwrap().marker.as_deref(),
+            Some("hotfolder-x")
+        );
+        drop(store);
         assert!(JobStore::open_read_only(dir.path()).is_ok());
     }
 

@@ -189,7 +189,27 @@ impl Answer {
 pub trait UploadObserver: Send + Sync {
     /// A sidecar event: `event` is a short keyword, `detail` a sentence.
     fn event(&self, _event: &str, _detail: &str) {}
+    /// A create-video request tagged with `marker` (`None`: untagged) is about to be sent.
+    /// From now until `video_created` or `create_settled`, the platform may hold a video for
+    /// this file that nobody knows of: a job that keeps this on record looks it up after a
+    /// crash. An `Err` (it could not be recorded) stops the request from being sent.
+    fn create_sending(
+        &self,
+        _marker: Option<&str>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+    /// The create-video request was answered and made no video.
+    fn create_settled(&self) {}
+    /// The file's video is known: created, or found by its marker keyword.
     fn video_created(&self, _video_id: &str) {}
+    /// Whether the id last given to `video_created` is safely recorded. Until it is, the marker
+    /// keyword is the only way to find the video again after a crash, so it stays on.
+    fn video_on_record(&self) -> bool {
+        true
+    }
+    /// The marker keyword is off the platform again.
+    fn marker_removed(&self) {}
     fn url_issued(&self, _url: &UploadUrl) {}
     /// Chunk `index` of `total` was accepted; `next_chunk` is what a resume starts from.
     fn chunk_accepted(&self, _index: u32, _total: u32, _chunk_size: u64, _bytes_done: u64) {}
@@ -239,26 +259,11 @@ impl Transport {
         step: Step,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, VmproError> {
-        let mut response = request
+        let response = request
             .send()
             .await
             .map_err(|e| VmproError::from_transport(step, e))?;
-        let status = response.status().as_u16();
-        let headers = std::mem::take(response.headers_mut());
-        let mut body = BytesMut::new();
-        while body.len() < ANSWER_BODY_LIMIT {
-            match response.chunk().await {
-                Ok(Some(piece)) => body.extend_from_slice(&piece),
-                Ok(None) => break,
-                Err(err) => return Err(VmproError::from_transport(step, err)),
-            }
-        }
-        body.truncate(ANSWER_BODY_LIMIT);
-        Ok(Answer {
-            status,
-            headers,
-            body: body.freeze(),
-        })
+        read_answer(step, response).await
     }
 
     /// Sends the request built by `build` until it gets an answer that is not transient
@@ -439,7 +444,7 @@ impl Platform {
         self.session.access_token(shutdown).await.map(|_| ())
     }
 
-    fn videos_url(&self, suffix: &str) -> Result<Url, VmproError> {
+    pub(super) fn videos_url(&self, suffix: &str) -> Result<Url, VmproError> {
         let path = format!("{}/videos{suffix}", self.account.video_manager_id);
         self.account
             .api_url
@@ -450,9 +455,14 @@ impl Platform {
             })
     }
 
+    /// Waits for a slot of the API's requests-per-minute budget.
+    pub(super) async fn pace(&self) {
+        self.pacer.take(1.0).await;
+    }
+
     /// An API call with a bearer token: transient failures retried, a 401 refreshes the token
     /// once and retries once. Returns the accepted answer or the error it means.
-    async fn api_call(
+    pub(super) async fn api_call(
         &self,
         step: Step,
         shutdown: &CancellationToken,
@@ -502,38 +512,6 @@ impl Platform {
         }
     }
 
-    /// Creates the video entity for `file_name` and returns its id.
-    pub async fn create_video(
-        &self,
-        file_name: &str,
-        metadata: &VideoMetadata,
-        shutdown: &CancellationToken,
-        observer: &dyn UploadObserver,
-    ) -> Result<String, VmproError> {
-        let url = self.videos_url("")?;
-        let body = metadata.create_body(file_name);
-        let answer = self
-            .api_call(Step::CreateVideo, shutdown, observer, |token| {
-                self.transport
-                    .http
-                    .post(url.clone())
-                    .bearer_auth(token)
-                    .json(&body)
-            })
-            .await?;
-        let location = location(Step::CreateVideo, &answer, &url)?;
-        let id = location
-            .path_segments()
-            .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
-            .map(percent_decode)
-            .filter(|id| !id.is_empty() && id != "videos")
-            .ok_or_else(|| VmproError::Protocol {
-                step: Step::CreateVideo,
-                message: format!("the Location header {location} does not end with a video id"),
-            })?;
-        Ok(id)
-    }
-
     /// Fetches a fresh upload URL for `video_id`.
     pub async fn upload_url(
         &self,
@@ -550,6 +528,43 @@ impl Platform {
         let location = location(Step::UploadUrl, &answer, &url)?;
         Ok(UploadUrl::new(location.to_string(), SystemTime::now()))
     }
+}
+
+/// Reads an answer's status, headers and body (up to [`ANSWER_BODY_LIMIT`]).
+pub(super) async fn read_answer(
+    step: Step,
+    mut response: reqwest::Response,
+) -> Result<Answer, VmproError> {
+    let status = response.status().as_u16();
+    let headers = std::mem::take(response.headers_mut());
+    let mut body = BytesMut::new();
+    while body.len() < ANSWER_BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(piece)) => body.extend_from_slice(&piece),
+            Ok(None) => break,
+            Err(err) => return Err(VmproError::from_transport(step, err)),
+        }
+    }
+    body.truncate(ANSWER_BODY_LIMIT);
+    Ok(Answer {
+        status,
+        headers,
+        body: body.freeze(),
+    })
+}
+
+/// The id of the video a create-video answer names: the last segment of its `Location`.
+pub(super) fn created_video_id(answer: &Answer, request: &Url) -> Result<String, VmproError> {
+    let location = location(Step::CreateVideo, answer, request)?;
+    location
+        .path_segments()
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+        .map(percent_decode)
+        .filter(|id| !id.is_empty() && id != "videos")
+        .ok_or_else(|| VmproError::Protocol {
+            step: Step::CreateVideo,
+            message: format!("the Location header {location} does not end with a video id"),
+        })
 }
 
 /// The `Location` header of an accepted answer, resolved against the request URL.
@@ -581,7 +596,7 @@ fn percent_decode(segment: &str) -> String {
         .unwrap_or_else(|| segment.to_string())
 }
 
-fn percent_encode_segment(segment: &str) -> String {
+pub(super) fn percent_encode_segment(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }
 

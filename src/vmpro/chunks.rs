@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Platform, UploadObserver, UploadUrl, VideoMetadata};
+use super::create::{
+    CreateResume, KnownVideo, create_or_find, remove_marker_or_note, report_late_duplicates,
+};
 use super::error::{Disposition, Step, VmproError};
 
 /// How a file is cut into chunks.
@@ -76,6 +79,11 @@ pub struct ResumePoint {
     pub next_chunk: u32,
     /// The chunk size the previous attempt used: the server expects the same total.
     pub chunk_size: Option<u64>,
+    /// The job's marker keyword: the one its creates carry, or (with `video_id`) the one
+    /// still to be removed from the video.
+    pub marker: Option<String>,
+    /// A create was sent whose answer never settled: before creating, look the video up.
+    pub create_outcome_unknown: bool,
 }
 
 /// What to upload.
@@ -226,6 +234,21 @@ pub async fn upload_file(
         next = 1;
     }
 
+    // A marker left on a known video (a removal that failed or was cut short) comes off first.
+    let mut marker_left = match &resume.video_id {
+        Some(id) => resume.marker.clone().map(|marker| KnownVideo {
+            id: id.clone(),
+            marker: Some(marker),
+            recreated: false,
+        }),
+        None => None,
+    };
+    if let Some(video) = &marker_left
+        && remove_marker_or_note(platform, video, shutdown, observer).await
+    {
+        marker_left = None;
+    }
+
     if all_accepted && let Some(video_id) = resume.video_id {
         let source = ChunkSource {
             file,
@@ -258,14 +281,28 @@ pub async fn upload_file(
         });
     }
 
+    let mut recreated = None;
     let video_id = match resume.video_id {
         Some(id) => id,
         None => {
-            let id = platform
-                .create_video(&request.file_name, &request.metadata, shutdown, observer)
-                .await?;
-            observer.video_created(&id);
-            observer.event("created", &format!("video {id} created"));
+            let create = CreateResume {
+                marker: resume.marker,
+                outcome_unknown: resume.create_outcome_unknown,
+            };
+            let video = create_or_find(
+                platform,
+                &request.file_name,
+                &request.metadata,
+                create,
+                shutdown,
+                observer,
+            )
+            .await?;
+            if !remove_marker_or_note(platform, &video, shutdown, observer).await {
+                marker_left = Some(video.clone());
+            }
+            let id = video.id.clone();
+            recreated = video.recreated.then_some(video);
             id
         }
     };
@@ -360,6 +397,14 @@ pub async fn upload_file(
             message: "internal: the last chunk was accepted without its hash".into(),
         });
     };
+    if let Some(video) = &recreated {
+        report_late_duplicates(platform, video, shutdown, observer).await;
+    }
+    // Once more before the file is done; if it still fails, the agent's sweep of finished jobs
+    // tries again later.
+    if let Some(video) = &marker_left {
+        remove_marker_or_note(platform, video, shutdown, observer).await;
+    }
     report.sha256 = hex::encode(digest);
     report.elapsed = started.elapsed();
     Ok(report)
@@ -765,8 +810,23 @@ impl UploadObserver for UnlessReadFailed<'_> {
             self.observer.event(event, detail);
         }
     }
+    fn create_sending(
+        &self,
+        marker: Option<&str>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.observer.create_sending(marker)
+    }
+    fn create_settled(&self) {
+        self.observer.create_settled();
+    }
     fn video_created(&self, video_id: &str) {
         self.observer.video_created(video_id);
+    }
+    fn video_on_record(&self) -> bool {
+        self.observer.video_on_record()
+    }
+    fn marker_removed(&self) {
+        self.observer.marker_removed();
     }
     fn url_issued(&self, url: &UploadUrl) {
         self.observer.url_issued(url);

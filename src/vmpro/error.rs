@@ -15,6 +15,10 @@ pub enum Step {
     Login,
     Refresh,
     CreateVideo,
+    /// Looking up a video by the job's marker keyword (vmpro-protocol.md section 4).
+    FindVideo,
+    /// Reading or deleting a video's keywords, to take the marker off again.
+    RemoveMarker,
     UploadUrl,
     Chunk,
 }
@@ -25,6 +29,8 @@ impl std::fmt::Display for Step {
             Step::Login => "login",
             Step::Refresh => "token refresh",
             Step::CreateVideo => "create video",
+            Step::FindVideo => "look up video by marker",
+            Step::RemoveMarker => "remove marker keyword",
             Step::UploadUrl => "get upload URL",
             Step::Chunk => "chunk upload",
         })
@@ -90,7 +96,9 @@ pub fn classify(
         (Step::Refresh, 400 | 401 | 403) => Disposition::RefreshToken,
         (Step::Chunk, 401 | 403) => Disposition::RenewUrl,
         (Step::Chunk, 400 | 404 | 409 | 410 | 412 | 422) => Disposition::RestartContent,
-        (Step::CreateVideo | Step::UploadUrl, 401) => Disposition::RefreshToken,
+        (Step::CreateVideo | Step::UploadUrl | Step::FindVideo | Step::RemoveMarker, 401) => {
+            Disposition::RefreshToken
+        }
         // The account's rights (the caller refreshes the token once first, so a token issued
         // before a change of rights is not mistaken for them) and the VideoManager in the path.
         (Step::CreateVideo | Step::UploadUrl, 403) | (Step::CreateVideo, 404) => {
@@ -303,6 +311,26 @@ pub enum VmproError {
     /// Shutdown was requested; the upload stopped between or during chunks and can resume.
     #[error("stopped by shutdown")]
     Cancelled,
+
+    /// A create-video request may have made a video that cannot be found (no marker keyword,
+    /// or the lookup refused), so no second one is created: a person has to look.
+    #[error(
+        "create video: the platform may have created a video for this file, and {why}; no second video is created"
+    )]
+    CreateUnconfirmed {
+        why: String,
+        #[source]
+        source: Option<Box<VmproError>>,
+    },
+
+    /// The job's bookkeeping for a create-video request could not be saved, so the request was
+    /// not sent: after a crash nobody would know to look for the video it made.
+    #[error("cannot record {what}, so the create-video request was not sent")]
+    NotRecorded {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The three kinds of outcome the agent acts on.
@@ -338,6 +366,8 @@ impl VmproError {
             },
             VmproError::FileChanged { .. } => Blame::StillChanging,
             VmproError::Cancelled => Blame::Cancelled,
+            // The state store failing is not the file's fault; the pause probes until it works.
+            VmproError::NotRecorded { .. } => Blame::AccountOrNetwork,
             // No usable token (an answer that is not the expected JSON, a redirect, a 404 from
             // a wrong token_url): every file would fail alike, so none of them is to blame.
             VmproError::Status {
@@ -363,7 +393,8 @@ impl VmproError {
             VmproError::Status { .. }
             | VmproError::Protocol { .. }
             | VmproError::Read { .. }
-            | VmproError::EmptyFile { .. } => Blame::File,
+            | VmproError::EmptyFile { .. }
+            | VmproError::CreateUnconfirmed { .. } => Blame::File,
         }
     }
 
@@ -374,6 +405,10 @@ impl VmproError {
             | VmproError::Quota { status, .. }
             | VmproError::Credentials { status, .. } => Some(*status),
             VmproError::GaveUp { last, .. } => last.status(),
+            VmproError::CreateUnconfirmed {
+                source: Some(source),
+                ..
+            } => source.status(),
             _ => None,
         }
     }
@@ -435,6 +470,12 @@ impl VmproError {
                 "the file was still being written; it is uploaded again once it is stable".into()
             }
             VmproError::Cancelled => "hotfolder was stopped; the upload resumes on restart".into(),
+            VmproError::CreateUnconfirmed { .. } => {
+                "the platform may already hold an empty video for this file: check VideoManager Pro before uploading it again (moving it back into the watched folder makes a new video)".into()
+            }
+            VmproError::NotRecorded { .. } => {
+                "hotfolder could not write to its state store; the file is tried again once it can".into()
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod chunks;
+pub(crate) mod create;
 pub(crate) mod error;
 pub(crate) mod login_check;
 pub(crate) mod login_policy;

@@ -799,6 +799,15 @@ fn well_behaved(method: &str, target: &str) -> Reply {
             "",
         ),
         "POST" if target.starts_with("/upload/") => http("201 Created", &[], ""),
+        // The lookup by marker keyword finds nothing; the video has no keywords to remove.
+        "GET" if target.starts_with("/api/12345/videos?") => http(
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            r#"{"total":0,"videos":[]}"#,
+        ),
+        "GET" if target == "/api/12345/videos/v1/keywords" => {
+            http("200 OK", &[("Content-Type", "application/json")], "[]")
+        }
         _ => http("404 Not Found", &[], r#"{"message":"no such route"}"#),
     }
 }
@@ -811,7 +820,7 @@ async fn upload_to(server: &Canned, size: usize) -> (Result<UploadReport, VmproE
         "[account]\napi_url = \"http://{addr}/api/\"\ntoken_url = \"http://{addr}/token\"\n\
          username = \"editor\"\npassword = \"pw\"\nvideo_manager_id = 12345\n\
          [upload]\nchunk_size = \"1 MiB\"\nmax_attempts = 3\nbackoff_max = \"20ms\"\n\
-         request_timeout = \"1s\"\n[state]\ndir = \"state\"\n[log]\ndir = \"logs\"\n",
+         request_timeout = \"1s\"\nlookup_wait = \"300ms\"\n[state]\ndir = \"state\"\n[log]\ndir = \"logs\"\n",
         addr = server.addr
     );
     let settings = Settings::from_toml_str(&text, &dir.path().join("config.toml"))
@@ -902,7 +911,14 @@ async fn created_without_location_blames_the_platform_without_a_second_video() {
     // Every file would get the same answer: the agent pauses instead of failing them all.
     assert_eq!(err.blame(), Blame::AccountOrNetwork, "{err}");
     assert_eq!(server.count("POST /api/12345/videos"), 1);
-    assert_eq!(server.count("GET "), 0);
+    // The video it says it made is looked up by its marker (and not found here); no upload
+    // URL is asked for, and no second create is sent.
+    assert!(
+        server.count("GET /api/12345/videos?") >= 1,
+        "{:?}",
+        server.log()
+    );
+    assert_eq!(server.count("GET /api/12345/videos/"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -930,7 +946,7 @@ async fn location_without_an_id_fails_without_a_second_video() {
             "{location}: {err}"
         );
         assert_eq!(server.count("POST /api/12345/videos"), 1, "{location}");
-        assert_eq!(server.count("GET "), 0, "{location}");
+        assert_eq!(server.count("GET /api/12345/videos/"), 0, "{location}");
     }
 }
 
@@ -1086,6 +1102,74 @@ async fn an_endless_slow_body_is_cut_by_the_request_timeout() {
     assert_eq!(server.count("POST /upload/"), 3);
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(server.count("POST /api/12345/videos"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_answer_that_cannot_be_read_fails_the_file_instead_of_creating_again() {
+    // The create's answer is a gateway's 504 (the video may exist); the lookup's answer is a
+    // maintenance page. Nothing can tell whether the video exists: reported, not repeated.
+    let server = Canned::start(|method, target| match (method, target) {
+        ("POST", "/api/12345/videos") => http("504 Gateway Timeout", &[], ""),
+        ("GET", t) if t.starts_with("/api/12345/videos?") => http(
+            "200 OK",
+            &[("Content-Type", "text/html")],
+            "<html>down for maintenance</html>",
+        ),
+        _ => well_behaved(method, target),
+    })
+    .await;
+    let (result, _) = upload_to(&server, 1000).await;
+    let err = result.expect_err("the outcome cannot be confirmed");
+    let shown = hotfolder::chain(&err);
+    assert!(
+        matches!(err, VmproError::CreateUnconfirmed { .. }),
+        "{err:?}"
+    );
+    assert!(
+        shown.contains("may have created a video") && shown.contains("not JSON"),
+        "{shown}"
+    );
+    assert_eq!(err.blame(), Blame::File);
+    assert_eq!(server.count("POST /api/12345/videos"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn videos_without_the_marker_in_a_search_answer_are_never_adopted() {
+    // A search that ignores its parameters and lists other videos: none carries this job's
+    // marker, so none is taken; the second create (after the lookups) makes the video.
+    let creates = std::sync::atomic::AtomicUsize::new(0);
+    let server = Canned::start(move |method, target| match (method, target) {
+        ("POST", "/api/12345/videos")
+            if creates.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 =>
+        {
+            http("502 Bad Gateway", &[], "")
+        }
+        ("GET", t) if t.starts_with("/api/12345/videos?") => http(
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            r#"{"total": 3, "videos": [{"id": "someone-elses", "title": "x"},
+                {"id": "other", "keywords": ["hotfolder-0000", "studio"]}, "junk"]}"#,
+        ),
+        _ => well_behaved(method, target),
+    })
+    .await;
+    let (result, _) = upload_to(&server, 1000).await;
+    let report = result.expect("uploaded to the video the second create made");
+    assert_eq!(report.video_id, "v1");
+    assert_eq!(server.count("POST /api/12345/videos"), 2);
+    let log = server.log();
+    let second_create = log
+        .iter()
+        .rposition(|r| r == "POST /api/12345/videos")
+        .unwrap();
+    let lookups_before = log[..second_create]
+        .iter()
+        .filter(|r| r.starts_with("GET /api/12345/videos?"))
+        .count();
+    assert_eq!(
+        lookups_before, 4,
+        "one lookup and three repeats before the second create: {log:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ mod emulator;
 mod error_chains;
 mod file_safety;
 mod finish;
+mod lookup;
 mod packaging;
 mod service;
 mod status;

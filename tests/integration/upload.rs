@@ -217,6 +217,7 @@ async fn all_faults_together_at_high_rates() {
         stall: Duration::from_millis(1500),
         throttle_rate: 0.1,
         retry_after_secs: 0,
+        lost_create_rate: 0.15,
         ..Default::default()
     })
     .await;
@@ -656,6 +657,7 @@ async fn resuming_sends_only_what_the_platform_has_not_accepted() {
         url: None,
         next_chunk: 5,
         chunk_size: Some(first.chunk_size),
+        ..ResumePoint::default()
     };
     let again = upload_file(&platform, request(all_accepted), &Unobserved, &stop)
         .await
@@ -704,6 +706,7 @@ async fn resuming_sends_only_what_the_platform_has_not_accepted() {
         url: None,
         next_chunk: 3,
         chunk_size: Some(first.chunk_size),
+        ..ResumePoint::default()
     };
     let resumed = upload_file(&platform, request(middle), &Unobserved, &stop)
         .await

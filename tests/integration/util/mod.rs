@@ -52,8 +52,9 @@ pub fn slow_server(options: &mut EmulatorOptions) {
     };
 }
 
-/// Fast retries for tests: delays capped at 20 ms.
-pub const FAST_UPLOAD: &str = "[upload]\nchunk_size = \"1 MiB\"\nparallel = 2\nmax_attempts = 30\nbackoff_max = \"20ms\"\nrequest_timeout = \"2s\"\napi_requests_per_minute = 6000\n";
+/// Fast retries for tests: delays capped at 20 ms, and a lost create-video answer looked up
+/// for 300 ms (instead of 30 s) before the video is created again.
+pub const FAST_UPLOAD: &str = "[upload]\nchunk_size = \"1 MiB\"\nparallel = 2\nmax_attempts = 30\nbackoff_max = \"20ms\"\nrequest_timeout = \"2s\"\napi_requests_per_minute = 6000\nlookup_wait = \"300ms\"\n";
 
 /// Writes `config.toml` in `dir` (state and log dirs inside `dir` too) and returns its path.
 pub fn write_config(dir: &Path, body: &str) -> PathBuf {
