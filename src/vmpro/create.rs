@@ -82,7 +82,8 @@ enum NextTry {
     /// The platform says it made the video, but not which: look it up, and never create
     /// again (that would be a second video for sure).
     LookUpThenStop,
-    /// 401: refresh the access token and send it again once.
+    /// 401, or a 403 that a token issued before a change of rights may explain: refresh the
+    /// access token and send it again once.
     RefreshToken,
     Stop,
 }
@@ -218,7 +219,10 @@ pub(super) async fn create_or_find(
                 refreshed = true;
                 observer.event(
                     "token",
-                    "create video: access token refused (401); refreshing it",
+                    &format!(
+                        "create video: refused ({}); trying once more with a fresh token",
+                        failure.error.status().unwrap_or_default()
+                    ),
                 );
                 platform.session.invalidate(&token).await;
                 continue;
@@ -329,6 +333,7 @@ async fn create_once(request: reqwest::RequestBuilder, url: &Url) -> Result<Stri
         disposition => {
             let next = match disposition {
                 Disposition::RefreshToken => NextTry::RefreshToken,
+                Disposition::AccountWide if answer.status == 403 => NextTry::RefreshToken,
                 _ => NextTry::Stop,
             };
             Err(FailedCreate {

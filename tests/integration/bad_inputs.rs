@@ -1106,14 +1106,15 @@ async fn an_endless_slow_body_is_cut_by_the_request_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_answer_that_cannot_be_read_fails_the_file_instead_of_creating_again() {
-    // The create's answer is a gateway's 504 (the video may exist); the lookup's answer is a
-    // maintenance page. Nothing can tell whether the video exists: reported, not repeated.
+    // The create's answer is a gateway's 504 (the video may exist); the lookup's answer cannot
+    // be read. Nothing can tell whether the video exists: reported, not repeated. (A
+    // maintenance page there is the platform's state, not an answer: it pauses the queue.)
     let server = Canned::start(|method, target| match (method, target) {
         ("POST", "/api/12345/videos") => http("504 Gateway Timeout", &[], ""),
         ("GET", t) if t.starts_with("/api/12345/videos?") => http(
             "200 OK",
-            &[("Content-Type", "text/html")],
-            "<html>down for maintenance</html>",
+            &[("Content-Type", "application/json")],
+            "{\"total\": 1, \"videos\": [tru",
         ),
         _ => well_behaved(method, target),
     })
