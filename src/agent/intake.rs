@@ -619,9 +619,22 @@ impl Intake {
     /// Applies reloaded settings: watches added folders, drops removed ones, updates the rules
     /// of the others (rescanning them), and swaps the platform client when account or upload
     /// settings changed. Uploads in flight finish with the client they started with.
-    async fn reload(&mut self, shared: &Arc<Shared>, watcher: &mut FolderWatcher, new: Settings) {
+    async fn reload(
+        &mut self,
+        shared: &Arc<Shared>,
+        watcher: &mut FolderWatcher,
+        mut new: Settings,
+    ) {
         if new.state_dir != shared.settings().state_dir {
             tracing::warn!("reload: [state] dir changed; that takes effect only after a restart");
+        }
+        for moved in pin_resolved_roots(&shared.settings().folders, &mut new.folders) {
+            tracing::warn!(
+                folder = %escaped(&moved.configured),
+                "reload: the folder's path now leads to {} (a link changed since start); still watching {} only: restart hotfolder to follow the new place",
+                escaped(&moved.now),
+                escaped(&moved.kept)
+            );
         }
         let plan = plan_reload(&mut self.folders, &new.folders);
         let mut kept = Vec::new();
@@ -675,6 +688,44 @@ impl Intake {
         }
         shared.wake.notify_one();
     }
+}
+
+/// A folder whose configured path resolves elsewhere than it did at start.
+struct MovedRoot {
+    configured: PathBuf,
+    now: PathBuf,
+    kept: PathBuf,
+}
+
+/// A reload keeps each folder where its configured path led when hotfolder started: a link
+/// swapped in for a watched folder (or for a folder above it) since then is not followed, as
+/// the folder check never follows it either. Its done/ and failed/ stay where they were too,
+/// when they lie inside it. Following a new target takes a restart, a deliberate act.
+fn pin_resolved_roots(old: &[FolderSettings], new: &mut [FolderSettings]) -> Vec<MovedRoot> {
+    let mut moved = Vec::new();
+    for folder in new.iter_mut() {
+        let Some(before) = old
+            .iter()
+            .find(|f| f.configured_path == folder.configured_path)
+        else {
+            continue;
+        };
+        if before.path == folder.path {
+            continue;
+        }
+        moved.push(MovedRoot {
+            configured: folder.configured_path.clone(),
+            now: folder.path.clone(),
+            kept: before.path.clone(),
+        });
+        for dir in [&mut folder.done_dir, &mut folder.failed_dir] {
+            if let Ok(inside) = dir.strip_prefix(&folder.path) {
+                *dir = before.path.join(inside);
+            }
+        }
+        folder.path = before.path.clone();
+    }
+    moved
 }
 
 /// Whether a folder kept or added by a reload needs a (new) watch.
@@ -1054,6 +1105,26 @@ mod tests {
         let stored = store.settling().unwrap();
         assert_eq!(stored.len(), 10_000);
         assert!(!stored.iter().any(|f| f.path == Path::new("/in/clip0.mov")));
+    }
+
+    #[test]
+    fn a_reload_keeps_a_folder_where_it_led_at_start_when_a_link_now_leads_elsewhere() {
+        let mut at_start = folder("/srv/exports", 10);
+        at_start.configured_path = PathBuf::from("/srv/exports");
+        let mut reloaded = folder("/private", 10);
+        reloaded.configured_path = PathBuf::from("/srv/exports");
+        reloaded.failed_dir = PathBuf::from("/elsewhere/failed");
+        let mut unchanged = folder("/b", 10);
+        unchanged.configured_path = PathBuf::from("/b");
+        let mut new = [reloaded, unchanged.clone()];
+        let moved = pin_resolved_roots(&[at_start, unchanged], &mut new);
+        assert_eq!(moved.len(), 1);
+        assert_eq!(moved[0].now, Path::new("/private"));
+        assert_eq!(new[0].path, Path::new("/srv/exports"));
+        assert_eq!(new[0].done_dir, Path::new("/srv/exports/done"));
+        // A done/ or failed/ configured outside the folder is not the link's doing.
+        assert_eq!(new[0].failed_dir, Path::new("/elsewhere/failed"));
+        assert_eq!(new[1].path, Path::new("/b"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -175,6 +175,10 @@ pub struct LogSettings {
 
 #[derive(Debug, Clone)]
 pub struct FolderSettings {
+    /// The folder as the config names it (made absolute, links not resolved): what a reload
+    /// matches folders by, so that a link swapped in later is noticed rather than followed.
+    pub configured_path: PathBuf,
+    /// `configured_path` with its links resolved when the config was loaded.
     pub path: PathBuf,
     pub done_dir: PathBuf,
     pub failed_dir: PathBuf,
@@ -196,6 +200,7 @@ impl FolderSettings {
     /// file's stem as title. For settings built in code (demo, tests).
     pub fn with_defaults(path: PathBuf) -> FolderSettings {
         FolderSettings {
+            configured_path: path.clone(),
             done_dir: path.join("done"),
             failed_dir: path.join("failed"),
             path,

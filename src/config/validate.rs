@@ -582,6 +582,11 @@ fn validate_folder(
     problems: &mut Problems,
 ) -> Option<FolderSettings> {
     let key = |field: &str| format!("folder[{n}].{field}");
+    let configured_path = raw
+        .path
+        .as_ref()
+        .map(|path| resolve_path(base, path))
+        .unwrap_or_default();
     let path = match raw.path {
         Some(path) if path.as_os_str().is_empty() => {
             problems.add(key("path"), "empty: the folder to watch");
@@ -714,6 +719,7 @@ fn validate_folder(
     }
 
     Some(FolderSettings {
+        configured_path,
         path: path?,
         done_dir: done_dir?,
         failed_dir: failed_dir?,

@@ -120,6 +120,19 @@ async fn a_watched_folder_swapped_for_a_symlink_is_missing_once_and_never_read_t
     .await;
     assert!(text_of(&text.stdout).contains("FOLDER MISSING"));
 
+    // A reload (SIGHUP, sent for any reason) does not adopt the link either.
+    signal(&agent, 1);
+    eventually(WAIT, "the reload", || {
+        studio.log_text().contains("config reloaded")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = studio.log_text();
+    assert!(log.contains("a link changed since start"), "{log}");
+    assert!(!log.contains("watching a new folder"), "{log}");
+    assert_eq!(emulator.videos().len(), 0, "{:?}", emulator.videos());
+    assert_eq!(files_under(&private), ["secret.mov"], "nothing moved");
+
     // The real folder back in place: watched again, and new files are uploaded.
     std::fs::remove_file(&studio.inbox).unwrap();
     std::fs::rename(&old, &studio.inbox).unwrap();
