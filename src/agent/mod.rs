@@ -270,6 +270,11 @@ pub async fn run(
     if let Err(err) = shared.store.clear_missing_folders() {
         shared.store_failed("cannot reset the folders' state for status", &err);
     }
+    // A pause recorded by an earlier run is over: this run pauses (and says so) only when it
+    // meets the cause itself, with its own time.
+    if let Err(err) = shared.store.set_queue_pause(None) {
+        shared.store_failed("cannot reset the queue's pause for status", &err);
+    }
     // Files an earlier run was watching settle (it was killed): this run's trackers start
     // empty, and find them again with the first scan.
     clear_settling(&shared.store);

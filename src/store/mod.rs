@@ -132,6 +132,13 @@ impl JobStore {
             .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sqlite)?;
+        // The write-ahead log is checkpointed every 256 pages (1 MiB, not SQLite's 4 MiB) and
+        // cut back to 1 MiB after each checkpoint: on a small state disk that filled up, a log
+        // left at its largest would fill it again the moment space returned.
+        conn.pragma_update(None, "wal_autocheckpoint", 256)
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "journal_size_limit", 1024 * 1024)
+            .map_err(sqlite)?;
         // Deleted and replaced content (upload URLs, whose `__token__` is a credential, and
         // pruned jobs) is overwritten with zeros instead of lingering in free space.
         conn.pragma_update(None, "secure_delete", true)

@@ -299,3 +299,31 @@ async fn the_rate_of_a_finished_upload_is_up_to_its_end_not_up_to_now() {
     let text = status_text(&studio, &[]).await;
     assert!(text.contains(&hotfolder::human_rate(rate)), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_from_an_earlier_run_is_not_shown_after_a_restart() {
+    let emulator = emulator(|o| o.quota_bytes = Some(0)).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"300ms\"");
+    write_file(&studio.inbox.join("a.mov"), 100_000, 3);
+    let agent = studio.start();
+    json_until(&studio, "the queue paused", |json| {
+        !json["queue_paused"].is_null()
+    })
+    .await;
+    stop(agent).await;
+    // Nothing left to try: the next run has no reason to pause.
+    std::fs::remove_file(studio.inbox.join("a.mov")).unwrap();
+    let agent = studio.start();
+    eventually(WAIT, "agent watching again", || {
+        studio.log_text().matches("watching").count() >= 2
+    })
+    .await;
+    let json = json_until(&studio, "the old pause cleared", |json| {
+        json["queue_paused"].is_null()
+    })
+    .await;
+    assert!(json["queue_paused"].is_null(), "{json}");
+    let text = status_text(&studio, &[]).await;
+    assert!(!text.contains("PAUSED"), "{text}");
+    stop(agent).await;
+}
