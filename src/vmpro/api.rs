@@ -408,16 +408,15 @@ impl Platform {
     }
 
     /// The client for reloaded settings. It carries on this one's count of refused logins: a
-    /// reload with a new password tries it at once, and one with the same password tries it
-    /// once more (an admin asked for the reload), but does not start a fresh series of tries
-    /// that would bring the account closer to a lockout.
+    /// reload with a new password tries it at once; one with the same password does not lift
+    /// a hold (SIGHUP is sent for many reasons, and each try brings the account closer to a
+    /// lockout).
     pub fn successor(
         &self,
         account: &AccountSettings,
         upload: &UploadSettings,
     ) -> Result<Arc<Platform>, VmproError> {
         let logins = self.session.login_policy();
-        logins.lock().unwrap_or_else(|e| e.into_inner()).reloaded();
         Platform::with_login_policy(account, upload, logins)
     }
 

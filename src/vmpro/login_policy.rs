@@ -1,9 +1,12 @@
 //! When a refused login may be tried again. Keycloak locks an account after 30 failed logins
 //! (its default), so an agent that retries a wrong password at its usual pace locks the
 //! studio's upload account within hours of a password rotation. After
-//! [`REFUSALS_BEFORE_HOLD`] refusals of the same credentials, [`LoginPolicy`] allows the next
-//! try only when the credentials change (a new password file, a reload, a restart) or once
-//! [`HOLD`] has passed: at most 3 + 24 = 27 refusals a day, while Keycloak locks at 30.
+//! [`REFUSALS_BEFORE_HOLD`] refusals in a row, [`LoginPolicy`] allows the next try only when
+//! the credentials change (a new password file, a reload with a new password, a restart) or
+//! once [`HOLD`] has passed: at most 3 + 24 = 27 refusals a day, plus one for each new password
+//! an admin puts in (the count is not started afresh for it: a new password that is refused
+//! too is held at once), while Keycloak locks at 30. A reload that changes nothing does not
+//! lift a hold: SIGHUP is sent for many reasons.
 //!
 //! Time is passed in, so the policy is tested on a simulated day.
 
@@ -24,9 +27,10 @@ pub type CredentialId = [u8; 32];
 /// Logins refused and when the next may be tried.
 #[derive(Debug, Default)]
 pub struct LoginPolicy {
-    /// The credentials the refusals below were for.
+    /// The credentials refused last.
     refused: Option<CredentialId>,
-    /// Refusals in a row of `refused`.
+    /// Refusals in a row since the last accepted login, whatever the credentials: what the
+    /// platform counts towards its lock.
     refusals: u32,
     /// No login with `refused` before this.
     held_until: Option<Instant>,
@@ -60,11 +64,7 @@ impl LoginPolicy {
     /// A login with `credentials` was refused (wrong user name or password). `Some` when they
     /// are now held back.
     pub fn refused(&mut self, credentials: &CredentialId, now: Instant) -> Option<Held> {
-        if self.refused.as_ref() != Some(credentials) {
-            self.refused = Some(*credentials);
-            self.refusals = 0;
-            self.held_until = None;
-        }
+        self.refused = Some(*credentials);
         self.refusals = self.refusals.saturating_add(1);
         if self.refusals < REFUSALS_BEFORE_HOLD {
             return None;
@@ -82,13 +82,7 @@ impl LoginPolicy {
         *self = LoginPolicy::default();
     }
 
-    /// The config was reloaded (SIGHUP): an admin asked for it, so held credentials get one
-    /// try at once. Their count is kept, so that a refusal holds them again straight away.
-    pub fn reloaded(&mut self) {
-        self.held_until = None;
-    }
-
-    /// Refusals in a row of the credentials refused last.
+    /// Refusals in a row since the last accepted login.
     pub fn refusals(&self) -> u32 {
         self.refusals
     }
@@ -141,9 +135,12 @@ mod tests {
 
         // The password file now holds another password: tried at once.
         assert_eq!(policy.may_try(&FIXED, later), Ok(()));
-        // Refused too (a typo): it gets its own three tries, and the old one is forgotten.
-        assert_eq!(policy.refused(&FIXED, later), None);
-        assert_eq!(policy.refusals(), 1);
+        // Refused too (a typo): held at once, not given three more tries, and the count goes
+        // on (the platform counts every refusal towards its lock).
+        let held = policy.refused(&FIXED, later).expect("held at once");
+        assert_eq!(held.refusals, 4);
+        assert!(policy.may_try(&FIXED, later).is_err());
+        // Going back to an earlier password is a change too: one try.
         assert_eq!(policy.may_try(&WRONG, later), Ok(()));
 
         // Accepted: nothing is held any more.
@@ -153,21 +150,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_reload_allows_one_try_and_a_refusal_holds_again_at_once() {
+    async fn held_credentials_wait_their_hour_and_a_refusal_then_holds_again() {
         let mut policy = LoginPolicy::default();
         let now = Instant::now();
         for _ in 0..REFUSALS_BEFORE_HOLD {
             policy.refused(&WRONG, now);
         }
         assert!(policy.may_try(&WRONG, now).is_err());
-        policy.reloaded();
-        assert_eq!(policy.may_try(&WRONG, now), Ok(()));
+        // An hour later, one more; refused, held again at once.
+        assert_eq!(policy.may_try(&WRONG, now + HOLD), Ok(()));
         let held = policy
-            .refused(&WRONG, now)
+            .refused(&WRONG, now + HOLD)
             .expect("held again after one more refusal");
         assert_eq!(held.refusals, 4);
-        assert!(policy.may_try(&WRONG, now).is_err());
-        // And an hour later, one more.
-        assert_eq!(policy.may_try(&WRONG, now + HOLD), Ok(()));
+        assert!(policy.may_try(&WRONG, now + HOLD).is_err());
     }
 }

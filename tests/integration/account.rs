@@ -222,6 +222,18 @@ async fn a_wrong_password_is_tried_three_times_then_waits_for_the_password_file(
     );
     assert!(!log.contains(PASSWORD) && !log.contains("last-months-password"));
 
+    // SIGHUP is sent for many reasons: reloads that change nothing do not lift the hold.
+    for _ in 0..3 {
+        signal(&agent, 1);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(
+        emulator.stats().logins_refused,
+        refused,
+        "{}",
+        studio.log_text()
+    );
+
     // The admin writes the new password into the file: no reload, no restart.
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     every_file_arrives(&studio, &emulator, &hashes).await;
