@@ -247,7 +247,13 @@ fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
         })?,
     };
     if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
+        // Folders made here are the owner's only (whatever the umask): another user who could
+        // write in them could replace the 0600 config, which may hold the password.
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let mut file = match std::fs::OpenOptions::new()

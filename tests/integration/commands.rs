@@ -508,6 +508,21 @@ async fn init_writes_the_config_readable_by_its_owner_only() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), STARTER_CONFIG);
+
+    // The folder it makes is the owner's only, whatever the umask: nobody else can swap the
+    // config for their own.
+    let path = dir.path().join("open/hotfolder/config.toml");
+    let output = run(tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" init \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_hotfolder"))
+        .arg(&path))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    for folder in [path.parent().unwrap(), dir.path().join("open").as_path()] {
+        let mode = std::fs::metadata(folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: mode {mode:o}", folder.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
