@@ -224,6 +224,10 @@ impl Intake {
         watcher.unwatch(&folder.spec.root);
         if first {
             tracing::error!(folder = %escaped(&folder.spec.root), "cannot see the watched folder: {why}; new files there are not noticed until it is back (checked every {} s)", FOLDER_CHECK_EVERY.as_secs());
+        } else {
+            // The reason changed (deleted, then a link put in its place): the log says what
+            // `status` says, once per change.
+            tracing::warn!(folder = %escaped(&folder.spec.root), "the watched folder is still not usable, now because {why}");
         }
         self.note_presence(shared, index, Some(&why));
     }

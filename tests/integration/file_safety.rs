@@ -95,6 +95,12 @@ async fn a_watched_folder_swapped_for_a_symlink_is_missing_once_and_never_read_t
     };
     let why = status["missing_folders"][0]["why"].as_str().unwrap_or("");
     assert!(why.contains("symbolic link"), "{status}");
+    // The log says what status says (the first look may have caught the moment between the
+    // move and the link, when the folder did not exist at all).
+    eventually(WAIT, "the log naming the link", || {
+        studio.log_text().contains("symbolic link")
+    })
+    .await;
     // Three more folder checks (every 3 s): no more words, no rescans through the link.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let log = studio.log_text();
