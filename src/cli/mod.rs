@@ -71,8 +71,16 @@ pub enum Command {
     },
     /// Write a commented starter config (refuses to overwrite).
     Init {
-        /// Where to write it (default: the platform config path).
+        /// Where to write it (default: $HOTFOLDER_CONFIG, then the platform config path).
         path: Option<PathBuf>,
+        /// The same as PATH, spelled as the other commands take their config file.
+        #[arg(
+            long = "config",
+            short = 'c',
+            value_name = "FILE",
+            conflicts_with = "path"
+        )]
+        config: Option<PathBuf>,
     },
     /// The whole flow with no account: built-in emulator, a sample video, done/ and failed/.
     Demo {
@@ -140,7 +148,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
                 paths,
             } => upload::upload(&config, json, again, &paths).await,
             Command::Check(config) => check(&config).await,
-            Command::Init { path } => init(path.as_deref()),
+            Command::Init { path, config } => init(path.or(config).as_deref()),
             Command::Emulator(args) => {
                 let _log = crate::logging::init_stderr("info").map_err(anyhow::Error::from)?;
                 let shutdown = shutdown_on_signals();

@@ -509,6 +509,12 @@ async fn init_writes_the_config_readable_by_its_owner_only() {
     assert_eq!(mode, 0o600, "mode {mode:o}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), STARTER_CONFIG);
 
+    // `--config FILE`, as the other commands take it, names the file too.
+    let spelled = dir.path().join("spelled/config.toml");
+    let output = run(hotfolder().arg("init").arg("--config").arg(&spelled)).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(std::fs::read_to_string(&spelled).unwrap(), STARTER_CONFIG);
+
     // The folder it makes is the owner's only, whatever the umask: nobody else can swap the
     // config for their own.
     let path = dir.path().join("open/hotfolder/config.toml");
