@@ -19,22 +19,17 @@
 //! are. Like the agent's queue: a changed file goes to the same video again from chunk 1 while
 //! its upload is unfinished, and becomes a new upload (a new video) once it was finished.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 use super::schema::{OwnedPath, SqlPath, Stamp, migrate_with};
-use super::{StoreError, create_private_file, now};
+use super::{StoreError, now, open_database};
 
 /// The database file inside the state dir.
 pub const MANUAL_DB_FILE_NAME: &str = "uploads.sqlite3";
-
-/// A write waits this long for another `hotfolder upload` writing at the same moment.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Append only, like the queue's migrations.
 const MIGRATIONS: &[&str] = &[
@@ -162,35 +157,14 @@ pub struct ManualUploads {
 impl ManualUploads {
     /// Opens (creating it and the state dir if needed) `uploads.sqlite3` in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<ManualUploads, StoreError> {
-        fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
-        let path = state_dir.join(MANUAL_DB_FILE_NAME);
-        // Private: it holds upload URLs, whose `__token__` is a credential.
-        create_private_file(&path).map_err(|source| StoreError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let mut conn = Connection::open(&path).map_err(sqlite)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        let (path, mut conn, mode) = open_database(state_dir, MANUAL_DB_FILE_NAME)?;
         // WAL lets several `upload`s write at once without waiting on each other's readers.
         // Unlike the agent's queue (which `status` reads while `run` writes), a file system that
         // refuses it is no reason to refuse an upload: the rollback journal and the busy timeout
         // serialize the writers instead.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sqlite)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::debug!(file = %path.display(), "SQLite refused WAL here; journal mode {mode}");
         }
-        // FULL: an upload recorded as done must survive a power cut, or a repeat uploads again.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite)?;
         migrate_with(&mut conn, &path, MIGRATIONS)?;
         Ok(ManualUploads {
             path,
@@ -520,7 +494,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let memory = ManualUploads::open(dir.path()).unwrap();
-        let mode = fs::metadata(memory.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(memory.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

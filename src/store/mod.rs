@@ -101,35 +101,51 @@ impl fmt::Debug for JobStore {
     }
 }
 
+/// Opens `state_dir/file_name` for writing, creating the state dir and a private (0600) file if
+/// needed: the busy timeout set, WAL asked for (the journal mode SQLite settled on is returned,
+/// for the caller to judge), and `synchronous = FULL`, because a record of an upload that ended
+/// must survive a power cut, or the file is uploaded again.
+pub(super) fn open_database(
+    state_dir: &Path,
+    file_name: &str,
+) -> Result<(PathBuf, Connection, String), StoreError> {
+    fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let path = state_dir.join(file_name);
+    // Private: it holds upload URLs, whose `__token__` is a credential.
+    create_private_file(&path).map_err(|source| StoreError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open(&path).map_err(sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(sqlite)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite)?;
+    Ok((path, conn, mode))
+}
+
 impl JobStore {
     /// Opens (creating it and the state dir if needed) the store for writing, and upgrades its
     /// schema. Refuses a store written by a newer hotfolder.
     pub fn open(state_dir: &Path) -> Result<JobStore, StoreError> {
-        fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
-        let path = state_dir.join(DB_FILE_NAME);
-        create_private_file(&path).map_err(|source| StoreError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let mut conn = Connection::open(&path).map_err(sqlite)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sqlite)?;
+        let (path, mut conn, mode) = open_database(state_dir, DB_FILE_NAME)?;
         if !mode.eq_ignore_ascii_case("wal") {
             // Without WAL, `status` would block `run`; some file systems (network shares) refuse it.
             return Err(StoreError::NoWal { path, mode });
         }
-        // FULL: a job recorded as uploaded must survive a power cut, or the file is re-uploaded.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite)?;
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sqlite)?;
         // The write-ahead log is checkpointed every 256 pages (1 MiB, not SQLite's 4 MiB) and
