@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.request
 
-from harness import account_toml, bench_env, build_release, process_cpu, start_emulator
+from harness import account_toml, bench_env, build_release, process_cpu, start_emulator, write_mp4
 
 
 def stats(base):
@@ -99,11 +99,8 @@ def main():
         latencies = []
         for i in range(3):
             before = stats(base)["videos_created"]
-            with open(os.path.join(inbox, f"clip{i}.mp4"), "wb") as f:
-                for _ in range(4):
-                    f.write(os.urandom(256 * 1024))
-                    f.flush()
-                    time.sleep(0.1)
+            # 1 MiB in pieces of 256 KiB, 0.1 s apart; the moov comes last.
+            write_mp4(os.path.join(inbox, f"clip{i}.mp4"), 1024 * 1024, pause=0.1, piece=256 * 1024)
             last_write = time.monotonic()
             wait_for(lambda: stats(base)["videos_created"] > before, 15)
             latencies.append(time.monotonic() - last_write)
@@ -134,8 +131,7 @@ def main():
         backlog = os.path.join(work, "backlog")
         os.makedirs(backlog)
         for i in range(args.files):
-            with open(os.path.join(backlog, f"wait{i:05}.mp4"), "wb") as f:
-                f.write(b"x" * 1024)
+            write_mp4(os.path.join(backlog, f"wait{i:05}.mp4"), 1024)
         past = time.time() - 3600
         for name in os.listdir(backlog):
             os.utime(os.path.join(backlog, name), (past, past))

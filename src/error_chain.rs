@@ -8,16 +8,17 @@ use std::error::Error;
 /// The error's message followed by each cause's, joined with `": "`, e.g.
 /// `cannot read the config file /x: Is a directory (os error 21)`.
 ///
-/// A cause whose text is exactly the previous one's is left out: some libraries (rusqlite's
-/// `SqliteFailure` without a message, for one) both print their inner error and return it as
-/// `source()`, and the reader gains nothing from seeing it twice.
+/// A cause whose text the previous one's already ends with is left out: some libraries both
+/// print their inner error and return it as `source()` (rusqlite's `SqliteFailure` without a
+/// message; lettre's `internal client error: STARTTLS is not supported on this server`), and
+/// the reader gains nothing from seeing it twice.
 pub fn chain(err: &dyn Error) -> String {
     let mut previous = err.to_string();
     let mut out = previous.clone();
     let mut next = err.source();
     while let Some(cause) = next {
         let text = cause.to_string();
-        if text != previous {
+        if !previous.ends_with(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }
@@ -36,7 +37,7 @@ mod tests {
     use crate::agent::AgentError;
     use crate::cli::CommandError;
     use crate::config::ConfigError;
-    use crate::finish::FinishError;
+    use crate::finish::{FinishError, SidecarUpdateError};
     use crate::logging::LoggingError;
     use crate::store::StoreError;
     use crate::vmpro::error::{Step, VmproError};
@@ -114,6 +115,20 @@ mod tests {
                     path: path(),
                     source: io_cause(),
                 }),
+            ),
+            (
+                "SidecarUpdateError::Unreadable",
+                Box::new(SidecarUpdateError::Unreadable {
+                    path: path(),
+                    source: io_cause(),
+                }),
+            ),
+            (
+                "SidecarUpdateError::Write",
+                Box::new(SidecarUpdateError::from(FinishError::Sidecar {
+                    path: path(),
+                    source: io_cause(),
+                })),
             ),
             ("WatchError::Io", Box::new(watch_io())),
             (
@@ -234,5 +249,15 @@ mod tests {
         let sqlite = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(14), None);
         let shown = chain(&sqlite);
         assert_eq!(shown, sqlite.to_string());
+
+        // One that ends its own message with its cause's (lettre's STARTTLS refusal).
+        #[derive(Debug, thiserror::Error)]
+        #[error("internal client error: {0}")]
+        struct Wrapper(#[source] io::Error);
+        let starttls = Wrapper(io::Error::other("STARTTLS is not supported on this server"));
+        assert_eq!(
+            chain(&starttls),
+            "internal client error: STARTTLS is not supported on this server"
+        );
     }
 }

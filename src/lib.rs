@@ -22,31 +22,44 @@
 compile_error!("hotfolder runs on Linux and macOS only");
 
 mod agent;
+mod bandwidth;
 mod cli;
 mod config;
 mod console;
 mod emulator;
 mod error_chain;
 mod escape;
+mod failed_files;
 mod finish;
+mod http;
 mod logging;
 mod manual_upload;
 mod nofollow;
+mod notify;
 mod preflight;
 mod ready;
+mod reappeared;
+mod retention;
 mod retry;
+mod sample_video;
+mod scan_report;
 mod status_report;
 mod store;
+mod transcoding;
 mod vmpro;
 mod watch;
 
 // The commands, and the one way an error and its causes are printed.
 pub use cli::{Cli, CommandError, run};
 pub use error_chain::chain;
+// `main` marks its last line as an error when stderr is the journal.
+pub use logging::stderr_is_journal;
+// Bandwidth limits and the weekly timetable.
+pub use bandwidth::{Bandwidth, BandwidthPlan, BandwidthSchedule, Limit};
 // The configuration file.
 pub use config::{
-    AuthStyle, ConfigError, ConfigProblem, LogFormat, PasswordSource, STARTER_CONFIG, Settings,
-    check_folder_access, default_exclude, default_include, human_rate, human_size,
+    AuthStyle, ChunkSize, ConfigError, ConfigProblem, LogFormat, PasswordSource, STARTER_CONFIG,
+    Settings, check_folder_access, default_exclude, default_include, human_rate, human_size,
     load as load_config, parse_duration, parse_rate, parse_size, secret_file_warnings,
 };
 // The built-in platform emulator.
@@ -54,10 +67,18 @@ pub use emulator::{
     Emulator, EmulatorOptions, EmulatorStats, Faults, PlatformRefusal, VideoRecord,
 };
 // The completeness stage's verdicts and the folder watcher.
-pub use ready::SkipReason;
-pub use watch::{FolderWatcher, WatchError, WatchEvent, WatchSpec, scan};
+pub use ready::{
+    ContainerCheck, ContainerKind, ContainerVerdict, SkipReason, WriterCheck, check_container,
+    check_writers,
+};
+pub use watch::{
+    AUTO_POLL_EVERY, FileSystem, FolderWatcher, WatchError, WatchEvent, WatchLimit, WatchMode,
+    WatchSpec, file_system_of, mode_now, scan,
+};
 // The platform client and the upload engine.
 pub use vmpro::api::{Platform, Unobserved, UploadObserver, VideoMetadata};
 pub use vmpro::chunks::{ResumePoint, UploadReport, UploadRequest, upload_file};
 pub use vmpro::create::is_marker;
 pub use vmpro::error::{Blame, Step, VmproError};
+// Generated exports that pass the container check: the tests, the soak and `demo` write them.
+pub use sample_video::{ColourBars, Pieces, SampleError, SampleFormat, SampleVideo};

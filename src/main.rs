@@ -15,7 +15,18 @@ fn main() -> ExitCode {
             // Not `{err:#}`: that walks the causes only of an `anyhow::Error`, and a
             // `CommandError::Config` would lose the reason a config file cannot be read.
             // Not `eprintln!`: it panics when stderr is a closed pipe (`2>&1 | head -1`).
-            let _ = writeln!(std::io::stderr(), "hotfolder: {}", hotfolder::chain(&err));
+            // Under systemd's journal, `<3>` makes the line an error (`journalctl -p err`); the
+            // journal takes the prefix off.
+            let priority = if hotfolder::stderr_is_journal() {
+                "<3>"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "{priority}hotfolder: {}",
+                hotfolder::chain(&err)
+            );
             err.exit_code()
         }
     }

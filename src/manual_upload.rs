@@ -414,6 +414,9 @@ impl UploadObserver for Remembering<'_> {
     fn event(&self, event: &str, detail: &str) {
         self.inner.event(event, detail);
     }
+    fn retrying(&self, step: crate::vmpro::error::Step, error: &crate::vmpro::error::VmproError) {
+        self.inner.retrying(step, error);
+    }
     fn video_created(&self, video_id: &str) {
         self.check(
             "the new video's id",
@@ -429,14 +432,21 @@ impl UploadObserver for Remembering<'_> {
         );
         self.inner.url_issued(url);
     }
-    fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
+    fn chunk_accepted(
+        &self,
+        index: u32,
+        total: u32,
+        chunk_size: u64,
+        bytes_done: u64,
+        took: std::time::Duration,
+    ) {
         self.check(
             "how far the upload got",
             self.memory
                 .record_progress(self.id, index + 1, total, chunk_size, bytes_done),
         );
         self.inner
-            .chunk_accepted(index, total, chunk_size, bytes_done);
+            .chunk_accepted(index, total, chunk_size, bytes_done, took);
     }
     fn restarted(&self) {
         self.check(

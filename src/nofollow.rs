@@ -102,6 +102,9 @@ pub struct Entry {
     pub size: u64,
     /// Nanoseconds since the Unix epoch, as `ready::FileSnapshot` counts them.
     pub mtime_ns: i128,
+    /// The inode's change time, in the same unit: a write puts it forward, and unlike the
+    /// mtime nobody can set it back (`touch -r` restores an mtime, and sets the ctime to now).
+    pub ctime_ns: i128,
     /// Device and inode: which file this is.
     pub identity: (u64, u64),
 }
@@ -112,6 +115,7 @@ impl Entry {
             skip: skip_reason(FileType::from_raw_mode(stat.st_mode)),
             size: u64::try_from(stat.st_size).unwrap_or(0),
             mtime_ns: i128::from(stat.st_mtime) * 1_000_000_000 + i128::from(stat.st_mtime_nsec),
+            ctime_ns: i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec),
             identity: identity_of(stat),
         }
     }

@@ -1,9 +1,31 @@
 //! The first stage: notices files arriving in watched folders.
 //!
-//! [`FolderWatcher`] keeps one `notify` watcher per folder (native events, or polling for
-//! network shares) and turns their events into [`WatchEvent`]s for the agent; [`scan`] walks a
-//! folder for the files already there at start-up and after a [`WatchEvent::RescanNeeded`].
-//! Neither decides whether a file is complete: that is `ready`'s job.
+//! [`FolderWatcher`] keeps one native `notify` watcher (inotify, FSEvents) per folder and turns
+//! its events into [`WatchEvent`]s for the agent; [`scan`] walks a folder for the files already
+//! there at start-up, after a [`WatchEvent::RescanNeeded`], and at every poll. Neither decides
+//! whether a file is complete: that is `ready`'s job.
+//!
+//! Native events never report a write made by another machine on a network share, nor one
+//! made behind a FUSE mount. [`FolderWatcher::watch`] tells the folder's file system
+//! ([`file_system`]) and answers with its [`WatchMode`]: on a network or FUSE file system, or
+//! when `poll_interval` is set, the folder is polled as well as watched. The polling is the
+//! agent's own walk on a timer (`agent::intake`), not notify's `PollWatcher`: a walk lists the
+//! folders and hands every file to the stability tracker, which looks again only at the files
+//! still settling, so an idle folder costs a directory listing per poll and no memory per file.
+//! The `PollWatcher` instead keeps every path's metadata in memory and `stat`s every file each
+//! time, through the share's attribute cache, which can keep a growing file looking unchanged;
+//! and it would be a second thread and a second view of the folder beside the tracker's.
+//!
+//! When the system's limit of inotify watches (or instances) is met, the folder is polled
+//! instead, not refused: [`WatchMode`] says so and names the sysctl to raise. A limit met later,
+//! for a new subfolder, comes as [`WatchEvent::WatchLimit`]; events the kernel dropped (its
+//! queue overflowed) as [`WatchEvent::Overflow`]: both ask for a walk at once.
+
+mod file_system;
+mod mode;
+
+pub use file_system::{FileSystem, file_system_of};
+pub use mode::{AUTO_POLL_EVERY, WatchLimit, WatchMode};
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -12,9 +34,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
-use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::config::FolderSettings;
 use crate::ready::SkipReason;
 
 /// One folder to watch.
@@ -22,8 +45,8 @@ use crate::ready::SkipReason;
 pub struct WatchSpec {
     pub root: PathBuf,
     pub recursive: bool,
-    /// `Some` polls at this interval instead of using native events: inotify and friends do
-    /// not see changes made by other machines on a network share.
+    /// As configured: `Some` polls at this interval as well as watching for events, anywhere;
+    /// `None` lets the file system decide (see [`WatchMode::planned`]).
     pub poll_interval: Option<Duration>,
     /// Folders never reported nor descended into (the folder's done/ and failed/ dirs, so the
     /// agent does not upload what it just moved away).
@@ -31,6 +54,16 @@ pub struct WatchSpec {
 }
 
 impl WatchSpec {
+    /// What `run` watches for a configured folder.
+    pub fn for_folder(folder: &FolderSettings) -> WatchSpec {
+        WatchSpec {
+            root: folder.path.clone(),
+            recursive: folder.recursive,
+            poll_interval: folder.poll_interval,
+            ignore: vec![folder.done_dir.clone(), folder.failed_dir.clone()],
+        }
+    }
+
     fn is_ignored(&self, path: &Path) -> bool {
         self.ignore.iter().any(|dir| path.starts_with(dir))
     }
@@ -43,10 +76,16 @@ pub enum WatchEvent {
     Touched(PathBuf),
     /// Deleted or renamed away. May name a folder, in which case everything under it is gone.
     Removed(PathBuf),
-    /// Events were or may have been lost (kernel queue overflow, a watch that could not be
-    /// added, a folder that appeared with files already inside): walk `root` with [`scan`].
-    /// Several may arrive in a burst; one scan answers them all.
+    /// Events were or may have been lost (a watcher error, a folder that appeared with files
+    /// already inside): walk `root` with [`scan`]. Several may arrive in a burst; one scan
+    /// answers them all.
     RescanNeeded { root: PathBuf, why: String },
+    /// The kernel's event queue overflowed (`fs.inotify.max_queued_events`): changes under
+    /// `root` were lost. Walk it at once, and say so.
+    Overflow { root: PathBuf },
+    /// A subfolder of `root` could not be watched: `limit` is reached. That part sends no
+    /// events; the folder is to be polled.
+    WatchLimit { root: PathBuf, limit: WatchLimit },
     /// The watched folder itself was deleted, renamed or unmounted: its watch is gone. The
     /// agent watches it again once it is back.
     FolderGone { root: PathBuf },
@@ -55,8 +94,6 @@ pub enum WatchEvent {
 /// Why a folder cannot be watched.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot watch {}: {sysctl_hint}", crate::escape::escaped(path))]
-    WatchLimit { path: PathBuf, sysctl_hint: String },
     #[error("cannot watch {}: it is not a folder", crate::escape::escaped(path))]
     NotADirectory { path: PathBuf },
     #[error("cannot watch {}", crate::escape::escaped(path))]
@@ -78,24 +115,15 @@ pub enum WatchError {
 const ENOSPC: i32 = 28;
 const EMFILE: i32 = 24;
 
-const MAX_USER_WATCHES_HINT: &str = "the system's limit on watched folders is reached \
-    (fs.inotify.max_user_watches); raise it with `sudo sysctl -w \
-    fs.inotify.max_user_watches=524288` and keep it across reboots with a line \
-    `fs.inotify.max_user_watches = 524288` in /etc/sysctl.d/90-hotfolder.conf, \
-    or set poll_interval for this folder";
-
-const MAX_USER_INSTANCES_HINT: &str = "too many watchers or open files (fs.inotify.max_user_instances, \
-    or the open-file limit); raise it with `sudo sysctl -w fs.inotify.max_user_instances=1024` \
-    and keep it in /etc/sysctl.d/90-hotfolder.conf, or raise LimitNOFILE in the service unit; \
-    fs.inotify.max_user_watches may need raising too";
-
-/// The operator's fix for a watcher limit, or `None` when the error is something else.
-fn limit_hint(err: &notify::Error) -> Option<&'static str> {
+/// Which system limit on watches an error means, or `None` when it is something else.
+fn limit_of(err: &notify::Error) -> Option<WatchLimit> {
     match &err.kind {
-        notify::ErrorKind::MaxFilesWatch => Some(MAX_USER_WATCHES_HINT),
+        notify::ErrorKind::MaxFilesWatch => Some(WatchLimit::Watches),
         notify::ErrorKind::Io(io) => match io.raw_os_error() {
-            Some(ENOSPC) => Some(MAX_USER_WATCHES_HINT),
-            Some(EMFILE) => Some(MAX_USER_INSTANCES_HINT),
+            Some(ENOSPC) => Some(WatchLimit::Watches),
+            Some(EMFILE) => Some(WatchLimit::Instances),
+            // The folder itself was read just before (see `watch`): a subfolder.
+            _ if io.kind() == io::ErrorKind::PermissionDenied => Some(WatchLimit::Unreadable),
             _ => None,
         },
         _ => None,
@@ -103,12 +131,6 @@ fn limit_hint(err: &notify::Error) -> Option<&'static str> {
 }
 
 fn watch_error(path: &Path, err: notify::Error) -> WatchError {
-    if let Some(hint) = limit_hint(&err) {
-        return WatchError::WatchLimit {
-            path: path.to_path_buf(),
-            sysctl_hint: hint.to_string(),
-        };
-    }
     match err.kind {
         notify::ErrorKind::Io(source) => WatchError::Io {
             path: path.to_path_buf(),
@@ -125,16 +147,17 @@ fn watch_error(path: &Path, err: notify::Error) -> WatchError {
     }
 }
 
-/// The notify watcher behind one spec, held for its `Drop`: dropping it stops its thread.
-struct ActiveWatcher {
-    /// "native" or "polling", for `Debug`.
-    kind: &'static str,
-    _watcher: Box<dyn Watcher + Send>,
-}
+/// The native watcher behind one spec, held for its `Drop`: dropping it stops its thread.
+/// `None` for a folder that is only polled (a system limit was met).
+struct ActiveWatcher(Option<RecommendedWatcher>);
 
 impl fmt::Debug for ActiveWatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind)
+        f.write_str(if self.0.is_some() {
+            "native"
+        } else {
+            "polled only"
+        })
     }
 }
 
@@ -154,10 +177,12 @@ impl FolderWatcher {
         }
     }
 
-    /// Starts watching `spec.root` (replacing an earlier watch of the same root). Files already
-    /// there are not reported: [`scan`] the folder after this returns, so nothing falls in the
-    /// gap between the scan and the watch.
-    pub fn watch(&mut self, spec: WatchSpec) -> Result<(), WatchError> {
+    /// Starts watching `spec.root` (replacing an earlier watch of the same root) and says how:
+    /// the caller polls the folder when the mode says so. Files already there are not
+    /// reported: [`scan`] the folder after this returns, so nothing falls in the gap between
+    /// the scan and the watch. Blocking (it looks at the folder and, recursively, adds a watch
+    /// per subfolder).
+    pub fn watch(&mut self, spec: WatchSpec) -> Result<WatchMode, WatchError> {
         let root = spec.root.clone();
         // Never through a link: the folder must be what its path names, link-free (see
         // [`probe_folder`]).
@@ -180,8 +205,37 @@ impl FolderWatcher {
                 });
             }
         }
+        // Dropped first: its watches count against the same limit as the new ones.
         self.unwatch(&root);
+        // Not told (no /proc, an unusual system): watched as a local folder, as before.
+        let file_system = match file_system_of(&root) {
+            Ok(fs) => Some(fs),
+            Err(err) => {
+                tracing::debug!(folder = %crate::escape::escaped(&root), "cannot tell the file system: {err}");
+                None
+            }
+        };
+        let planned = WatchMode::planned(file_system, spec.poll_interval);
+        // The folder itself must be readable; a subfolder that is not (a volume's lost+found)
+        // makes notify's recursive watch fail as a whole: the tree is polled instead.
+        if let Err(source) = std::fs::read_dir(&root) {
+            return Err(WatchError::Io { path: root, source });
+        }
+        let (mode, watcher) = match self.native(spec) {
+            Ok(watcher) => (planned, Some(watcher)),
+            Err(err) => match limit_of(&err) {
+                Some(limit) => (planned.limited(limit, false), None),
+                None => return Err(watch_error(&root, err)),
+            },
+        };
+        self.watchers.insert(root, ActiveWatcher(watcher));
+        Ok(mode)
+    }
 
+    /// The native watcher for `spec`. A limit met while adding it leaves nothing behind:
+    /// notify's watcher is dropped with the watches it added.
+    fn native(&self, spec: WatchSpec) -> notify::Result<RecommendedWatcher> {
+        let root = spec.root.clone();
         let mode = if spec.recursive {
             RecursiveMode::Recursive
         } else {
@@ -190,39 +244,11 @@ impl FolderWatcher {
         // Symlinks are never followed: what they point to is someone else's.
         let config = notify::Config::default().with_follow_symlinks(false);
         let sender = self.events.clone();
-        let active = match spec.poll_interval {
-            Some(interval) => {
-                let translator = EventTranslator {
-                    spec,
-                    native: false,
-                };
-                let handler = move |res| translator.send(res, &sender);
-                let mut watcher = PollWatcher::new(handler, config.with_poll_interval(interval))
-                    .map_err(|e| watch_error(&root, e))?;
-                watcher
-                    .watch(&root, mode)
-                    .map_err(|e| watch_error(&root, e))?;
-                ActiveWatcher {
-                    kind: "polling",
-                    _watcher: Box::new(watcher),
-                }
-            }
-            None => {
-                let translator = EventTranslator { spec, native: true };
-                let handler = move |res| translator.send(res, &sender);
-                let mut watcher =
-                    RecommendedWatcher::new(handler, config).map_err(|e| watch_error(&root, e))?;
-                watcher
-                    .watch(&root, mode)
-                    .map_err(|e| watch_error(&root, e))?;
-                ActiveWatcher {
-                    kind: "native",
-                    _watcher: Box::new(watcher),
-                }
-            }
-        };
-        self.watchers.insert(root, active);
-        Ok(())
+        let translator = EventTranslator { spec };
+        let handler = move |res| translator.send(res, &sender);
+        let mut watcher = RecommendedWatcher::new(handler, config)?;
+        watcher.watch(&root, mode)?;
+        Ok(watcher)
     }
 
     /// Stops watching `root` (for a config reload). Events already on their way may still
@@ -236,12 +262,38 @@ impl FolderWatcher {
     }
 }
 
+/// How `run` would watch the folder now, for `check` and `scan`: the folder is watched as
+/// `run` watches it (so a system limit is met the same way) and let go at once. Blocking. For
+/// that moment its watches count against the same per-user limit as a running agent's.
+pub fn mode_now(spec: &WatchSpec) -> Result<WatchMode, WatchError> {
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    FolderWatcher::new(events).watch(spec.clone())
+}
+
+/// How `run` would watch `folder` now (its `Display` is what `status` shows: "events +
+/// polling every 10 s (fuse.sshfs)"), or why it cannot be watched, in words: for `check` and
+/// `scan`. Off the async threads and within [`MODE_PATIENCE`], as a share may hang.
+pub async fn mode_for(folder: &FolderSettings) -> Result<WatchMode, String> {
+    let spec = WatchSpec::for_folder(folder);
+    let looking = tokio::task::spawn_blocking(move || mode_now(&spec));
+    match tokio::time::timeout(MODE_PATIENCE, looking).await {
+        Ok(Ok(Ok(mode))) => Ok(mode),
+        Ok(Ok(Err(err))) => Err(crate::chain(&err)),
+        Ok(Err(err)) => Err(format!("cannot tell how it would be watched: {err}")),
+        Err(_) => Err(format!(
+            "cannot tell how it would be watched: it did not answer within {} s (a network \
+             share that hangs?)",
+            MODE_PATIENCE.as_secs()
+        )),
+    }
+}
+
+/// How long [`mode_for`] waits for a folder.
+pub const MODE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Turns notify's events for one spec into ours; runs on notify's thread.
 struct EventTranslator {
     spec: WatchSpec,
-    /// Native watchers need a rescan when a folder appears (files can land in it before the
-    /// new watch is in place); the polling watcher walks new folders by itself.
-    native: bool,
 }
 
 impl EventTranslator {
@@ -263,18 +315,19 @@ impl EventTranslator {
         let event = match res {
             Ok(event) => event,
             Err(err) => {
-                let why = match limit_hint(&err) {
-                    Some(hint) => format!("a subfolder could not be watched: {hint}"),
-                    None => format!("the watcher reported an error: {err}"),
-                };
-                return vec![self.rescan(why)];
+                return vec![match limit_of(&err) {
+                    Some(limit) => WatchEvent::WatchLimit {
+                        root: self.spec.root.clone(),
+                        limit,
+                    },
+                    None => self.rescan(format!("the watcher reported an error: {err}")),
+                }];
             }
         };
         if event.need_rescan() {
-            return vec![self.rescan(
-                "the system dropped change events (queue overflow, see \
-                 fs.inotify.max_queued_events); some changes were missed",
-            )];
+            return vec![WatchEvent::Overflow {
+                root: self.spec.root.clone(),
+            }];
         }
         let mut out = Vec::new();
         for path in &event.paths {
@@ -284,7 +337,6 @@ impl EventTranslator {
         }
         out
     }
-
     fn translate_one(&self, kind: &EventKind, path: &Path) -> Option<WatchEvent> {
         let root = &self.spec.root;
         if path == root {
@@ -332,8 +384,8 @@ impl EventTranslator {
                 // Created and already gone again: nothing to look at.
                 Err(_) => None,
             },
-            // Attribute changes also come for folders (a subfolder's own watch, or the poller
-            // seeing a folder's mtime move); they are rare enough to look at.
+            // Attribute changes also come for folders (a subfolder's own watch); they are rare
+            // enough to look at.
             EventKind::Modify(ModifyKind::Metadata(_)) => match std::fs::symlink_metadata(path) {
                 Ok(meta) if meta.is_dir() => None,
                 _ => Some(WatchEvent::Touched(path.to_path_buf())),
@@ -344,7 +396,7 @@ impl EventTranslator {
     }
 
     fn folder_appeared(&self, path: &Path) -> Option<WatchEvent> {
-        if !self.spec.recursive || !self.native {
+        if !self.spec.recursive {
             return None;
         }
         Some(self.rescan(format!(
@@ -476,7 +528,7 @@ mod tests {
     use super::*;
     use notify::event::{DataChange, MetadataKind, RemoveKind};
 
-    fn translator(recursive: bool, native: bool) -> EventTranslator {
+    fn translator(recursive: bool) -> EventTranslator {
         EventTranslator {
             spec: WatchSpec {
                 root: PathBuf::from("/in"),
@@ -484,7 +536,6 @@ mod tests {
                 poll_interval: None,
                 ignore: vec![PathBuf::from("/in/done"), PathBuf::from("/in/failed")],
             },
-            native,
         }
     }
 
@@ -506,7 +557,7 @@ mod tests {
 
     #[test]
     fn writes_and_closes_are_touches_reads_are_not() {
-        let t = translator(true, true);
+        let t = translator(true);
         let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
         assert_eq!(
             t.translate(ev(data, &["/in/a.mov"])),
@@ -548,7 +599,6 @@ mod tests {
                 poll_interval: Some(Duration::from_secs(1)),
                 ignore: vec![],
             },
-            native: false,
         };
         let meta = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
         let sub = root.join("sub");
@@ -560,7 +610,7 @@ mod tests {
 
     #[test]
     fn renames_report_each_side_once() {
-        let t = translator(true, true);
+        let t = translator(true);
         let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
         let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
         assert_eq!(
@@ -577,7 +627,7 @@ mod tests {
 
     #[test]
     fn ignored_folders_and_outside_paths_are_dropped() {
-        let t = translator(true, true);
+        let t = translator(true);
         let create = EventKind::Create(CreateKind::File);
         assert_eq!(t.translate(ev(create, &["/in/done/a.mov"])), vec![]);
         assert_eq!(t.translate(ev(create, &["/in/failed/x/a.mov"])), vec![]);
@@ -592,7 +642,7 @@ mod tests {
 
     #[test]
     fn non_recursive_drops_subfolders() {
-        let t = translator(false, true);
+        let t = translator(false);
         let create = EventKind::Create(CreateKind::File);
         assert_eq!(t.translate(ev(create, &["/in/sub/a.mov"])), vec![]);
         assert_eq!(
@@ -604,35 +654,42 @@ mod tests {
     }
 
     #[test]
-    fn a_new_folder_asks_for_a_rescan_on_native_recursive_watches_only() {
+    fn a_new_folder_asks_for_a_rescan_on_recursive_watches_only() {
         let folder = EventKind::Create(CreateKind::Folder);
-        let native = translator(true, true).translate(ev(folder, &["/in/shoot"]));
+        let out = translator(true).translate(ev(folder, &["/in/shoot"]));
         assert!(
-            matches!(&native[..], [WatchEvent::RescanNeeded { root, why }]
+            matches!(&out[..], [WatchEvent::RescanNeeded { root, why }]
                 if root == Path::new("/in") && why.contains("/in/shoot")),
-            "{native:?}"
+            "{out:?}"
         );
         assert_eq!(
-            translator(true, false).translate(ev(folder, &["/in/shoot"])),
+            translator(false).translate(ev(folder, &["/in/shoot"])),
             vec![]
         );
     }
 
     #[test]
-    fn overflow_errors_and_losing_the_root_ask_for_a_rescan() {
-        let t = translator(true, true);
+    fn an_overflow_a_limit_and_losing_the_root_are_told_apart() {
+        let t = translator(true);
         let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
-        let out = t.translate(Ok(overflow));
-        assert!(
-            matches!(&out[..], [WatchEvent::RescanNeeded { why, .. }] if why.contains("overflow")),
-            "{out:?}"
+        assert_eq!(
+            t.translate(Ok(overflow)),
+            vec![WatchEvent::Overflow {
+                root: PathBuf::from("/in")
+            }]
         );
         let limit = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
-        let out = t.translate(Err(limit));
+        assert_eq!(
+            t.translate(Err(limit)),
+            vec![WatchEvent::WatchLimit {
+                root: PathBuf::from("/in"),
+                limit: WatchLimit::Watches
+            }]
+        );
+        let other = t.translate(Err(notify::Error::generic("boom")));
         assert!(
-            matches!(&out[..], [WatchEvent::RescanNeeded { why, .. }]
-                if why.contains("fs.inotify.max_user_watches")),
-            "{out:?}"
+            matches!(&other[..], [WatchEvent::RescanNeeded { why, .. }] if why.contains("boom")),
+            "{other:?}"
         );
         let gone = EventKind::Remove(RemoveKind::Folder);
         let out = t.translate(ev(gone, &["/in"]));
@@ -643,29 +700,46 @@ mod tests {
     }
 
     #[test]
-    fn watcher_limits_become_watch_limit_errors_with_the_sysctl() {
+    fn watcher_limits_are_told_from_other_errors() {
+        let max = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+        assert_eq!(limit_of(&max), Some(WatchLimit::Watches));
+        let enospc = notify::Error::io(io::Error::from_raw_os_error(ENOSPC));
+        assert_eq!(limit_of(&enospc), Some(WatchLimit::Watches));
+        let emfile = notify::Error::io(io::Error::from_raw_os_error(EMFILE));
+        assert_eq!(limit_of(&emfile), Some(WatchLimit::Instances));
+        let other = notify::Error::generic("boom");
+        assert_eq!(limit_of(&other), None);
         let path = Path::new("/in");
-        let max = watch_error(path, notify::Error::new(notify::ErrorKind::MaxFilesWatch));
-        assert!(matches!(max, WatchError::WatchLimit { .. }));
-        let text = max.to_string();
-        assert!(text.contains("/in"), "{text}");
-        assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
-        assert!(text.contains("sysctl -w"), "{text}");
-        assert!(text.contains("/etc/sysctl.d"), "{text}");
+        assert!(matches!(
+            watch_error(path, other),
+            WatchError::Notify { .. }
+        ));
+        let missing = watch_error(path, notify::Error::new(notify::ErrorKind::PathNotFound));
+        assert!(matches!(missing, WatchError::Io { .. }), "{missing:?}");
+    }
 
-        #[cfg(unix)]
-        {
-            let enospc = notify::Error::io(io::Error::from_raw_os_error(ENOSPC));
-            assert!(matches!(
-                watch_error(path, enospc),
-                WatchError::WatchLimit { .. }
-            ));
-            let emfile = notify::Error::io(io::Error::from_raw_os_error(EMFILE));
-            let text = watch_error(path, emfile).to_string();
-            assert!(text.contains("fs.inotify.max_user_instances"), "{text}");
-        }
-        let other = watch_error(path, notify::Error::generic("boom"));
-        assert!(matches!(other, WatchError::Notify { .. }));
+    #[test]
+    fn a_local_folder_is_watched_with_events_and_an_explicit_interval_polls_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let spec = WatchSpec {
+            root: root.clone(),
+            recursive: true,
+            poll_interval: None,
+            ignore: vec![],
+        };
+        let mode = mode_now(&spec).unwrap();
+        assert!(mode.events);
+        let remote = mode.file_system.as_ref().is_some_and(|fs| fs.remote);
+        assert_eq!(mode.polls(), remote, "{mode}");
+        let polled = mode_now(&WatchSpec {
+            poll_interval: Some(Duration::from_secs(2)),
+            ..spec
+        })
+        .unwrap();
+        assert!(polled.events && polled.configured, "{polled}");
+        assert_eq!(polled.poll_every, Some(Duration::from_secs(2)));
+        assert!(polled.to_string().contains("polling every 2 s"), "{polled}");
     }
 
     /// The probe and the identity look at a folder the same way (the mismatch between a

@@ -1,6 +1,7 @@
 //! The fault-injection soak: evidence that `hotfolder run` never loses or duplicates a
 //! delivery. Files of random sizes arrive in bursts (some written slowly in place, some under a
-//! `.part` name and renamed, some in sub-folders, a few empty ones that must fail); the emulator
+//! `.part` name and renamed, some in sub-folders, a few empty ones that must fail); an MP4, MOV
+//! or MXF is a whole container once its last piece is written (`util::export`); the emulator
 //! fails, resets, stalls, throttles and drops answers at high rates and refuses upload URLs
 //! every few chunks; the agent is killed with SIGKILL at random moments and restarted, and
 //! sometimes stopped with SIGTERM, until the queue drains. Then every file is checked where a
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use hotfolder::{Emulator, EmulatorOptions, Faults, VideoRecord};
+use hotfolder::{Emulator, EmulatorOptions, Faults, SampleFormat, VideoRecord};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -181,6 +182,10 @@ fn plan(profile: &Profile, rng: &mut StdRng) -> Vec<Burst> {
             )),
         };
         let suffix = SUFFIXES[rng.random_range(0..SUFFIXES.len())];
+        let name = format!("soak-{i:03}.{suffix}");
+        // An MP4/MOV/MXF export is at least its container's structure; empty ones stay empty.
+        let smallest = SampleFormat::for_path(Path::new(&name)).smallest() as usize;
+        let size = if size == 0 { 0 } else { size.max(smallest) };
         let arrival = match rng.random_range(0..4) {
             _ if size == 0 => Arrival::AtOnce,
             0 | 1 => Arrival::AtOnce,
@@ -194,7 +199,7 @@ fn plan(profile: &Profile, rng: &mut StdRng) -> Vec<Burst> {
             },
         };
         files.push(PlannedFile {
-            rel: dir.join(format!("soak-{i:03}.{suffix}")),
+            rel: dir.join(name),
             size,
             seed: 1000 + i as u64,
             arrival,
@@ -253,7 +258,10 @@ fn drop_bursts(inbox: &Path, bursts: Vec<Burst>) -> BTreeMap<PathBuf, String> {
     std::thread::scope(|scope| {
         for burst in bursts {
             for file in burst.files {
-                let data = content(file.size, file.seed);
+                let data = match file.size {
+                    0 => Vec::new(),
+                    size => export(&file.rel, size, file.seed),
+                };
                 hashes.insert(file.rel.clone(), sha256_hex(&data));
                 if let Some(parent) = inbox.join(&file.rel).parent() {
                     std::fs::create_dir_all(parent).unwrap();
@@ -624,7 +632,9 @@ async fn soak_nothing_lost_nothing_duplicated() {
     let studio = Studio::new(
         &emulator,
         &upload,
-        &format!("stable_for = \"{STABLE_FOR}\""),
+        // An empty file waits for its writer up to incomplete_after (as long as stable_for
+        // allows here), then fails saying it stayed empty.
+        &format!("stable_for = \"{STABLE_FOR}\"\nincomplete_after = \"{STABLE_FOR}\""),
     );
 
     let bursts = plan(&profile, &mut rng);

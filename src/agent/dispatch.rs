@@ -1,19 +1,29 @@
 //! Dispatch: starts workers on waiting jobs, `parallel` at a time, and is what a worker does
 //! with one job: upload it, then decide whether it goes to done/ or failed/, waits for its file
 //! to settle again, or pauses the whole queue (credentials, quota, network: not the file's
-//! fault). [`DispatchState`] is the bookkeeping these decisions read and change. Moving a file
+//! fault).
+//!
+//! A VideoManager the platform does not know (404 on create: a wrong `video_manager_id`) holds
+//! only the uploads into it. Failing its files to failed/ would blame them for the config and
+//! leave a `retry` for each once it is fixed; pausing everything stopped the folders that are
+//! fine. So its jobs wait in their folder (nothing moves), the log, `status` and `/healthz` say
+//! why, one job probes now and then (less and less often) and at each reload, and the other
+//! folders keep uploading. A hold found while the queue was paused ends that pause: the
+//! platform answered. [`DispatchState`] (in `dispatch_state.rs`) is the bookkeeping these decisions read
+//! and change; `job_observer.rs` records an upload as it goes. Moving a file
 //! to done/ or failed/ is a task of its own ([`start_finish`]): the worker's upload slot is free
 //! meanwhile, and no loop waits for a copy that can take minutes.
 
-use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch_state::{DispatchState, Start};
+use super::job_observer::JobObserver;
 use super::{FINISH_RETRY_EVERY, Shared, sleep_until_opt};
 use crate::chain;
 use crate::config::{human_rate, human_size};
@@ -21,223 +31,12 @@ use crate::escape::escaped;
 use crate::finish;
 use crate::ready::{self, Inspection};
 use crate::store::{Job, JobError, JobStore, Outcome, StoreError};
-use crate::vmpro::api::{UploadObserver, UploadUrl};
+use crate::vmpro::api::{Platform, UploadUrl};
 use crate::vmpro::chunks::{ResumePoint, UploadRequest, upload_file};
 use crate::vmpro::error::{Blame, Disposition, VmproError};
 
 /// How long the dispatcher waits before asking a failing state store again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
-
-/// Which jobs a worker is on, whether the whole queue is paused, and which finished files could
-/// not be moved: one lock, because the dispatcher's decisions read several of them at once.
-#[derive(Default)]
-pub(super) struct DispatchState {
-    board: Mutex<Board>,
-    /// Held from a pause's start or end until it is recorded (store and log), so records
-    /// follow the order of the changes; the board itself is locked only for the change, so
-    /// workers starting and ending never wait on a store write.
-    pause_order: Mutex<()>,
-}
-
-#[derive(Default)]
-struct Board {
-    /// Jobs a worker is on, so the dispatcher does not start them twice.
-    in_flight: HashSet<i64>,
-    pause: Option<QueuePause>,
-    /// Jobs whose file could not be moved to done/ or failed/, with the reason last logged:
-    /// tried again every [`FINISH_RETRY_EVERY`], logged again only when the reason changes.
-    stuck_finishes: HashMap<i64, String>,
-    /// Jobs whose file is being moved right now, so a move is never started twice at once.
-    finishing_now: HashSet<i64>,
-}
-
-/// A whole-queue pause: the account or the network is the problem, not the files.
-struct QueuePause {
-    reason: String,
-    /// Failed probes in a row; the wait before the next one grows with it.
-    failures: u32,
-    retry_at: Instant,
-    /// One job is trying whether the cause went away; no other starts meanwhile.
-    probing: bool,
-    /// The first probe of this pause was logged; the others are logged at debug level, so a
-    /// pause of hours is a few lines in the log, not a line per probe.
-    announced: bool,
-}
-
-/// What a worker starting on a job is, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Start {
-    Upload,
-    /// The queue is paused: this job tries whether the cause went away.
-    Probe {
-        first: bool,
-    },
-}
-
-/// What a pause changed, for the log.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct PauseNote {
-    /// A new pause, or one for another reason than before: worth a log line.
-    pub reason_changed: bool,
-    /// Until the next probe.
-    pub delay: Duration,
-}
-
-impl DispatchState {
-    fn board(&self) -> MutexGuard<'_, Board> {
-        // Poisoned only if a thread panicked while holding it; every change to the board is
-        // a single insert, remove or assignment, so what it holds is still consistent.
-        self.board.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn pause_order(&self) -> MutexGuard<'_, ()> {
-        self.pause_order.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// May a job start now, with `parallel` allowed at once? `Ok` with the jobs already
-    /// running, or `Err` with when to look again (`None`: when woken).
-    pub(super) fn may_start(
-        &self,
-        now: Instant,
-        parallel: usize,
-    ) -> Result<HashSet<i64>, Option<Instant>> {
-        let board = self.board();
-        if let Some(pause) = &board.pause {
-            // While paused only one job probes, once the retry time has come.
-            if pause.probing {
-                return Err(None);
-            }
-            if now < pause.retry_at {
-                return Err(Some(pause.retry_at));
-            }
-        }
-        if board.in_flight.len() >= parallel.max(1) {
-            return Err(None);
-        }
-        Ok(board.in_flight.clone())
-    }
-
-    /// A worker starts on job `id`; while paused, it is the probe.
-    pub(super) fn begin(&self, id: i64) -> Start {
-        let mut board = self.board();
-        let start = match board.pause.as_mut() {
-            Some(pause) => {
-                pause.probing = true;
-                Start::Probe {
-                    first: !std::mem::replace(&mut pause.announced, true),
-                }
-            }
-            None => Start::Upload,
-        };
-        board.in_flight.insert(id);
-        start
-    }
-
-    /// The worker on job `id` is done, whatever the outcome.
-    pub(super) fn end(&self, id: i64) {
-        let mut board = self.board();
-        board.in_flight.remove(&id);
-        if let Some(pause) = board.pause.as_mut() {
-            pause.probing = false;
-        }
-    }
-
-    pub(super) fn busy(&self) -> HashSet<i64> {
-        self.board().in_flight.clone()
-    }
-
-    /// Pauses the queue for `reason`, or extends the pause: the `failures`-th probe in a row
-    /// failed, and `delay(failures)` is how long until the next. `record(reason, delay)` runs
-    /// when the reason changed, before any later pause or resume is recorded.
-    pub(super) fn pause(
-        &self,
-        reason: String,
-        now: Instant,
-        delay: impl FnOnce(u32) -> Duration,
-        record: impl FnOnce(&str, Duration),
-    ) -> PauseNote {
-        let _order = self.pause_order();
-        let (reason_changed, delay) = {
-            let mut board = self.board();
-            let failures = board.pause.as_ref().map_or(1, |p| p.failures + 1);
-            let delay = delay(failures);
-            let reason_changed = board.pause.as_ref().is_none_or(|p| p.reason != reason);
-            let announced = board.pause.as_ref().is_some_and(|p| p.announced);
-            board.pause = Some(QueuePause {
-                reason: reason.clone(),
-                failures,
-                retry_at: now + delay,
-                probing: false,
-                announced: announced && !reason_changed,
-            });
-            (reason_changed, delay)
-        };
-        if reason_changed {
-            record(&reason, delay);
-        }
-        PauseNote {
-            reason_changed,
-            delay,
-        }
-    }
-
-    /// Ends a pause; the reason it had, if there was one. `record` runs before any later
-    /// pause or resume is recorded.
-    pub(super) fn resume(&self, record: impl FnOnce(&str)) -> Option<String> {
-        let _order = self.pause_order();
-        let old = self.board().pause.take()?;
-        record(&old.reason);
-        Some(old.reason)
-    }
-
-    /// Something that may have ended the pause's cause changed (a new password): the next
-    /// probe may start now. False when not paused, or a probe is already on its way.
-    pub(super) fn probe_now(&self, now: Instant) -> bool {
-        match self.board().pause.as_mut() {
-            Some(pause) if !pause.probing => {
-                pause.retry_at = pause.retry_at.min(now);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub(super) fn pause_reason(&self) -> Option<String> {
-        self.board().pause.as_ref().map(|p| p.reason.clone())
-    }
-
-    /// Job `id`'s file could not be moved; true when `message` is new for it (worth logging).
-    pub(super) fn finish_stuck(&self, id: i64, message: String) -> bool {
-        let mut board = self.board();
-        let new = board.stuck_finishes.get(&id) != Some(&message);
-        board.stuck_finishes.insert(id, message);
-        new
-    }
-
-    pub(super) fn finish_unstuck(&self, id: i64) {
-        self.board().stuck_finishes.remove(&id);
-    }
-
-    /// Forgets stuck jobs not in `finishing` (they left that state some other way).
-    pub(super) fn keep_stuck_among(&self, finishing: &[i64]) {
-        self.board()
-            .stuck_finishes
-            .retain(|id, _| finishing.contains(id));
-    }
-
-    pub(super) fn any_stuck(&self) -> bool {
-        !self.board().stuck_finishes.is_empty()
-    }
-
-    /// A move of job `id`'s file is about to start: false if one is already running.
-    pub(super) fn begin_finish(&self, id: i64) -> bool {
-        self.board().finishing_now.insert(id)
-    }
-
-    pub(super) fn end_finish(&self, id: i64) {
-        self.board().finishing_now.remove(&id);
-    }
-}
 
 /// What the dispatcher does next.
 #[derive(Debug)]
@@ -249,22 +48,59 @@ enum Next {
     Unreadable(StoreError),
 }
 
-/// The dispatcher's decision: the oldest waiting job no worker is on, if a worker may start.
-fn next_job(state: &DispatchState, store: &JobStore, parallel: usize, now: Instant) -> Next {
+/// The dispatcher's decision: the oldest waiting job no worker is on, if a worker may start,
+/// leaving out the jobs of held VideoManagers (but for one probe each when it is time).
+/// `video_manager_of` tells which VideoManager a job uploads into (see [`video_manager_for`]);
+/// `None` for a folder no longer configured, whose jobs wait untouched: it may come back, and
+/// guessing a VideoManager for them could upload a customer's files into another's.
+fn next_job(
+    state: &DispatchState,
+    store: &JobStore,
+    parallel: usize,
+    now: Instant,
+    video_manager_of: &dyn Fn(&Path, Option<u64>) -> Option<u64>,
+) -> Next {
     let busy = match state.may_start(now, parallel) {
         Ok(busy) => busy,
         Err(until) => return Next::Wait(until),
     };
-    match store.next_waiting(&busy) {
+    let holds = state.holds(now);
+    let next = store.next_waiting_where(&busy, |folder, bound| {
+        video_manager_of(folder, bound).is_some_and(|id| holds.admits(id))
+    });
+    match next {
         Ok(Some(job)) => Next::Start(Box::new(job)),
-        Ok(None) => Next::Wait(None),
+        // A held VideoManager's next probe wakes the dispatcher by itself.
+        Ok(None) => Next::Wait(holds.next_probe),
         Err(err) => Next::Unreadable(err),
     }
+}
+
+/// The VideoManager a job uploads into: once the platform may hold the job's video (one was
+/// created, or a create was sent whose answer is not settled) the one it was recorded in, also
+/// after a config change (`bound`); before, the config decides, so that a wrong id fixed in the
+/// config does not stick to the job. `None` when the job's folder is no longer configured: such
+/// a job does not start at all (its file would also have no done/ to go to).
+fn video_manager_for(
+    settings: &crate::config::Settings,
+    folder: &Path,
+    bound: Option<u64>,
+) -> Option<u64> {
+    let configured = settings.video_manager_of(folder)?;
+    Some(bound.unwrap_or(configured))
+}
+
+/// `bound` of [`video_manager_for`] for a job.
+fn bound_video_manager(job: &Job) -> Option<u64> {
+    let may_have_video = job.video_id.is_some() || job.create_sent_at.is_some();
+    job.video_manager_id.filter(|_| may_have_video)
 }
 
 /// Starts workers on waiting jobs, `parallel` at a time (read at each start, so a reload can
 /// change it), honouring a queue pause and a store that cannot be written, until `shutdown`.
 pub(super) async fn dispatch(shared: &Arc<Shared>, shutdown: &CancellationToken) {
+    // Quiet hours were logged: said once each time they begin.
+    let mut quiet_said = false;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -273,8 +109,36 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, shutdown: &CancellationToken)
         let notified = shared.wake.notified();
         let parallel = shared.settings().upload.parallel;
         let now = Instant::now();
-        let next = if shared.store_health.is_writable() {
-            next_job(&shared.dispatch, &shared.store, parallel, now)
+        // Quiet hours start no upload: a create now would leave an empty video for hours,
+        // hold a `parallel` slot, and age its upload URL. Uploads under way wait before their
+        // next request (see `vmpro::chunks`).
+        let bandwidth = shared.platform().bandwidth.clone();
+        let quiet_until = bandwidth
+            .limits()
+            .then(|| bandwidth.quiet_until())
+            .flatten();
+        if quiet_until.is_none() {
+            quiet_said = false;
+        } else if !std::mem::replace(&mut quiet_said, true) {
+            let plan = shared.settings().upload.bandwidth.clone();
+            let words = jiff::Zoned::now();
+            tracing::info!(
+                "{}: queued files wait; no upload starts until then",
+                crate::bandwidth::describe_now(&plan, &words)
+            );
+        }
+        let next = if let Some(until) = quiet_until {
+            Next::Wait(Some(until))
+        } else if shared.store_health.is_writable() {
+            let video_manager_of =
+                |folder: &Path, bound| video_manager_for(&shared.settings(), folder, bound);
+            next_job(
+                &shared.dispatch,
+                &shared.store,
+                parallel,
+                now,
+                &video_manager_of,
+            )
         } else {
             // Woken when `housekeeping` finds the store writable again.
             Next::Wait(None)
@@ -300,125 +164,29 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, shutdown: &CancellationToken)
 }
 
 fn start_worker(shared: &Arc<Shared>, shutdown: &CancellationToken, job: Job) {
+    // Chosen by the dispatcher under the settings of a moment ago: a reload since may have
+    // removed the job's folder, and then it stays waiting (see `next_job`).
+    let Some(video_manager) =
+        video_manager_for(&shared.settings(), &job.folder, bound_video_manager(&job))
+    else {
+        return;
+    };
     let start = shared.dispatch.begin(job.id);
+    if shared.dispatch.probe_hold(job.id, video_manager) {
+        tracing::debug!(
+            file = %escaped(&job.rel_path),
+            "trying whether the platform knows VideoManager {video_manager} now"
+        );
+    }
     let tasks = shared.tasks.clone();
     let shared = shared.clone();
     let shutdown = shutdown.clone();
     tasks.spawn(async move {
         let id = job.id;
-        work(&shared, job, start, &shutdown).await;
+        work(&shared, job, start, video_manager, &shutdown).await;
         shared.dispatch.end(id);
         shared.wake.notify_one();
     });
-}
-
-/// Records one job's upload in the store as it happens.
-struct JobObserver {
-    shared: Arc<Shared>,
-    id: i64,
-    name: String,
-    /// The last quarter of the chunks logged at info level, so a long upload says how far it
-    /// is four times, not once per chunk.
-    last_logged_quarter: AtomicU64,
-    /// This job tries whether a paused queue can resume: its events (retries, mostly) are
-    /// logged at debug level, and its first accepted chunk ends the pause. Not earlier: a
-    /// quota refuses chunks of videos it let the platform create.
-    probing: AtomicBool,
-    /// The job's video id is in the store (resumed with one, or recorded since): only then may
-    /// its marker keyword come off.
-    video_recorded: AtomicBool,
-}
-
-impl JobObserver {
-    /// A record the upload can go on without (it resumes from an earlier chunk after a crash):
-    /// logged, and during an outage said once for all.
-    fn log_store_error(&self, what: &str, result: Result<(), StoreError>) {
-        if let Err(err) = result {
-            self.shared
-                .store_failed(&format!("cannot record {what} of job {}", self.id), &err);
-        }
-    }
-}
-
-impl UploadObserver for JobObserver {
-    fn event(&self, event: &str, detail: &str) {
-        if self.probing.load(Ordering::Relaxed) {
-            tracing::debug!(file = %self.name, "{event}: {detail}");
-        } else {
-            tracing::info!(file = %self.name, "{event}: {detail}");
-        }
-        self.log_store_error(
-            "an event",
-            self.shared.store.record_event(self.id, event, detail),
-        );
-    }
-    fn create_sending(
-        &self,
-        marker: Option<&str>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.shared
-            .store
-            .record_create_sent(self.id, marker)
-            .map_err(Into::into)
-    }
-    fn create_settled(&self) {
-        self.log_store_error(
-            "that the create was answered",
-            self.shared.store.record_create_settled(self.id),
-        );
-    }
-    fn video_created(&self, video_id: &str) {
-        let recorded = self.shared.store.record_video(self.id, video_id);
-        self.video_recorded
-            .store(recorded.is_ok(), Ordering::Relaxed);
-        self.log_store_error("the video id", recorded);
-    }
-    fn video_on_record(&self) -> bool {
-        self.video_recorded.load(Ordering::Relaxed)
-    }
-    fn marker_removed(&self) {
-        self.log_store_error(
-            "that the marker keyword is off",
-            self.shared.store.clear_marker(self.id),
-        );
-    }
-    fn url_issued(&self, url: &UploadUrl) {
-        let issued = OffsetDateTime::from(url.issued_at());
-        self.log_store_error(
-            "the upload URL",
-            self.shared.store.record_url(self.id, url.expose(), issued),
-        );
-    }
-    fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
-        if self.probing.swap(false, Ordering::Relaxed) {
-            end_pause(&self.shared);
-        }
-        self.log_store_error(
-            "the progress",
-            self.shared
-                .store
-                .record_progress(self.id, index + 1, total, chunk_size, bytes_done),
-        );
-        let quarter = u64::from(index) * 4 / u64::from(total.max(1));
-        if index < total
-            && self
-                .last_logged_quarter
-                .fetch_max(quarter, Ordering::Relaxed)
-                < quarter
-        {
-            // The share of the chunks, not the quarter that triggered the line: "1/3 (33%)".
-            let percent = u64::from(index) * 100 / u64::from(total.max(1));
-            tracing::info!(
-                file = %self.name,
-                "chunk {index}/{total} sent ({percent}%, {} so far)",
-                human_size(bytes_done)
-            );
-        }
-        tracing::debug!(file = %self.name, "chunk {index}/{total} accepted");
-    }
-    fn restarted(&self) {
-        self.log_store_error("the restart", self.shared.store.restart_content(self.id));
-    }
 }
 
 /// Logs a failed store call that the job's path can do without (an event for the sidecar);
@@ -455,7 +223,13 @@ async fn write_when_possible(
 }
 
 /// Uploads one job and decides what becomes of its file.
-async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &CancellationToken) {
+async fn work(
+    shared: &Arc<Shared>,
+    job: Job,
+    start: Start,
+    video_manager: u64,
+    shutdown: &CancellationToken,
+) {
     let id = job.id;
     let name = escaped(&job.rel_path).to_string();
     if let Err(err) = shared.store.start_attempt(id) {
@@ -541,11 +315,29 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
         probing: AtomicBool::new(matches!(start, Start::Probe { .. })),
         video_recorded: AtomicBool::new(job.video_id.is_some()),
     };
-    let platform = shared.platform();
+    if job.video_manager_id != Some(video_manager)
+        && let Err(err) = shared.store.record_video_manager(id, video_manager)
+    {
+        shared.store_failed("cannot record the job's VideoManager", &err);
+    }
+    let platform = shared.platform().for_video_manager(video_manager);
     let result = upload_file(&platform, request, &observer, shutdown).await;
+    remember_link(shared, &platform);
     match result {
         Ok(report) => {
             end_pause(shared);
+            release_hold(shared, video_manager);
+            shared.counters.upload_took(report.elapsed);
+            // The rate as `status` shows it (the whole upload's chunks, resumes included), so
+            // that the log, the sidecar and `status` give one figure.
+            let rate = shared
+                .store
+                .job(id)
+                .ok()
+                .and_then(|job| crate::status_report::bytes_per_second(&job))
+                .or_else(|| report.bytes_per_second())
+                .map(|rate| format!(" at {}", human_rate(rate)))
+                .unwrap_or_default();
             log_store_error(
                 shared,
                 id,
@@ -554,11 +346,10 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                     id,
                     "uploaded",
                     &format!(
-                        "{} ({} bytes) in {} chunks at {}, sha256 {}",
+                        "{} ({} bytes) in {} chunks{rate}, sha256 {}",
                         human_size(report.size),
                         report.size,
                         report.chunks,
-                        human_rate(report.bytes_per_second()),
                         report.sha256
                     ),
                 ),
@@ -586,15 +377,28 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
             tracing::info!(
                 file = %name,
                 video_id = %report.video_id,
-                "uploaded ({} at {})",
+                "uploaded ({}{rate})",
                 human_size(report.size),
-                human_rate(report.bytes_per_second())
             );
             start_finish(shared, id);
         }
         Err(err) => match err.blame() {
             Blame::Cancelled => {
                 tracing::info!(file = %name, "upload interrupted by shutdown; it resumes on restart");
+            }
+            Blame::AccountOrNetwork if err.is_unknown_video_manager() => {
+                // The platform answered: whatever paused the queue is over.
+                end_pause(shared);
+                log_store_error(
+                    shared,
+                    id,
+                    "the hold",
+                    shared.store.record_event(id, "held", &chain(&err)),
+                );
+                if let Err(store_err) = shared.store.set_waiting(id) {
+                    shared.store_failed(&format!("cannot requeue job {id}"), &store_err);
+                }
+                hold_video_manager(shared, video_manager, &err);
             }
             Blame::AccountOrNetwork => {
                 log_store_error(
@@ -662,6 +466,18 @@ async fn work(shared: &Arc<Shared>, job: Job, start: Start, shutdown: &Cancellat
                 }
             }
         },
+    }
+}
+
+/// Keeps what the uploads measured of the link (`chunk_size = "auto"` chooses from it) for the
+/// next run: after each file, and so also a size the server refused.
+fn remember_link(shared: &Shared, platform: &Platform) {
+    let link = platform.transport.link.snapshot();
+    if let Err(err) = shared
+        .store
+        .record_link(platform.account.api_url.as_str(), &link)
+    {
+        shared.store_failed("cannot record the measured link", &err);
     }
 }
 
@@ -754,6 +570,67 @@ fn pause_reason(err: &VmproError) -> String {
     }
 }
 
+/// Holds the uploads into `video_manager`, which the platform does not know (see the module's
+/// note), or extends the hold after a probe; logged and recorded for `status` when new.
+fn hold_video_manager(shared: &Arc<Shared>, video_manager: u64, err: &VmproError) {
+    let folders: Vec<String> = {
+        let settings = shared.settings();
+        settings
+            .folders
+            .iter()
+            .filter(|f| settings.video_manager_of(&f.path) == Some(video_manager))
+            .map(|f| escaped(&f.path).to_string())
+            .collect()
+    };
+    let folders = if folders.is_empty() {
+        "files queued for it".to_owned()
+    } else {
+        format!("the files of {}", folders.join(", "))
+    };
+    let reason = format!(
+        "the platform does not know VideoManager {video_manager} ({}): check video_manager_id; {folders} wait",
+        err.server_message()
+    );
+    let (news, delay) =
+        shared
+            .dispatch
+            .hold(video_manager, reason.clone(), Instant::now(), |failures| {
+                shared.pause_policy.delay(failures, None)
+            });
+    if news {
+        tracing::warn!(
+            "uploads into VideoManager {video_manager} held: {reason}, the other folders keep uploading; trying again in {:.0}s and then less and less often, and at each reload (SIGHUP)",
+            delay.as_secs_f64()
+        );
+        if let Err(store_err) = shared
+            .store
+            .set_video_manager_held(video_manager, Some(&reason))
+        {
+            shared.store_failed("cannot record the hold for status", &store_err);
+        }
+    } else {
+        tracing::debug!(
+            "VideoManager {video_manager} still unknown; next try in {:.1}s",
+            delay.as_secs_f64()
+        );
+    }
+    shared.wake.notify_one();
+}
+
+/// An upload into `video_manager` worked: a hold on it ends.
+fn release_hold(shared: &Arc<Shared>, video_manager: u64) {
+    if shared.dispatch.release(video_manager).is_none() {
+        return;
+    }
+    tracing::info!(
+        "the platform knows VideoManager {video_manager} now; its folders' uploads resume"
+    );
+    if let Err(err) = shared.store.set_video_manager_held(video_manager, None) {
+        shared.store_failed("cannot record the end of the hold for status", &err);
+    }
+    shared.wake.notify_waiters();
+}
+
 fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
     let reason = pause_reason(err);
     // Held logins are tried again when the hold ends (or at once when the password changes):
@@ -775,8 +652,11 @@ fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
                     delay.as_secs_f64()
                 );
             }
-            if let Err(err) = shared.store.set_queue_pause(Some(reason)) {
-                shared.store_failed("cannot record the pause for status", &err);
+            match shared.store.set_queue_pause(Some(reason)) {
+                Ok(()) => super::pause_notice::announce_if_long(&shared.store, &shared.stop),
+                Err(err) => {
+                    shared.store_failed("cannot record the pause for status", &err);
+                }
             }
         },
     );
@@ -784,7 +664,7 @@ fn start_or_extend_pause(shared: &Arc<Shared>, err: &VmproError) {
     shared.wake.notify_one();
 }
 
-fn end_pause(shared: &Arc<Shared>) {
+pub(super) fn end_pause(shared: &Arc<Shared>) {
     let ended = shared.dispatch.resume(|reason| {
         tracing::info!("uploads resumed (paused because: {reason})");
         if let Err(err) = shared.store.set_queue_pause(None) {
@@ -793,6 +673,14 @@ fn end_pause(shared: &Arc<Shared>) {
     });
     if ended.is_some() {
         shared.wake.notify_waiters();
+    } else if shared.resumed_owed.swap(false, Ordering::Relaxed) {
+        // Paused before the last stop, and this upload worked: that pause is over (its
+        // `resumed` goes out if it was announced).
+        tracing::info!("uploads work again after the pause hotfolder was in before the restart");
+        if let Err(err) = shared.store.set_queue_pause(None) {
+            shared.resumed_owed.store(true, Ordering::Relaxed);
+            shared.store_failed("cannot record the end of the pause", &err);
+        }
     }
 }
 
@@ -849,6 +737,10 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     let outcome =
         tokio::task::spawn_blocking(move || finish::finish_job_file(&store, &job, &base, &stop))
             .await;
+    if let Ok(Ok(_)) = &outcome {
+        // Its fate is sealed: moved, or uploaded and then deleted before the move.
+        shared.counters.file_finished(uploaded);
+    }
     let failure = match outcome {
         Ok(Ok(finish::Finished::Moved(dest))) => {
             tracing::info!(
@@ -911,8 +803,10 @@ pub(super) fn retry_stuck_finishes(shared: &Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::dispatch_state::PauseNote;
     use super::*;
     use crate::store::NewJob;
+    use std::collections::HashSet;
     use std::path::PathBuf;
 
     fn queue_of(store: &JobStore, names: &[&str]) -> Vec<i64> {
@@ -933,6 +827,9 @@ mod tests {
             })
             .collect()
     }
+
+    /// Every job uploads into VideoManager 1.
+    const ONE_VM: fn(&Path, Option<u64>) -> Option<u64> = |_, _| Some(1);
 
     fn started(next: Next) -> i64 {
         match next {
@@ -955,20 +852,26 @@ mod tests {
             state.begin(id);
             store.start_attempt(id).unwrap();
         };
-        let first = started(next_job(&state, &store, 2, now));
+        let first = started(next_job(&state, &store, 2, now, &ONE_VM));
         begin(first);
-        let second = started(next_job(&state, &store, 2, now));
+        let second = started(next_job(&state, &store, 2, now, &ONE_VM));
         begin(second);
         assert_eq!([first, second], [ids[0], ids[1]]);
-        assert!(matches!(next_job(&state, &store, 2, now), Next::Wait(None)));
+        assert!(matches!(
+            next_job(&state, &store, 2, now, &ONE_VM),
+            Next::Wait(None)
+        ));
 
         state.end(first);
-        assert_eq!(started(next_job(&state, &store, 2, now)), ids[2]);
+        assert_eq!(started(next_job(&state, &store, 2, now, &ONE_VM)), ids[2]);
         // parallel = 0 in settings still lets one file through.
         let state = DispatchState::default();
-        assert_eq!(started(next_job(&state, &store, 0, now)), ids[2]);
+        assert_eq!(started(next_job(&state, &store, 0, now, &ONE_VM)), ids[2]);
         state.begin(ids[2]);
-        assert!(matches!(next_job(&state, &store, 0, now), Next::Wait(None)));
+        assert!(matches!(
+            next_job(&state, &store, 0, now, &ONE_VM),
+            Next::Wait(None)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1064,11 +967,100 @@ mod tests {
             |_, _| {},
         );
         assert!(matches!(
-            next_job(&state, &store, 1, Instant::now()),
+            next_job(&state, &store, 1, Instant::now(), &ONE_VM),
             Next::Wait(Some(_))
         ));
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(started(next_job(&state, &store, 1, Instant::now())), ids[0]);
+        assert_eq!(
+            started(next_job(&state, &store, 1, Instant::now(), &ONE_VM)),
+            ids[0]
+        );
+    }
+
+    /// Hostile test of issue 13: a folder whose VideoManager the platform does not know
+    /// paused every folder's uploads. Now only its jobs wait, one probes when it is time.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_video_manager_holds_only_its_jobs_and_lets_one_probe_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(dir.path()).unwrap();
+        let held = |name: &str| {
+            store
+                .enqueue(NewJob {
+                    folder: PathBuf::from("/unknown"),
+                    path: PathBuf::from("/unknown").join(name),
+                    rel_path: PathBuf::from(name),
+                    size: 1,
+                    mtime_ns: 0,
+                    rule: "test".into(),
+                })
+                .unwrap()
+                .id()
+        };
+        let (first_held, second_held) = (held("a.mov"), held("b.mov"));
+        let good = queue_of(&store, &["c.mov", "d.mov"]);
+        // /unknown uploads into VideoManager 999, /in into 1.
+        let vm_of = |folder: &Path, _: Option<u64>| {
+            if folder == Path::new("/unknown") {
+                Some(999)
+            } else {
+                Some(1)
+            }
+        };
+        let state = DispatchState::default();
+        let (news, delay) = state.hold(999, "unknown".into(), Instant::now(), |_| {
+            Duration::from_secs(10)
+        });
+        assert!(news);
+        assert_eq!(delay, Duration::from_secs(10));
+        // The other folder's jobs start; the held ones are passed over.
+        let now = Instant::now();
+        let first = started(next_job(&state, &store, 4, now, &vm_of));
+        assert_eq!(first, good[0]);
+        state.begin(first);
+        store.start_attempt(first).unwrap();
+        assert_eq!(started(next_job(&state, &store, 4, now, &vm_of)), good[1]);
+        state.begin(good[1]);
+        store.start_attempt(good[1]).unwrap();
+        // Nothing else now; woken for the probe.
+        assert!(matches!(
+            next_job(&state, &store, 4, now, &vm_of),
+            Next::Wait(Some(at)) if at == now + Duration::from_secs(10)
+        ));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probe = started(next_job(&state, &store, 4, Instant::now(), &vm_of));
+        assert_eq!(probe, first_held);
+        state.begin(probe);
+        assert!(state.probe_hold(probe, 999));
+        store.start_attempt(probe).unwrap();
+        // One probe at a time.
+        assert!(matches!(
+            next_job(&state, &store, 4, Instant::now(), &vm_of),
+            Next::Wait(None)
+        ));
+        // It failed again: held longer, not news.
+        store.set_waiting(probe).unwrap();
+        state.end(probe);
+        let (news, delay) = state.hold(999, "unknown".into(), Instant::now(), |n| {
+            Duration::from_secs(10 * u64::from(n))
+        });
+        assert!(!news);
+        assert_eq!(delay, Duration::from_secs(20));
+        // A reload lets it probe at once.
+        state.probe_now(Instant::now());
+        assert_eq!(
+            started(next_job(&state, &store, 4, Instant::now(), &vm_of)),
+            first_held
+        );
+        // Known again: every job of it may start.
+        assert_eq!(state.release(999).as_deref(), Some("unknown"));
+        assert_eq!(state.release(999), None);
+        assert_eq!(state.holds(Instant::now()), Default::default());
+        state.begin(first_held);
+        store.start_attempt(first_held).unwrap();
+        assert_eq!(
+            started(next_job(&state, &store, 4, Instant::now(), &vm_of)),
+            second_held
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,13 +40,34 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> Result<
         // Read at each turn: an outage that starts meanwhile is probed from the next turn on,
         // at most one `check` tick later.
         let probe_at = shared.store_health.next_probe();
+        let notice_at = shared
+            .store_health
+            .notice_due(crate::notify::pause_notice_after());
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = check.tick() => check_in_place(&shared, &mut check_trouble)?,
             _ = prune.tick() => prune_old_jobs(&shared).await,
             _ = sleep_until_opt(probe_at) => probe(&shared),
+            _ = sleep_until_opt(notice_at) => announce_outage(&shared),
         }
     }
+}
+
+/// The store has not been writable for as long as a pause takes to be announced: `paused`
+/// goes to `[[notify]]` from memory, since the store cannot take the event (see
+/// `notify::delivery::UnstoredNotice`); it is recorded, with its `resumed`, once the store can.
+fn announce_outage(shared: &Shared) {
+    let Some(outage) = shared.store_health.announce() else {
+        return;
+    };
+    tracing::info!(
+        "uploads have been paused for {} min (the state store cannot be written): telling [[notify]] from memory",
+        crate::notify::pause_notice_after().as_secs().div_ceil(60)
+    );
+    let mut notice =
+        crate::notify::Notice::new(crate::notify::EventKind::Paused, OffsetDateTime::now_utc());
+    notice.reason = Some(outage.reason);
+    shared.outbox.send_unstored(notice);
 }
 
 /// The database and the lock file are still the ones opened; a check that cannot be made

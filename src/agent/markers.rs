@@ -89,12 +89,17 @@ async fn sweep_once(shared: &Shared, shutdown: &CancellationToken, warned: &mut 
 /// create's outcome was unknown, off whatever video that create made (reported: nobody
 /// uploaded into it).
 async fn clear_on_platform(
-    platform: &Platform,
+    platform: &Arc<Platform>,
     job: &Job,
     shutdown: &CancellationToken,
 ) -> Result<(), VmproError> {
     let Some(marker) = job.marker.as_deref() else {
         return Ok(());
+    };
+    // The marker is in the VideoManager the job uploaded into.
+    let platform = &*match job.video_manager_id {
+        Some(id) => platform.for_video_manager(id),
+        None => platform.clone(),
     };
     if let Some(video_id) = &job.video_id {
         return platform

@@ -14,17 +14,27 @@
 //! and failed/ run as tasks of their own (a copy to another file system can take minutes), never
 //! in the intake's loop nor before READY. [`housekeeping`] looks after the state dir: the store
 //! still in place, old jobs pruned, and a store that cannot be written ([`store_health`])
-//! probed until it can. Shutdown is a `CancellationToken` passed in.
+//! probed until it can. [`crate::notify::Outbox`] delivers `[[notify]]` events from the store,
+//! a task per destination; [`pause_notice`] announces a pause once it has lasted 2 minutes.
+//! [`transcoding`] follows the platform's transcoding of the videos of folders that ask for it.
+//! Shutdown is a `CancellationToken` passed in.
 
 mod dispatch;
+mod dispatch_state;
 mod housekeeping;
 mod intake;
+mod job_observer;
 mod markers;
 mod password_watch;
+mod pause_notice;
+mod release;
+mod retention;
 mod service;
 mod store_health;
+mod transcoding;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -38,13 +48,15 @@ use crate::chain;
 use crate::config::{FolderSettings, Settings};
 use crate::escape::escaped;
 use crate::finish;
+use crate::http::{StatusSource, UploadCounters};
+use crate::notify::Outbox;
 use crate::retry::RetryPolicy;
 use crate::store::{AgentNote, JobState, JobStore, StateLock, StoreError};
 use crate::vmpro::api::Platform;
 use crate::vmpro::error::VmproError;
 use crate::watch::{FolderWatcher, WatchError};
 
-use dispatch::DispatchState;
+use dispatch_state::DispatchState;
 use intake::{Intake, IntakeChannels};
 use store_health::{Reported, StoreHealth};
 
@@ -116,12 +128,24 @@ struct Shared {
     platform: RwLock<Arc<Platform>>,
     /// Wakes the dispatcher: a job was queued, a worker finished, a pause ended.
     wake: Notify,
+    /// Wakes done/ retention at a reload, so a new `keep_done_for` applies at once rather than
+    /// after the sleep the old one set (up to an hour).
+    retention_wake: Notify,
     /// Which jobs run, whether the queue is paused, which finished files could not be moved.
     dispatch: DispatchState,
     /// Paths handed back to the intake to wait until they are stable again.
     retrack: mpsc::UnboundedSender<PathBuf>,
     /// Delays between probes while paused.
     pause_policy: RetryPolicy,
+    /// What `/metrics` counts in memory (files, bytes, retries, durations), for the HTTP
+    /// listener.
+    counters: Arc<UploadCounters>,
+    /// Delivers `[[notify]]` events; given the new settings by a reload.
+    outbox: Outbox,
+    /// The pause an earlier run was in is still open (its start kept for a pause met again
+    /// soon, or its `resumed` owed): the first upload that works closes it, sending `resumed`
+    /// if it was announced, even if this run never pauses.
+    resumed_owed: AtomicBool,
 }
 
 impl Shared {
@@ -140,13 +164,37 @@ impl Shared {
 
     /// A reload: new settings, and a new platform client when one could be made.
     fn replace(&self, settings: Settings, platform: Option<Arc<Platform>>) {
+        let listening = self.settings().http.clone();
+        if settings.http != listening {
+            tracing::warn!(
+                "[http] changed; the listener keeps {} until hotfolder restarts",
+                listening.map_or_else(
+                    || "being off".to_owned(),
+                    |http| format!("listening on {}", http.listen)
+                )
+            );
+        }
         if let Some(platform) = platform {
             *self.platform.write().unwrap_or_else(|e| e.into_inner()) = platform;
         }
+        self.outbox.reconfigure(&settings);
+        transcoding::set_followed_folders(&self.store, &settings);
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
         // The new settings may have fixed the cause of a pause (the password, the VideoManager
         // id): the next probe need not wait out the pause's interval, up to an hour.
         self.dispatch.probe_now(Instant::now());
+        // A held VideoManager no folder names any more (its id was fixed) is let go; those
+        // still named probe at once (above).
+        let in_use = self.settings().video_managers();
+        for id in self.dispatch.release_unused(&in_use) {
+            tracing::info!(
+                "reload: no folder uploads into VideoManager {id} any more; its hold ends"
+            );
+            if let Err(err) = self.store.set_video_manager_held(id, None) {
+                self.store_failed("cannot record the end of the hold for status", &err);
+            }
+        }
+        self.retention_wake.notify_one();
     }
 
     fn folder(&self, root: &Path) -> Option<FolderSettings> {
@@ -212,6 +260,16 @@ impl Shared {
             humantime::format_duration(Duration::from_secs(lasted.as_secs().max(1)))
         );
         self.publish_store_outage();
+        // The pause announced from memory: recorded now, with its end, for the destinations
+        // that could not take it then.
+        if let Some((paused, taken_by)) = self.outbox.unstored() {
+            match self.store.unstored_pause_over(&paused, &taken_by) {
+                Ok(()) => self.outbox.unstored_over(),
+                Err(err) => {
+                    self.store_failed("cannot record the end of the pause for [[notify]]", &err);
+                }
+            }
+        }
         self.wake.notify_one();
         dispatch::retry_stuck_finishes(self);
     }
@@ -232,6 +290,14 @@ pub async fn run(
     let lock = StateLock::acquire(&settings.state_dir)?;
     let store = Arc::new(JobStore::open(&settings.state_dir)?);
     let platform = Platform::new(&settings.account, &settings.upload)?;
+    // `chunk_size = "auto"` starts from what earlier runs measured of the link.
+    match store.link(settings.account.api_url.as_str()) {
+        Ok(link) => platform.transport.link.seed(link),
+        Err(err) => tracing::warn!(
+            "cannot read the measured link; chunk sizes start from the first round trips: {}",
+            chain(&err)
+        ),
+    }
     let (retrack_tx, retrack_rx) = mpsc::unbounded_channel();
     let mut pause_policy = RetryPolicy::new(
         u32::MAX,
@@ -243,6 +309,26 @@ pub async fn run(
     // Stops the uploads and moves too when the intake dies or the store vanishes, not only on
     // a signal.
     let stop = shutdown.child_token();
+    let outbox = Outbox::start(&settings, store.clone(), stop.clone());
+    // Before any job can end (the recovery below finishes interrupted moves).
+    transcoding::set_followed_folders(&store, &settings);
+    // A pause recorded by an earlier run is over: this run pauses (and says so) only when it
+    // meets the cause itself; its start is kept for that (a crash loop is one long pause). If
+    // it was announced, its `resumed` is owed.
+    let resumed_owed = match store.forget_queue_pause() {
+        Ok(owed) => owed,
+        Err(err) => {
+            tracing::error!("cannot reset the queue's pause for status: {}", chain(&err));
+            false
+        }
+    };
+    // Which VideoManagers the platform does not know, this run learns itself.
+    if let Err(err) = store.clear_held_video_managers() {
+        tracing::error!(
+            "cannot reset the held VideoManagers for status: {}",
+            chain(&err)
+        );
+    }
     let shared = Arc::new(Shared {
         settings: RwLock::new(settings),
         store,
@@ -253,10 +339,15 @@ pub async fn run(
         temps_cleared: watch::Sender::new(false),
         platform: RwLock::new(platform),
         wake: Notify::new(),
+        retention_wake: Notify::new(),
         dispatch: DispatchState::default(),
         retrack: retrack_tx,
         pause_policy,
+        counters: Arc::new(UploadCounters::default()),
+        outbox,
+        resumed_owed: AtomicBool::new(resumed_owed),
     });
+    start_listener(&shared, &stop);
 
     #[cfg(debug_assertions)]
     stuck_thread_for_tests();
@@ -267,18 +358,30 @@ pub async fn run(
     let mut watcher = FolderWatcher::new(events_tx);
     let folders = shared.settings().folders.clone();
     let mut intake = Intake::new(&folders);
-    if let Err(err) = shared.store.clear_missing_folders() {
-        shared.store_failed("cannot reset the folders' state for status", &err);
-    }
-    // A pause recorded by an earlier run is over: this run pauses (and says so) only when it
-    // meets the cause itself, with its own time.
-    if let Err(err) = shared.store.set_queue_pause(None) {
-        shared.store_failed("cannot reset the queue's pause for status", &err);
-    }
     // Files an earlier run was watching settle (it was killed): this run's trackers start
     // empty, and find them again with the first scan.
     clear_settling(&shared.store);
-    intake.watch_all(&mut watcher)?;
+    let missing = intake.watch_all(&shared, &mut watcher)?;
+    // A folder watched now that was missing when the agent stopped is back.
+    let watched: Vec<PathBuf> = folders
+        .iter()
+        .map(|f| f.path.clone())
+        .filter(|path| !missing.contains(path))
+        .collect();
+    if let Err(err) = shared.store.clear_missing_folders(&watched, &missing) {
+        shared.store_failed("cannot reset the folders' state for status", &err);
+    }
+    // Logged the moment before READY=1, with the time on the clock systemd stamps a unit's
+    // states with (CLOCK_MONOTONIC, as `systemctl show -p ActiveEnterTimestampMonotonic`), so
+    // that the two can be compared: packaging/tests/nspawn.sh checks that the unit turned
+    // active only after this.
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let monotonic_us = now.tv_sec.saturating_mul(1_000_000) + now.tv_nsec / 1_000;
+    tracing::info!(
+        folders = watched.len(),
+        monotonic_us,
+        "ready: every folder is watched"
+    );
     service::notify(&[sd_notify::NotifyState::Ready]);
     ready();
     let mut intake_task = tokio::spawn({
@@ -340,6 +443,10 @@ pub async fn run(
     shared
         .tasks
         .spawn(markers::sweep_markers(shared.clone(), stop.clone()));
+    shared
+        .tasks
+        .spawn(retention::run(shared.clone(), stop.clone()));
+    transcoding::start(&shared, &stop);
     dispatch::dispatch(&shared, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);
 
@@ -353,13 +460,54 @@ pub async fn run(
         );
     }
     let ended = supervisor.await;
-    // Nothing watches them settle any more: `status` must not show them as if something did.
+    // Nothing watches them settle any more: `status` must not show them as if something did,
+    // nor the folders as watched.
     clear_settling(&shared.store);
+    if let Err(err) = shared.store.clear_folder_modes() {
+        tracing::warn!(
+            "cannot reset how the folders are watched, for status: {}",
+            chain(&err)
+        );
+    }
     if let Ok(Some(fatal)) = ended {
         return Err(fatal);
     }
     tracing::info!("stopped; state saved in {}", escaped(shared.store.path()));
     Ok(())
+}
+
+/// Starts the HTTP listener when `[http] listen` is set, from the first moment: while the
+/// folders are not watched yet, `/healthz` says so. It stops with the agent.
+fn start_listener(shared: &Arc<Shared>, stop: &CancellationToken) {
+    let Some(http) = shared.settings().http.clone() else {
+        return;
+    };
+    // Weak: the listener must not keep the agent's state alive after the agent returned.
+    let agent = Arc::downgrade(shared);
+    let bandwidth_of = agent.clone();
+    let source = StatusSource {
+        bandwidth: Box::new(move || {
+            bandwidth_of.upgrade().map(|shared| {
+                crate::bandwidth::BandwidthNow::of(
+                    &shared.settings().upload.bandwidth,
+                    &jiff::Zoned::now(),
+                )
+            })
+        }),
+        state_dir: shared.settings().state_dir.clone(),
+        counters: shared.counters.clone(),
+        folders: Box::new(move || {
+            agent.upgrade().map_or_else(Vec::new, |shared| {
+                shared
+                    .settings()
+                    .folders
+                    .iter()
+                    .map(|folder| folder.path.clone())
+                    .collect()
+            })
+        }),
+    };
+    tokio::spawn(crate::http::serve(http, source, stop.clone()));
 }
 
 fn clear_settling(store: &JobStore) {
@@ -441,6 +589,17 @@ fn recover(shared: &Arc<Shared>) {
     };
     if !jobs.is_empty() {
         tracing::info!(jobs = jobs.len(), "resuming unfinished jobs");
+    }
+    let mut unconfigured: Vec<&Path> = Vec::new();
+    for job in &jobs {
+        if shared.settings().video_manager_of(&job.folder).is_none()
+            && !unconfigured.contains(&job.folder.as_path())
+        {
+            unconfigured.push(&job.folder);
+        }
+    }
+    for folder in unconfigured {
+        intake::warn_unconfigured_jobs(shared, folder);
     }
     for job in jobs {
         let result = match job.state {

@@ -42,6 +42,8 @@ struct Outage {
 struct Unwritable {
     /// For the log, `status` and STATUS=.
     reason: String,
+    /// Told to `[[notify]]` as a pause (from memory: the store cannot take the event).
+    announced: bool,
     since: Instant,
     since_wall: OffsetDateTime,
     failed_probes: u32,
@@ -95,6 +97,7 @@ impl StoreHealth {
         };
         outage.current = Some(Unwritable {
             reason: reason_for(err),
+            announced: false,
             since: now,
             since_wall: wall,
             failed_probes,
@@ -133,6 +136,27 @@ impl StoreHealth {
         drop(outage);
         self.writable.send_replace(true);
         Some((ended.reason, now.saturating_duration_since(ended.since)))
+    }
+
+    /// When the current outage, not announced yet, is due to be told to `[[notify]]` as a
+    /// pause: once it has lasted `after`, like any pause.
+    pub(super) fn notice_due(&self, after: Duration) -> Option<Instant> {
+        self.outage()
+            .current
+            .as_ref()
+            .filter(|u| !u.announced)
+            .map(|u| u.since + after)
+    }
+
+    /// The current outage is being announced; `None` when it ended meanwhile.
+    pub(super) fn announce(&self) -> Option<OutageView> {
+        let mut outage = self.outage();
+        let current = outage.current.as_mut()?;
+        current.announced = true;
+        Some(OutageView {
+            reason: current.reason.clone(),
+            since: current.since_wall,
+        })
     }
 
     pub(super) fn current(&self) -> Option<OutageView> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::chain;
@@ -23,7 +23,8 @@ mod upload;
 #[derive(Debug, Parser)]
 #[command(
     name = "hotfolder",
-    version,
+    // The crate version, then the commit and the build date when known (build.rs).
+    version = env!("HOTFOLDER_VERSION"),
     about = "Watches folders for finished video exports and uploads them to movingimage VideoManager Pro"
 )]
 pub struct Cli {
@@ -66,8 +67,38 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// How many recently finished files to show, newest first.
-        #[arg(long, value_name = "N", default_value_t = 10)]
+        #[arg(long, value_name = "N", default_value_t = crate::status_report::RECENT_SHOWN)]
         recent: usize,
+    },
+    /// A dry run: every file in every watched folder and what `run` would do with it now
+    /// (upload it, wait for it, or skip it, and why). Uploads, moves and records nothing.
+    Scan {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The files in failed/ with why they failed, newest first.
+    Failed {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only files that failed within this long (e.g. "24h", "7d").
+        #[arg(long, value_name = "DUR", value_parser = parse_since)]
+        since: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move failed files back into their watched folder (same sub-folder, never over another
+    /// file) so that `run` tries them again; their sidecars are removed.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Every file in every folder's failed/.
+        #[arg(long, conflicts_with = "paths")]
+        all: bool,
+        /// Files in a failed/ folder.
+        #[arg(value_name = "PATH", required_unless_present = "all")]
+        paths: Vec<PathBuf>,
     },
     /// Write a commented starter config (refuses to overwrite).
     Init {
@@ -90,6 +121,13 @@ pub enum Command {
     },
     /// The built-in VideoManager Pro emulator alone, for trying configurations offline.
     Emulator(Box<EmulatorArgs>),
+    /// Shell completions on stdout, e.g. `source <(hotfolder completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout, e.g. `hotfolder manpage | man -l -`.
+    Manpage,
 }
 
 /// A command that could not do its job; the variant decides the exit code.
@@ -125,6 +163,12 @@ const LEFTOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5)
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
     crate::status_report::remember_local_offset();
+    // Text from the command line's own definitions: no config, no runtime.
+    match &cli.command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::Manpage => return manpage(),
+        _ => {}
+    }
     // Before the runtime's threads exist: only a single-threaded process may ask for the
     // local time zone, which `status` shows its times in.
     if let Command::Status {
@@ -134,6 +178,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
     } = &cli.command
     {
         return status(config, *json, *recent);
+    }
+    // Blocking reads of folders and file headers, nothing to wait on at the same time.
+    if let Command::Scan { config, json } = &cli.command {
+        return scan(config, *json);
+    }
+    // Before the runtime too: `failed` shows times in the local time zone, as `status` does.
+    if let Command::Failed {
+        config,
+        since,
+        json,
+    } = &cli.command
+    {
+        return failed(config, *since, *json);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -161,7 +218,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
                 json,
                 recent,
             } => status(&config, json, recent),
+            Command::Scan { config, json } => scan(&config, json),
+            Command::Failed {
+                config,
+                since,
+                json,
+            } => failed(&config, since, json),
+            Command::Retry { config, all, paths } => retry(&config, all, &paths),
             Command::Demo { dir } => demo(dir).await,
+            Command::Completions { shell } => completions(shell),
+            Command::Manpage => manpage(),
         }
     });
     runtime.shutdown_timeout(LEFTOVER_PATIENCE);
@@ -324,11 +390,24 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         .unwrap_or_else(|| "(built-in)".into());
     outln!("config: {source}")?;
     outln!("{}", settings.describe())?;
+    // Watched as `run` watches them, so that a network share (polled) or a system watch limit
+    // is shown before the agent meets it.
+    for (i, folder) in settings.folders.iter().enumerate() {
+        let shown = crate::escape::escaped(&folder.path);
+        match crate::watch::mode_for(folder).await {
+            Ok(mode) => outln!("folder[{}] {shown} is watched with {mode}", i + 1)?,
+            Err(why) => outln!("folder[{}] {shown}: {why}", i + 1)?,
+        }
+    }
     let problems: Vec<String> = config::check_folder_access(&settings)
         .into_iter()
         .map(|p| format!("{source}: {}: {}", p.key, p.message))
         .collect();
-    for warning in config::secret_file_warnings(&settings) {
+    for warning in config::secret_file_warnings(&settings)
+        .into_iter()
+        .chain(config::listener_warnings(&settings))
+        .chain(config::notify_warnings(&settings))
+    {
         outln!("warning: {warning}")?;
     }
 
@@ -364,9 +443,20 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         return Err(err.into());
     }
     let login_failed = match login {
-        Ok(_) => {
+        Ok((_, platform)) => {
             outln!("login: ok as {user} at {url}")?;
-            false
+            // Each VideoManager the config uploads into: the account's and the folders' own.
+            let mut all_answer = true;
+            for id in settings.video_managers() {
+                let used_by = video_manager_users(&settings, id);
+                let answers =
+                    video_manager_answers(&platform.for_video_manager(id), id, &shutdown).await?;
+                if !answers {
+                    errln!("  (video_manager_id {id} is {used_by})");
+                }
+                all_answer &= answers;
+            }
+            !all_answer
         }
         Err(err) => {
             errln!("login: {}", chain(&err));
@@ -391,6 +481,70 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
     }
 }
 
+/// Who uploads into the VideoManager `id`, for `check`'s message about it: the account
+/// (`[account]`, with the folders that have no id of their own) and the folders that name it.
+fn video_manager_users(settings: &Settings, id: u64) -> String {
+    let mut users = Vec::new();
+    if id == settings.account.video_manager_id {
+        users.push("[account]'s".to_owned());
+    }
+    for (i, folder) in settings.folders.iter().enumerate() {
+        if folder.video_manager_id == Some(id) {
+            users.push(format!(
+                "folder[{}]'s ({})",
+                i + 1,
+                crate::escape::escaped(&folder.path)
+            ));
+        }
+    }
+    users.join(" and ")
+}
+
+/// How long `check` waits for its one call into the VideoManager.
+const VIDEO_MANAGER_CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `check`'s look into the VideoManager after the login: a login works for any
+/// `video_manager_id`, so only a call into it shows a wrong one before the first upload does.
+/// Prints the verdict; `Ok(false)` when the platform refused or did not answer.
+async fn video_manager_answers(
+    platform: &crate::Platform,
+    id: u64,
+    shutdown: &CancellationToken,
+) -> Result<bool, CommandError> {
+    let answered = tokio::time::timeout(
+        VIDEO_MANAGER_CHECK_PATIENCE,
+        platform.check_video_manager(shutdown),
+    )
+    .await;
+    match answered {
+        Ok(Ok(())) => {
+            outln!("video manager {id}: ok, this account can use it")?;
+            Ok(true)
+        }
+        // A search the account may not make (403) says nothing about uploads, which need
+        // other rights: the first upload tells.
+        Ok(Err(err @ crate::vmpro::error::VmproError::Status { status: 403, .. })) => {
+            outln!(
+                "warning: video manager {id}: this account may not list its videos ({}); uploads may still work",
+                chain(&err)
+            )?;
+            Ok(true)
+        }
+        Ok(Err(err)) => {
+            errln!("video manager {id}: {}", chain(&err));
+            errln!("  {}", err.meaning());
+            Ok(false)
+        }
+        Err(_) => {
+            errln!(
+                "video manager {id}: the platform did not answer within {} s",
+                VIDEO_MANAGER_CHECK_PATIENCE.as_secs()
+            );
+            Ok(false)
+        }
+    }
+}
+
 /// Where the login goes, for people: the token endpoint, or the legacy login call.
 fn login_url(settings: &Settings) -> String {
     let account = &settings.account;
@@ -404,14 +558,77 @@ fn login_url(settings: &Settings) -> String {
     }
 }
 
+/// `hotfolder completions SHELL`: the completion script for `shell`, from the clap definitions.
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode, CommandError> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hotfolder", &mut script);
+    outln!("{}", String::from_utf8_lossy(&script).trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hotfolder manpage`: one page, hotfolder(1): the commands, then each command's synopsis and
+/// options in a section of its own, so that the page is whole without a page per command.
+fn manpage() -> Result<ExitCode, CommandError> {
+    let command = Cli::command();
+    let man = clap_mangen::Man::new(command.clone());
+    let mut page = Vec::new();
+    man.render_title(&mut page)
+        .and_then(|()| man.render_name_section(&mut page))
+        .and_then(|()| man.render_synopsis_section(&mut page))
+        .and_then(|()| man.render_description_section(&mut page))
+        .and_then(|()| man.render_options_section(&mut page))
+        .and_then(|()| man.render_subcommands_section(&mut page))
+        .context("cannot render the man page")?;
+    let mut names = vec!["help".to_owned()];
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        names.push(sub.get_name().to_owned());
+        let name = format!("hotfolder {}", sub.get_name());
+        let man = clap_mangen::Man::new(sub.clone().display_name(&name).bin_name(&name));
+        let mut section = Vec::new();
+        man.render_synopsis_section(&mut section)
+            .and_then(|()| man.render_description_section(&mut section))
+            .and_then(|()| man.render_options_section(&mut section))
+            .context("cannot render the man page")?;
+        // The command's parts as subsections of its own section.
+        page.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        for line in String::from_utf8_lossy(&section).lines() {
+            let line = match line.strip_prefix(".SH ") {
+                Some(title) => format!(".SS {title}"),
+                None => line.to_owned(),
+            };
+            page.extend_from_slice(line.as_bytes());
+            page.push(b'\n');
+        }
+    }
+    man.render_version_section(&mut page)
+        .context("cannot render the man page")?;
+    // clap_mangen names a page per command (hotfolder-run(1)); here they are sections below.
+    let mut text = String::from_utf8_lossy(&page).into_owned();
+    for name in names {
+        text = text.replace(
+            &format!("hotfolder\\-{name}(1)"),
+            &format!("hotfolder {name}"),
+        );
+    }
+    outln!("{}", text.trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `hotfolder run`: the agent until SIGTERM/SIGINT.
 async fn run_agent(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
-    let settings = load_settings(arg)?;
+    let settings = match load_settings(arg) {
+        Ok(settings) => settings,
+        Err(err) => {
+            // Under launchd nobody reads stderr: the reason goes where the logs are.
+            crate::logging::record_start_failure(&chain(&err));
+            return Err(err);
+        }
+    };
     let _log = crate::logging::init_agent(&settings.log).map_err(anyhow::Error::from)?;
     tracing::info!(
         config = %settings.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         "hotfolder {} starting",
-        env!("CARGO_PKG_VERSION")
+        env!("HOTFOLDER_VERSION")
     );
     let shutdown = shutdown_on_signals();
     let reloads = reload_on_sighup(settings.source.clone());
@@ -448,9 +665,15 @@ fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedRece
                         return;
                     }
                 }
+                // One line: the log escapes a newline, and a literal `\n` read as garbage.
                 Err(err) => tracing::error!(
-                    "config reload refused; the running config stays in force:\n{}",
+                    "config reload refused; the running config stays in force: {}",
                     chain(&err)
+                        .lines()
+                        .map(str::trim)
+                        .filter(|line| !line.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             }
         }
@@ -459,6 +682,170 @@ fn reload_on_sighup(source: Option<PathBuf>) -> tokio::sync::mpsc::UnboundedRece
 }
 
 /// `hotfolder status [--json] [--recent N]`: the queue from the state store, read-only.
+/// `hotfolder scan`: what `run` would do with every file now, without doing any of it.
+fn scan(arg: &ConfigArg, json: bool) -> Result<ExitCode, CommandError> {
+    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Inspect)?;
+    // The queue, when there is one, tells which files are already on their way.
+    let store = crate::store::JobStore::open_read_only(&settings.state_dir).ok();
+    let folders = crate::scan_report::scan(&settings, store.as_ref(), std::time::SystemTime::now());
+    if json {
+        outln!("{}", crate::scan_report::to_json(&folders))?;
+    } else {
+        if settings.folders.is_empty() {
+            outln!("no [[folder]] in the config: nothing to scan")?;
+        }
+        outln!("{}", crate::scan_report::to_text(&folders).trim_end())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn failed(
+    arg: &ConfigArg,
+    since: Option<std::time::Duration>,
+    json: bool,
+) -> Result<ExitCode, CommandError> {
+    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Inspect)?;
+    let store = crate::store::JobStore::open_read_only(&settings.state_dir).ok();
+    let mut files = crate::failed_files::list(&settings, store.as_ref());
+    let clock = crate::status_report::ReportClock::system();
+    if let Some(since) = since {
+        let after = time::Duration::try_from(since)
+            .ok()
+            .and_then(|since| clock.now.checked_sub(since));
+        // A file whose time nobody recorded may be recent: it is shown (marked "time
+        // unknown"), not hidden.
+        files.retain(|file| match (file.failed_at, after) {
+            (Some(at), Some(after)) => at >= after,
+            _ => true,
+        });
+    }
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&files).map_err(anyhow::Error::from)?
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if files.is_empty() {
+        outln!("no failed files")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shared_failed_dir = |file: &crate::failed_files::FailedFile| {
+        settings
+            .folders
+            .iter()
+            .filter(|f| file.path.starts_with(&f.failed_dir))
+            .count()
+            > 1
+    };
+    for file in &files {
+        let when = file
+            .failed_at
+            .map_or_else(|| "(time unknown)".to_owned(), |at| clock.show(at));
+        if file.file_missing {
+            let sidecar = file.sidecar.as_deref().unwrap_or(&file.path);
+            outln!("{when}  {} (sidecar only)", crate::escape::escaped(sidecar))?;
+        } else {
+            outln!("{when}  {}", crate::escape::escaped(&file.path))?;
+        }
+        outln!("    {}", file.reason)?;
+        // Where it goes back to matters only where failed/ is shared.
+        match &file.folder {
+            Some(folder) if shared_failed_dir(file) => {
+                outln!("    from {}", crate::escape::escaped(folder))?;
+            }
+            Some(_) => {}
+            None => outln!(
+                "    from: unknown (one of {}); `retry` leaves it to you",
+                file.candidates
+                    .iter()
+                    .map(|c| crate::escape::escaped(c).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?,
+        }
+    }
+    let orphans = files.iter().filter(|f| f.file_missing).count();
+    outln!(
+        "{} failed file(s); `hotfolder retry PATH` or `hotfolder retry --all` tries them again",
+        files.len() - orphans
+    )?;
+    if orphans > 0 {
+        outln!(
+            "{orphans} sidecar(s) whose file is gone (moved or deleted by someone): delete them once nobody needs their record"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn retry(arg: &ConfigArg, all: bool, paths: &[PathBuf]) -> Result<ExitCode, CommandError> {
+    use crate::escape::escaped;
+    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Inspect)?;
+    // Two `retry` runs at once could each take the other's half-done move of one file for an
+    // interrupted one and clean it up, losing the file (hostile test): one run at a time.
+    std::fs::create_dir_all(&settings.state_dir)
+        .with_context(|| format!("cannot make the state dir {}", settings.state_dir.display()))?;
+    let lock_path = settings.state_dir.join("retry.lock");
+    let one_at_a_time = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    one_at_a_time
+        .lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    // Read-only: where a file came from, when its sidecar does not say.
+    let store = crate::store::JobStore::open_read_only(&settings.state_dir).ok();
+    let paths: Vec<PathBuf> = if all {
+        crate::failed_files::list(&settings, store.as_ref())
+            .into_iter()
+            .filter(|file| !file.file_missing)
+            .map(|file| file.path)
+            .collect()
+    } else {
+        paths.to_vec()
+    };
+    if all && paths.is_empty() {
+        outln!("no failed files")?;
+    }
+    let mut refused = 0;
+    for path in &paths {
+        match crate::failed_files::retry(&settings, store.as_ref(), path) {
+            Ok(done) => {
+                let renamed = if done.renamed {
+                    " (its name was taken)"
+                } else {
+                    ""
+                };
+                outln!("{} -> {}{renamed}", escaped(path), escaped(&done.to))?;
+                if let Some(note) = &done.note {
+                    errln!("  {note}");
+                }
+                if let Err(why) = done.sidecar {
+                    errln!("  {why}");
+                }
+            }
+            Err(err) => {
+                refused += 1;
+                errln!("cannot retry {}: {}", escaped(path), chain(&err));
+            }
+        }
+    }
+    if refused > 0 {
+        errln!(
+            "{refused} of {} file(s) could not be moved back",
+            paths.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, CommandError> {
     use crate::status_report::{ReportClock, StatusSnapshot};
     use crate::store::{JobStore, StoreError};
@@ -472,32 +859,38 @@ fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, Comman
         std::thread::sleep(std::time::Duration::from_millis(100));
         opened = JobStore::open_read_only(&settings.state_dir);
     }
+    // From the config and the clock: shown whether or not `run` has run.
+    let bandwidth =
+        crate::bandwidth::BandwidthNow::of(&settings.upload.bandwidth, &jiff::Zoned::now());
     let store = match opened {
         Ok(store) => store,
         Err(StoreError::NoStore { path }) => {
             if json {
                 outln!(
                     "{}",
-                    serde_json::json!({"state_store": path, "jobs": [], "summary": null})
+                    serde_json::json!({"state_store": path, "jobs": [], "summary": null,
+                        "bandwidth": bandwidth.to_json()})
                 )?;
             } else {
                 outln!(
                     "no state store at {} yet: `hotfolder run` has not run with this config",
                     path.display()
                 )?;
+                if bandwidth.configured {
+                    outln!("bandwidth: {}", bandwidth.text)?;
+                }
             }
             return Ok(ExitCode::SUCCESS);
         }
         Err(err) => return Err(anyhow::Error::from(err).into()),
     };
     // While the store cannot be written (a full disk), the agent says why in its lock file.
-    let agent_pause =
-        crate::store::read_agent_note(&settings.state_dir).map(|note| (note.paused, note.since));
-    let snapshot =
-        StatusSnapshot::read(&store, recent, agent_pause).map_err(anyhow::Error::from)?;
+    let mut snapshot = StatusSnapshot::read_state_dir(&store, &settings.state_dir, recent)
+        .map_err(anyhow::Error::from)?;
+    snapshot.bandwidth = Some(bandwidth);
     let clock = ReportClock::system();
     if json {
-        outln!("{}", crate::status_report::to_json(&snapshot, &clock))?;
+        outln!("{}", crate::status_report::to_json(&snapshot))?;
     } else {
         // Rendered whole, then printed line by line through `console`, so that a reader that
         // goes away (`status | head -1`) ends the printing, not the command.
@@ -549,18 +942,23 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
             video_manager_id: crate::emulator::DEFAULT_VIDEO_MANAGER_ID,
         },
         upload: UploadSettings {
-            chunk_size: 1024 * 1024,
+            chunk_size: config::ChunkSize::Fixed(1024 * 1024),
             ..UploadSettings::default()
         },
         state_dir: dir.join(".hotfolder-state"),
         keep_jobs_for: config::DEFAULT_KEEP_JOBS_FOR,
+        http: None,
         log: LogSettings {
             dir: dir.join("logs"),
             level: "info".into(),
             format: LogFormat::Text,
             keep_files: 3,
+            // The demo's own folder, next to inbox/ and done/: where it says the logs are.
+            dir_chosen: true,
         },
         folders: vec![folder],
+        notify: Vec::new(),
+        smtp: None,
     };
     let _log = crate::logging::init_agent(&settings.log).map_err(anyhow::Error::from)?;
     outln!("hotfolder demo")?;
@@ -581,7 +979,7 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
 
     let shutdown = shutdown_on_signals();
     let sample = inbox.join(format!(
-        "sample-{}.mp4",
+        "sample-{}.mov",
         time::OffsetDateTime::now_utc().unix_timestamp()
     ));
     let ready = move || {
@@ -595,28 +993,33 @@ async fn demo(dir: Option<PathBuf>) -> Result<ExitCode, CommandError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a 12 MiB sample "export" in pieces over about a second, the way an editing
-/// application does, so the demo shows hotfolder waiting for the file to be complete.
+/// Writes the sample export, a real QuickTime movie of colour bars (about 12 MiB, see
+/// `ColourBars::DEMO`), in 1 MiB pieces over about a second, the way an editing application
+/// does, so the demo shows hotfolder waiting for the file to be complete: its index (`moov`)
+/// comes last, and until then the container check says it is not finished.
 async fn write_sample_slowly(path: PathBuf) {
     use tokio::io::AsyncWriteExt;
+    let shown = crate::escape::escaped(&path).to_string();
     let Ok(mut file) = tokio::fs::File::create(&path).await else {
-        tracing::warn!(file = %path.display(), "cannot write the sample video");
+        tracing::warn!(file = %shown, "cannot write the sample video");
         return;
     };
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    for _ in 0..12 {
-        let mut piece = Vec::with_capacity(1024 * 1024);
-        while piece.len() < 1024 * 1024 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            piece.extend_from_slice(&state.to_le_bytes());
-        }
-        if file.write_all(&piece).await.is_err() {
+    let movie = crate::sample_video::ColourBars::DEMO;
+    for piece in movie.pieces(1024 * 1024) {
+        if let Err(err) = file.write_all(&piece).await {
+            tracing::warn!(file = %shown, error = %err, "cannot write the sample video");
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(80)).await;
     }
-    let _ = file.sync_all().await;
-    tracing::info!(file = %path.display(), "sample video written (12 MiB)");
+    if let Err(err) = file.sync_all().await {
+        tracing::warn!(file = %shown, error = %err, "cannot write the sample video");
+        return;
+    }
+    tracing::info!(
+        file = %shown,
+        "sample video written ({}, {} frames of colour bars)",
+        config::human_size(movie.len()),
+        movie.frames
+    );
 }

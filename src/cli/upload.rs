@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,8 @@ struct UploadLine {
     size: Option<u64>,
     sha256: Option<String>,
     chunks: Option<u32>,
+    /// Bytes per chunk (the size `chunk_size = "auto"` chose, or the config's).
+    chunk_size: Option<u64>,
     seconds: Option<f64>,
     bytes_per_second: Option<f64>,
     /// When it was uploaded, for an `already_uploaded` file (RFC 3339).
@@ -98,6 +101,7 @@ impl UploadLine {
             size: None,
             sha256: None,
             chunks: None,
+            chunk_size: None,
             seconds: None,
             bytes_per_second: None,
             uploaded_at: None,
@@ -117,6 +121,7 @@ impl UploadLine {
             size: None,
             sha256: None,
             chunks: None,
+            chunk_size: None,
             seconds: None,
             bytes_per_second: None,
             uploaded_at: None,
@@ -131,13 +136,11 @@ impl UploadLine {
                 size: Some(report.size),
                 sha256: Some(report.sha256.clone()),
                 chunks: Some(report.chunks),
+                chunk_size: Some(report.chunk_size),
                 seconds: Some(report.elapsed.as_secs_f64()),
-                // A resumed upload sent only the rest of the file in this time.
-                bytes_per_second: Some(if resumed {
-                    report.bytes_sent as f64 / report.elapsed.as_secs_f64().max(1e-3)
-                } else {
-                    report.bytes_per_second()
-                }),
+                // The chunks sent in this run over the time they took to send (a resume sent
+                // only the rest; the create and pauses are not sending).
+                bytes_per_second: report.bytes_per_second(),
                 ..line
             },
             Ok(ManualOutcome::AlreadyUploaded {
@@ -204,6 +207,11 @@ pub(super) async fn upload(
         api_url: settings.account.api_url.to_string(),
         video_manager_id: settings.account.video_manager_id,
     };
+    // `chunk_size = "auto"` starts from what earlier uploads measured of the link.
+    match memory.link(&target.api_url) {
+        Ok(link) => platform.transport.link.seed(link),
+        Err(err) => tracing::warn!("cannot read the measured link: {}", chain(&err)),
+    }
     let shutdown = shutdown_on_signals();
 
     // Every path is looked at before the first request, so that a typo or a stray .txt is
@@ -327,6 +335,9 @@ pub(super) async fn upload(
                     .into());
             }
         }
+    }
+    if let Err(err) = memory.record_link(&target.api_url, &platform.transport.link.snapshot()) {
+        tracing::warn!("cannot remember the measured link: {}", chain(&err));
     }
     results.sort_by_key(|(order, _, _)| *order);
     report_uploads(
@@ -476,9 +487,9 @@ impl Progress {
             size,
             bar,
             plain: self.bars.is_none() && !self.quiet,
-            started: std::time::Instant::now(),
             last_tenth: Mutex::new(0),
             sent_before: Mutex::new(None),
+            sending: Mutex::new(Duration::ZERO),
         })
     }
 }
@@ -489,10 +500,12 @@ struct FileProgress {
     bar: Option<indicatif::ProgressBar>,
     /// Not a terminal: a line at each tenth of the file, on stderr.
     plain: bool,
-    started: std::time::Instant,
     last_tenth: Mutex<u64>,
     /// Bytes an earlier, interrupted run had sent: not part of this run's rate.
     sent_before: Mutex<Option<u64>>,
+    /// This run's time spent sending chunks: the rate shown does not count the create, the
+    /// URL requests or backoff.
+    sending: Mutex<Duration>,
 }
 
 impl FileProgress {
@@ -533,12 +546,24 @@ impl UploadObserver for FileProgress {
         }
     }
 
-    fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
+    fn chunk_accepted(
+        &self,
+        index: u32,
+        total: u32,
+        chunk_size: u64,
+        bytes_done: u64,
+        took: Duration,
+    ) {
         let sent_before = *self
             .sent_before
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert(u64::from(index.saturating_sub(1)) * chunk_size);
+        let sending = {
+            let mut sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+            *sending += took;
+            *sending
+        };
         if let Some(bar) = &self.bar {
             bar.set_position(bytes_done);
         } else if self.plain {
@@ -546,13 +571,17 @@ impl UploadObserver for FileProgress {
             let mut last = self.last_tenth.lock().unwrap_or_else(|e| e.into_inner());
             if tenth > *last || index == total {
                 *last = tenth;
-                let secs = self.started.elapsed().as_secs_f64().max(0.001);
+                let rate = crate::vmpro::chunks::sending_rate(
+                    bytes_done.saturating_sub(sent_before),
+                    sending,
+                )
+                .map(config::human_rate)
+                .unwrap_or_default();
                 errln!(
-                    "{}: chunk {index}/{total}, {} of {}, {}",
+                    "{}: chunk {index}/{total}, {} of {}, {rate}",
                     self.name,
                     config::human_size(bytes_done),
                     config::human_size(self.size),
-                    config::human_rate(bytes_done.saturating_sub(sent_before) as f64 / secs)
                 );
             }
         }
@@ -560,6 +589,7 @@ impl UploadObserver for FileProgress {
 
     fn restarted(&self) {
         *self.sent_before.lock().unwrap_or_else(|e| e.into_inner()) = Some(0);
+        *self.sending.lock().unwrap_or_else(|e| e.into_inner()) = Duration::ZERO;
         if let Some(bar) = &self.bar {
             bar.set_position(0);
         }

@@ -6,7 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::units::format_size;
-use super::{AuthStyle, LogFormat, PasswordSource, Settings};
+use super::{
+    AuthStyle, ChunkSize, LogFormat, NotifySecret, NotifyTarget, PasswordSource, Settings,
+    SmtpSecurity, WebhookFormat,
+};
+use crate::bandwidth::BandwidthPlan;
 
 impl Settings {
     /// The effective settings as TOML-like text, defaults filled in and the password masked.
@@ -32,21 +36,24 @@ impl Settings {
         };
         writeln!(out, "auth = {}", quote(auth))?;
         writeln!(out, "username = {}", quote(&account.username))?;
-        let masked = match &account.password_source {
-            PasswordSource::Env(name) => format!("*** (from env {name})"),
-            PasswordSource::File(path) => format!("*** (from file {})", path.display()),
-            PasswordSource::Inline => "*** (inline in the config file)".to_owned(),
-        };
-        writeln!(out, "password = {}", quote(&masked))?;
+        writeln!(
+            out,
+            "password = {}",
+            quote(&masked_secret(&account.password_source))
+        )?;
         writeln!(out, "video_manager_id = {}", account.video_manager_id)?;
 
         let upload = &self.upload;
         writeln!(out, "\n[upload]")?;
-        writeln!(
-            out,
-            "chunk_size = {}",
-            quote(&format_size(upload.chunk_size))
-        )?;
+        match upload.chunk_size {
+            ChunkSize::Auto => writeln!(
+                out,
+                "chunk_size = \"auto\"  # auto (8..64 MiB by the measured link)"
+            )?,
+            ChunkSize::Fixed(bytes) => {
+                writeln!(out, "chunk_size = {}", quote(&format_size(bytes)))?
+            }
+        }
         writeln!(out, "parallel = {}", upload.parallel)?;
         writeln!(out, "max_attempts = {}", upload.max_attempts)?;
         writeln!(out, "backoff_max = {}", quote_duration(upload.backoff_max))?;
@@ -60,13 +67,33 @@ impl Settings {
             "url_renew_after = {}",
             quote_duration(upload.url_renew_after)
         )?;
-        match upload.bandwidth_limit {
-            Some(limit) => writeln!(
-                out,
-                "bandwidth_limit = {}",
-                quote(&format!("{}/s", format_size(limit)))
-            )?,
-            None => writeln!(out, "# bandwidth_limit: not set, unlimited")?,
+        match &upload.bandwidth {
+            BandwidthPlan::Fixed(limit) => {
+                writeln!(out, "bandwidth_limit = {}", quote(&limit.to_string()))?
+            }
+            BandwidthPlan::Scheduled(schedule) => {
+                writeln!(
+                    out,
+                    "bandwidth_schedule = {}",
+                    quote(&schedule.entries().join(" "))
+                )?;
+                writeln!(
+                    out,
+                    "# in local time ({}); the latest earlier entry applies:",
+                    jiff::tz::TimeZone::system()
+                        .iana_name()
+                        .unwrap_or("the system's zone")
+                )?;
+                for entry in schedule.entries() {
+                    writeln!(out, "#   {entry}")?;
+                }
+                writeln!(
+                    out,
+                    "# now: {}",
+                    crate::bandwidth::describe_now(&upload.bandwidth, &jiff::Zoned::now())
+                )?;
+            }
+            BandwidthPlan::Unlimited => writeln!(out, "# bandwidth_limit: not set, unlimited")?,
         }
         writeln!(
             out,
@@ -95,6 +122,20 @@ impl Settings {
         writeln!(out, "format = {}", quote(format))?;
         writeln!(out, "keep_files = {}", log.keep_files)?;
 
+        match &self.http {
+            Some(http) => {
+                writeln!(out, "\n[http]")?;
+                writeln!(out, "listen = {}", quote(&http.listen.to_string()))?;
+                if !http.allowed_hosts.is_empty() {
+                    writeln!(out, "allowed_hosts = {}", quote_list(&http.allowed_hosts))?;
+                }
+            }
+            None => writeln!(
+                out,
+                "\n# [http] listen: not set, no listener (metrics, health, status page)"
+            )?,
+        }
+
         if self.folders.is_empty() {
             writeln!(out, "\n# no [[folder]]: `run` has nothing to watch")?;
         }
@@ -109,7 +150,42 @@ impl Settings {
             writeln!(out, "exclude = {}", quote_list(&folder.exclude))?;
             match folder.poll_interval {
                 Some(interval) => writeln!(out, "poll_interval = {}", quote_duration(interval))?,
-                None => writeln!(out, "# poll_interval: not set, native file-system events")?,
+                None => writeln!(
+                    out,
+                    "# poll_interval: not set = auto: polled every {} s as well as watched when on a network or FUSE file system",
+                    crate::watch::AUTO_POLL_EVERY.as_secs()
+                )?,
+            }
+            writeln!(out, "check_container = {}", folder.check_container)?;
+            writeln!(
+                out,
+                "incomplete_after = {}",
+                quote_duration(folder.incomplete_after)
+            )?;
+            match folder.keep_done_for {
+                Some(keep) => writeln!(out, "keep_done_for = {}", quote_duration(keep))?,
+                None => writeln!(
+                    out,
+                    "# keep_done_for: not set = uploaded files stay in done/"
+                )?,
+            }
+            writeln!(
+                out,
+                "follow_transcoding = {}{}",
+                folder.follow_transcoding,
+                if folder.follow_transcoding {
+                    "  # transcoding followed for up to 2 h after each upload"
+                } else {
+                    ""
+                }
+            )?;
+            match folder.video_manager_id {
+                Some(id) => writeln!(out, "video_manager_id = {id}")?,
+                None => writeln!(
+                    out,
+                    "# video_manager_id: not set = the account's ({})",
+                    self.account.video_manager_id
+                )?,
             }
             let meta = &folder.metadata;
             writeln!(out, "title = {}", quote(&meta.title))?;
@@ -132,7 +208,92 @@ impl Settings {
                 None => writeln!(out, "# auto_publish: not set, the platform decides")?,
             }
         }
+        self.describe_notify(out)
+    }
+
+    /// `[[notify]]` and `[smtp]`: URLs as scheme and host only, secrets as where they come from.
+    fn describe_notify(&self, out: &mut String) -> fmt::Result {
+        for destination in &self.notify {
+            writeln!(out, "\n[[notify]]  # notify[{}]", destination.number)?;
+            match &destination.name {
+                Some(name) => writeln!(out, "name = {}", quote(name))?,
+                None => writeln!(
+                    out,
+                    "# name: not set; its events stay with it while it keeps its place"
+                )?,
+            }
+            match &destination.target {
+                NotifyTarget::Webhook {
+                    url,
+                    format,
+                    secret,
+                } => {
+                    writeln!(
+                        out,
+                        "url = {}  # masked: it may hold a token",
+                        quote(&url.masked())
+                    )?;
+                    let format = match format {
+                        WebhookFormat::Json => "json",
+                        WebhookFormat::Slack => "slack",
+                    };
+                    writeln!(out, "format = {}", quote(format))?;
+                    match secret {
+                        Some(NotifySecret { source, .. }) => writeln!(
+                            out,
+                            "secret = {}  # signs each body",
+                            quote(&masked_secret(source))
+                        )?,
+                        None => writeln!(out, "# secret: not set, bodies are not signed")?,
+                    }
+                }
+                NotifyTarget::Email { to } => {
+                    writeln!(out, "email_to = {}", quote_list(to))?;
+                }
+            }
+            let events: Vec<String> = destination
+                .events
+                .iter()
+                .map(|kind| kind.as_str().to_owned())
+                .collect();
+            writeln!(out, "events = {}", quote_list(&events))?;
+        }
+        if let Some(smtp) = &self.smtp {
+            writeln!(out, "\n[smtp]")?;
+            let how = match smtp.security {
+                SmtpSecurity::StartTls => "STARTTLS required",
+                SmtpSecurity::Tls => "TLS",
+            };
+            writeln!(
+                out,
+                "url = {}  # masked; {}:{}, {how}",
+                quote(&smtp.url.masked()),
+                smtp.host,
+                smtp.port
+            )?;
+            writeln!(out, "from = {}", quote(&smtp.from))?;
+            match &smtp.login {
+                Some((user, secret)) => {
+                    writeln!(out, "username = {}", quote(user))?;
+                    writeln!(out, "password = {}", quote(&masked_secret(&secret.source)))?;
+                }
+                None => writeln!(out, "# username: not set, no login")?,
+            }
+            if let Some(ca) = &smtp.ca_file {
+                writeln!(out, "ca_file = {}", quote_path(ca))?;
+            }
+            writeln!(out, "batch_window = {}", quote_duration(smtp.batch_window))?;
+        }
         Ok(())
+    }
+}
+
+/// A secret as where it comes from, never its value.
+fn masked_secret(source: &PasswordSource) -> String {
+    match source {
+        PasswordSource::Env(name) => format!("*** (from env {name})"),
+        PasswordSource::File(path) => format!("*** (from file {})", path.display()),
+        PasswordSource::Inline => "*** (inline in the config file)".to_owned(),
     }
 }
 

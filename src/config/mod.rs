@@ -22,11 +22,15 @@
 //! - `diagnostics`: the problem list, and how a problem finds its key and line;
 //! - `units`: sizes, rates and durations as users write them;
 //! - `paths`: where files go by default and how paths in the file are resolved;
+//! - `notify`: step 3 for `[[notify]]` and `[smtp]`;
 //! - `describe`: the effective settings that `hotfolder check` prints;
+//! - `http`: the `[http]` listener's address, and what `check` warns about it;
 //! - `probe`: what only the file system can tell, also for `hotfolder check`.
 
 mod describe;
 mod diagnostics;
+mod http;
+mod notify;
 mod paths;
 mod probe;
 mod raw;
@@ -42,13 +46,20 @@ use secrecy::SecretString;
 use toml::de::DeTable;
 use url::Url;
 
+use crate::bandwidth::BandwidthPlan;
+use crate::notify::{EventKind, SecretUrl};
 use crate::vmpro::api::{PLATFORM_SUFFIXES, VideoMetadata};
 
 pub use diagnostics::{ConfigError, ConfigProblem};
-pub use paths::default_config_path;
+pub use http::{HttpSettings, listener_warnings};
+pub use notify::notify_warnings;
+pub use paths::{default_config_path, default_log_dir};
 pub use probe::{check_folder_access, secret_file_warnings};
-pub use units::{human_rate, human_size, parse_duration, parse_rate, parse_size};
-pub(crate) use validate::read_password_file;
+pub use units::{
+    format_bandwidth, human_rate, human_size, parse_bandwidth, parse_duration, parse_rate,
+    parse_size,
+};
+pub(crate) use validate::{DEFAULT_KEEP_FILES, read_password_file};
 
 use diagnostics::{LineIndex, Problems, index_lines};
 use raw::deserialize_leniently;
@@ -56,6 +67,31 @@ use validate::validate;
 
 /// The commented starter config that `hotfolder init` writes.
 pub const STARTER_CONFIG: &str = include_str!("../../config.example.toml");
+
+impl Settings {
+    /// The VideoManager a folder's files upload into: its own `video_manager_id`, else the
+    /// account's. `None` for a folder the config no longer has: its files must not go to the
+    /// account's VideoManager by default, which may be another customer's.
+    pub fn video_manager_of(&self, folder: &Path) -> Option<u64> {
+        let configured = self.folders.iter().find(|f| f.path == folder)?;
+        Some(
+            configured
+                .video_manager_id
+                .unwrap_or(self.account.video_manager_id),
+        )
+    }
+
+    /// Every VideoManager the config uploads into, the account's first, each once.
+    pub fn video_managers(&self) -> Vec<u64> {
+        let mut ids = vec![self.account.video_manager_id];
+        for id in self.folders.iter().filter_map(|f| f.video_manager_id) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+}
 
 /// The platform's documented API endpoint.
 pub const DEFAULT_API_URL: &str = "https://api.video-cdn.net/v1/vms/";
@@ -65,6 +101,8 @@ pub const DEFAULT_TOKEN_URL: &str =
 
 // Shared by the file's defaults (validate) and the defaults of settings built in code.
 const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(10);
+/// How long a stable file may stay an unfinished container before it goes to failed/.
+const DEFAULT_INCOMPLETE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 const DEFAULT_TITLE: &str = "{stem}";
 /// How long finished jobs stay in the state store (`[state] keep_jobs_for`): long enough for
 /// `status` and an admin's questions about last quarter's deliveries.
@@ -83,7 +121,82 @@ pub struct Settings {
     /// they finished.
     pub keep_jobs_for: Duration,
     pub log: LogSettings,
+    /// `[http] listen`; `None`: no listener.
+    pub http: Option<HttpSettings>,
     pub folders: Vec<FolderSettings>,
+    /// `[[notify]]` destinations, in the order of their tables.
+    pub notify: Vec<NotifySettings>,
+    /// `[smtp]`, for e-mail destinations.
+    pub smtp: Option<SmtpSettings>,
+}
+
+/// One `[[notify]]` table.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// The table's number, counted from 1 as in problems (`notify[2]`), for log lines.
+    pub number: usize,
+    /// `name`: who it is, whatever its URL, format or place; the events it is owed follow it.
+    pub name: Option<String>,
+    pub target: NotifyTarget,
+    /// What it is told; never empty, no kind twice.
+    pub events: Vec<EventKind>,
+}
+
+/// Where a destination's events go.
+#[derive(Debug, Clone)]
+pub enum NotifyTarget {
+    /// A POST per event.
+    Webhook {
+        url: SecretUrl,
+        format: WebhookFormat,
+        /// Signs each body (`X-Hotfolder-Signature`).
+        secret: Option<NotifySecret>,
+    },
+    /// Events batched into messages through `[smtp]`.
+    Email { to: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The event as the contract shows it.
+    Json,
+    /// `{"text": ...}`, which Slack, Mattermost and Teams incoming webhooks take.
+    Slack,
+}
+
+/// A secret and where it came from, so `check` can say so without showing it.
+#[derive(Debug, Clone)]
+pub struct NotifySecret {
+    pub value: SecretString,
+    pub source: PasswordSource,
+}
+
+/// How the connection to the mail server is protected; there is no third way: SMTP never
+/// logs in, nor sends a message, without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://`: plain TCP that must turn into TLS with STARTTLS before anything else.
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// As written, for `check` (masked).
+    pub url: SecretUrl,
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// The sender, `hotfolder@studio.example` or `Hotfolder <hotfolder@studio.example>`.
+    pub from: String,
+    /// The login, when the server wants one.
+    pub login: Option<(String, NotifySecret)>,
+    /// Extra trusted roots (PEM) for a server with a private CA, read when loaded.
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
+    /// Events for one address list within this long go in one message.
+    pub batch_window: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,22 +227,32 @@ pub struct AccountSettings {
     pub video_manager_id: u64,
 }
 
+/// `chunk_size`: chosen per file from the measured link, or one size for every file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkSize {
+    /// 8 ..= 64 MiB, so that waiting for each chunk's answer costs under 10 % of its time
+    /// (see `vmpro::link`); halved when the server refuses a chunk for its size.
+    Auto,
+    /// Bytes per chunk, 1 MiB ..= 64 MiB; a refusal of that size fails the file.
+    Fixed(u64),
+}
+
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
-    /// Bytes per chunk, 1 MiB ..= 64 MiB.
-    pub chunk_size: u64,
+    pub chunk_size: ChunkSize,
     /// Files uploading at once.
     pub parallel: usize,
     /// Tries per request before the file fails (or, for network outages, the queue pauses).
     pub max_attempts: u32,
     /// Cap of the Fibonacci delay between tries.
     pub backoff_max: Duration,
-    /// Time limit for one request, chunk posts included.
+    /// Time limit for one request; a chunk post times out when nothing moved for this long.
     pub request_timeout: Duration,
     /// Renew the upload URL between chunks once it is this old (the platform's token lasts 4 h).
     pub url_renew_after: Duration,
-    /// Chunk bytes per second across all uploads; `None` = unlimited.
-    pub bandwidth_limit: Option<u64>,
+    /// Chunk bytes per second across all uploads: none, `bandwidth_limit`, or
+    /// `bandwidth_schedule` (local time).
+    pub bandwidth: BandwidthPlan,
     /// API calls (not chunk posts) per minute; the platform allows 100.
     pub api_requests_per_minute: u32,
     /// Every create-video request carries a marker keyword unique to the job, so a create whose
@@ -143,13 +266,13 @@ pub struct UploadSettings {
 impl Default for UploadSettings {
     fn default() -> Self {
         UploadSettings {
-            chunk_size: 8 * 1024 * 1024,
+            chunk_size: ChunkSize::Auto,
             parallel: 2,
             max_attempts: 8,
             backoff_max: Duration::from_secs(60),
             request_timeout: Duration::from_secs(120),
             url_renew_after: Duration::from_secs(3 * 3600 + 45 * 60),
-            bandwidth_limit: None,
+            bandwidth: BandwidthPlan::Unlimited,
             api_requests_per_minute: 100,
             tag_videos: true,
             lookup_wait: Duration::from_secs(30),
@@ -171,6 +294,9 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// How many daily log files to keep.
     pub keep_files: usize,
+    /// `dir` was asked for (`[log] dir`, or systemd's `LogsDirectory=`), not the platform's
+    /// default: under the journal, the daily files are written only then.
+    pub dir_chosen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +317,19 @@ pub struct FolderSettings {
     pub exclude: Vec<String>,
     /// `Some` puts the folder on the polling watcher (network shares).
     pub poll_interval: Option<Duration>,
+    /// MP4/MOV/M4V/3GP and MXF files must be structurally whole before they are queued.
+    pub check_container: bool,
+    /// A stable file whose container is still not whole this long after it last changed goes
+    /// to failed/.
+    pub incomplete_after: Duration,
+    /// Uploaded files are deleted from done/ (their sidecars stay) this long after they were
+    /// moved there; `None` keeps them.
+    pub keep_done_for: Option<Duration>,
+    /// After each upload, follow the platform's transcoding of the video (up to 2 h) and
+    /// report it: the sidecar, `transcoded` / `transcoding_slow`.
+    pub follow_transcoding: bool,
+    /// The VideoManager this folder uploads into; `None` = the account's.
+    pub video_manager_id: Option<u64>,
     pub metadata: VideoMetadata,
 }
 
@@ -209,6 +348,11 @@ impl FolderSettings {
             include: default_include(),
             exclude: default_exclude(),
             poll_interval: None,
+            check_container: true,
+            incomplete_after: DEFAULT_INCOMPLETE_AFTER,
+            keep_done_for: None,
+            follow_transcoding: false,
+            video_manager_id: None,
             metadata: VideoMetadata {
                 title: DEFAULT_TITLE.to_owned(),
                 ..VideoMetadata::default()

@@ -26,10 +26,15 @@ pub fn default_state_dir() -> PathBuf {
 /// Where logs go unless `[log] dir` says otherwise: `$LOGS_DIRECTORY` (systemd's
 /// `LogsDirectory=`), then the platform data directory.
 pub fn default_log_dir() -> PathBuf {
-    if let Some(dir) = first_systemd_dir("LOGS_DIRECTORY") {
+    if let Some(dir) = systemd_log_dir() {
         return dir;
     }
     data_dir().join("logs")
+}
+
+/// `$LOGS_DIRECTORY`: the unit asked systemd for a log directory (`LogsDirectory=`).
+pub(super) fn systemd_log_dir() -> Option<PathBuf> {
+    first_systemd_dir("LOGS_DIRECTORY")
 }
 
 fn first_systemd_dir(var: &str) -> Option<PathBuf> {

@@ -3,9 +3,9 @@
 //! others can read the password. Apart from loading because this writes (it creates missing
 //! directories and a probe file), while loading only reads.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{ConfigProblem, PasswordSource, Settings};
+use super::{ConfigProblem, NotifyTarget, PasswordSource, Settings};
 
 /// Checks what only the file system can tell: each watched folder can be listed, each
 /// done/failed folder (and the state and log directories) can be created and written. Creates
@@ -20,6 +20,11 @@ pub fn check_folder_access(settings: &Settings) -> Vec<ConfigProblem> {
     writable("state.dir".to_owned(), &settings.state_dir);
     writable("log.dir".to_owned(), &settings.log.dir);
     for (i, folder) in settings.folders.iter().enumerate() {
+        // A folder that is not there is reported below; making its done/ inside it would make
+        // the folder too, and hide that it is missing (an unmounted share's mount point).
+        if !folder.path.is_dir() {
+            continue;
+        }
         let n = i + 1;
         writable(format!("folder[{n}].done_dir"), &folder.done_dir);
         writable(format!("folder[{n}].failed_dir"), &folder.failed_dir);
@@ -60,25 +65,57 @@ fn probe_writable(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Warnings about files that hold the password and that others on the machine can read: the
-/// config file when the password is inline, or the password file. Empty on non-Unix systems.
+/// Warnings about files that hold a secret and that others on the machine can read: the
+/// account's password file, `[smtp] password_file`, each `[[notify]] secret_file`, and the
+/// config file itself when it holds the password inline or a webhook URL (which carries its
+/// token in the path, or a login). One warning per file, naming what it holds.
 pub fn secret_file_warnings(settings: &Settings) -> Vec<String> {
-    let file = match (&settings.account.password_source, &settings.source) {
-        (PasswordSource::File(path), _) => Some(path),
-        (PasswordSource::Inline, Some(source)) => Some(source),
-        _ => None,
+    let holds = |file: &Path, what: &'static str, found: &mut Vec<(PathBuf, Vec<&'static str>)>| {
+        match found.iter_mut().find(|(f, _)| f == file) {
+            Some((_, list)) if !list.contains(&what) => list.push(what),
+            Some(_) => {}
+            None => found.push((file.to_path_buf(), vec![what])),
+        }
     };
-    file.and_then(|path| readable_by_others(path))
-        .into_iter()
+    let mut found: Vec<(PathBuf, Vec<&'static str>)> = Vec::new();
+    match (&settings.account.password_source, &settings.source) {
+        (PasswordSource::File(path), _) => holds(path, "the account's password", &mut found),
+        (PasswordSource::Inline, Some(source)) => {
+            holds(source, "the account's password", &mut found)
+        }
+        _ => {}
+    }
+    if let Some(smtp) = &settings.smtp
+        && let Some((_, secret)) = &smtp.login
+        && let PasswordSource::File(path) = &secret.source
+    {
+        holds(path, "the mail server's password", &mut found);
+    }
+    for destination in &settings.notify {
+        let NotifyTarget::Webhook { secret, .. } = &destination.target else {
+            continue;
+        };
+        if let Some(secret) = secret
+            && let PasswordSource::File(path) = &secret.source
+        {
+            holds(path, "a webhook's signing secret", &mut found);
+        }
+        if let Some(source) = &settings.source {
+            holds(source, "webhook URLs (their tokens)", &mut found);
+        }
+    }
+    found
+        .iter()
+        .filter_map(|(path, what)| readable_by_others(path, &what.join(" and ")))
         .collect()
 }
 
-fn readable_by_others(path: &Path) -> Option<String> {
+fn readable_by_others(path: &Path, what: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o044 != 0).then(|| {
         format!(
-            "{} holds the password and other users can read it (mode {:o}); run `chmod 600 {}`",
+            "{} holds {what} and other users can read it (mode {:o}); run `chmod 600 {}`",
             path.display(),
             mode & 0o777,
             path.display()

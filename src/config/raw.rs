@@ -13,8 +13,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::ChunkSize;
 use super::diagnostics::{LineIndex, Problems, Step, locate_in_table, render_path};
-use super::units::{InvalidValue, parse_duration, parse_rate, parse_size};
+use super::units::{InvalidValue, parse_duration, parse_size};
+use crate::bandwidth::Bandwidth;
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,8 +25,12 @@ pub(super) struct RawConfig {
     pub(super) upload: Option<RawUpload>,
     pub(super) state: Option<RawState>,
     pub(super) log: Option<RawLog>,
+    pub(super) http: Option<RawHttp>,
     #[serde(default)]
     pub(super) folder: Vec<RawFolder>,
+    #[serde(default)]
+    pub(super) notify: Vec<RawNotify>,
+    pub(super) smtp: Option<RawSmtp>,
 }
 
 // No Debug: it holds the inline password.
@@ -51,13 +57,14 @@ pub(super) enum RawAuth {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpload {
-    pub(super) chunk_size: Option<Size>,
+    pub(super) chunk_size: Option<RawChunkSize>,
     pub(super) parallel: Option<u64>,
     pub(super) max_attempts: Option<u64>,
     pub(super) backoff_max: Option<HumanDuration>,
     pub(super) request_timeout: Option<HumanDuration>,
     pub(super) url_renew_after: Option<HumanDuration>,
     pub(super) bandwidth_limit: Option<Rate>,
+    pub(super) bandwidth_schedule: Option<String>,
     pub(super) api_requests_per_minute: Option<u64>,
     pub(super) tag_videos: Option<bool>,
     pub(super) lookup_wait: Option<HumanDuration>,
@@ -79,6 +86,13 @@ pub(super) struct RawLog {
     pub(super) keep_files: Option<u64>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) listen: Option<String>,
+    pub(super) allowed_hosts: Option<Vec<String>>,
+}
+
 #[derive(Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum RawLogFormat {
@@ -97,6 +111,11 @@ pub(super) struct RawFolder {
     pub(super) include: Option<Vec<String>>,
     pub(super) exclude: Option<Vec<String>>,
     pub(super) poll_interval: Option<HumanDuration>,
+    pub(super) check_container: Option<bool>,
+    pub(super) incomplete_after: Option<HumanDuration>,
+    pub(super) keep_done_for: Option<HumanDuration>,
+    pub(super) follow_transcoding: Option<bool>,
+    pub(super) video_manager_id: Option<u64>,
     pub(super) title: Option<String>,
     pub(super) description: Option<String>,
     pub(super) channel: Option<u64>,
@@ -105,61 +124,145 @@ pub(super) struct RawFolder {
     pub(super) auto_publish: Option<bool>,
 }
 
-/// A size read with [`parse_size`]: a string with a unit, or an integer number of bytes.
-#[derive(Clone, Copy)]
-pub(super) struct Size(pub(super) u64);
+/// One `[[notify]]` table: a webhook (`url`) or e-mail (`email_to`).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) name: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) email_to: Option<Vec<String>>,
+    pub(super) format: Option<RawNotifyFormat>,
+    pub(super) events: Option<Vec<String>>,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+}
 
-/// A rate read with [`parse_rate`].
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawNotifyFormat {
+    Json,
+    Slack,
+}
+
+/// `[smtp]`: the mail server e-mail notifications go through.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSmtp {
+    pub(super) url: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) batch_window: Option<HumanDuration>,
+}
+
+/// `chunk_size`: `"auto"`, or a size read with [`parse_size`].
 #[derive(Clone, Copy)]
-pub(super) struct Rate(pub(super) u64);
+pub(super) struct RawChunkSize(pub(super) ChunkSize);
+
+/// A bandwidth read with [`Bandwidth::parse`]: a string with a unit, never a bare number.
+#[derive(Clone, Copy)]
+pub(super) struct Rate(pub(super) Bandwidth);
 
 /// A duration read with [`parse_duration`].
 #[derive(Clone, Copy)]
 pub(super) struct HumanDuration(pub(super) Duration);
 
-impl<'de> Deserialize<'de> for Size {
+impl<'de> Deserialize<'de> for RawChunkSize {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
             .deserialize_any(SizeVisitor {
-                parse: parse_size,
-                expecting: "a size such as \"8 MiB\" or a number of bytes",
+                parse: |text| {
+                    if text.trim().eq_ignore_ascii_case("auto") {
+                        return Ok(None);
+                    }
+                    parse_size(text)
+                        .map(Some)
+                        .map_err(|err| err.noting(", or \"auto\""))
+                },
+                expecting: "\"auto\", or a size such as \"8 MiB\" or a number of bytes",
             })
-            .map(Size)
+            .map(|size| RawChunkSize(size.map_or(ChunkSize::Auto, ChunkSize::Fixed)))
     }
 }
+
+/// What a `bandwidth_limit` of 0 is told.
+const NO_RATE: &str = "0 sends nothing, for ever: remove the key for no limit, or use \
+     bandwidth_schedule with a \"0\" entry for quiet hours";
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(SizeVisitor {
-                parse: parse_rate,
-                expecting: "a rate such as \"20 MiB/s\" or a number of bytes per second",
-            })
-            .map(Rate)
+        struct RateVisitor;
+        impl serde::de::Visitor<'_> for RateVisitor {
+            type Value = Bandwidth;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate in quotes, such as \"20 MiB/s\" or \"100 Mbit/s\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Bandwidth, E> {
+                if n == 0 {
+                    return Err(E::custom(NO_RATE));
+                }
+                Err(E::custom(format!(
+                    "{n} has no unit; write \"{n} MiB/s\" (bytes) or \"{n} Mbit/s\" (bits) \
+                     in quotes (rclone reads a bare number as KiB/s, which is rarely what was meant)"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Bandwidth, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom("a rate cannot be negative")),
+                }
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Bandwidth, E> {
+                Err(E::custom(format!(
+                    "{n} has no unit; write \"{n} MiB/s\" (bytes) or \"{n} Mbit/s\" (bits) in quotes"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Bandwidth, E> {
+                let words = text.trim().to_ascii_lowercase();
+                // Not rates: suggesting a unit for them ("0 MiB/s") led to another refusal.
+                if words == "off" || words == "none" || words == "unlimited" {
+                    return Err(E::custom(format!(
+                        "{text:?} is not a limit: remove the key for no limit, or use \
+                         bandwidth_schedule (its entries take \"off\")"
+                    )));
+                }
+                if !words.is_empty() && words.chars().all(|c| c == '0' || c == '.') {
+                    return Err(E::custom(NO_RATE));
+                }
+                Bandwidth::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(RateVisitor).map(Rate)
     }
 }
 
+/// Reads a size as a string with a unit or an integer number of bytes; `parse` reads the
+/// string (`None`: a word the setting takes instead of a size, such as `"auto"`).
 struct SizeVisitor {
-    parse: fn(&str) -> Result<u64, InvalidValue>,
+    parse: fn(&str) -> Result<Option<u64>, InvalidValue>,
     expecting: &'static str,
 }
 
 impl serde::de::Visitor<'_> for SizeVisitor {
-    type Value = u64;
+    type Value = Option<u64>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.expecting)
     }
 
-    fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<u64, E> {
-        Ok(bytes)
+    fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<Option<u64>, E> {
+        Ok(Some(bytes))
     }
 
-    fn visit_i64<E: serde::de::Error>(self, bytes: i64) -> Result<u64, E> {
-        u64::try_from(bytes).map_err(|_| E::custom("a size cannot be negative"))
+    fn visit_i64<E: serde::de::Error>(self, bytes: i64) -> Result<Option<u64>, E> {
+        u64::try_from(bytes)
+            .map(Some)
+            .map_err(|_| E::custom("a size cannot be negative"))
     }
 
-    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<u64, E> {
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Option<u64>, E> {
         (self.parse)(text).map_err(E::custom)
     }
 }

@@ -13,6 +13,13 @@ const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 #[error("{0}")]
 pub struct InvalidValue(String);
 
+impl InvalidValue {
+    /// The same problem with a note after it (what else the setting takes).
+    pub(super) fn noting(self, note: &str) -> InvalidValue {
+        InvalidValue(format!("{}{note}", self.0))
+    }
+}
+
 /// Reads a size: `"8 MiB"`, `"512 KiB"`, `"1.5 GiB"`, `"8MiB"`, `"20 MB"` (decimal units:
 /// KB, MB, GB, TB), `"4096"` or `"4096 B"` (bytes). A lower-case `b` after a prefix (`Mb`) is
 /// refused: it reads as bits.
@@ -107,6 +114,118 @@ pub fn parse_rate(text: &str) -> Result<u64, InvalidValue> {
         .or_else(|| trimmed.strip_suffix("/sec"))
         .unwrap_or(trimmed);
     parse_size(size)
+}
+
+/// Reads a bandwidth: bytes (`"20 MiB/s"`, `"20 MB/s"`) or bits (`"100 Mbit/s"`, `"1 Gbit/s"`,
+/// `"800 kbit/s"`, `"100 Mbps"`; a capital B is bytes: `"100 MBps"`) per second, as bytes per second (bits rounded down to whole
+/// bytes). A number without a unit is refused: rclone reads `"20"` as KiB/s, people read it
+/// as whatever they meant, and the two differ by a factor of up to 8 million.
+pub fn parse_bandwidth(text: &str) -> Result<u64, InvalidValue> {
+    let trimmed = text.trim();
+    let per_second = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/sec"))
+        .unwrap_or(trimmed)
+        .trim_end();
+    let number_end = per_second
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(per_second.len());
+    let (number, unit) = per_second.split_at(number_end);
+    let unit = unit.trim();
+    if !number.is_empty() && unit.is_empty() {
+        return Err(InvalidValue(format!(
+            "{trimmed:?} has no unit; write e.g. \"{number} MiB/s\" (bytes) or \"{number} Mbit/s\" (bits)"
+        )));
+    }
+    // "ps" forms: the case of the b decides, as in networking ("100 Mbps" is bits, "100 MBps"
+    // bytes); all-capital "MBPS" says neither.
+    if let Some(prefix) = unit.strip_suffix("Bps") {
+        return parse_size(&format!("{number} {prefix}B"))
+            .map_err(|err| InvalidValue(err.0.replace(&format!("{number} {prefix}B"), trimmed)));
+    }
+    let lower_unit = unit.to_ascii_lowercase();
+    if !unit.ends_with("bps") && lower_unit.ends_with("bps") {
+        let prefix = &unit[..unit.len() - 3];
+        return Err(InvalidValue(format!(
+            "unit {unit:?} is ambiguous; write {prefix}bit/s or {prefix}bps (bits), or {}B/s (bytes)",
+            prefix.to_uppercase()
+        )));
+    }
+    let bits = match lower_unit.as_str() {
+        "bit" | "bits" | "bps" => Some("B"),
+        "kbit" | "kbps" => Some("KB"),
+        "mbit" | "mbps" => Some("MB"),
+        "gbit" | "gbps" => Some("GB"),
+        "tbit" | "tbps" => Some("TB"),
+        "kibit" => Some("KiB"),
+        "mibit" => Some("MiB"),
+        "gibit" => Some("GiB"),
+        "tibit" => Some("TiB"),
+        _ => None,
+    };
+    match bits {
+        // The number of bits is read like a size, then turned into whole bytes.
+        Some(as_size) => {
+            let bits = parse_size(&format!("{number} {as_size}")).map_err(|err| {
+                InvalidValue(err.0.replace(&format!("{number} {as_size}"), trimmed))
+            })?;
+            Ok(bits / 8)
+        }
+        None => {
+            if unit.len() > 1 && unit.ends_with('b') {
+                let prefix = unit[..unit.len() - 1].trim_end_matches(['i', 'I']);
+                return Err(InvalidValue(format!(
+                    "unit {unit:?} is ambiguous; write {}bit/s (bits) or {}B/s, {}iB/s (bytes)",
+                    prefix,
+                    prefix.to_uppercase(),
+                    prefix.to_uppercase(),
+                )));
+            }
+            parse_size(per_second).map_err(|err| {
+                InvalidValue(err.0.replace(
+                    "use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB",
+                    "use KiB/s, MiB/s, GiB/s, MB/s, GB/s (bytes) or kbit/s, Mbit/s, Gbit/s (bits)",
+                ))
+            })
+        }
+    }
+}
+
+/// A bandwidth the way [`parse_bandwidth`] reads it: in bits when `bits` (`"16 Mbit/s"`,
+/// powers of 1000 as network links are sold), else in bytes (`"20 MiB/s"`).
+pub fn format_bandwidth(bytes_per_second: u64, bits: bool) -> String {
+    if !bits {
+        // "20 MB/s" stays that, rather than "19531.25 KiB/s".
+        let binary = format_size(bytes_per_second);
+        if !binary.contains('.') && !binary.ends_with(" B") {
+            return format!("{binary}/s");
+        }
+        for (unit, name) in [
+            (1_000_000_000_000u64, "TB"),
+            (1_000_000_000, "GB"),
+            (1_000_000, "MB"),
+            (1_000, "KB"),
+        ] {
+            if bytes_per_second >= unit && bytes_per_second.is_multiple_of(unit) {
+                return format!("{} {name}/s", bytes_per_second / unit);
+            }
+        }
+        return format!("{binary}/s");
+    }
+    let bits = u128::from(bytes_per_second) * 8;
+    for (unit, name) in [
+        (1_000_000_000_000u128, "Tbit"),
+        (1_000_000_000, "Gbit"),
+        (1_000_000, "Mbit"),
+        (1_000, "kbit"),
+    ] {
+        if bits >= unit {
+            let text = format!("{:.3}", bits as f64 / unit as f64);
+            let text = text.trim_end_matches('0').trim_end_matches('.');
+            return format!("{text} {name}/s");
+        }
+    }
+    format!("{bits} bit/s")
 }
 
 /// Formats a byte count the way [`parse_size`] reads it: `"8 MiB"`, `"1.5 GiB"`, `"1000 B"`.
@@ -239,6 +358,65 @@ mod tests {
     fn rates_accept_a_per_second_suffix() {
         assert_eq!(parse_rate("20 MiB/s"), Ok(20 * MIB));
         assert_eq!(parse_rate("20 MiB"), Ok(20 * MIB));
+    }
+
+    #[test]
+    fn bandwidths_read_in_bits_or_bytes() {
+        assert_eq!(parse_bandwidth("100 Mbit/s"), Ok(12_500_000));
+        assert_eq!(parse_bandwidth("1 Gbit/s"), Ok(125_000_000));
+        assert_eq!(parse_bandwidth("800 kbit/s"), Ok(100_000));
+        assert_eq!(parse_bandwidth("16Mbit/s"), Ok(2_000_000));
+        assert_eq!(parse_bandwidth("1.5 Mbit/s"), Ok(187_500));
+        assert_eq!(parse_bandwidth("100 Mbps"), Ok(12_500_000));
+        assert_eq!(parse_bandwidth("20 MiB/s"), Ok(20 * MIB));
+        assert_eq!(parse_bandwidth("20MiB/s"), Ok(20 * MIB));
+        assert_eq!(parse_bandwidth("20 MB/s"), Ok(20_000_000));
+        let bare = parse_bandwidth("20").unwrap_err().0;
+        assert!(
+            bare.contains("no unit") && bare.contains("20 MiB/s"),
+            "{bare}"
+        );
+        assert!(parse_bandwidth("20/s").unwrap_err().0.contains("no unit"));
+        let mb = parse_bandwidth("20 Mb/s").unwrap_err().0;
+        assert!(mb.contains("ambiguous") && mb.contains("Mbit/s"), "{mb}");
+        // Second hostile test of issue 13, D5: a capital B in a "ps" unit is bytes.
+        assert_eq!(parse_bandwidth("100 MBps"), Ok(100_000_000));
+        assert_eq!(parse_bandwidth("100 KBps"), Ok(100_000));
+        assert_eq!(parse_bandwidth("1 GBps"), Ok(1_000_000_000));
+        assert_eq!(parse_bandwidth("2 MiBps"), Ok(2 * MIB));
+        assert_eq!(parse_bandwidth("800 kbps"), Ok(100_000));
+        assert_eq!(parse_bandwidth("16 mbps"), Ok(2_000_000));
+        let shouted = parse_bandwidth("100 MBPS").unwrap_err().0;
+        assert!(
+            shouted.contains("ambiguous") && shouted.contains("Mbit/s") && shouted.contains("MB/s"),
+            "{shouted}"
+        );
+        assert!(!crate::bandwidth::Bandwidth::parse("100 MBps").unwrap().bits);
+        assert!(crate::bandwidth::Bandwidth::parse("100 Mbps").unwrap().bits);
+        let unknown = parse_bandwidth("20 furlongs/s").unwrap_err().0;
+        assert!(unknown.contains("Mbit/s"), "{unknown}");
+        assert!(parse_bandwidth("fast").is_err());
+        assert!(parse_bandwidth("").is_err());
+    }
+
+    #[test]
+    fn bandwidths_are_shown_in_the_family_they_were_written_in() {
+        assert_eq!(format_bandwidth(2_000_000, true), "16 Mbit/s");
+        assert_eq!(format_bandwidth(125_000_000, true), "1 Gbit/s");
+        assert_eq!(format_bandwidth(100_000, true), "800 kbit/s");
+        assert_eq!(format_bandwidth(20 * MIB, false), "20 MiB/s");
+        assert_eq!(format_bandwidth(20_000_000, false), "20 MB/s");
+        assert_eq!(format_bandwidth(1536 * 1024, false), "1536 KiB/s");
+        for text in [
+            "16 Mbit/s",
+            "800 kbit/s",
+            "20 MiB/s",
+            "1.5 Mbit/s",
+            "20 MB/s",
+        ] {
+            let bytes = parse_bandwidth(text).unwrap();
+            assert_eq!(format_bandwidth(bytes, text.contains("bit")), text);
+        }
     }
 
     #[test]

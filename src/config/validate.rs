@@ -14,18 +14,24 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::bandwidth::{Bandwidth, BandwidthPlan, BandwidthSchedule};
 use crate::vmpro::api::VideoMetadata;
 
 use super::diagnostics::Problems;
-use super::paths::{canonical_prefix, default_log_dir, default_state_dir, resolve_path};
+use super::http::{HttpSettings, parse_allowed_host, parse_listen};
+use super::paths::{
+    canonical_prefix, default_log_dir, default_state_dir, resolve_path, systemd_log_dir,
+};
 use super::raw::{
-    HumanDuration, RawAccount, RawAuth, RawConfig, RawFolder, RawLog, RawLogFormat, RawUpload,
+    HumanDuration, RawAccount, RawAuth, RawConfig, RawFolder, RawHttp, RawLog, RawLogFormat,
+    RawUpload,
 };
 use super::units::{MIB, format_size};
 use super::{
-    AccountSettings, AuthStyle, DEFAULT_API_URL, DEFAULT_KEEP_JOBS_FOR, DEFAULT_STABLE_FOR,
-    DEFAULT_TITLE, DEFAULT_TOKEN_URL, EnvLookup, FolderSettings, LogFormat, LogSettings,
-    PasswordSource, Purpose, Settings, UploadSettings, default_exclude, default_include,
+    AccountSettings, AuthStyle, ChunkSize, DEFAULT_API_URL, DEFAULT_INCOMPLETE_AFTER,
+    DEFAULT_KEEP_JOBS_FOR, DEFAULT_STABLE_FOR, DEFAULT_TITLE, DEFAULT_TOKEN_URL, EnvLookup,
+    FolderSettings, LogFormat, LogSettings, PasswordSource, Purpose, Settings, UploadSettings,
+    default_exclude, default_include,
 };
 
 const MIN_CHUNK_SIZE: u64 = MIB;
@@ -37,7 +43,7 @@ const MAX_ATTEMPTS: u64 = 100;
 const UPLOAD_TOKEN_LIFETIME: Duration = Duration::from_secs(4 * 3600);
 /// The longest `lookup_wait`: a file with a lost create-video answer waits this long.
 const MAX_LOOKUP_WAIT: Duration = Duration::from_secs(3600);
-const DEFAULT_KEEP_FILES: u64 = 14;
+pub(crate) const DEFAULT_KEEP_FILES: u64 = 14;
 /// Placeholders the title template understands (substituted by the upload code).
 const TITLE_PLACEHOLDERS: &[&str] = &["stem", "name"];
 
@@ -76,8 +82,14 @@ pub(super) fn validate(
         problems,
     );
     let log = validate_log(raw.log.unwrap_or_default(), base, problems);
+    let http = raw.http.and_then(|http| validate_http(http, problems));
     let no_folder_tables = raw.folder.is_empty();
     let folders = validate_folders(raw.folder, base, purpose, problems);
+    let smtp = raw
+        .smtp
+        .and_then(|smtp| super::notify::validate_smtp(smtp, base, env, purpose, problems));
+    let notify =
+        super::notify::validate_notify(raw.notify, smtp.is_some(), base, env, purpose, problems);
     // `run` has nothing to do without a folder; `check` must say so rather than "looks good".
     // A `[folder]` written with single brackets has its own problem at this key already.
     if purpose == Purpose::Watch && no_folder_tables && !problems.has_problem_at("folder") {
@@ -97,8 +109,32 @@ pub(super) fn validate(
         state_dir,
         keep_jobs_for,
         log,
+        http,
         folders,
+        notify,
+        smtp,
     })
+}
+
+/// `[http]`: no `listen` is no listener, as no table is.
+fn validate_http(raw: RawHttp, problems: &mut Problems) -> Option<HttpSettings> {
+    let mut allowed_hosts = Vec::new();
+    for (i, host) in raw.allowed_hosts.unwrap_or_default().iter().enumerate() {
+        match parse_allowed_host(host) {
+            Ok(host) => allowed_hosts.push(host),
+            Err(message) => problems.add(format!("http.allowed_hosts[{}]", i + 1), message),
+        }
+    }
+    match parse_listen(raw.listen.as_deref()?) {
+        Ok(listen) => Some(HttpSettings {
+            listen,
+            allowed_hosts,
+        }),
+        Err(message) => {
+            problems.add("http.listen", message);
+            None
+        }
+    }
 }
 
 fn validate_url(
@@ -395,12 +431,14 @@ fn positive_duration(
 fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
     let defaults = UploadSettings::default();
     let chunk_size = raw.chunk_size.map_or(defaults.chunk_size, |s| s.0);
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+    if let ChunkSize::Fixed(bytes) = chunk_size
+        && !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&bytes)
+    {
         problems.add(
             "upload.chunk_size",
             format!(
-                "must be between 1 MiB and 64 MiB, not {}",
-                format_size(chunk_size)
+                "must be \"auto\" or between 1 MiB and 64 MiB, not {}",
+                format_size(bytes)
             ),
         );
     }
@@ -442,13 +480,11 @@ fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
             "must be shorter than 4h: the platform's upload URL expires after 4 hours",
         );
     }
-    let bandwidth_limit = raw.bandwidth_limit.map(|r| r.0);
-    if bandwidth_limit == Some(0) {
-        problems.add(
-            "upload.bandwidth_limit",
-            "must be greater than 0; leave it out for no limit",
-        );
-    }
+    let bandwidth = bandwidth_plan(
+        raw.bandwidth_limit.map(|r| r.0),
+        raw.bandwidth_schedule.as_deref(),
+        problems,
+    );
     let api_requests_per_minute = in_range(
         raw.api_requests_per_minute,
         defaults.api_requests_per_minute.into(),
@@ -472,7 +508,7 @@ fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
         backoff_max,
         request_timeout,
         url_renew_after,
-        bandwidth_limit,
+        bandwidth,
         api_requests_per_minute: u32::try_from(api_requests_per_minute)
             .unwrap_or(defaults.api_requests_per_minute),
         tag_videos: raw.tag_videos.unwrap_or(defaults.tag_videos),
@@ -481,6 +517,7 @@ fn validate_upload(raw: RawUpload, problems: &mut Problems) -> UploadSettings {
 }
 
 fn validate_log(raw: RawLog, base: &Path, problems: &mut Problems) -> LogSettings {
+    let dir_chosen = raw.dir.is_some() || systemd_log_dir().is_some();
     let dir = match raw.dir {
         Some(dir) => resolve_path(base, &dir),
         None => default_log_dir(),
@@ -512,6 +549,7 @@ fn validate_log(raw: RawLog, base: &Path, problems: &mut Problems) -> LogSetting
         level,
         format,
         keep_files: usize::try_from(keep_files).unwrap_or(DEFAULT_KEEP_FILES as usize),
+        dir_chosen,
     }
 }
 
@@ -563,11 +601,21 @@ fn validate_folders(
     let mut folders = Vec::new();
     // Index in the file of each folder that made it, for cross-folder messages.
     let mut numbers = Vec::new();
+    // The agent's folders that cannot be used now (not there, not a directory): the agent
+    // watches the others and reports these missing until they appear, unless none is usable.
+    let mut missing = Vec::new();
     for (i, raw) in raw.into_iter().enumerate() {
         let n = i + 1;
-        if let Some(folder) = validate_folder(raw, n, base, purpose, problems) {
+        if let Some(folder) = validate_folder(raw, n, base, purpose, problems, &mut missing) {
             folders.push(folder);
             numbers.push(n);
+        }
+    }
+    if !missing.is_empty() && missing.len() == folders.len() {
+        // Not one folder to watch: most likely a typo or the wrong machine, said at once
+        // (exit 2); a share mounted late is picked up by the service manager's restart.
+        for (key, message) in missing {
+            problems.add(key, message);
         }
     }
     check_folder_overlaps(&folders, &numbers, problems);
@@ -580,6 +628,7 @@ fn validate_folder(
     base: &Path,
     purpose: Purpose,
     problems: &mut Problems,
+    missing: &mut Vec<(String, String)>,
 ) -> Option<FolderSettings> {
     let key = |field: &str| format!("folder[{n}].{field}");
     let configured_path = raw
@@ -602,6 +651,19 @@ fn validate_folder(
                 // The agent records a missing folder in the store; status must still open it.
                 // `upload` only reads a folder's metadata, for files inside it.
                 _ if matches!(purpose, Purpose::Upload | Purpose::Inspect) => Some(path),
+                // The agent watches the other folders and this one once it appears (see
+                // `validate_folders`); links in the part that exists are resolved.
+                Ok(_) | Err(_) if purpose == Purpose::Watch => {
+                    let why = match std::fs::metadata(&path) {
+                        Ok(_) => format!("{} is not a directory", path.display()),
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                            format!("{} does not exist", path.display())
+                        }
+                        Err(err) => format!("cannot use {}: {err}", path.display()),
+                    };
+                    missing.push((key("path"), why));
+                    Some(canonical_prefix(&path))
+                }
                 Ok(_) => {
                     problems.add(
                         key("path"),
@@ -673,6 +735,17 @@ fn validate_folder(
                     done.display()
                 ),
             );
+        } else if done.starts_with(failed) || failed.starts_with(done) {
+            // `failed` and `retry --all` walk failed/ whole: uploaded files inside it would be
+            // listed as failed and sent again.
+            problems.add(
+                key("failed_dir"),
+                format!(
+                    "{} and done_dir ({}) are inside one another; keep uploaded and failed files apart",
+                    failed.display(),
+                    done.display()
+                ),
+            );
         }
     }
 
@@ -682,6 +755,32 @@ fn validate_folder(
         problems.add(
             key("poll_interval"),
             "must be longer than 0s; leave it out to use native events",
+        );
+    }
+    let incomplete_after = raw
+        .incomplete_after
+        .map_or(DEFAULT_INCOMPLETE_AFTER, |d| d.0);
+    if incomplete_after < stable_for {
+        problems.add(
+            key("incomplete_after"),
+            format!(
+                "{} is shorter than stable_for ({}): a file must at least be stable before it can count as an export that never finished",
+                humantime::format_duration(incomplete_after),
+                humantime::format_duration(stable_for)
+            ),
+        );
+    }
+    let keep_done_for = raw.keep_done_for.map(|d| d.0);
+    if keep_done_for.is_some_and(|d| d.is_zero()) {
+        problems.add(
+            key("keep_done_for"),
+            "must be longer than 0s; leave it out to keep uploaded files in done/",
+        );
+    }
+    if raw.video_manager_id == Some(0) {
+        problems.add(
+            key("video_manager_id"),
+            "must be greater than 0; leave it out to upload into the account's VideoManager",
         );
     }
     let include = validate_patterns(raw.include, default_include, &key("include"), problems);
@@ -728,6 +827,11 @@ fn validate_folder(
         include,
         exclude,
         poll_interval,
+        check_container: raw.check_container.unwrap_or(true),
+        incomplete_after,
+        keep_done_for,
+        follow_transcoding: raw.follow_transcoding.unwrap_or(false),
+        video_manager_id: raw.video_manager_id,
         metadata: VideoMetadata {
             title,
             description: raw.description.filter(|d| !d.is_empty()),
@@ -837,6 +941,25 @@ fn check_folder_overlaps(folders: &[FolderSettings], numbers: &[usize], problems
                     );
                 }
             }
+            // Inside another folder's failed/: `failed` and `retry --all` walk it whole and
+            // would take this folder's files for that folder's failures (hostile test: uploaded
+            // files sent again, into the other folder's VideoManager).
+            for (dir, what) in [
+                (&folder.done_dir, "done_dir"),
+                (&folder.failed_dir, "failed_dir"),
+            ] {
+                if dir != &other.failed_dir && dir.starts_with(&other.failed_dir) {
+                    problems.add(
+                        format!("folder[{na}].{what}"),
+                        format!(
+                            "{} is inside folder[{nb}]'s failed_dir ({}): `retry --all` would \
+                             move its files into folder[{nb}]",
+                            dir.display(),
+                            other.failed_dir.display()
+                        ),
+                    );
+                }
+            }
             // One folder's uploaded files mixed with another's failed ones: `retry` and people
             // looking for failures could no longer tell them apart.
             if folder.done_dir == other.failed_dir {
@@ -848,6 +971,48 @@ fn check_folder_overlaps(folders: &[FolderSettings], numbers: &[usize], problems
                     ),
                 );
             }
+        }
+    }
+}
+
+/// `bandwidth_limit` or `bandwidth_schedule` (not both), as the plan the limiter follows.
+fn bandwidth_plan(
+    limit: Option<Bandwidth>,
+    schedule: Option<&str>,
+    problems: &mut Problems,
+) -> BandwidthPlan {
+    if let Some(limit) = limit
+        && limit.bytes_per_second == 0
+    {
+        problems.add(
+            "upload.bandwidth_limit",
+            "must be at least 1 byte per second; leave it out for no limit, or use \
+             bandwidth_schedule with a \"0\" entry for quiet hours",
+        );
+    }
+    let Some(schedule) = schedule else {
+        return limit.map_or(BandwidthPlan::Unlimited, BandwidthPlan::Fixed);
+    };
+    // Refused rather than one silently winning: whichever were chosen, a reader of the file
+    // would believe the other one.
+    if let Some(limit) = limit {
+        problems.add(
+            "upload.bandwidth_limit",
+            format!(
+                "set together with bandwidth_schedule; use one: the schedule gives the limit at \
+                 every hour (for {limit} all the time, write bandwidth_schedule = \"00:00,{}\" \
+                 and add its other entries)",
+                limit.to_string().replace(' ', "")
+            ),
+        );
+    }
+    match BandwidthSchedule::parse(schedule) {
+        Ok(schedule) => BandwidthPlan::Scheduled(schedule),
+        Err(errors) => {
+            for error in errors {
+                problems.add("upload.bandwidth_schedule", error.to_string());
+            }
+            BandwidthPlan::Unlimited
         }
     }
 }

@@ -90,9 +90,29 @@ pub struct EmulatorArgs {
     /// A new video is missing from video searches for this long (a lagging search index).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub search_lag: Option<Duration>,
+    /// A video's last quality is transcoded this long after its upload (the others before).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub transcode_after: Duration,
+    /// Transcoding never finishes (for trying what a client does when it waits in vain).
+    #[arg(long, conflicts_with = "transcode_after")]
+    pub transcoding_never_finishes: bool,
     /// Seed of the fault RNG: the same seed repeats the same faults for the same requests.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Check chunks (headers, order, length) and count them, but do not hash them: for
+    /// measuring a client rather than the emulator. Videos then have no sha256.
+    #[arg(long)]
+    pub sink: bool,
+    /// Model a long-distance link: delay every answer this long (e.g. 40ms).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub latency: Duration,
+    /// Model a long-distance link: read the chunk bodies of all connections together at most
+    /// this fast (e.g. 1Gbit/s, 100MiB/s); the socket backs up as a real link's would.
+    #[arg(long, value_name = "RATE", value_parser = parse_link_rate)]
+    pub link_rate: Option<u64>,
+    /// Refuse chunks larger than this with 413 Payload Too Large (e.g. 8MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_chunk_size: Option<u64>,
 }
 
 impl EmulatorArgs {
@@ -113,6 +133,11 @@ impl EmulatorArgs {
             create_answer_delay: self.create_answer_delay,
             video_managers: self.video_managers.clone(),
             search_lag: self.search_lag,
+            transcode_after: (!self.transcoding_never_finishes).then_some(self.transcode_after),
+            sink: self.sink,
+            latency: self.latency,
+            link_rate: self.link_rate,
+            max_chunk_size: self.max_chunk_size,
             faults: Faults {
                 seed: self.seed,
                 error_rate: self.error_rate,
@@ -155,6 +180,7 @@ fn banner(emulator: &Emulator, options: &EmulatorOptions) -> String {
          \n  api_url    {api}\n  token_url  {token}\n  username   {user}\n  password   {password}\n\
          \x20 {known}; the legacy login names {vm}\n\
          \x20 {base}_emulator/videos and {base}_emulator/stats show what it received\n\
+         {modelled}\
          \nConfig snippet:\n\n\
          [account]\n\
          api_url = {api_toml}\n\
@@ -175,6 +201,7 @@ fn banner(emulator: &Emulator, options: &EmulatorOptions) -> String {
             let ids: Vec<String> = options.video_managers.iter().map(u64::to_string).collect();
             format!("video manager ids: {}", ids.join(", "))
         },
+        modelled = modelled(options),
         api_toml = toml_string(emulator.api_url().as_str()),
         token_toml = toml_string(emulator.token_url().as_str()),
         user_toml = toml_string(&options.username),
@@ -182,8 +209,43 @@ fn banner(emulator: &Emulator, options: &EmulatorOptions) -> String {
     )
 }
 
+/// The banner's lines for the options that make it more than a fast, strict platform.
+fn modelled(options: &EmulatorOptions) -> String {
+    let mut lines = String::new();
+    if options.sink {
+        lines.push_str(
+            "  sink: chunks are checked and counted, not hashed (videos get no sha256)\n",
+        );
+    }
+    if options.link_rate.is_some() || !options.latency.is_zero() {
+        let rate = options.link_rate.map_or("unlimited".to_owned(), |rate| {
+            crate::config::format_bandwidth(rate, true)
+        });
+        lines.push_str(&format!(
+            "  link: {} per answer, {rate} shared by all connections\n",
+            humantime::format_duration(options.latency)
+        ));
+    }
+    if let Some(max) = options.max_chunk_size {
+        lines.push_str(&format!(
+            "  chunks over {} are refused with 413\n",
+            crate::config::human_size(max)
+        ));
+    }
+    lines
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 10s, 500ms, 4h)"))
+}
+
+/// `1Gbit/s`, `400 Mbit/s`, `100MiB/s`: as the config's `bandwidth_limit` reads rates.
+fn parse_link_rate(text: &str) -> Result<u64, String> {
+    let rate = crate::bandwidth::Bandwidth::parse(text)?;
+    if rate.bytes_per_second == 0 {
+        return Err("a link rate must be more than 0".to_owned());
+    }
+    Ok(rate.bytes_per_second)
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -256,6 +318,7 @@ mod tests {
         assert_eq!(options.url_ttl, defaults.url_ttl);
         assert_eq!(options.quota_bytes, None);
         assert_eq!(options.faults.error_rate, 0.0);
+        assert_eq!(options.transcode_after, defaults.transcode_after);
     }
 
     #[test]
@@ -306,6 +369,34 @@ mod tests {
         assert_eq!(options.faults.retry_after_secs, 3);
         assert_eq!(options.faults.seed, 42);
         assert!(options.new_file_id_on_renew);
+        assert!(!options.sink);
+        assert_eq!((options.latency, options.link_rate), (Duration::ZERO, None));
+
+        let quick = parse(&["--transcode-after", "2s"]).unwrap().options();
+        assert_eq!(quick.transcode_after, Some(Duration::from_secs(2)));
+        let never = parse(&["--transcoding-never-finishes"]).unwrap().options();
+        assert_eq!(never.transcode_after, None);
+    }
+
+    #[test]
+    fn link_flags_reach_the_options() {
+        let options = parse(&[
+            "--sink",
+            "--latency",
+            "40ms",
+            "--link-rate",
+            "1Gbit/s",
+            "--max-chunk-size",
+            "8MiB",
+        ])
+        .unwrap()
+        .options();
+        assert!(options.sink);
+        assert_eq!(options.latency, Duration::from_millis(40));
+        assert_eq!(options.link_rate, Some(125_000_000));
+        assert_eq!(options.max_chunk_size, Some(8 << 20));
+        assert!(parse(&["--link-rate", "0 Mbit/s"]).is_err());
+        assert!(parse(&["--link-rate", "fast"]).is_err());
     }
 
     #[test]

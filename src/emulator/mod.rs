@@ -2,14 +2,20 @@
 //! chunked upload protocol on loopback, with fault injection. Used by the tests, the benchmark,
 //! `hotfolder demo` and `hotfolder emulator`.
 //!
-//! It never keeps file contents: each video's sha256 is computed as chunk bodies stream in.
+//! It never keeps file contents: each video's sha256 is computed as chunk bodies stream in
+//! (or, with `sink`, not even that: chunks are checked and counted only, so that a benchmark
+//! measures the client and not the emulator's hashing). `link` models a long-distance link
+//! (one shared rate, a latency per answer); `max_chunk_size` a server that refuses big chunks.
 //! The video search (`GET …/videos`) and the keyword endpoints are modelled as far as
 //! hotfolder's lookup of a lost create needs them (vmpro-protocol.md section 4).
+//! A video's transcoding (`…/transcoding-status`) finishes quality by quality some time after
+//! its upload ([`EmulatorOptions::transcode_after`]), or never.
 //! Besides the platform's endpoints it answers `GET /_emulator/videos` and
 //! `GET /_emulator/stats` with the same JSON as [`Emulator::videos`] and [`Emulator::stats`].
 
 mod cli;
 mod faults;
+mod link;
 mod server;
 mod state;
 
@@ -23,6 +29,9 @@ use url::Url;
 
 pub use cli::{EmulatorArgs, run_cli};
 pub use state::DEFAULT_VIDEO_MANAGER_ID;
+
+/// How long the emulator takes to transcode an uploaded video unless told otherwise.
+pub const DEFAULT_TRANSCODE_AFTER: Duration = Duration::from_secs(10);
 
 /// How the emulated platform behaves. The switches model the places where the platform's
 /// documentation contradicts itself, so clients can be tested against each reading.
@@ -59,6 +68,21 @@ pub struct EmulatorOptions {
     /// A search index behind the database: a new video is missing from `GET …/videos`
     /// answers for this long after its creation (its other endpoints know it at once).
     pub search_lag: Option<Duration>,
+    /// `GET …/videos/{id}/transcoding-status`: a video's qualities are transcoded one after
+    /// another, the last this long after its upload was complete; `None`: never (a platform
+    /// whose transcoding is stuck).
+    pub transcode_after: Option<Duration>,
+    /// Chunks are checked (headers, order, length) and counted, but not hashed: the videos'
+    /// `sha256` stays `None`. For measuring a client without the server's hashing.
+    pub sink: bool,
+    /// A long-distance link: every answer is delayed this much (a round trip).
+    pub latency: Duration,
+    /// A long-distance link: chunk bodies of all connections together are read at most this
+    /// many bytes per second. `None`: as fast as loopback goes.
+    pub link_rate: Option<u64>,
+    /// Chunks longer than this are refused with `413 Payload Too Large` before their body is
+    /// read (a server or proxy with a body size limit).
+    pub max_chunk_size: Option<u64>,
     pub faults: Faults,
 }
 
@@ -80,6 +104,11 @@ impl Default for EmulatorOptions {
             create_answer_delay: None,
             video_managers: Vec::new(),
             search_lag: None,
+            transcode_after: Some(DEFAULT_TRANSCODE_AFTER),
+            sink: false,
+            latency: Duration::ZERO,
+            link_rate: None,
+            max_chunk_size: None,
             faults: Faults::default(),
         }
     }
@@ -139,7 +168,8 @@ pub struct VideoRecord {
     /// Chunks 1 ..= this are stored.
     pub chunks_received: u32,
     pub bytes_received: u64,
-    /// Lower-case hex sha256 of the complete content; `Some` only when complete.
+    /// Lower-case hex sha256 of the complete content; `Some` only when complete (and never
+    /// in `sink` mode, which does not hash).
     pub sha256: Option<String>,
     pub complete: bool,
     /// How often received content was thrown away (chunk 1 again, or a new fileId).
@@ -158,6 +188,8 @@ pub struct EmulatorStats {
     pub chunks_accepted: u64,
     /// Chunk body bytes read from the network, whatever became of them.
     pub bytes_received: u64,
+    /// Chunk posts refused because their body was longer than `max_chunk_size` (413).
+    pub chunks_too_large: u64,
     /// Bytes held by all videos now: what counts against the quota.
     pub bytes_stored: u64,
     pub videos_created: u64,
@@ -171,6 +203,8 @@ pub struct EmulatorStats {
     pub searches: u64,
     /// Keywords deleted through `DELETE …/keywords/{id}`.
     pub keywords_deleted: u64,
+    /// `GET …/videos/{id}/transcoding-status` requests answered (404s included).
+    pub transcoding_polls: u64,
     /// API calls refused by `api_requests_per_minute` (not counted as faults).
     pub rate_limited: u64,
     pub faults_injected: FaultCounts,
@@ -244,6 +278,12 @@ impl Emulator {
         self.shared.state().video(id)
     }
 
+    /// Deletes a video as a user would in the platform's web interface: afterwards
+    /// `GET …/videos/{id}` answers 404. Returns whether there was one.
+    pub fn delete_video(&self, id: &str) -> bool {
+        self.shared.state().delete_video(None, id)
+    }
+
     pub fn stats(&self) -> EmulatorStats {
         self.shared.stats()
     }
@@ -273,6 +313,18 @@ impl Emulator {
     /// account change keywords).
     pub fn set_keyword_changes_refused(&self, refused: bool) {
         self.shared.state().set_keyword_changes_refused(refused);
+    }
+
+    /// The VideoManagers the platform knows from now on (empty: any), as when one is deleted
+    /// or comes back; their videos stay.
+    pub fn set_video_managers(&self, ids: Vec<u64>) {
+        self.shared.set_video_managers(ids);
+    }
+
+    /// From now on every video's last quality is transcoded `after` its upload (`None`:
+    /// transcoding never finishes), also for videos uploaded before.
+    pub fn set_transcode_after(&self, after: Option<Duration>) {
+        self.shared.state().set_transcode_after(after);
     }
 
     /// Video searches are answered 403 while this is on (a platform, or an account, without

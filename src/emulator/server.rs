@@ -2,7 +2,7 @@
 //! client, the router, and the answer helpers every handler shares. The handlers that turn
 //! requests into [`PlatformState`] calls are its submodules, one per part of the protocol:
 //! `login` (keycloak's token endpoint, the legacy login, the bearer check), `video_api`
-//! (creating and searching videos, their keywords, issuing upload URLs) and `chunk_upload`
+//! (creating and searching videos, their keywords, issuing upload URLs, transcoding status) and `chunk_upload`
 //! (chunk posts, hashed as they stream).
 //!
 //! hyper rather than a framework because two faults must close the TCP connection without any
@@ -33,11 +33,15 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::faults::{FaultCounters, FaultDice, FaultPlan};
+use super::link::LinkModel;
 use super::state::{Clock, PlatformState, QUOTA_MESSAGE};
 use super::{EmulatorOptions, EmulatorStats, Faults, PlatformRefusal};
 use chunk_upload::{chunk, drain, read_part_then_drop};
 use login::{keycloak_token, legacy_login, legacy_refresh};
-use video_api::{create_video, delete_keyword, keywords, search_videos, upload_url};
+use video_api::{
+    create_video, delete_keyword, keywords, one_video, search_videos, transcoding_status,
+    upload_url,
+};
 
 type Answer = Response<Full<Bytes>>;
 
@@ -77,7 +81,13 @@ pub(crate) struct Shared {
     legacy_vm_id_as_string: bool,
     create_answer_delay: Option<std::time::Duration>,
     /// VideoManager ids that exist; empty: every numeric id.
-    video_managers: Vec<u64>,
+    video_managers: Mutex<Vec<u64>>,
+    /// Chunks are checked and counted, not hashed (`EmulatorOptions::sink`).
+    sink: bool,
+    /// The long-distance link, when one is modelled; `None` costs nothing per frame.
+    link: Option<LinkModel>,
+    /// Chunks longer than this get 413 before their body is read.
+    max_chunk_size: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +96,7 @@ struct Counters {
     chunk_posts: AtomicU64,
     chunks_accepted: AtomicU64,
     bytes_received: AtomicU64,
+    chunks_too_large: AtomicU64,
     videos_created: AtomicU64,
     logins: AtomicU64,
     logins_refused: AtomicU64,
@@ -93,6 +104,7 @@ struct Counters {
     urls_issued: AtomicU64,
     searches: AtomicU64,
     keywords_deleted: AtomicU64,
+    transcoding_polls: AtomicU64,
     rate_limited: AtomicU64,
 }
 
@@ -113,12 +125,26 @@ impl Shared {
             url_status_ok: options.url_status_ok,
             legacy_vm_id_as_string: options.legacy_vm_id_as_string,
             create_answer_delay: options.create_answer_delay,
-            video_managers: options.video_managers,
+            video_managers: Mutex::new(options.video_managers),
+            sink: options.sink,
+            link: LinkModel::new(options.latency, options.link_rate),
+            max_chunk_size: options.max_chunk_size,
         }
     }
 
+    pub(crate) fn set_video_managers(&self, ids: Vec<u64>) {
+        *self
+            .video_managers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = ids;
+    }
+
     pub(crate) fn knows_video_manager(&self, id: u64) -> bool {
-        self.video_managers.is_empty() || self.video_managers.contains(&id)
+        let known = self
+            .video_managers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.is_empty() || known.contains(&id)
     }
 
     pub(crate) fn platform_refusal(&self) -> Option<PlatformRefusal> {
@@ -156,6 +182,7 @@ impl Shared {
             chunk_posts: load(&c.chunk_posts),
             chunks_accepted: load(&c.chunks_accepted),
             bytes_received: load(&c.bytes_received),
+            chunks_too_large: load(&c.chunks_too_large),
             bytes_stored: self.state().stored_bytes(),
             videos_created: load(&c.videos_created),
             logins: load(&c.logins),
@@ -164,6 +191,7 @@ impl Shared {
             urls_issued: load(&c.urls_issued),
             searches: load(&c.searches),
             keywords_deleted: load(&c.keywords_deleted),
+            transcoding_polls: load(&c.transcoding_polls),
             rate_limited: load(&c.rate_limited),
             faults_injected: self.fault_counters.snapshot(),
         }
@@ -271,12 +299,22 @@ enum Route {
         vm: String,
         video: String,
     },
+    /// `GET` (does it exist?) or `DELETE` (a user deleting it) one video.
+    Video {
+        vm: String,
+        video: String,
+        delete: bool,
+    },
     DeleteKeyword {
         vm: String,
         video: String,
         keyword: String,
     },
     UploadUrl {
+        vm: String,
+        video: String,
+    },
+    TranscodingStatus {
         vm: String,
         video: String,
     },
@@ -321,6 +359,22 @@ impl Route {
                 },
                 Method::POST,
             ),
+            ["v1", "vms", vm, "videos", video] if *method == Method::DELETE => (
+                Route::Video {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                    delete: true,
+                },
+                Method::DELETE,
+            ),
+            ["v1", "vms", vm, "videos", video] => (
+                Route::Video {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                    delete: false,
+                },
+                Method::GET,
+            ),
             ["v1", "vms", vm, "videos", video, "keywords"] => (
                 Route::Keywords {
                     vm: (*vm).to_owned(),
@@ -338,6 +392,13 @@ impl Route {
             ),
             ["v1", "vms", vm, "videos", video, "url"] => (
                 Route::UploadUrl {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                },
+                Method::GET,
+            ),
+            ["v1", "vms", vm, "videos", video, "transcoding-status"] => (
+                Route::TranscodingStatus {
                     vm: (*vm).to_owned(),
                     video: (*video).to_owned(),
                 },
@@ -379,8 +440,10 @@ impl Route {
                 | Route::CreateVideo { .. }
                 | Route::SearchVideos { .. }
                 | Route::Keywords { .. }
+                | Route::Video { .. }
                 | Route::DeleteKeyword { .. }
                 | Route::UploadUrl { .. }
+                | Route::TranscodingStatus { .. }
         )
     }
 }
@@ -395,6 +458,23 @@ async fn handle(
         Route::Stats => return Ok(json_answer(StatusCode::OK, &shared.stats())),
         _ => {}
     }
+    let answer = answer_platform_request(&shared, route, request).await;
+    // The far end of a long link: every answer the platform gives is one latency away.
+    if let Some(link) = &shared.link
+        && answer.is_ok()
+    {
+        link.answer_delay().await;
+    }
+    answer
+}
+
+/// Everything but the emulator's own pages: faults first, then the route's handler.
+async fn answer_platform_request(
+    shared: &Arc<Shared>,
+    route: Route,
+    request: Request<Incoming>,
+) -> Result<Answer, ConnectionDropped> {
+    let shared = Arc::clone(shared);
     bump(&shared.counters.requests);
     let chunk_post = matches!(route, Route::Chunk { .. });
     if chunk_post {
@@ -503,10 +583,17 @@ fn api_call(shared: &Shared, route: Route, parts: &Parts, body: Bytes) -> Answer
         Route::CreateVideo { vm } => create_video(shared, &parts.headers, &vm, &body),
         Route::SearchVideos { vm } => search_videos(shared, &parts.headers, &vm, parts.uri.query()),
         Route::Keywords { vm, video } => keywords(shared, &parts.headers, &vm, &video),
+        Route::Video { vm, video, delete } => {
+            one_video(shared, &parts.headers, &vm, &video, delete)
+        }
         Route::DeleteKeyword { vm, video, keyword } => {
             delete_keyword(shared, &parts.headers, &vm, &video, &keyword)
         }
         Route::UploadUrl { vm, video } => upload_url(shared, &parts.headers, &vm, &video),
+        Route::TranscodingStatus { vm, video } => {
+            bump(&shared.counters.transcoding_polls);
+            transcoding_status(shared, &parts.headers, &vm, &video)
+        }
         _ => message(StatusCode::NOT_FOUND, "no such resource"),
     }
 }
@@ -679,6 +766,22 @@ mod tests {
             Route::MethodNotAllowed
         );
         assert_eq!(
+            route(Method::GET, "/v1/vms/1/videos/abc"),
+            Route::Video {
+                vm: "1".into(),
+                video: "abc".into(),
+                delete: false,
+            }
+        );
+        assert_eq!(
+            route(Method::DELETE, "/v1/vms/1/videos/abc"),
+            Route::Video {
+                vm: "1".into(),
+                video: "abc".into(),
+                delete: true,
+            }
+        );
+        assert_eq!(
             route(Method::GET, "/v1/vms/1/videos/abc/keywords"),
             Route::Keywords {
                 vm: "1".into(),
@@ -696,6 +799,13 @@ mod tests {
         assert_eq!(
             route(Method::GET, "/v1/vms/1/videos/abc/keywords/77"),
             Route::MethodNotAllowed
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/vms/1/videos/abc/transcoding-status"),
+            Route::TranscodingStatus {
+                vm: "1".into(),
+                video: "abc".into()
+            }
         );
         // A client that joins URLs badly produces double slashes: that must not match.
         assert_eq!(

@@ -155,6 +155,23 @@ pub(crate) enum KeywordRefusal {
     Refused,
 }
 
+/// The qualities every video is transcoded into, with their profile keys, in the order they
+/// finish.
+pub(crate) const QUALITIES: [(&str, &str); 3] = [
+    ("360p", "mp4-h264-360p"),
+    ("720p", "mp4-h264-720p"),
+    ("1080p", "mp4-h264-1080p"),
+];
+
+/// One entry of a transcoding-status answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QualityState {
+    pub quality: &'static str,
+    pub profile_key: &'static str,
+    pub file_extension: &'static str,
+    pub completed: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CreateRefusal {
     BadRequest(String),
@@ -268,6 +285,8 @@ struct Video {
     created_at: Instant,
     /// The id of each keyword in `record.keywords`, in the same order.
     keyword_ids: Vec<u64>,
+    /// When its last chunk arrived: transcoding counts from here.
+    uploaded_at: Option<Instant>,
 }
 
 impl Video {
@@ -281,6 +300,7 @@ impl Video {
         self.record.total_chunks = None;
         self.record.complete = false;
         self.record.sha256 = None;
+        self.uploaded_at = None;
         self.hasher = Sha256::new();
         self.before_last = Sha256::new();
         self.last_chunk_len = 0;
@@ -330,6 +350,11 @@ pub(crate) struct PlatformState {
     keyword_changes_refused: bool,
     /// Video searches are answered 403.
     search_refused: bool,
+    /// How long after its upload a video's last quality is transcoded; `None`: never.
+    transcode_after: Option<Duration>,
+    /// Chunks are not hashed (`EmulatorOptions::sink`): a re-sent chunk is taken for the same
+    /// bytes when its length is the same, and no video gets a `sha256`.
+    sink: bool,
 }
 
 /// Tokens are purged of expired entries once a map grows past this, so a long benchmark does not
@@ -364,7 +389,13 @@ impl PlatformState {
             keyword_serial: 1000,
             keyword_changes_refused: false,
             search_refused: false,
+            transcode_after: options.transcode_after,
+            sink: options.sink,
         }
+    }
+
+    pub(crate) fn set_transcode_after(&mut self, after: Option<Duration>) {
+        self.transcode_after = after;
     }
 
     pub(crate) fn set_search_refused(&mut self, refused: bool) {
@@ -597,6 +628,7 @@ impl PlatformState {
                 generation: 0,
                 created_at: now,
                 keyword_ids,
+                uploaded_at: None,
             },
         );
         self.video_order.push(id.clone());
@@ -864,6 +896,7 @@ impl PlatformState {
 
     /// Commits a chunk whose whole body went through `plan.hasher`.
     pub(crate) fn finish_chunk(&mut self, plan: ChunkPlan) -> Result<ChunkAccepted, ChunkRefusal> {
+        let hashed = !self.sink;
         let video = self
             .videos
             .get_mut(&plan.video_id)
@@ -913,8 +946,46 @@ impl PlatformState {
         self.stored_bytes += plan.len;
         let complete = plan.current == plan.total;
         video.record.complete = complete;
-        video.record.sha256 = complete.then(|| hex::encode(video.hasher.clone().finalize()));
+        video.record.sha256 =
+            (complete && hashed).then(|| hex::encode(video.hasher.clone().finalize()));
+        // tokio's clock, as every `now` here: tests with paused time advance it.
+        video.uploaded_at = complete.then(Instant::now);
         Ok(ChunkAccepted { complete })
+    }
+
+    /// `GET …/videos/{id}/transcoding-status` (vmpro-protocol.md section 5) at `now`: one entry
+    /// per quality of [`QUALITIES`], in order; `None` when `vm` has no such video. Nothing is
+    /// transcoded before the upload is complete; then quality `i` of `n` is done at
+    /// `(i + 1) / n` of `transcode_after`, so a poll in between sees some done and some not.
+    pub(crate) fn transcoding_status(
+        &self,
+        vm: u64,
+        id: &str,
+        now: Instant,
+    ) -> Option<Vec<QualityState>> {
+        let video = self
+            .videos
+            .get(id)
+            .filter(|video| video.record.video_manager_id == vm)?;
+        let count = QUALITIES.len() as u32;
+        Some(
+            QUALITIES
+                .iter()
+                .zip(1..)
+                .map(|(&(quality, profile_key), nth)| {
+                    let completed = match (video.uploaded_at, self.transcode_after) {
+                        (Some(uploaded), Some(after)) => now >= uploaded + after * nth / count,
+                        _ => false,
+                    };
+                    QualityState {
+                        quality,
+                        profile_key,
+                        file_extension: "mp4",
+                        completed,
+                    }
+                })
+                .collect(),
+        )
     }
 
     pub(crate) fn videos(&self) -> Vec<VideoRecord> {
@@ -927,6 +998,29 @@ impl PlatformState {
 
     pub(crate) fn video(&self, id: &str) -> Option<VideoRecord> {
         self.videos.get(id).map(|video| video.record.clone())
+    }
+
+    /// The video `id` in `vm`, as `GET …/videos/{id}` answers it (`None`: no such video there).
+    pub(crate) fn video_in(&self, vm: u64, id: &str) -> Option<VideoRecord> {
+        self.videos
+            .get(id)
+            .filter(|video| video.record.video_manager_id == vm)
+            .map(|video| video.record.clone())
+    }
+
+    /// Deletes the video `id` (in `vm`, when given) with its content, as a user deleting it in
+    /// the platform's web interface would. Returns whether there was one.
+    pub(crate) fn delete_video(&mut self, vm: Option<u64>, id: &str) -> bool {
+        let found = self
+            .videos
+            .get(id)
+            .is_some_and(|video| vm.is_none_or(|vm| video.record.video_manager_id == vm));
+        if found && let Some(mut video) = self.videos.remove(id) {
+            let freed = video.reset_content();
+            self.stored_bytes = self.stored_bytes.saturating_sub(freed);
+            self.video_order.retain(|kept| kept != id);
+        }
+        found
     }
 }
 
@@ -1386,6 +1480,54 @@ mod tests {
         assert!(
             state
                 .issue_upload_url(&clock, 999, &video, Instant::now())
+                .is_none()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn qualities_finish_one_by_one_after_the_upload_or_never() {
+        let (mut state, clock) = state_with(EmulatorOptions {
+            transcode_after: Some(Duration::from_secs(30)),
+            ..EmulatorOptions::default()
+        });
+        let video = new_video(&mut state, "a.mp4");
+        let done = |state: &PlatformState| -> Vec<bool> {
+            state
+                .transcoding_status(12345, &video, Instant::now())
+                .unwrap()
+                .iter()
+                .map(|q| q.completed)
+                .collect()
+        };
+        // Nothing transcodes before the content is there, however long it takes.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(done(&state), [false, false, false]);
+        let request = chunk_request(&mut state, &clock, &video, 1, 1, 3);
+        send(&mut state, &request, b"abc").unwrap();
+        assert_eq!(done(&state), [false, false, false]);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(done(&state), [true, false, false]);
+        tokio::time::advance(Duration::from_secs(19)).await;
+        assert_eq!(done(&state), [true, true, false]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(done(&state), [true, true, true]);
+        let qualities = state
+            .transcoding_status(12345, &video, Instant::now())
+            .unwrap();
+        assert_eq!(qualities[2].quality, "1080p");
+
+        state.set_transcode_after(None);
+        assert_eq!(done(&state), [false, false, false]);
+        // Another VideoManager's, or a deleted video: none.
+        assert!(
+            state
+                .transcoding_status(999, &video, Instant::now())
+                .is_none()
+        );
+        assert!(state.delete_video(None, &video));
+        assert!(
+            state
+                .transcoding_status(12345, &video, Instant::now())
                 .is_none()
         );
     }

@@ -7,14 +7,17 @@
 //! copy can take minutes; it stops between pieces when the agent stops (the move is done again
 //! at the next start), and callers run it off any loop that must keep answering.
 //!
-//! This file holds the moves; `sidecar` writes `<file name>.upload.json`, and `recover`
+//! This file holds the moves; `sidecar` writes `<file name>.upload.json` (and adds to it what
+//! became of the video's transcoding), and `recover`
 //! completes a job's move (also one a kill interrupted) and clears our temp files at start.
 
 mod recover;
 mod sidecar;
 
 pub use recover::{Finished, finish_job_file, remove_stale_temps};
-pub use sidecar::{Sidecar, sidecar_path, write_sidecar};
+pub use sidecar::{
+    Sidecar, SidecarUpdateError, TranscodingRecord, add_transcoding, sidecar_path, write_sidecar,
+};
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};

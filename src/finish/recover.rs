@@ -12,7 +12,7 @@ use super::{
 };
 use crate::chain;
 use crate::escape::escaped;
-use crate::store::{Job, JobStore, Outcome};
+use crate::store::{Job, JobStore, Outcome, Placed};
 
 /// How a job's file left the watched folder.
 pub enum Finished {
@@ -72,8 +72,32 @@ pub fn finish_job_file(
     let fresh = store.job(job.id).map_err(|e| chain(&e))?;
     let sidecar = Sidecar::from_job(&fresh, file_name);
     write_sidecar(&dest, &sidecar).map_err(|e| chain(&e))?;
-    store.mark_moved(job.id, &dest).map_err(|e| chain(&e))?;
+    store
+        .mark_moved_as(job.id, &dest, placed(&dest).as_ref())
+        .map_err(|e| chain(&e))?;
     Ok(Finished::Moved(dest))
+}
+
+/// The file at `dest` as it was placed, for `keep_done_for`; `None` (never deleted by
+/// retention) when it cannot be looked at without following a link.
+fn placed(dest: &Path) -> Option<Placed> {
+    match crate::nofollow::lstat(dest) {
+        Ok(entry) if entry.skip.is_none() => Some(Placed {
+            identity: entry.identity,
+            size: entry.size,
+            mtime_ns: i64::try_from(entry.mtime_ns).ok()?,
+            ctime_ns: i64::try_from(entry.ctime_ns).ok(),
+        }),
+        Ok(_) => None,
+        Err(err) => {
+            tracing::warn!(
+                "cannot record how {} was placed (it will never be deleted by keep_done_for): {}",
+                escaped(dest),
+                chain(&err)
+            );
+            None
+        }
+    }
 }
 
 /// The destination recorded for a job still finishing, if its file is there (the same size).

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::{FinishError, SIDECAR_SUFFIX, TEMP_SUFFIX, fit_name, split, sync_dir};
 use crate::escape::escaped;
 use crate::store::{Job, JobError, JobEvent, Outcome, rfc3339};
+use crate::vmpro::transcoding::QualityStatus;
 
 /// The sidecar's `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,11 @@ pub struct Sidecar {
     /// backslash is doubled), so the file can be told from others that read alike in `file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_raw: Option<String>,
+    /// The watched folder the file was dropped in (as text, like `file`): where `hotfolder
+    /// retry` puts it back when several folders share one failed/. Missing in sidecars written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
     pub size: u64,
     /// SHA-256 of the bytes sent.
     pub sha256: Option<String>,
@@ -46,10 +52,39 @@ pub struct Sidecar {
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
-    /// Bytes sent over the time from the first start to the verdict, retries and pauses
-    /// included: what the user experienced.
+    /// The upload's rate as the log and `status` show it: bytes over the time their chunks
+    /// took to send (waiting for the create, backoff and pauses left out; `started_at` and
+    /// `finished_at` tell the whole time).
     pub bytes_per_second: Option<f64>,
     pub events: Vec<JobEvent>,
+    /// What the platform made of the video afterwards (`follow_transcoding`): added when the
+    /// agent stops following it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcoding: Option<TranscodingRecord>,
+    /// Fields this hotfolder does not know (a newer one, or a person, wrote them): kept as
+    /// they are when the sidecar is rewritten.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The sidecar's `transcoding`: how following the video after its upload ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscodingRecord {
+    /// `transcoded` (every quality done), `slow` (not done within the time limit) or `gone`
+    /// (the platform no longer has the video).
+    pub status: String,
+    /// When hotfolder saw every quality done (`null` unless `transcoded`).
+    #[serde(with = "rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// When hotfolder stopped following the video.
+    #[serde(with = "rfc3339")]
+    pub followed_until: OffsetDateTime,
+    /// The qualities as the platform last listed them.
+    pub qualities: Vec<QualityStatus>,
+    /// How often the platform was asked.
+    pub polls: u32,
+    /// The outcome in words.
+    pub summary: String,
 }
 
 impl Sidecar {
@@ -60,19 +95,14 @@ impl Sidecar {
             // A job without a recorded outcome was never confirmed uploaded.
             Some(Outcome::Failed) | None => SidecarStatus::Failed,
         };
-        let bytes_per_second = match (job.started_at, job.finished_at) {
-            (Some(start), Some(end)) => {
-                let seconds = (end - start).as_seconds_f64();
-                (seconds > 0.0).then(|| job.bytes_sent as f64 / seconds)
-            }
-            _ => None,
-        };
+        let bytes_per_second = crate::status_report::bytes_per_second(job);
         Sidecar {
             file: file_name.to_string_lossy().into_owned(),
             file_raw: file_name
                 .to_str()
                 .is_none()
                 .then(|| escaped(file_name).to_string()),
+            folder: Some(job.folder.to_string_lossy().into_owned()),
             size: job.size,
             sha256: job.sha256.clone(),
             status,
@@ -85,6 +115,8 @@ impl Sidecar {
             finished_at: job.finished_at,
             bytes_per_second,
             events: job.events.clone(),
+            transcoding: None,
+            other: serde_json::Map::new(),
         }
     }
 }
@@ -107,7 +139,14 @@ pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, Fi
     };
     let mut json = serde_json::to_vec_pretty(sidecar).map_err(|e| error(io::Error::other(e)))?;
     json.push(b'\n');
-    let (dir, name) = split(&path).map_err(error)?;
+    replace_file(&path, &json).map_err(error)?;
+    Ok(path)
+}
+
+/// Puts `bytes` at `path` whole or not at all: written to a temporary name beside it, fsynced
+/// and renamed into place, so a reader never sees half of it.
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (dir, name) = split(path)?;
     // One fixed temp name per sidecar (only the job that owns the file writes it): a writer
     // killed before its rename leaves a temp that the next try replaces instead of a stray.
     let temp = dir.join(fit_name(".", name, TEMP_SUFFIX));
@@ -120,15 +159,79 @@ pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, Fi
             .write(true)
             .create_new(true)
             .open(&temp)?;
-        file.write_all(&json)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&temp, &path)?;
+        fs::rename(&temp, path)?;
         sync_dir(dir)
     })();
-    if let Err(source) = written {
+    if written.is_err() {
         let _ = fs::remove_file(&temp);
-        return Err(error(source));
     }
+    written
+}
+
+/// Why [`add_transcoding`] left a sidecar as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarUpdateError {
+    /// Moved away from done/ (or deleted) since the upload.
+    #[error("the sidecar {} is no longer there", escaped(path))]
+    Gone { path: PathBuf },
+    /// Something else is there now: another file's sidecar, a link, a folder, or text that
+    /// is not a sidecar any more. Rewriting it would lose what it holds.
+    #[error("{} is not this upload's sidecar any more ({why})", escaped(path))]
+    NotThisUpload { path: PathBuf, why: String },
+    #[error("cannot read the sidecar {}", escaped(path))]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] FinishError),
+}
+
+/// Adds `record` to the sidecar beside `moved_file` (the job's file in done/), with `event`
+/// at the end of its `events`, rewritten whole as [`write_sidecar`] writes it. Everything it
+/// held stays, fields this hotfolder does not know included; a `transcoding` and an event of
+/// the same name from an earlier try (a kill before the store recorded the end) are replaced,
+/// not repeated. Only this job's own sidecar is rewritten: one that is gone, or is not the one
+/// written for `job`, is left as it is.
+pub fn add_transcoding(
+    moved_file: &Path,
+    job: &Job,
+    record: &TranscodingRecord,
+    event: &JobEvent,
+) -> Result<PathBuf, SidecarUpdateError> {
+    let path = sidecar_path(moved_file);
+    let text = match read_sidecar(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(SidecarUpdateError::Gone { path });
+        }
+        Err(source) => return Err(SidecarUpdateError::Unreadable { path, source }),
+    };
+    let not_this = |why: String| SidecarUpdateError::NotThisUpload {
+        path: path.clone(),
+        why,
+    };
+    let unreadable = |err: serde_json::Error| not_this(format!("it cannot be read as one: {err}"));
+    let identity: SidecarIdentity = serde_json::from_slice(&text).map_err(unreadable)?;
+    if !identity.matches(job) {
+        return Err(not_this(
+            "its size, status, video id, sha256 or start time differ".into(),
+        ));
+    }
+    let mut sidecar: Sidecar = serde_json::from_slice(&text).map_err(unreadable)?;
+    sidecar.events.retain(|e| e.event != event.event);
+    sidecar.events.push(event.clone());
+    sidecar.transcoding = Some(record.clone());
+    let error = |source| FinishError::Sidecar {
+        path: path.clone(),
+        source,
+    };
+    let mut json = serde_json::to_vec_pretty(&sidecar).map_err(|e| error(io::Error::other(e)))?;
+    json.push(b'\n');
+    replace_file(&path, &json).map_err(error)?;
     Ok(path)
 }
 
@@ -152,36 +255,44 @@ const SIDECAR_READ_LIMIT: u64 = 16 * 1024 * 1024;
 /// start time (to the nanosecond), which together no other job shares. A sidecar that cannot be
 /// read or parsed is not this job's.
 pub(super) fn written_for(path: &Path, job: &Job) -> bool {
+    read_sidecar(path).is_ok_and(|text| is_for(&text, job))
+}
+
+/// The bytes of the sidecar at `path`, up to [`SIDECAR_READ_LIMIT`]. Not through a symlink,
+/// and without waiting for a writer if it is a FIFO: only a regular file can be a sidecar,
+/// and a name in done/ must never hang the agent.
+fn read_sidecar(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut text = Vec::new();
-    // Not following a symlink, and not waiting for a writer if it is a FIFO: only a regular
-    // file can be a sidecar, and a name in done/ must never hang the move.
-    let read = fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(|file| {
-            if !file.metadata()?.is_file() {
-                return Err(io::Error::other("not a regular file"));
-            }
-            file.take(SIDECAR_READ_LIMIT).read_to_end(&mut text)
-        });
-    let Some(identity) = read
-        .ok()
-        .and_then(|_| serde_json::from_slice::<SidecarIdentity>(&text).ok())
-    else {
-        return false;
-    };
-    let status = match job.outcome {
-        Some(Outcome::Uploaded) => SidecarStatus::Uploaded,
-        Some(Outcome::Failed) | None => SidecarStatus::Failed,
-    };
-    identity.size == job.size
-        && identity.status == status
-        && identity.video_id == job.video_id
-        && identity.sha256 == job.sha256
-        && identity.started_at == job.started_at
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut text = Vec::new();
+    file.take(SIDECAR_READ_LIMIT).read_to_end(&mut text)?;
+    Ok(text)
+}
+
+/// Whether the sidecar `text` was written for `job` (see [`written_for`]).
+fn is_for(text: &[u8], job: &Job) -> bool {
+    serde_json::from_slice::<SidecarIdentity>(text).is_ok_and(|identity| identity.matches(job))
+}
+
+impl SidecarIdentity {
+    fn matches(&self, job: &Job) -> bool {
+        let status = match job.outcome {
+            Some(Outcome::Uploaded) => SidecarStatus::Uploaded,
+            Some(Outcome::Failed) | None => SidecarStatus::Failed,
+        };
+        self.size == job.size
+            && self.status == status
+            && self.video_id == job.video_id
+            && self.sha256 == job.sha256
+            && self.started_at == job.started_at
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +316,9 @@ mod tests {
             .id();
         store.start_attempt(id).unwrap();
         store.record_video(id, "v-42").unwrap();
-        store.record_progress(id, 3, 2, 1024, 2048).unwrap();
+        store
+            .record_progress(id, 3, 2, 1024, 2048, std::time::Duration::ZERO)
+            .unwrap();
         store.record_event(id, "finished", "2 chunks").unwrap();
         store
             .decide(id, Outcome::Uploaded, Some("ab12"), None)
@@ -313,16 +426,114 @@ mod tests {
     }
 
     #[test]
-    fn rate_is_bytes_over_elapsed_time() {
+    fn rate_is_bytes_over_their_sending_time_not_the_whole_attempt() {
         let dir = tempfile::tempdir().unwrap();
         let mut job = finished_job(dir.path());
         let start = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         job.started_at = Some(start);
-        job.finished_at = Some(start + time::Duration::seconds(4));
+        job.finished_at = Some(start + time::Duration::seconds(40));
         job.bytes_sent = 2048;
+        job.sending = std::time::Duration::from_secs(4);
         assert_eq!(Sidecar::from_job(&job, "a").bytes_per_second, Some(512.0));
-        job.finished_at = Some(start);
+        job.sending = std::time::Duration::ZERO;
         assert_eq!(Sidecar::from_job(&job, "a").bytes_per_second, None);
+    }
+
+    fn transcoded(polls: u32) -> (TranscodingRecord, JobEvent) {
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let record = TranscodingRecord {
+            status: "transcoded".into(),
+            finished_at: Some(at),
+            followed_until: at,
+            qualities: vec![QualityStatus {
+                quality: "720p".into(),
+                profile_key: Some("p720".into()),
+                file_extension: Some("mp4".into()),
+                completed: true,
+            }],
+            polls,
+            summary: "every quality transcoded: 720p".into(),
+        };
+        let event = JobEvent {
+            at,
+            event: "transcoded".into(),
+            detail: "every quality transcoded: 720p".into(),
+        };
+        (record, event)
+    }
+
+    #[test]
+    fn transcoding_is_added_without_losing_anything_and_not_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = finished_job(dir.path());
+        let moved = dir.path().join("done/clip.mov");
+        write(&moved, b"x");
+        let path = write_sidecar(&moved, &Sidecar::from_job(&job, "clip.mov")).unwrap();
+        // Someone (or a newer hotfolder) added a field of their own.
+        let mut before: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        before["reviewed_by"] = serde_json::json!({"name": "Ana", "ok": true});
+        fs::write(&path, serde_json::to_vec_pretty(&before).unwrap()).unwrap();
+
+        let (record, event) = transcoded(3);
+        assert_eq!(
+            add_transcoding(&moved, &job, &record, &event).unwrap(),
+            path
+        );
+        // Again, as after a kill before the store recorded it: replaced, not repeated.
+        let (record, event) = transcoded(4);
+        add_transcoding(&moved, &job, &record, &event).unwrap();
+        let after: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        for (key, value) in before.as_object().unwrap() {
+            if key != "events" {
+                assert_eq!(&after[key], value, "{key} changed");
+            }
+        }
+        let events = after["events"].as_array().unwrap();
+        let old_events = before["events"].as_array().unwrap();
+        assert_eq!(&events[..old_events.len()], &old_events[..]);
+        assert_eq!(events.len(), old_events.len() + 1);
+        assert_eq!(events.last().unwrap()["event"], "transcoded");
+        let transcoding = &after["transcoding"];
+        assert_eq!(transcoding["status"], "transcoded");
+        assert_eq!(transcoding["polls"], 4);
+        assert_eq!(transcoding["finished_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(transcoding["qualities"][0]["quality"], "720p");
+        assert_eq!(transcoding["qualities"][0]["completed"], true);
+        assert_eq!(
+            names_in(&dir.path().join("done")),
+            ["clip.mov", "clip.mov.upload.json"],
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn a_sidecar_moved_away_or_replaced_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = finished_job(dir.path());
+        let moved = dir.path().join("done/clip.mov");
+        write(&moved, b"x");
+        let (record, event) = transcoded(1);
+        assert!(matches!(
+            add_transcoding(&moved, &job, &record, &event),
+            Err(SidecarUpdateError::Gone { .. })
+        ));
+        // Another upload's sidecar under the name now.
+        let mut other = job.clone();
+        other.video_id = Some("someone-else".into());
+        let path = write_sidecar(&moved, &Sidecar::from_job(&other, "clip.mov")).unwrap();
+        let theirs = fs::read(&path).unwrap();
+        let err = add_transcoding(&moved, &job, &record, &event).unwrap_err();
+        assert!(
+            matches!(err, SidecarUpdateError::NotThisUpload { .. }),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), theirs);
+        // Text that is no sidecar.
+        fs::write(&path, b"notes").unwrap();
+        let err = add_transcoding(&moved, &job, &record, &event).unwrap_err();
+        assert!(err.to_string().contains("cannot be read as one"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"notes");
     }
 
     #[test]

@@ -1,23 +1,34 @@
 //! The completeness stage: decides whether a file in a watched folder is a finished export.
 //!
-//! Three checks, cheapest first: the file name passes the folder's include/exclude globs
+//! The checks, cheapest first: the file name passes the folder's include/exclude globs
 //! ([`NameFilter`]), the path is a regular file ([`inspect`], which never follows a symlink in
 //! any component of the path: see `nofollow`), and its size and mtime stay unchanged for
-//! `stable_for` ([`StabilityTracker`]). Last, [`opens_for_reading`] makes sure the agent can
-//! actually read it before it is queued.
+//! `stable_for` ([`StabilityTracker`]). Then [`release`] opens it ([`open_readable`]: the agent
+//! can actually read it) and asks the other signals on that one handle: nobody on this machine
+//! is writing it ([`writers`]) and its container is whole ([`container`]).
+//! On network and FUSE file systems, whose attributes may be cached, the size and mtime come
+//! from [`inspect_fresh`] instead (an open handle and attributes asked of the file system), and
+//! the release checks go through that same handle.
 //!
 //! The tracker keeps its deadlines in order so the agent can sleep on one timer until
 //! [`StabilityTracker::next_deadline`]: ten thousand quiet files cost nothing while idle.
 //!
-//! The name patterns are in [`names`]; this file holds the rest: what a path is, and the
-//! tracker that watches each candidate settle.
+//! The name patterns are in [`names`]; this file holds what a path is, and the tracker that
+//! watches each candidate settle.
 
+mod container;
 mod names;
+pub mod release;
+mod writers;
 
+pub use container::{ContainerCheck, ContainerKind, ContainerVerdict, check as check_container};
 pub use names::{NameFilter, NameVerdict, compile_pattern, compile_patterns};
+pub use release::{HeldBy, Release, ReleaseRules};
+pub use writers::{WriterCheck, check as check_writers};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -132,13 +143,18 @@ pub fn inspect(path: &Path) -> io::Result<Inspection> {
 }
 
 /// One file waiting for its quiet period to pass.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Quiet {
     snapshot: FileSnapshot,
     /// When tracking began, for the sidecar's "detected" event.
     first_seen: Instant,
     /// When `snapshot` was first seen; the quiet period runs from here.
     since: Instant,
+    /// When it is looked at next: `since + stable_for`, or later for a file held back by
+    /// another signal ([`StabilityTracker::hold`]).
+    due: Instant,
+    /// What a held-back file waits for ("open for writing by ffmpeg (pid 42)"), for `status`.
+    waiting_for: Option<String>,
 }
 
 /// Waits for each candidate's size and mtime to stay unchanged for `stable_for`.
@@ -151,8 +167,8 @@ struct Quiet {
 pub struct StabilityTracker {
     stable_for: Duration,
     files: HashMap<PathBuf, Quiet>,
-    /// Every tracked path keyed by the instant its quiet period ends, so the earliest deadline
-    /// and the due paths are found without looking at the others.
+    /// Every tracked path keyed by the instant it is looked at next (`Quiet::due`), so the
+    /// earliest deadline and the due paths are found without looking at the others.
     deadlines: BTreeSet<(Instant, PathBuf)>,
     /// Paths that started, restarted or ended a quiet period since the last
     /// [`take_changes`](Self::take_changes): `status` is shown a copy, updated in batches.
@@ -167,11 +183,13 @@ pub struct Settling {
     pub quiet: Option<QuietSince>,
 }
 
-/// A tracked file's current size and mtime, and since when they have held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A tracked file's current size and mtime, since when they have held, and what else it waits
+/// for when another signal held it back after it was stable.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuietSince {
     pub snapshot: FileSnapshot,
     pub since: Instant,
+    pub waiting_for: Option<String>,
 }
 
 /// A file whose size and mtime held still for the folder's `stable_for`.
@@ -180,6 +198,8 @@ pub struct StableFile {
     pub path: PathBuf,
     pub snapshot: FileSnapshot,
     pub first_seen: Instant,
+    /// Since when the snapshot has held (for [`StabilityTracker::hold`]).
+    pub since: Instant,
     /// The rule that found it complete, for the sidecar: "size 1048576 B and mtime unchanged
     /// for 10s".
     pub rule: String,
@@ -202,11 +222,12 @@ impl StabilityTracker {
         match self.files.get_mut(&path) {
             Some(quiet) if quiet.snapshot == snap => {}
             Some(quiet) => {
-                let old_deadline = quiet.since + self.stable_for;
+                self.deadlines.remove(&(quiet.due, path.clone()));
                 quiet.snapshot = snap;
                 quiet.since = now;
-                self.deadlines.remove(&(old_deadline, path.clone()));
-                self.deadlines.insert((now + self.stable_for, path.clone()));
+                quiet.due = now + self.stable_for;
+                quiet.waiting_for = None;
+                self.deadlines.insert((quiet.due, path.clone()));
                 self.changed.insert(path);
             }
             None => {
@@ -216,6 +237,8 @@ impl StabilityTracker {
                         snapshot: snap,
                         first_seen: now,
                         since: now,
+                        due: now + self.stable_for,
+                        waiting_for: None,
                     },
                 );
                 self.deadlines.insert((now + self.stable_for, path.clone()));
@@ -227,8 +250,7 @@ impl StabilityTracker {
     /// Stops tracking a path (it vanished, was skipped, or its folder is no longer watched).
     pub fn forget(&mut self, path: &Path) {
         if let Some(quiet) = self.files.remove(path) {
-            self.deadlines
-                .remove(&(quiet.since + self.stable_for, path.to_path_buf()));
+            self.deadlines.remove(&(quiet.due, path.to_path_buf()));
             self.changed.insert(path.to_path_buf());
         }
     }
@@ -265,25 +287,54 @@ impl StabilityTracker {
     /// [`observe`](Self::observe) does, so a changed file starts a new quiet period and is not
     /// due again until it ends. An untracked path returns `None` and stays untracked.
     pub fn confirm(&mut self, path: &Path, snap: FileSnapshot, now: Instant) -> Option<StableFile> {
-        let quiet = *self.files.get(path)?;
+        let quiet = self.files.get(path)?;
         if quiet.snapshot != snap {
             self.observe(path.to_path_buf(), snap, now);
             return None;
         }
-        if now.saturating_duration_since(quiet.since) < self.stable_for {
+        if now < quiet.due || now.saturating_duration_since(quiet.since) < self.stable_for {
             return None;
         }
+        let (first_seen, since) = (quiet.first_seen, quiet.since);
         self.forget(path);
         Some(StableFile {
             path: path.to_path_buf(),
             snapshot: snap,
-            first_seen: quiet.first_seen,
+            first_seen,
+            since,
             rule: format!(
                 "size {} B and mtime unchanged for {}",
                 snap.size,
                 humantime::format_duration(self.stable_for)
             ),
         })
+    }
+
+    /// Tracks a stable file again that another signal held back (still open for writing, a
+    /// container not yet whole): it keeps its quiet period, is looked at again after
+    /// `look_again_in` (or sooner when it changes: a change clears `waiting_for` and restarts
+    /// the quiet period), and `status` shows `waiting_for`.
+    pub fn hold(
+        &mut self,
+        stable: StableFile,
+        now: Instant,
+        look_again_in: Duration,
+        waiting_for: String,
+    ) {
+        self.forget(&stable.path);
+        let due = now + look_again_in;
+        self.deadlines.insert((due, stable.path.clone()));
+        self.changed.insert(stable.path.clone());
+        self.files.insert(
+            stable.path,
+            Quiet {
+                snapshot: stable.snapshot,
+                first_seen: stable.first_seen,
+                since: stable.since,
+                due,
+                waiting_for: Some(waiting_for),
+            },
+        );
     }
 
     /// When the earliest quiet period ends; `None` when nothing is tracked. The agent sleeps
@@ -328,10 +379,12 @@ impl StabilityTracker {
             .collect()
     }
 
-    fn quiet_since(&self, path: &Path) -> Option<QuietSince> {
+    /// Where `path`'s quiet period stands, when it is tracked.
+    pub fn quiet_since(&self, path: &Path) -> Option<QuietSince> {
         self.files.get(path).map(|quiet| QuietSince {
             snapshot: quiet.snapshot,
             since: quiet.since,
+            waiting_for: quiet.waiting_for.clone(),
         })
     }
 
@@ -346,15 +399,96 @@ impl StabilityTracker {
     }
 }
 
+/// Looks at `path` as [`inspect`] does, but with attributes the file system cannot have served
+/// from a cache, for folders on network and FUSE file systems. Returns the file opened for
+/// reading too, so that what is read next (the first byte, the container's boxes) comes
+/// through the same handle.
+///
+/// A share may keep a file's size and mtime for a while (NFS `actimeo`, sshfs's attribute cache
+/// of 20 s by default, FUSE's `attr_timeout`): `lstat` on a file still growing on the server can
+/// show the same size and mtime for longer than `stable_for`, and the file would be taken as
+/// complete. Opening it revalidates on NFS (close-to-open) and makes sshfs ask the server
+/// again; on Linux, `statx` with `AT_STATX_FORCE_SYNC` on the open file then makes the kernel
+/// ask the file system too instead of answering from its own cache (FUSE, NFS, CIFS honour
+/// it). Measured on sshfs 3.7 with its default cache: `lstat` showed a change 21 s late,
+/// `open` + `fstat` up to 1 s late, `open` + this `statx` at once.
+///
+/// The file is first looked at with `lstat` (cached or not, a type does not change) so that
+/// nothing but a regular file is opened: opening a device node on a share opens the device
+/// here. One that cannot be opened (permissions, a Windows writer's sharing lock) is looked at
+/// with `lstat` alone: it does not pass [`open_readable`] anyway.
+pub fn inspect_fresh(path: &Path) -> io::Result<(Inspection, Option<File>)> {
+    let first = inspect(path)?;
+    if !matches!(first, Inspection::Regular(_)) {
+        return Ok((first, None));
+    }
+    match crate::nofollow::open_file(path) {
+        Ok(file) => {
+            let snapshot = fresh_snapshot(&file)?;
+            Ok((Inspection::Regular(snapshot), Some(file)))
+        }
+        Err(NoFollowError::Missing { .. }) => Ok((Inspection::Vanished, None)),
+        Err(NoFollowError::Link { path, link }) => {
+            let reason = if path == link {
+                SkipReason::Symlink
+            } else {
+                SkipReason::LinkOnTheWay
+            };
+            Ok((Inspection::Skipped(reason), None))
+        }
+        Err(NoFollowError::NotRegular { reason, .. }) => Ok((Inspection::Skipped(reason), None)),
+        Err(NoFollowError::Io { .. }) => Ok((first, None)),
+        Err(err) => Err(err.into_io()),
+    }
+}
+
+/// Size and mtime of an open file, asked of the file system (see [`inspect_fresh`]).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn fresh_snapshot(file: &File) -> io::Result<FileSnapshot> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC;
+    let wanted = StatxFlags::TYPE | StatxFlags::SIZE | StatxFlags::MTIME;
+    match rustix::fs::statx(file, "", flags, wanted) {
+        Ok(st) => Ok(FileSnapshot {
+            size: st.stx_size,
+            mtime_ns: i128::from(st.stx_mtime.tv_sec) * 1_000_000_000
+                + i128::from(st.stx_mtime.tv_nsec),
+        }),
+        // No statx (kernels before 4.11, some sandboxes): the open already revalidated on NFS.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {
+            fstat_snapshot(file)
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn fresh_snapshot(file: &File) -> io::Result<FileSnapshot> {
+    fstat_snapshot(file)
+}
+
+fn fstat_snapshot(file: &File) -> io::Result<FileSnapshot> {
+    let st = rustix::fs::fstat(file)?;
+    Ok(FileSnapshot {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        #[allow(clippy::unnecessary_cast)]
+        mtime_ns: i128::from(st.st_mtime as i64) * 1_000_000_000
+            + i128::from(st.st_mtime_nsec as i64),
+    })
+}
+
 /// Opens the file for reading, and reads one byte when it is not empty, so a file the agent
 /// cannot read fails here, in words, rather than halfway through an upload. Refuses anything
 /// that is not a regular file, and a link anywhere in the path, without blocking: what is
 /// opened is checked after opening it non-blocking (see `nofollow::open_file`), so a named
 /// pipe swapped in after [`inspect`] is refused, not waited on. Blocking otherwise (it reads):
 /// the agent calls it off its async threads.
-pub fn opens_for_reading(path: &Path) -> io::Result<()> {
+///
+/// Returns the open handle and what `fstat` said about it, so that the checks after it look
+/// at the file that was opened (see `release`).
+pub fn open_readable(path: &Path) -> io::Result<(std::fs::File, std::fs::Metadata)> {
     let shown = escaped(path);
-    let mut file = match crate::nofollow::open_file(path) {
+    let file = match crate::nofollow::open_file(path) {
         Ok(file) => file,
         Err(NoFollowError::Missing { .. }) => {
             return Err(io::Error::new(
@@ -383,12 +517,19 @@ pub fn opens_for_reading(path: &Path) -> io::Result<()> {
             ));
         }
     };
+    reads(file, path)
+}
+
+/// The second half of [`open_readable`], for a file already open (by [`inspect_fresh`]): reads
+/// one byte when it is not empty, and gives the handle back with its `fstat`.
+pub fn reads(mut file: File, path: &Path) -> io::Result<(File, std::fs::Metadata)> {
+    let shown = escaped(path);
     let explain = |e: io::Error, doing: &str| {
         io::Error::new(e.kind(), format!("cannot {doing} {shown}: {e}"))
     };
-    let size = file.metadata().map_err(|e| explain(e, "look at"))?.len();
-    if size == 0 {
-        return Ok(());
+    let meta = file.metadata().map_err(|e| explain(e, "look at"))?;
+    if meta.len() == 0 {
+        return Ok((file, meta));
     }
     let mut byte = [0u8; 1];
     match file.read(&mut byte) {
@@ -396,7 +537,7 @@ pub fn opens_for_reading(path: &Path) -> io::Result<()> {
             io::ErrorKind::UnexpectedEof,
             format!("cannot read {shown}: it was cut short while being checked"),
         )),
-        Ok(_) => Ok(()),
+        Ok(_) => Ok((file, meta)),
         Err(e) => Err(explain(e, "read")),
     }
 }
@@ -408,6 +549,51 @@ mod tests {
 
     fn snap(size: u64, mtime_ns: i128) -> FileSnapshot {
         FileSnapshot { size, mtime_ns }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_file_keeps_its_quiet_period_waits_longer_and_says_why_until_it_changes() {
+        let stable_for = Duration::from_secs(10);
+        let mut tracker = StabilityTracker::new(stable_for);
+        let path = PathBuf::from("/in/render.mp4");
+        let start = Instant::now();
+        tracker.observe(path.clone(), snap(100, 1), start);
+        let at = start + stable_for;
+        let stable = tracker.confirm(&path, snap(100, 1), at).unwrap();
+        assert!(!tracker.is_tracked(&path));
+        tracker.take_changes();
+
+        tracker.hold(stable, at, Duration::from_secs(30), "still open".into());
+        assert!(tracker.is_tracked(&path));
+        assert_eq!(tracker.next_deadline(), Some(at + Duration::from_secs(30)));
+        let changes = tracker.take_changes();
+        let quiet = changes[0].quiet.clone().unwrap();
+        assert_eq!(
+            (quiet.since, quiet.waiting_for.as_deref()),
+            (start, Some("still open"))
+        );
+        // Not due before its new deadline, although stable_for has long passed.
+        assert!(
+            tracker
+                .confirm(&path, snap(100, 1), at + Duration::from_secs(29))
+                .is_none()
+        );
+        assert!(
+            tracker
+                .confirm(&path, snap(100, 1), at + Duration::from_secs(30))
+                .is_some()
+        );
+
+        // A held file that changes settles again from scratch, with nothing to wait for.
+        tracker.observe(path.clone(), snap(100, 1), at);
+        let stable = tracker
+            .confirm(&path, snap(100, 1), at + stable_for)
+            .unwrap();
+        tracker.hold(stable, at + stable_for, Duration::from_secs(30), "x".into());
+        tracker.observe(path.clone(), snap(200, 2), at + stable_for);
+        let quiet = tracker.take_all()[0].quiet.clone().unwrap();
+        assert_eq!(quiet.waiting_for, None);
+        assert_eq!(tracker.next_deadline(), Some(at + stable_for + stable_for));
     }
 
     #[tokio::test(start_paused = true)]
@@ -455,6 +641,7 @@ mod tests {
             Some(QuietSince {
                 snapshot: snap(size, 1),
                 since,
+                waiting_for: None,
             })
         };
         assert_eq!(
@@ -647,7 +834,7 @@ mod tests {
             inspect(&through).unwrap(),
             Inspection::Skipped(SkipReason::LinkOnTheWay)
         );
-        let err = opens_for_reading(&through).unwrap_err();
+        let err = open_readable(&through).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
@@ -673,13 +860,14 @@ mod tests {
     fn opens_for_reading_explains_failures() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("clip.mov");
-        std::fs::write(&file, b"data").unwrap();
-        opens_for_reading(&file).unwrap();
+        let export = crate::sample_video::SampleVideo::for_path(&file, 1000, 1).unwrap();
+        std::fs::write(&file, export.to_vec()).unwrap();
+        open_readable(&file).unwrap();
         let empty = dir.path().join("empty.mov");
         std::fs::write(&empty, b"").unwrap();
-        opens_for_reading(&empty).unwrap();
+        open_readable(&empty).unwrap();
 
-        let missing = opens_for_reading(&dir.path().join("gone.mov")).unwrap_err();
+        let missing = open_readable(&dir.path().join("gone.mov")).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         assert!(missing.to_string().contains("gone.mov"), "{missing}");
         assert!(
@@ -687,8 +875,79 @@ mod tests {
             "{missing}"
         );
 
-        let folder = opens_for_reading(dir.path()).unwrap_err();
+        let folder = open_readable(dir.path()).unwrap_err();
         assert!(folder.to_string().contains("a folder"), "{folder}");
+    }
+
+    #[test]
+    fn inspect_fresh_opens_regular_files_only_and_reads_through_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let file = root.join("clip.mov");
+        std::fs::write(&file, b"12345").unwrap();
+        let (inspection, opened) = inspect_fresh(&file).unwrap();
+        assert_eq!(
+            inspection,
+            inspect(&file).unwrap(),
+            "the same snapshot as lstat's"
+        );
+        let opened = opened.expect("a regular file is opened");
+        reads(opened, &file).unwrap();
+
+        use std::io::Write as _;
+        let mut writer = File::options().append(true).open(&file).unwrap();
+        writer.write_all(b"678").unwrap();
+        let Inspection::Regular(grown) = inspect_fresh(&file).unwrap().0 else {
+            panic!("regular file expected")
+        };
+        assert_eq!(grown.size, 8);
+
+        let (folder, none) = inspect_fresh(&root).unwrap();
+        assert_eq!(folder, Inspection::Skipped(SkipReason::Directory));
+        assert!(none.is_none());
+        assert_eq!(
+            inspect_fresh(&root.join("gone.mov")).unwrap().0,
+            Inspection::Vanished
+        );
+        let link = root.join("link.mov");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let (linked, none) = inspect_fresh(&link).unwrap();
+        assert_eq!(linked, Inspection::Skipped(SkipReason::Symlink));
+        assert!(none.is_none(), "a link is never opened");
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::fs::write(root.join("real/in.mov"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("via")).unwrap();
+        assert_eq!(
+            inspect_fresh(&root.join("via/in.mov")).unwrap().0,
+            Inspection::Skipped(SkipReason::LinkOnTheWay)
+        );
+
+        let fifo = root.join("pipe.mov");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if matches!(made, Ok(s) if s.success()) {
+            let (pipe, none) = inspect_fresh(&fifo).unwrap();
+            assert_eq!(pipe, Inspection::Skipped(SkipReason::Fifo));
+            assert!(none.is_none(), "a pipe is never opened");
+        } else {
+            eprintln!("mkfifo unavailable: the named pipe case is not checked");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn inspect_fresh_falls_back_to_lstat_for_a_file_it_cannot_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("locked.mov");
+        std::fs::write(&file, b"data").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if File::open(&file).is_ok() {
+            eprintln!("running as root: permission bits are not enforced, nothing to check");
+            return;
+        }
+        let (inspection, opened) = inspect_fresh(&file).unwrap();
+        assert_eq!(inspection, inspect(&file).unwrap());
+        assert!(opened.is_none());
     }
 
     #[cfg(unix)]
@@ -703,7 +962,7 @@ mod tests {
             eprintln!("running as root: permission bits are not enforced, nothing to check");
             return;
         }
-        let err = opens_for_reading(&file).unwrap_err();
+        let err = open_readable(&file).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
         assert!(err.to_string().contains("permission denied"), "{err}");
     }
@@ -722,7 +981,7 @@ mod tests {
             inspect(&fifo).unwrap(),
             Inspection::Skipped(SkipReason::Fifo)
         );
-        let err = opens_for_reading(&fifo).unwrap_err();
+        let err = open_readable(&fifo).unwrap_err();
         assert!(err.to_string().contains("named pipe"), "{err}");
     }
 }

@@ -110,6 +110,20 @@ pub struct JobError {
     pub meaning: String,
 }
 
+impl JobError {
+    /// The message and its meaning in one line, the message said once: a meaning that
+    /// already repeats the message (local refusals) is shown alone.
+    pub fn in_words(&self) -> String {
+        if self.meaning.is_empty() || self.meaning == self.message {
+            self.message.clone()
+        } else if self.meaning.contains(&self.message) {
+            self.meaning.clone()
+        } else {
+            format!("{}: {}", self.message, self.meaning)
+        }
+    }
+}
+
 /// One line of a file's upload log, shown in its sidecar.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct JobEvent {
@@ -177,6 +191,8 @@ pub struct Job {
     pub chunk_size: Option<u64>,
     /// Bytes acknowledged by the server so far (of the current pass over the file).
     pub bytes_sent: u64,
+    /// How long sending those bytes took (the chunks' own time, not the waits between them).
+    pub sending: std::time::Duration,
     /// SHA-256 of the bytes sent, recorded with the outcome.
     pub sha256: Option<String>,
     pub outcome: Option<Outcome>,
@@ -196,6 +212,32 @@ pub struct Job {
     /// When a create-video request was sent whose answer has not settled yet: with no
     /// `video_id`, the platform may hold a video for this file that must be looked up.
     pub create_sent_at: Option<OffsetDateTime>,
+    /// The VideoManager the upload went (or goes) into, recorded when an attempt starts and
+    /// kept once the platform may hold the job's video; `None` before the first attempt, and for
+    /// jobs of a hotfolder that did not record it.
+    pub video_manager_id: Option<u64>,
+    /// When the file was moved into done/ or failed/ (its mtime is the export's: a rename keeps
+    /// it). What `keep_done_for` counts from.
+    pub moved_at: Option<OffsetDateTime>,
+    /// The file as it was placed there; `None` where it was not recorded.
+    pub placed: Option<Placed>,
+    /// What done/ retention did with the file (`deleted …`, `kept: …`); `None` while undecided.
+    pub retention: Option<String>,
+}
+
+/// A file as hotfolder placed it in done/ or failed/: only a file still the same (the same
+/// inode, size, mtime and ctime) is ever deleted by retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Device and inode.
+    pub identity: (u64, u64),
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// The inode's change time, in the same unit: content rewritten in place with its mtime
+    /// set back (`touch -r`) keeps inode, size and mtime, not this. `None` for a file placed
+    /// by a hotfolder that did not record it.
+    pub ctime_ns: Option<i64>,
 }
 
 impl fmt::Debug for Job {
@@ -220,6 +262,7 @@ impl fmt::Debug for Job {
             .field("total_chunks", &self.total_chunks)
             .field("chunk_size", &self.chunk_size)
             .field("bytes_sent", &self.bytes_sent)
+            .field("sending", &self.sending)
             .field("sha256", &self.sha256)
             .field("outcome", &self.outcome)
             .field("error", &self.error)
@@ -232,6 +275,10 @@ impl fmt::Debug for Job {
             .field("updated_at", &self.updated_at)
             .field("marker", &self.marker)
             .field("create_sent_at", &self.create_sent_at)
+            .field("video_manager_id", &self.video_manager_id)
+            .field("moved_at", &self.moved_at)
+            .field("placed", &self.placed)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -265,5 +312,26 @@ mod tests {
         let text = format!("{:?}", store.job(id).unwrap());
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("<redacted>"));
+    }
+
+    /// Second hostile test of issue 13, D13: a local refusal's meaning repeats its message;
+    /// `failed` and the notices said it twice.
+    #[test]
+    fn an_error_in_words_says_its_message_once() {
+        let error = |message: &str, meaning: &str| super::JobError {
+            status: None,
+            message: message.into(),
+            meaning: meaning.into(),
+        };
+        let refused = error(
+            "not an MP4/MOV file: no valid first box",
+            "not an MP4/MOV file: no valid first box; the file's name says it is one",
+        );
+        assert_eq!(refused.in_words(), refused.meaning);
+        assert_eq!(error("quota", "").in_words(), "quota");
+        assert_eq!(
+            error("403 forbidden", "the account may not upload").in_words(),
+            "403 forbidden: the account may not upload"
+        );
     }
 }

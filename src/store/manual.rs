@@ -25,8 +25,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, TransactionBehavior, params};
 use time::OffsetDateTime;
 
+use super::link::{read_link, write_link};
 use super::schema::{OwnedPath, SqlPath, Stamp, migrate_with};
-use super::{StoreError, now, open_database};
+use super::{StoreError, commit_unsynced, now, open_database};
+use crate::vmpro::link::MeasuredLink;
 
 /// The database file inside the state dir.
 pub const MANUAL_DB_FILE_NAME: &str = "uploads.sqlite3";
@@ -61,6 +63,8 @@ const MIGRATIONS: &[&str] = &[
         WHERE state = 'uploading';
     CREATE INDEX uploads_by_file ON uploads (api_url, video_manager_id, path, id);
     ",
+    // v2: the link to the platform as uploads measured it (see `link.rs`).
+    super::link::LINK_TABLE,
 ];
 
 /// Where uploads go: the same file uploaded to another platform or VideoManager is another
@@ -152,6 +156,9 @@ pub struct ManualUploads {
     /// The database file, for error messages.
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// SQLite settled on WAL here: chunk progress may then be committed without waiting for
+    /// the disk (see `commit_unsynced`); in the rollback journal that could corrupt the file.
+    wal: bool,
 }
 
 impl ManualUploads {
@@ -169,6 +176,7 @@ impl ManualUploads {
         Ok(ManualUploads {
             path,
             conn: Mutex::new(conn),
+            wal: mode.eq_ignore_ascii_case("wal"),
         })
     }
 
@@ -284,7 +292,8 @@ impl ManualUploads {
         )
     }
 
-    /// The server acknowledged chunks up to `next_chunk - 1`.
+    /// The server acknowledged chunks up to `next_chunk - 1`. With WAL, not waiting for the
+    /// disk (see `commit_unsynced`): the next chunk goes meanwhile.
     pub fn record_progress(
         &self,
         id: i64,
@@ -293,20 +302,26 @@ impl ManualUploads {
         chunk_size: u64,
         bytes_sent: u64,
     ) -> Result<(), StoreError> {
-        self.update(
-            id,
-            "UPDATE uploads SET next_chunk = ?2, total_chunks = ?3, chunk_size = ?4,
+        let sql = "UPDATE uploads SET next_chunk = ?2, total_chunks = ?3, chunk_size = ?4,
                  bytes_sent = ?5, updated_at = ?6
-             WHERE id = ?1 AND state = 'uploading' AND ?2 <= ?3 + 1",
-            params![
-                id,
-                next_chunk,
-                total_chunks,
-                chunk_size,
-                bytes_sent,
-                Stamp(now())
-            ],
-        )
+             WHERE id = ?1 AND state = 'uploading' AND ?2 <= ?3 + 1";
+        let params = params![
+            id,
+            next_chunk,
+            total_chunks,
+            chunk_size,
+            bytes_sent,
+            Stamp(now())
+        ];
+        if !self.wal {
+            return self.update(id, sql, params);
+        }
+        let mut conn = self.lock();
+        commit_unsynced(&mut conn, |tx| match tx.execute(sql, params)? {
+            0 => Err(StoreError::NotUploading(id)),
+            _ => Ok(()),
+        })
+        .map_err(|e| e.at(&self.path))
     }
 
     /// The server will not continue: everything again, to the same video.
@@ -328,6 +343,16 @@ impl ManualUploads {
              WHERE id = ?1 AND state = 'uploading'",
             params![id, sha256, Stamp(now())],
         )
+    }
+
+    /// What earlier uploads measured of the link to `api_url`.
+    pub fn link(&self, api_url: &str) -> Result<MeasuredLink, StoreError> {
+        self.with(|conn| read_link(conn, api_url))
+    }
+
+    /// Keeps what was measured of the link to `api_url` for later uploads.
+    pub fn record_link(&self, api_url: &str, link: &MeasuredLink) -> Result<(), StoreError> {
+        self.write(|conn| write_link(conn, api_url, link))
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {

@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::params;
+use time::OffsetDateTime;
 
 use super::job::UNFINISHED;
-use super::schema::{SqlPath, load_job, load_jobs, state_list};
+use super::schema::{OwnedPath, SqlPath, Stamp, load_job, load_jobs, state_list};
 use super::{Job, JobState, JobStore, QueueSummary, StoreError};
 
 impl JobStore {
@@ -29,6 +30,18 @@ impl JobStore {
         })
     }
 
+    /// The latest job whose file was moved to `destination` (done/ or failed/), if the store
+    /// still has it: what `hotfolder failed` says about a file whose sidecar is missing.
+    pub fn job_moved_to(&self, destination: &Path) -> Result<Option<Job>, StoreError> {
+        self.read(|conn| {
+            load_job(
+                conn,
+                "WHERE destination = ?1 ORDER BY id DESC LIMIT 1",
+                params![SqlPath(destination)],
+            )
+        })
+    }
+
     /// Every unfinished job, oldest first: what a restart resumes.
     pub fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
         self.read(|conn| {
@@ -36,6 +49,44 @@ impl JobStore {
                 conn,
                 &format!("WHERE state IN ({}) ORDER BY id", state_list(UNFINISHED)),
                 params![],
+            )
+        })
+    }
+
+    /// How many unfinished jobs (waiting, uploading, paused) a folder has: what is said of a
+    /// folder removed from the config, whose jobs then wait.
+    pub fn unfinished_in(&self, folder: &Path) -> Result<usize, StoreError> {
+        self.read(|conn| {
+            let count: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE folder = ?1 AND state IN ('waiting', 'uploading', 'paused')",
+                params![SqlPath(folder)],
+                |row| row.get(0),
+            )?;
+            Ok(usize::try_from(count).unwrap_or(0))
+        })
+    }
+
+    /// The uploaded job whose file hotfolder placed in done/ as exactly this file (device,
+    /// inode, size, mtime; not ctime, which a rename of done/ may change), if any: the same
+    /// file seen again in a watched folder, which must not become a second video.
+    pub fn uploaded_as(
+        &self,
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime_ns: i128,
+    ) -> Result<Option<Job>, StoreError> {
+        // Stored as SQLite integers, as `record_moved` wrote them.
+        let (Ok(mtime_ns), Ok(size)) = (i64::try_from(mtime_ns), i64::try_from(size)) else {
+            return Ok(None);
+        };
+        self.read(|conn| {
+            load_job(
+                conn,
+                "WHERE placed_ino = ?1 AND placed_dev = ?2 AND placed_size = ?3
+                   AND placed_mtime_ns = ?4 AND outcome = 'uploaded' AND video_id IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![ino as i64, dev as i64, size, mtime_ns],
             )
         })
     }
@@ -53,6 +104,7 @@ impl JobStore {
     }
 
     /// The oldest waiting job that is not in `busy` (jobs a worker is already on).
+    #[cfg(test)]
     pub fn next_waiting(&self, busy: &HashSet<i64>) -> Result<Option<Job>, StoreError> {
         let limit = i64::try_from(busy.len() + 1).unwrap_or(i64::MAX);
         self.read(|conn| {
@@ -62,6 +114,35 @@ impl JobStore {
                 params![limit],
             )?;
             Ok(jobs.into_iter().find(|job| !busy.contains(&job.id)))
+        })
+    }
+
+    /// [`next_waiting`](Self::next_waiting) skipping the jobs `admits` refuses, judged by the
+    /// job's folder and the VideoManager it is bound to (the recorded one once the platform may
+    /// hold its video: a video id, or a create sent). Looks at the waiting jobs' few columns,
+    /// and loads only the one that starts.
+    pub fn next_waiting_where(
+        &self,
+        busy: &HashSet<i64>,
+        admits: impl Fn(&Path, Option<u64>) -> bool,
+    ) -> Result<Option<Job>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, folder,
+                    CASE WHEN video_id IS NOT NULL OR create_sent_at IS NOT NULL
+                         THEN video_manager_id END
+                 FROM jobs WHERE state = 'waiting' ORDER BY id",
+            )?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let OwnedPath(folder) = row.get(1)?;
+                let bound: Option<u64> = row.get(2)?;
+                if !busy.contains(&id) && admits(&folder, bound) {
+                    return load_job(conn, "WHERE id = ?1", params![id]);
+                }
+            }
+            Ok(None)
         })
     }
 
@@ -89,6 +170,18 @@ impl JobStore {
                  ORDER BY finished_at DESC, id DESC LIMIT ?1",
                 params![limit],
             )
+        })
+    }
+
+    /// When the last upload that is still on record ended (its outcome decided), if any.
+    pub fn last_upload_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.read(|conn| {
+            let at: Option<Stamp> = conn.query_row(
+                "SELECT MAX(finished_at) FROM jobs WHERE outcome = 'uploaded'",
+                params![],
+                |row| row.get(0),
+            )?;
+            Ok(at.map(|stamp| stamp.0))
         })
     }
 

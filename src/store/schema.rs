@@ -9,7 +9,7 @@ use rusqlite::{Connection, Row, ToSql, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Job, JobError, JobEvent, JobState, Outcome, StoreError};
+use super::{Job, JobError, JobEvent, JobState, Outcome, Placed, StoreError};
 
 /// Schema migrations; entry `i` upgrades the schema from version `i` to `i + 1`. Append only:
 /// a released migration never changes, because databases in the field already ran it.
@@ -85,13 +85,109 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN create_sent_at TEXT;
     CREATE INDEX jobs_with_marker ON jobs (state) WHERE marker IS NOT NULL;
     ",
+    // v4: how long the acknowledged chunks took to send, for a rate that leaves out waiting.
+    "ALTER TABLE jobs ADD COLUMN sending_us INTEGER NOT NULL DEFAULT 0;",
+    // v5: a stable file another signal holds back says what it waits for.
+    "ALTER TABLE settling ADD COLUMN waiting_for TEXT;",
+    // v6: the outbox of `[[notify]]` (see `outbox.rs`). An event is written in the transaction
+    // of the change that causes it, with one `notify_pending` row per destination that
+    // subscribes to it (`notify_routes`, replaced at each start and reload); a row goes when
+    // its destination took the event or gave it up, an event when its last row went.
+    // Destinations are named by a hash, never by their URL, which may carry a token.
+    "
+    CREATE TABLE notify_routes (
+        destination TEXT PRIMARY KEY,
+        events      TEXT NOT NULL
+    );
+    CREATE TABLE notify_events (
+        seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+        id     TEXT    NOT NULL UNIQUE,
+        event  TEXT    NOT NULL,
+        at     TEXT    NOT NULL,
+        body   TEXT    NOT NULL
+    );
+    CREATE TABLE notify_pending (
+        destination TEXT    NOT NULL,
+        seq         INTEGER NOT NULL REFERENCES notify_events (seq) ON DELETE CASCADE,
+        PRIMARY KEY (destination, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX notify_pending_by_seq ON notify_pending (seq);
+    ",
+    // v7: the VideoManager a job uploads into (set when its first attempt starts, so a resume
+    // after a config change stays in the one it started in); when and as what file a job's
+    // file was placed in done/ or failed/ (device, inode, size, mtime: `keep_done_for` deletes
+    // only that file, and counts from the move, not from the mtime a rename keeps); and what
+    // retention did with it (`deleted …` or `kept: …`), so each file is decided once.
+    "
+    ALTER TABLE jobs ADD COLUMN video_manager_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN moved_at TEXT;
+    ALTER TABLE jobs ADD COLUMN placed_dev INTEGER;
+    ALTER TABLE jobs ADD COLUMN placed_ino INTEGER;
+    ALTER TABLE jobs ADD COLUMN placed_size INTEGER;
+    ALTER TABLE jobs ADD COLUMN placed_mtime_ns INTEGER;
+    ALTER TABLE jobs ADD COLUMN retention TEXT;
+    CREATE INDEX jobs_for_retention ON jobs (state, moved_at) WHERE retention IS NULL;
+    ",
+    // v8: the placed file's ctime, so that `keep_done_for` keeps a
+    // file rewritten in place with its mtime set back (`touch -r`), which keeps inode, size
+    // and mtime. NULL for files placed before: checked without it.
+    "ALTER TABLE jobs ADD COLUMN placed_ctime_ns INTEGER;",
+    // v9: following a video's transcoding after its upload (`follow_transcoding`, see
+    // `transcoding.rs`). A `transcoding` row is written in the transaction that ends an
+    // uploaded job (moved to done/, or removed before the move) whose folder is among
+    // `transcoding_folders` (replaced at each start and reload, as `notify_routes` are), and
+    // ended (`outcome`) in the transaction that writes its `[[notify]]` event. `since` is the
+    // upload's end: the time limit counts from there, across restarts.
+    "
+    CREATE TABLE transcoding_folders (
+        folder TEXT PRIMARY KEY
+    );
+    CREATE TABLE transcoding (
+        job_id       INTEGER PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        since        TEXT    NOT NULL,
+        polls        INTEGER NOT NULL DEFAULT 0,
+        last_poll_at TEXT,
+        last_answer  TEXT,
+        qualities    TEXT,
+        ended_at     TEXT,
+        outcome      TEXT CHECK (outcome IN ('transcoded', 'slow', 'gone')),
+        CHECK ((outcome IS NULL) = (ended_at IS NULL))
+    );
+    CREATE INDEX transcoding_open ON transcoding (since) WHERE outcome IS NULL;
+    ",
+    // v10: what a `[[notify]]`
+    // destination is, so that its events follow it when its URL, format or place changes
+    // (see `outbox::assign_keys`): its `name` from the config, `target` (the hash that was its
+    // key until now, so existing rows keep theirs), its place among the tables, its kind, and
+    // how logs and `status` show it (masked). And whether its deliveries are failing, since
+    // when and why, for `status`, `/metrics` and the page.
+    "
+    ALTER TABLE notify_routes ADD COLUMN name TEXT;
+    ALTER TABLE notify_routes ADD COLUMN target TEXT;
+    ALTER TABLE notify_routes ADD COLUMN position INTEGER;
+    ALTER TABLE notify_routes ADD COLUMN kind TEXT;
+    ALTER TABLE notify_routes ADD COLUMN shown TEXT;
+    ALTER TABLE notify_routes ADD COLUMN failing_since TEXT;
+    ALTER TABLE notify_routes ADD COLUMN last_error TEXT;
+    UPDATE notify_routes SET target = destination,
+        kind = substr(destination, 1, instr(destination, '-') - 1);
+    ",
+    // v11: the link to the platform as uploads measured it, for `chunk_size = "auto"` (see
+    // `link.rs`).
+    super::link::LINK_TABLE,
+    // v12: files found in a watched folder are looked up by the inode hotfolder placed them
+    // under in done/, so that one it uploaded is not uploaded again when it reappears (done/
+    // renamed inside the folder, `done_dir` changed); without the index, a folder of 10,000
+    // new files would read the whole history 10,000 times.
+    "CREATE INDEX jobs_placed ON jobs (placed_ino) WHERE placed_ino IS NOT NULL;",
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).
 const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, state, attempts, \
     video_id, upload_url, url_issued_at, next_chunk, total_chunks, chunk_size, bytes_sent, \
     sha256, outcome, error, pause_reason, detected_at, started_at, finished_at, destination, \
-    updated_at, marker, create_sent_at";
+    updated_at, marker, create_sent_at, sending_us, video_manager_id, moved_at, placed_dev, \
+    placed_ino, placed_size, placed_mtime_ns, placed_ctime_ns, retention";
 
 /// Brings the schema up to date (or creates it), in one transaction.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -224,6 +320,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         total_chunks: row.get("total_chunks")?,
         chunk_size: row.get("chunk_size")?,
         bytes_sent: row.get("bytes_sent")?,
+        sending: std::time::Duration::from_micros(row.get::<_, u64>("sending_us")?),
         sha256: row.get("sha256")?,
         outcome: row.get("outcome")?,
         error: row.get::<_, Option<Json<JobError>>>("error")?.map(|j| j.0),
@@ -236,6 +333,24 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         updated_at: row.get::<_, Stamp>("updated_at")?.0,
         marker: row.get("marker")?,
         create_sent_at: row.get::<_, Option<Stamp>>("create_sent_at")?.map(|s| s.0),
+        video_manager_id: row.get("video_manager_id")?,
+        moved_at: row.get::<_, Option<Stamp>>("moved_at")?.map(|s| s.0),
+        placed: match (
+            row.get::<_, Option<i64>>("placed_dev")?,
+            row.get::<_, Option<i64>>("placed_ino")?,
+            row.get::<_, Option<u64>>("placed_size")?,
+            row.get::<_, Option<i64>>("placed_mtime_ns")?,
+        ) {
+            // Device and inode are stored bit for bit as i64 (SQLite has no unsigned type).
+            (Some(dev), Some(ino), Some(size), Some(mtime_ns)) => Some(Placed {
+                identity: (dev as u64, ino as u64),
+                size,
+                mtime_ns,
+                ctime_ns: row.get("placed_ctime_ns")?,
+            }),
+            _ => None,
+        },
+        retention: row.get("retention")?,
     })
 }
 
@@ -278,6 +393,16 @@ pub(super) struct Stamp(pub(super) OffsetDateTime);
 pub(super) const STAMP_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
 );
+
+impl Stamp {
+    /// As it is stored.
+    pub(super) fn to_text(&self) -> String {
+        self.0
+            .to_offset(time::UtcOffset::UTC)
+            .format(STAMP_FORMAT)
+            .unwrap_or_default()
+    }
+}
 
 impl ToSql for Stamp {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {

@@ -24,6 +24,9 @@ pub struct SettlingFile {
     /// until `since + stable_for` (the agent looks again then).
     pub since: OffsetDateTime,
     pub stable_for: Duration,
+    /// Stable, but held back by another signal: what it waits for ("still open for writing
+    /// by ffmpeg (pid 42)", "no moov box yet").
+    pub waiting_for: Option<String>,
 }
 
 /// One change to the set of settling files.
@@ -67,7 +70,8 @@ impl JobStore {
     pub fn settling(&self) -> Result<Vec<SettlingFile>, StoreError> {
         self.read(|conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT path, folder, size, since, stable_for_ms FROM settling ORDER BY since, path",
+                "SELECT path, folder, size, since, stable_for_ms, waiting_for FROM settling
+                 ORDER BY since, path",
             )?;
             let rows = statement.query_map([], |row| {
                 Ok(SettlingFile {
@@ -76,6 +80,7 @@ impl JobStore {
                     size: row.get(2)?,
                     since: row.get::<_, Stamp>(3)?.0,
                     stable_for: Duration::from_millis(row.get(4)?),
+                    waiting_for: row.get(5)?,
                 })
             })?;
             let mut files = rows.collect::<Result<Vec<_>, _>>()?;
@@ -87,9 +92,11 @@ impl JobStore {
 
 fn apply(tx: &Transaction<'_>, changes: &[SettlingChange]) -> Result<(), StoreError> {
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO settling (path, folder, size, since, stable_for_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO settling (path, folder, size, since, stable_for_ms, waiting_for)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (path) DO UPDATE SET folder = excluded.folder, size = excluded.size,
-             since = excluded.since, stable_for_ms = excluded.stable_for_ms",
+             since = excluded.since, stable_for_ms = excluded.stable_for_ms,
+             waiting_for = excluded.waiting_for",
     )?;
     let mut delete = tx.prepare_cached("DELETE FROM settling WHERE path = ?1")?;
     for change in changes {
@@ -101,7 +108,8 @@ fn apply(tx: &Transaction<'_>, changes: &[SettlingChange]) -> Result<(), StoreEr
                     SqlPath(&file.folder),
                     file.size,
                     Stamp(file.since),
-                    stable_for_ms
+                    stable_for_ms,
+                    file.waiting_for
                 ])?;
             }
             SettlingChange::Done(path) => {
@@ -125,6 +133,7 @@ mod tests {
             size,
             since: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
             stable_for: Duration::from_secs(10),
+            waiting_for: None,
         }
     }
 

@@ -13,10 +13,14 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::Session;
+use super::bandwidth::BandwidthLimiter;
+pub use super::bandwidth::BodyProgress;
 use super::error::{Disposition, Step, VmproError, classify};
+use super::link::LinkMeter;
 use super::login_policy::LoginPolicy;
+use super::system_roots;
 use crate::chain;
-use crate::config::{AccountSettings, UploadSettings};
+use crate::config::{AccountSettings, AuthStyle, UploadSettings};
 use crate::retry::{RetryPolicy, parse_retry_after};
 
 /// What the platform stores about a new video, filled from the folder's config.
@@ -189,6 +193,9 @@ impl Answer {
 pub trait UploadObserver: Send + Sync {
     /// A sidecar event: `event` is a short keyword, `detail` a sentence.
     fn event(&self, _event: &str, _detail: &str) {}
+    /// A request of `step` is about to be sent again after `error` (the `retry` event says
+    /// the same in words); for counting retries by their cause.
+    fn retrying(&self, _step: Step, _error: &VmproError) {}
     /// A create-video request tagged with `marker` (`None`: untagged) is about to be sent.
     /// From now until `video_created` or `create_settled`, the platform may hold a video for
     /// this file that nobody knows of: a job that keeps this on record looks it up after a
@@ -212,7 +219,17 @@ pub trait UploadObserver: Send + Sync {
     fn marker_removed(&self) {}
     fn url_issued(&self, _url: &UploadUrl) {}
     /// Chunk `index` of `total` was accepted; `next_chunk` is what a resume starts from.
-    fn chunk_accepted(&self, _index: u32, _total: u32, _chunk_size: u64, _bytes_done: u64) {}
+    /// `took` is the time it was being sent (see `UploadReport::sending`), for rates that do
+    /// not count waiting.
+    fn chunk_accepted(
+        &self,
+        _index: u32,
+        _total: u32,
+        _chunk_size: u64,
+        _bytes_done: u64,
+        _took: Duration,
+    ) {
+    }
     /// The content starts again at chunk 1 (same video).
     fn restarted(&self) {}
 }
@@ -226,30 +243,42 @@ impl UploadObserver for Unobserved {}
 pub struct Transport {
     pub http: reqwest::Client,
     pub policy: RetryPolicy,
+    /// `request_timeout`: the client applies it to whole requests; a chunk instead times out
+    /// when it stops moving for this long (see [`BodyProgress`]).
+    pub request_timeout: Duration,
+    /// The link as the requests measure it (`chunk_size = "auto"` chooses from it): shared by
+    /// every clone, so all uploads of a process measure one link.
+    pub link: Arc<LinkMeter>,
 }
 
 impl Transport {
-    pub fn new(upload: &UploadSettings) -> Result<Transport, VmproError> {
+    /// `needs_tls`: the platform's URLs include an `https://` one (see [`system_roots`]).
+    pub fn new(upload: &UploadSettings, needs_tls: bool) -> Result<Transport, VmproError> {
         // reqwest is built without a default TLS provider (ring builds faster than aws-lc).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15).min(upload.request_timeout))
-            .timeout(upload.request_timeout)
-            // A followed 301/302/303 turns a chunk POST into a GET without the chunk, and a 2xx
-            // from there would count a chunk that never arrived. No step of the protocol
-            // redirects: a 3xx is an answer to act on (an error), not to follow.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("hotfolder/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| VmproError::Protocol {
-                step: Step::Login,
-                message: format!("cannot build the HTTP client: {}", err.without_url()),
+        // Proxies: reqwest reads HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (either case)
+        // by default, which the units document (Environment=); nothing here turns that off.
+        let configure = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(15).min(upload.request_timeout))
+                .timeout(upload.request_timeout)
+                // A followed 301/302/303 turns a chunk POST into a GET without the chunk, and
+                // a 2xx from there would count a chunk that never arrived. No step of the
+                // protocol redirects: a 3xx is an answer to act on (an error), not to follow.
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .user_agent(concat!("hotfolder/", env!("CARGO_PKG_VERSION")))
+        };
+        let http =
+            system_roots::build(configure, needs_tls).map_err(|err| VmproError::NoClient {
+                message: err.to_string(),
             })?;
         Ok(Transport {
             http,
             policy: RetryPolicy::new(upload.max_attempts, upload.backoff_max),
+            request_timeout: upload.request_timeout,
+            link: Arc::default(),
         })
     }
 
@@ -259,11 +288,18 @@ impl Transport {
         step: Step,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, VmproError> {
+        let sent = tokio::time::Instant::now();
         let response = request
             .send()
             .await
             .map_err(|e| VmproError::from_transport(step, e))?;
-        read_answer(step, response).await
+        let answer = read_answer(step, response).await?;
+        // The API's answers measure the round trip before any chunk does (the token endpoint
+        // is another host; chunks are measured by the upload itself).
+        if !matches!(step, Step::Login | Step::Refresh | Step::Chunk) {
+            self.link.round_trip(sent.elapsed());
+        }
+        Ok(answer)
     }
 
     /// Sends the request built by `build` until it gets an answer that is not transient
@@ -284,6 +320,25 @@ impl Transport {
         step: Step,
         shutdown: &CancellationToken,
         observer: &dyn UploadObserver,
+        build: impl FnMut() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, VmproError> {
+        self.exchange_paced(step, shutdown, observer, None, None, build)
+            .await
+    }
+
+    /// [`exchange_observed`](Self::exchange_observed) for a request whose body is paced by
+    /// the bandwidth limiter (and built without the client's whole-request timeout): each try
+    /// times out when `progress` shows nothing moved for `request_timeout`. Each try waits
+    /// first for the end of `quiet_hours`' quiet hours: a retry's request opened then would hold
+    /// a body that waits for hours, which proxies cut, and the retries would run out (pausing
+    /// the queue) over nothing being wrong. The wait is not a failed try.
+    pub async fn exchange_paced(
+        &self,
+        step: Step,
+        shutdown: &CancellationToken,
+        observer: &dyn UploadObserver,
+        progress: Option<&BodyProgress>,
+        quiet_hours: Option<&BandwidthLimiter>,
         mut build: impl FnMut() -> reqwest::RequestBuilder,
     ) -> Result<Answer, VmproError> {
         let mut failed = 0;
@@ -291,6 +346,28 @@ impl Transport {
             if shutdown.is_cancelled() {
                 return Err(VmproError::Cancelled);
             }
+            if let Some(limiter) = quiet_hours
+                && limiter.limits()
+                && limiter.quiet_until().is_some()
+            {
+                observer.event(
+                    "waiting",
+                    "quiet hours (bandwidth_schedule): the next try waits until they end",
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                    _ = limiter.until_not_quiet() => {}
+                }
+            }
+            if let Some(progress) = progress {
+                progress.restart();
+            }
+            let stalled = async {
+                match progress {
+                    Some(progress) => progress.stalled(self.request_timeout).await,
+                    None => std::future::pending().await,
+                }
+            };
             let outcome = if step == Step::CreateVideo {
                 // Not abandoned on shutdown once sent: the platform may create the video and
                 // answer late, and a client that stopped listening would create a second one
@@ -300,6 +377,13 @@ impl Transport {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
                     outcome = self.send_once(step, build()) => outcome,
+                    () = stalled => Err(VmproError::Unreachable {
+                        step,
+                        message: format!(
+                            "timed out: nothing moved for {}s (request_timeout)",
+                            self.request_timeout.as_secs_f64()
+                        ),
+                    }),
                 }
             };
             let (error, retry_after) = match outcome {
@@ -324,6 +408,7 @@ impl Transport {
                 });
             }
             let delay = self.policy.delay(failed, retry_after);
+            observer.retrying(step, &error);
             observer.event(
                 "retry",
                 &format!(
@@ -343,9 +428,9 @@ impl Transport {
     }
 }
 
-/// A token bucket shared by every upload: API calls per minute (the platform allows 100) or
-/// chunk bytes per second (`bandwidth_limit`). It starts full; taking more than is there
-/// leaves a debt that the taker sleeps off, so a chunk larger than the bucket still passes.
+/// A token bucket shared by every upload for API calls per minute (the platform allows 100).
+/// It starts full; taking more than is there leaves a debt that the taker sleeps off. Chunk
+/// bytes are paced by `bandwidth::BandwidthLimiter`, which must never burst.
 pub struct RateLimiter {
     /// Units added per second.
     rate: f64,
@@ -387,16 +472,37 @@ impl RateLimiter {
     }
 }
 
+/// What the platform says of an uploaded video ([`Platform::video_presence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoPresence {
+    Present,
+    /// A 404 for the video, from a VideoManager that answers: it is gone.
+    Gone,
+    /// A 404 that may not be the video's (the VideoManager did not answer either): why.
+    Unsure(String),
+}
+
 /// The platform as hotfolder uses it: login, create video, upload URL (and, in `chunks`, the
 /// chunk posts). Cheap to share between uploads behind an `Arc`.
+///
+/// A `Platform` talks to one VideoManager (`account.video_manager_id`);
+/// [`for_video_manager`](Platform::for_video_manager) gives the one for another, sharing the
+/// connection pool, the API's request budget and the bandwidth limit (all per account), and the
+/// login where tokens are per user (Keycloak). A legacy login's tokens belong to one
+/// VideoManager (vmpro-protocol.md section 1), so there each VideoManager has a session of
+/// its own.
 pub struct Platform {
     pub transport: Transport,
-    pub session: Session,
+    pub session: Arc<Session>,
     pub account: AccountSettings,
     pub upload: UploadSettings,
-    pacer: RateLimiter,
-    /// Chunk bytes per second across all uploads (`bandwidth_limit`).
-    pub bandwidth: Option<RateLimiter>,
+    pacer: Arc<RateLimiter>,
+    /// Chunk bytes per second across all uploads (`bandwidth_limit`, `bandwidth_schedule`):
+    /// one limiter for every VideoManager's client, handed on to the client of a reload.
+    pub bandwidth: Arc<BandwidthLimiter>,
+    /// The clients for the other VideoManagers, made once each (a legacy session each, which
+    /// must not log in again for every file).
+    others: std::sync::Mutex<std::collections::HashMap<u64, Arc<Platform>>>,
 }
 
 impl Platform {
@@ -404,38 +510,121 @@ impl Platform {
         account: &AccountSettings,
         upload: &UploadSettings,
     ) -> Result<Arc<Platform>, VmproError> {
-        Platform::with_login_policy(account, upload, Arc::default())
+        let bandwidth = Arc::new(BandwidthLimiter::for_plan(&upload.bandwidth));
+        Platform::with_login_policy(account, upload, Arc::default(), bandwidth, None)
     }
 
     /// The client for reloaded settings. It carries on this one's count of refused logins: a
     /// reload with a new password tries it at once; one with the same password does not lift
     /// a hold (SIGHUP is sent for many reasons, and each try brings the account closer to a
-    /// lockout).
+    /// lockout). And its bandwidth limiter, with the new plan: the uploads in flight keep this
+    /// client, and two buckets would each let the whole limit through.
     pub fn successor(
         &self,
         account: &AccountSettings,
         upload: &UploadSettings,
     ) -> Result<Arc<Platform>, VmproError> {
         let logins = self.session.login_policy();
-        Platform::with_login_policy(account, upload, logins)
+        // Set before the new client is made: a limit applies even when the rest of the
+        // reload cannot (the uploads go on with this client then).
+        self.bandwidth.set_plan(&upload.bandwidth);
+        // The same platform is the same link: what was measured carries on.
+        let link = (account.api_url == self.account.api_url).then(|| self.transport.link.clone());
+        Platform::with_login_policy(account, upload, logins, self.bandwidth.clone(), link)
     }
 
     fn with_login_policy(
         account: &AccountSettings,
         upload: &UploadSettings,
         logins: Arc<std::sync::Mutex<LoginPolicy>>,
+        bandwidth: Arc<BandwidthLimiter>,
+        link: Option<Arc<LinkMeter>>,
     ) -> Result<Arc<Platform>, VmproError> {
-        let transport = Transport::new(upload)?;
+        let needs_tls = [&account.api_url, &account.token_url]
+            .iter()
+            .any(|url| url.scheme() == "https");
+        let mut transport = Transport::new(upload, needs_tls)?;
+        if let Some(link) = link {
+            transport.link = link;
+        }
         Ok(Arc::new(Platform {
-            session: Session::new(transport.clone(), account.clone(), logins),
+            session: Arc::new(Session::new(transport.clone(), account.clone(), logins)),
             transport,
             account: account.clone(),
             upload: upload.clone(),
-            pacer: RateLimiter::per_minute(upload.api_requests_per_minute),
-            bandwidth: upload
-                .bandwidth_limit
-                .map(|bytes| RateLimiter::new(bytes as f64, bytes as f64)),
+            pacer: Arc::new(RateLimiter::per_minute(upload.api_requests_per_minute)),
+            bandwidth,
+            others: std::sync::Mutex::default(),
         }))
+    }
+
+    /// The client for the VideoManager `id` (this one for its own id): every URL it builds
+    /// names `id`.
+    pub fn for_video_manager(self: &Arc<Self>, id: u64) -> Arc<Platform> {
+        if id == self.account.video_manager_id {
+            return self.clone();
+        }
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        others
+            .entry(id)
+            .or_insert_with(|| {
+                let mut account = self.account.clone();
+                account.video_manager_id = id;
+                let session = match account.auth {
+                    AuthStyle::Keycloak => self.session.clone(),
+                    AuthStyle::Legacy => Arc::new(Session::new(
+                        self.transport.clone(),
+                        account.clone(),
+                        self.session.login_policy(),
+                    )),
+                };
+                Arc::new(Platform {
+                    transport: self.transport.clone(),
+                    session,
+                    account,
+                    upload: self.upload.clone(),
+                    pacer: self.pacer.clone(),
+                    bandwidth: self.bandwidth.clone(),
+                    others: std::sync::Mutex::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Whether the platform still has the video `video_id` (`GET …/videos/{id}`), for done/
+    /// retention. A 404 is the video's only when the VideoManager answers a request of its own
+    /// (a one-video search): the platform answers 404 for a VideoManager it does not know
+    /// too, and so may whatever stands in front of it.
+    pub async fn video_presence(
+        &self,
+        video_id: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<VideoPresence, VmproError> {
+        let url = self.videos_url(&format!("/{}", percent_encode_segment(video_id)))?;
+        let answer = self
+            .api_call(Step::GetVideo, shutdown, &Unobserved, |token| {
+                self.transport.http.get(url.clone()).bearer_auth(token)
+            })
+            .await;
+        let not_found = match answer {
+            Ok(_) => return Ok(VideoPresence::Present),
+            Err(VmproError::Status {
+                status: 404,
+                message,
+                ..
+            }) => message,
+            Err(err) => return Err(err),
+        };
+        match self.check_video_manager(shutdown).await {
+            Ok(()) => Ok(VideoPresence::Gone),
+            Err(err @ VmproError::Status { .. }) => Ok(VideoPresence::Unsure(format!(
+                "the platform answered 404 for video {video_id} ({not_found}), but VideoManager {} \
+                 did not answer for itself either ({}): that 404 may not be about the video",
+                self.account.video_manager_id,
+                crate::chain(&err)
+            ))),
+            Err(err) => Err(err),
+        }
     }
 
     /// Logs in (or confirms the token in hand still works): `hotfolder check`.
@@ -650,19 +839,6 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bandwidth_limit_spreads_chunks_over_time() {
-        // 1 MiB/s, 8 MiB chunks: the first passes on the full bucket's credit, and then each
-        // one costs 8 s.
-        let limit = RateLimiter::new(1048576.0, 1048576.0);
-        let start = tokio::time::Instant::now();
-        for _ in 0..3 {
-            limit.take(8.0 * 1048576.0).await;
-        }
-        let waited = start.elapsed().as_secs_f64();
-        assert!((waited - 23.0).abs() < 0.1, "{waited}");
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn pacer_allows_a_burst_then_spaces_calls() {
         let pacer = RateLimiter::per_minute(60);
         let start = tokio::time::Instant::now();
@@ -677,5 +853,116 @@ mod tests {
             waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(2100),
             "{waited:?}"
         );
+    }
+
+    /// Second hostile test of issue 13, D4: a retry during quiet hours opened a request whose
+    /// body waited for their end; proxies cut it, the retries ran out and the queue paused.
+    /// Now the retry waits for the end of quiet hours before its request, and the wait is no
+    /// failed try.
+    #[tokio::test]
+    async fn a_retry_in_quiet_hours_opens_no_request_until_they_end() {
+        use super::super::bandwidth::LimitSource;
+        use crate::bandwidth::{Bandwidth, Limit};
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        struct Settable(Arc<Mutex<Limit>>);
+        impl LimitSource for Settable {
+            fn limit_now(&self) -> (Limit, Option<Duration>) {
+                (*self.0.lock().expect("test lock"), None)
+            }
+        }
+        let limit = Arc::new(Mutex::new(Limit::Rate(Bandwidth {
+            bytes_per_second: 1 << 20,
+            bits: false,
+        })));
+        let limiter = BandwidthLimiter::new(Box::new(Settable(limit.clone())));
+
+        // Answers 503 to the first request, 200 to the rest, counting them.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/chunk", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let requests = requests.clone();
+            async move {
+                loop {
+                    let Ok((mut socket, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                            break;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let status = if requests.fetch_add(1, Ordering::SeqCst) == 0 {
+                        // Past the limiter's recheck time, so that the retry reads the limit.
+                        tokio::time::sleep(Duration::from_millis(1200)).await;
+                        "503 Service Unavailable"
+                    } else {
+                        "200 OK"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                }
+            }
+        });
+
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let transport = Transport {
+            http: reqwest::Client::new(),
+            policy: RetryPolicy::new(2, Duration::from_millis(10)),
+            request_timeout: Duration::from_secs(5),
+            link: Arc::default(),
+        };
+        let quiet_for = Duration::from_secs(3);
+        let started = std::time::Instant::now();
+        // Quiet hours begin while the first try is under way.
+        let build = || {
+            *limit.lock().expect("test lock") = Limit::Quiet;
+            transport.http.get(&url)
+        };
+        let ends = tokio::spawn({
+            let limit = limit.clone();
+            let requests = requests.clone();
+            async move {
+                tokio::time::sleep(quiet_for).await;
+                let seen = requests.load(Ordering::SeqCst);
+                *limit.lock().expect("test lock") = Limit::Unlimited;
+                seen
+            }
+        });
+        // Only the first build begins quiet hours; the retry's must not set them again.
+        let built = std::sync::atomic::AtomicBool::new(false);
+        let answer = transport
+            .exchange_paced(
+                Step::Chunk,
+                &CancellationToken::new(),
+                &Unobserved,
+                None,
+                Some(&limiter),
+                || {
+                    if built.swap(true, Ordering::SeqCst) {
+                        transport.http.get(&url)
+                    } else {
+                        build()
+                    }
+                },
+            )
+            .await
+            .expect("the retry after quiet hours is answered, and the wait used no try");
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            ends.await.unwrap(),
+            1,
+            "no request during quiet hours but the first"
+        );
+        assert!(started.elapsed() >= quiet_for, "{:?}", started.elapsed());
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
     }
 }

@@ -115,6 +115,17 @@ struct LegacyLoginAnswer {
     refresh_token: Option<String>,
 }
 
+/// The VideoManager a legacy login's token is for (`validForVideoManager`, a number in one
+/// source and a string in another); `None` when the answer does not say.
+fn legacy_valid_for(body: &[u8]) -> Option<u64> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match answer.get("validForVideoManager")? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// Longer lifetimes are read as this one: an absurd `expires_in` from a broken server must
 /// not overflow the clock (`Instant + Duration` panics), and refreshing a day-old token early
 /// costs nothing.
@@ -317,11 +328,27 @@ impl Session {
                     "password": password.expose_secret(),
                 });
                 let url = self.api_join("auth/login")?;
-                self.transport
+                let answer = self
+                    .transport
                     .exchange(Step::Login, shutdown, || {
                         self.transport.http.post(url.clone()).json(&body)
                     })
-                    .await?
+                    .await?;
+                // A legacy token belongs to the VideoManager the login names; for another one
+                // of the account's, the refresh for that VideoManager issues its token.
+                let valid_for = legacy_valid_for(&answer.body);
+                let tokens = self.read_tokens(Step::Login, answer)?;
+                return match (valid_for, &tokens.refresh) {
+                    (Some(vm), Some(refresh)) if vm != self.account.video_manager_id => {
+                        tracing::debug!(
+                            "the login's token is for VideoManager {vm}; asking for one for {}",
+                            self.account.video_manager_id
+                        );
+                        let refresh = refresh.clone();
+                        self.refresh(&refresh, shutdown).await
+                    }
+                    _ => Ok(tokens),
+                };
             }
         };
         self.read_tokens(Step::Login, answer)
@@ -441,5 +468,21 @@ impl Session {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_legacy_login_names_its_video_manager_as_a_number_or_a_string() {
+        assert_eq!(
+            super::legacy_valid_for(br#"{"validForVideoManager": 777}"#),
+            Some(777)
+        );
+        assert_eq!(
+            super::legacy_valid_for(br#"{"validForVideoManager": "777"}"#),
+            Some(777)
+        );
+        assert_eq!(super::legacy_valid_for(br#"{"accessToken": "t"}"#), None);
     }
 }

@@ -2,6 +2,8 @@
 //! piece by piece with bounded memory (the chunk in flight and a few pieces ahead, never the
 //! file), the sha256 of the bytes sent, and every chunk answer acted on: retried, URL renewed,
 //! restarted at chunk 1 on the same video, or stopped. Never a second video entity for one file.
+//! The chunk size is the config's, or chosen for the file from the measured link (`link`);
+//! a chunk refused for its size (413) restarts the file in smaller chunks, on the same video.
 //!
 //! Longer than most files here because it is one state machine (plan, reader, sender, answer
 //! handling) whose parts only make sense together; its tests are at the end.
@@ -20,10 +22,13 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Platform, UploadObserver, UploadUrl, VideoMetadata};
+use super::bandwidth::{Admission, BandwidthLimiter, BodyProgress, PACE_SLICE};
 use super::create::{
     CreateResume, KnownVideo, create_or_find, remove_marker_or_note, report_late_duplicates,
 };
 use super::error::{Disposition, Step, VmproError};
+use super::link::{AUTO_MIN, ChunkChoice, choose_chunk_size};
+use crate::config::{ChunkSize, human_size};
 
 /// How a file is cut into chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +82,8 @@ pub struct ResumePoint {
     pub url: Option<UploadUrl>,
     /// 1-based chunk to send next; 1 = from the start.
     pub next_chunk: u32,
-    /// The chunk size the previous attempt used: the server expects the same total.
+    /// The chunk size the previous attempt used: with chunks accepted (`next_chunk > 1`) the
+    /// server expects the same total, so a resume keeps it; otherwise the size is chosen anew.
     pub chunk_size: Option<u64>,
     /// The job's marker keyword: the one its creates carry, or (with `video_id`) the one
     /// still to be removed from the video.
@@ -106,6 +112,12 @@ pub struct UploadReport {
     pub chunk_size: u64,
     /// Chunk bytes sent, re-sends included.
     pub bytes_sent: u64,
+    /// Bytes of the chunks accepted in this run (a resume does not count what came before).
+    pub bytes_accepted: u64,
+    /// Time spent sending those chunks: from the bandwidth limit's wait before each to its
+    /// answer, without the create, URL requests, backoff between tries, or pauses. The rate
+    /// shown for an upload is `bytes_accepted / sending`, so waiting does not lower it.
+    pub sending: Duration,
     pub elapsed: Duration,
     pub url_renewals: u32,
     pub restarts: u32,
@@ -114,14 +126,17 @@ pub struct UploadReport {
 }
 
 impl UploadReport {
-    pub fn bytes_per_second(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.size as f64 / secs
-        } else {
-            self.size as f64
-        }
+    /// The rate of this run's chunks while they were being sent (see `sending`); `None` when
+    /// no chunk was sent (everything had been accepted before a restart).
+    pub fn bytes_per_second(&self) -> Option<f64> {
+        sending_rate(self.bytes_accepted, self.sending)
     }
+}
+
+/// Bytes per second over the time they took to send; `None` for nothing sent.
+pub fn sending_rate(bytes: u64, sending: Duration) -> Option<f64> {
+    let secs = sending.as_secs_f64();
+    (bytes > 0 && secs > 0.0).then(|| bytes as f64 / secs)
 }
 
 /// One piece of a chunk as read from disk; the file's last piece carries the sha256 of the
@@ -195,9 +210,46 @@ fn page_aligned(len: usize) -> BytesMut {
 
 /// What happened to one chunk.
 enum ChunkOutcome {
-    Accepted,
+    /// `took`: the chunk's sending time (see `UploadReport::sending`).
+    Accepted { took: Duration },
     /// The server will not continue this content: start again at chunk 1, same video.
     Restart(&'static str),
+    /// The server refused the chunk for its size (413).
+    TooLarge { status: u16, message: String },
+}
+
+/// The plan for `size` bytes in chunks of `chunk_size`; `size` is never 0 here.
+fn plan_for(path: &Path, size: u64, chunk_size: u64) -> Result<ChunkPlan, VmproError> {
+    ChunkPlan::new(size, chunk_size).map_err(|err| match err {
+        PlanError::Empty => VmproError::EmptyFile {
+            path: path.to_path_buf(),
+        },
+        other => VmproError::Protocol {
+            step: Step::Chunk,
+            message: other.to_string(),
+        },
+    })
+}
+
+/// The chunk size for a file starting at chunk 1: the config's, or chosen from the link.
+fn choose_for(platform: &Platform) -> ChunkChoice {
+    match platform.upload.chunk_size {
+        ChunkSize::Fixed(size) => ChunkChoice {
+            size,
+            why: format!("chunk_size = {} in the config", human_size(size)),
+        },
+        ChunkSize::Auto => {
+            // The limit now is the rate to assume before any chunk was measured.
+            let limit = platform
+                .upload
+                .bandwidth
+                .at(&jiff::Zoned::now())
+                .0
+                .bytes_per_second()
+                .filter(|rate| *rate > 0);
+            choose_chunk_size(&platform.transport.link.snapshot(), limit)
+        }
+    }
 }
 
 /// Uploads one file: creates its video unless the resume point has one, then sends every
@@ -215,24 +267,25 @@ pub async fn upload_file(
     let opened = Opened::of(&file, size, mtime);
     let file = Arc::new(file);
 
-    let resume = request.resume;
-    let chunk_size = resume.chunk_size.unwrap_or(platform.upload.chunk_size);
-    let plan = ChunkPlan::new(size, chunk_size).map_err(|err| match err {
-        PlanError::Empty => VmproError::EmptyFile {
+    if size == 0 {
+        return Err(VmproError::EmptyFile {
             path: request.path.clone(),
-        },
-        other => VmproError::Protocol {
-            step: Step::Chunk,
-            message: other.to_string(),
-        },
-    })?;
-    let mut next = resume.next_chunk.max(1);
+        });
+    }
+
+    let resume = request.resume;
+    // Chunks already accepted define the plan: a resume keeps the size it started with.
+    let resumed_plan = match resume.chunk_size {
+        Some(chunk_size) if resume.next_chunk > 1 => {
+            Some(plan_for(&request.path, size, chunk_size)?)
+        }
+        _ => None,
+    };
+    let next = resume.next_chunk.max(1);
     // Every chunk was accepted before a restart (the agent stopped between the last chunk and
     // the move): the video is complete, only the hash of the content is left to compute.
-    let all_accepted = resume.video_id.is_some() && next == plan.total.saturating_add(1);
-    if next > plan.total && !all_accepted {
-        next = 1;
-    }
+    let all_accepted = resume.video_id.is_some()
+        && resumed_plan.is_some_and(|plan| next == plan.total.saturating_add(1));
 
     // A marker left on a known video (a removal that failed or was cut short) comes off first.
     let mut marker_left = match &resume.video_id {
@@ -249,7 +302,9 @@ pub async fn upload_file(
         marker_left = None;
     }
 
-    if all_accepted && let Some(video_id) = resume.video_id {
+    if let Some(plan) = resumed_plan.filter(|_| all_accepted)
+        && let Some(video_id) = resume.video_id
+    {
         let source = ChunkSource {
             file,
             path: path.clone(),
@@ -272,8 +327,10 @@ pub async fn upload_file(
             sha256: hex::encode(digest),
             size,
             chunks: plan.total,
-            chunk_size,
+            chunk_size: plan.chunk_size,
             bytes_sent: 0,
+            bytes_accepted: 0,
+            sending: Duration::ZERO,
             elapsed: started.elapsed(),
             url_renewals: 0,
             restarts: 0,
@@ -316,13 +373,29 @@ pub async fn upload_file(
         }
     };
 
+    // Chosen after the create and the URL request: their round trips are the first measure
+    // of the link.
+    let (mut plan, mut index) = match resumed_plan {
+        Some(plan) if next <= plan.total => (plan, next),
+        _ => {
+            let choice = choose_for(platform);
+            // Only where it matters: a file of one smallest chunk is one chunk at any size.
+            if platform.upload.chunk_size == ChunkSize::Auto && size > AUTO_MIN {
+                observer.event("chunk size", &choice.why);
+            }
+            (plan_for(&request.path, size, choice.size)?, 1)
+        }
+    };
+
     let mut report = UploadReport {
         video_id: video_id.clone(),
         sha256: String::new(),
         size,
         chunks: plan.total,
-        chunk_size,
+        chunk_size: plan.chunk_size,
         bytes_sent: 0,
+        bytes_accepted: 0,
+        sending: Duration::ZERO,
         elapsed: Duration::ZERO,
         url_renewals: 0,
         restarts: 0,
@@ -330,13 +403,12 @@ pub async fn upload_file(
     };
 
     // The hash covers the bytes sent; on a resume, the chunks sent before are read again.
-    let source = ChunkSource {
+    let mut source = ChunkSource {
         file,
         path,
         plan,
         buffers: BufferPool::new(plan),
     };
-    let mut index = next;
     let mut feed = ChunkFeed::start(&source, index);
     let mut restarts_left = platform.upload.max_attempts;
     while index <= plan.total {
@@ -360,8 +432,10 @@ pub async fn upload_file(
         )
         .await?;
         match outcome {
-            ChunkOutcome::Accepted => {
-                observer.chunk_accepted(index, plan.total, chunk_size, start + len);
+            ChunkOutcome::Accepted { took } => {
+                report.bytes_accepted += len;
+                report.sending += took;
+                observer.chunk_accepted(index, plan.total, plan.chunk_size, start + len, took);
                 index += 1;
             }
             ChunkOutcome::Restart(why) => {
@@ -381,6 +455,43 @@ pub async fn upload_file(
                 tracing::info!(file = %crate::escape::escaped(&request.path), video_id = %video_id, "{why}; restarting at chunk 1");
                 index = 1;
                 feed.recycle();
+                feed = ChunkFeed::start(&source, index);
+            }
+            ChunkOutcome::TooLarge { status, message } => {
+                let refused = plan.chunk_size;
+                // Halvings end at 1 MiB, so they need no limit of their own.
+                let smaller = match platform.upload.chunk_size {
+                    ChunkSize::Auto => platform.transport.link.refused(refused),
+                    ChunkSize::Fixed(_) => None,
+                };
+                let Some(smaller) = smaller else {
+                    return Err(VmproError::ChunkTooLarge {
+                        chunk_size: refused,
+                        status,
+                        message,
+                        chosen: platform.upload.chunk_size == ChunkSize::Auto,
+                    });
+                };
+                let why = format!(
+                    "the server refused a chunk of {} ({status}: {message}): sending the file \
+                     again from chunk 1 in chunks of {}, to the same video; later files start \
+                     at that size",
+                    human_size(refused),
+                    human_size(smaller)
+                );
+                report.restarts += 1;
+                observer.restarted();
+                observer.event("chunk size", &why);
+                feed.recycle();
+                plan = plan_for(&request.path, size, smaller)?;
+                source = ChunkSource {
+                    plan,
+                    buffers: BufferPool::new(plan),
+                    ..source
+                };
+                report.chunks = plan.total;
+                report.chunk_size = plan.chunk_size;
+                index = 1;
                 feed = ChunkFeed::start(&source, index);
             }
         }
@@ -427,6 +538,20 @@ async fn send_chunk(
     // server refuses this upload, not that the token expired.
     let mut renewals = 0u32;
     loop {
+        // Quiet hours: no request starts (one under way finishes; see `bandwidth`). Waited out
+        // before the URL's age is looked at: hours of waiting may bring it near its limit.
+        let bandwidth = &platform.bandwidth;
+        if bandwidth.limits() && bandwidth.quiet_until().is_some() {
+            tracing::info!(
+                video_id,
+                "quiet hours (bandwidth_schedule): chunk {index}/{} waits until they end",
+                plan.total
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                _ = bandwidth.until_not_quiet() => {}
+            }
+        }
         if url.age() >= platform.upload.url_renew_after {
             let why = "the upload URL is close to its 4-hour limit";
             let fresh = renew(platform, video_id, shutdown, observer, report, why).await?;
@@ -438,12 +563,6 @@ async fn send_chunk(
                 ));
             }
         }
-        if let Some(bandwidth) = &platform.bandwidth {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-                _ = bandwidth.take(feed.chunk_len() as f64) => {}
-            }
-        }
         // A read failure inside a body must end the upload, not look like a lost connection to
         // be retried: the body cancels `stop` and leaves its error in the feed.
         let stop = shutdown.child_token();
@@ -452,22 +571,47 @@ async fn send_chunk(
             feed,
             stop: &stop,
         };
-        // Transient failures (connection lost, timeouts, 408/429/5xx) are retried in here.
+        // Decided per chunk: after a reload that sets a limit, an upload in flight is paced
+        // from its next chunk.
+        let pacing = Pacing {
+            limiter: platform
+                .bandwidth
+                .limits()
+                .then(|| platform.bandwidth.clone()),
+            progress: Arc::new(BodyProgress::default()),
+        };
+        // Transient failures (connection lost, timeouts, 408/429/5xx) are retried in here. The
+        // chunk's time runs from each try's start, its pacing included: the rate shown for a
+        // limited upload is the limited rate.
         let sends = std::sync::atomic::AtomicU64::new(0);
+        let last_try = std::sync::Mutex::new(tokio::time::Instant::now());
         let answer = platform
             .transport
-            .exchange_observed(Step::Chunk, &stop, &quiet, || {
-                sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                platform
-                    .transport
-                    .http
-                    .post(url.expose())
-                    .header("Mi24-Upload-Total-Chunks", plan.total)
-                    .header("Mi24-Upload-Current-Chunk", index)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, feed.chunk_len())
-                    .body(feed.body(stop.clone()))
-            })
+            .exchange_paced(
+                Step::Chunk,
+                &stop,
+                &quiet,
+                Some(pacing.progress.as_ref()),
+                Some(platform.bandwidth.as_ref()),
+                || {
+                    sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(mut started) = last_try.lock() {
+                        *started = tokio::time::Instant::now();
+                    }
+                    // The client's whole-request timeout would cut a big chunk on a slow or
+                    // limited link; the exchange times it out when it stops moving instead.
+                    platform
+                        .transport
+                        .http
+                        .post(url.expose())
+                        .header("Mi24-Upload-Total-Chunks", plan.total)
+                        .header("Mi24-Upload-Current-Chunk", index)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, feed.chunk_len())
+                        .body(feed.body(stop.clone(), pacing.clone()))
+                        .timeout(CHUNK_REQUEST_LIMIT)
+                },
+            )
             .await;
         report.bytes_sent += sends.into_inner() * feed.chunk_len();
         if let Some(failure) = feed.take_failure() {
@@ -475,7 +619,28 @@ async fn send_chunk(
         }
         let answer = answer?;
         match answer.disposition(Step::Chunk) {
-            Disposition::Accepted => return Ok(ChunkOutcome::Accepted),
+            Disposition::Accepted => {
+                let answered = tokio::time::Instant::now();
+                let sent_in = last_try
+                    .lock()
+                    .map(|started| answered.saturating_duration_since(*started))
+                    .unwrap_or_default();
+                let answered_in = pacing
+                    .progress
+                    .sent_at()
+                    .map(|sent| answered.saturating_duration_since(sent));
+                platform
+                    .transport
+                    .link
+                    .chunk(feed.chunk_len(), sent_in, answered_in);
+                return Ok(ChunkOutcome::Accepted { took: sent_in });
+            }
+            Disposition::ChunkTooLarge => {
+                return Ok(ChunkOutcome::TooLarge {
+                    status: answer.status,
+                    message: super::error::server_message(&answer.body),
+                });
+            }
             Disposition::RenewUrl if renewals < 3 => {
                 renewals += 1;
                 let why = format!(
@@ -705,14 +870,18 @@ impl ChunkFeed {
 
     /// One send of the current chunk: the pieces received so far, then the rest as the reader
     /// delivers them. The length is exact, so the request carries a `Content-Length`.
-    fn body(&self, stop: CancellationToken) -> reqwest::Body {
+    fn body(&self, stop: CancellationToken, pacing: Pacing) -> reqwest::Body {
         let remaining = self.chunk_len();
         reqwest::Body::wrap(ChunkBody {
             state: self.state.clone(),
             path: self.path.clone(),
             next: 0,
+            offset: 0,
             remaining,
             stop,
+            pacing,
+            waiting: None,
+            under_way: false,
         })
     }
 }
@@ -727,7 +896,27 @@ struct ChunkBody {
     remaining: u64,
     /// Cancelled when the reader failed, so the retry loop stops instead of retrying.
     stop: CancellationToken,
+    /// Bytes of piece `next` already passed on (a paced body passes pieces on in slices).
+    offset: usize,
+    /// The bandwidth limit, when one is set, and the body's progress.
+    pacing: Pacing,
+    /// The limiter's wait for the next slice.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether any byte has gone: quiet hours stop a body only before its first.
+    under_way: bool,
 }
+
+/// The limiter a chunk body asks before each slice (when a limit is set), and where it notes
+/// that it moved and when it was all handed over.
+#[derive(Clone)]
+struct Pacing {
+    limiter: Option<Arc<BandwidthLimiter>>,
+    progress: Arc<BodyProgress>,
+}
+
+/// The whole-request limit of a chunk post: longer than any chunk takes at a rate anyone
+/// sets; the exchange's own stall timeout (`request_timeout`) is the one that acts.
+const CHUNK_REQUEST_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl ChunkBody {
     fn fail(&self, state: &mut FeedState, failure: VmproError) -> std::io::Error {
@@ -750,6 +939,12 @@ impl hyper::body::Body for ChunkBody {
             return Poll::Ready(None);
         }
         let body = &mut *self;
+        if let Some(waiting) = body.waiting.as_mut() {
+            if waiting.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            body.waiting = None;
+        }
         let Ok(mut state) = body.state.lock() else {
             return Poll::Ready(Some(Err(std::io::Error::other("the chunk reader failed"))));
         };
@@ -774,16 +969,51 @@ impl hyper::body::Body for ChunkBody {
                 }
             },
         };
-        let Some(remaining) = body.remaining.checked_sub(piece.len() as u64) else {
+        drop(state);
+        let end = match &body.pacing.limiter {
+            Some(_) => piece.len().min(body.offset + PACE_SLICE),
+            None => piece.len(),
+        };
+        let slice = piece.slice(body.offset.min(end)..end);
+        match &body.pacing.limiter {
+            None => body.pacing.progress.alive(tokio::time::Instant::now()),
+            Some(limiter) => match limiter.admit(slice.len(), body.under_way) {
+                Admission::Go => body.pacing.progress.alive(tokio::time::Instant::now()),
+                Admission::WaitUntil(at) => {
+                    // Waiting for the limiter is not a stall.
+                    body.pacing.progress.alive(at);
+                    let mut waiting = Box::pin(tokio::time::sleep_until(at));
+                    if waiting.as_mut().poll(cx).is_ready() {
+                        cx.waker().wake_by_ref();
+                    } else {
+                        body.waiting = Some(waiting);
+                    }
+                    return Poll::Pending;
+                }
+            },
+        }
+        let Some(remaining) = body.remaining.checked_sub(slice.len() as u64) else {
             let failure = VmproError::Protocol {
                 step: Step::Chunk,
                 message: "internal: a piece crosses the end of its chunk".into(),
             };
-            return Poll::Ready(Some(Err(body.fail(&mut state, failure))));
+            return match body.state.lock() {
+                Ok(mut state) => Poll::Ready(Some(Err(body.fail(&mut state, failure)))),
+                Err(_) => Poll::Ready(Some(Err(std::io::Error::other("the chunk reader failed")))),
+            };
         };
         body.remaining = remaining;
-        body.next += 1;
-        Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+        if end >= piece.len() {
+            body.next += 1;
+            body.offset = 0;
+        } else {
+            body.offset = end;
+        }
+        body.under_way = true;
+        if remaining == 0 {
+            body.pacing.progress.sent();
+        }
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(slice))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -804,10 +1034,23 @@ struct UnlessReadFailed<'a> {
     stop: &'a CancellationToken,
 }
 
+impl UnlessReadFailed<'_> {
+    /// The body stopped because the file could not be read: what the transport says next is
+    /// not about the network.
+    fn read_failed(&self) -> bool {
+        self.stop.is_cancelled() && self.feed.read_failed()
+    }
+}
+
 impl UploadObserver for UnlessReadFailed<'_> {
     fn event(&self, event: &str, detail: &str) {
-        if !(self.stop.is_cancelled() && self.feed.read_failed()) {
+        if !self.read_failed() {
             self.observer.event(event, detail);
+        }
+    }
+    fn retrying(&self, step: Step, error: &VmproError) {
+        if !self.read_failed() {
+            self.observer.retrying(step, error);
         }
     }
     fn create_sending(
@@ -831,9 +1074,16 @@ impl UploadObserver for UnlessReadFailed<'_> {
     fn url_issued(&self, url: &UploadUrl) {
         self.observer.url_issued(url);
     }
-    fn chunk_accepted(&self, index: u32, total: u32, chunk_size: u64, bytes_done: u64) {
+    fn chunk_accepted(
+        &self,
+        index: u32,
+        total: u32,
+        chunk_size: u64,
+        bytes_done: u64,
+        took: Duration,
+    ) {
         self.observer
-            .chunk_accepted(index, total, chunk_size, bytes_done);
+            .chunk_accepted(index, total, chunk_size, bytes_done, took);
     }
     fn restarted(&self) {
         self.observer.restarted();
@@ -950,9 +1200,55 @@ mod tests {
         );
     }
 
+    fn unlimited() -> Pacing {
+        Pacing {
+            limiter: None,
+            progress: Arc::new(BodyProgress::default()),
+        }
+    }
+
     fn collect(body: reqwest::Body) -> impl std::future::Future<Output = Vec<u8>> {
         use http_body_util::BodyExt;
         async move { body.collect().await.unwrap().to_bytes().to_vec() }
+    }
+
+    #[tokio::test]
+    async fn a_paced_chunk_is_sent_in_small_slices_at_the_limit_without_a_burst() {
+        use crate::bandwidth::{Bandwidth, BandwidthPlan};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.mp4");
+        let content: Vec<u8> = (0..2 * READ_PIECE + 5).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let plan = ChunkPlan::new(content.len() as u64, content.len() as u64).unwrap();
+        let source = ChunkSource {
+            file: Arc::new(File::open(&path).unwrap()),
+            path: Arc::new(path.clone()),
+            plan,
+            buffers: BufferPool::new(plan),
+        };
+        let feed = ChunkFeed::start(&source, 1);
+        feed.begin_chunk(content.len() as u64);
+        // 2 MiB/s: the 512 KiB chunk takes a quarter of a second, starting with an empty bucket.
+        let limit = BandwidthPlan::Fixed(Bandwidth {
+            bytes_per_second: 2 << 20,
+            bits: false,
+        });
+        let pacing = Pacing {
+            limiter: Some(Arc::new(BandwidthLimiter::for_plan(&limit))),
+            progress: Arc::new(BodyProgress::default()),
+        };
+        let start = tokio::time::Instant::now();
+        let mut body = feed.body(CancellationToken::new(), pacing);
+        let mut sent = Vec::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(data.len() <= PACE_SLICE);
+            sent.extend_from_slice(&data);
+        }
+        let took = start.elapsed().as_secs_f64();
+        assert_eq!(sent, content);
+        let expected = content.len() as f64 / f64::from(2 << 20);
+        assert!(took >= expected - 0.04 && took < expected + 0.5, "{took}");
     }
 
     #[tokio::test]
@@ -978,7 +1274,7 @@ mod tests {
             feed.begin_chunk(len);
             let expected = &content[start as usize..(start + len) as usize];
             // A send cut off after its first piece (connection lost), then two full sends.
-            let mut cut = feed.body(stop.clone());
+            let mut cut = feed.body(stop.clone(), unlimited());
             assert_eq!(hyper::body::Body::size_hint(&cut).exact(), Some(len));
             let first = http_body_util::BodyExt::frame(&mut cut)
                 .await
@@ -987,12 +1283,12 @@ mod tests {
             assert!(first.is_data());
             drop(cut);
             assert_eq!(
-                collect(feed.body(stop.clone())).await,
+                collect(feed.body(stop.clone(), unlimited())).await,
                 expected,
                 "chunk {index}"
             );
             assert_eq!(
-                collect(feed.body(stop.clone())).await,
+                collect(feed.body(stop.clone(), unlimited())).await,
                 expected,
                 "chunk {index}"
             );

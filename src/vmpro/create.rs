@@ -599,29 +599,9 @@ impl Platform {
 /// too); only `id` and `keywords` are read, and entries without the marker are not ours,
 /// whatever else they hold or lack.
 fn marked_videos(body: &[u8], marker: &str) -> Result<Vec<String>, String> {
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|err| format!("the search answer is not JSON ({err}): {}", excerpt(body)))?;
-    let videos = match &json {
-        Value::Array(videos) => videos,
-        Value::Object(fields) => match fields.get("videos") {
-            None | Some(Value::Null) => return Ok(Vec::new()),
-            Some(Value::Array(videos)) => videos,
-            Some(other) => {
-                return Err(format!(
-                    "the search answer's `videos` is {}, not a list",
-                    kind(other)
-                ));
-            }
-        },
-        other => {
-            return Err(format!(
-                "the search answer is {}, not an object with `videos`",
-                kind(other)
-            ));
-        }
-    };
+    let videos = listed(body, "search", "videos", "an object with `videos`")?;
     let mut found = Vec::new();
-    for video in videos {
+    for video in &videos {
         let carries_marker = video
             .get("keywords")
             .and_then(Value::as_array)
@@ -641,32 +621,34 @@ fn marked_videos(body: &[u8], marker: &str) -> Result<Vec<String>, String> {
     Ok(found)
 }
 
+/// The list an answer holds: the answer itself, or its `field` (missing or null: empty). The
+/// errors name the `answer` ("search", "keywords") and what it should have been (`expected`).
+fn listed(body: &[u8], answer: &str, field: &str, expected: &str) -> Result<Vec<Value>, String> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|err| format!("the {answer} answer is not JSON ({err}): {}", excerpt(body)))?;
+    match json {
+        Value::Array(list) => Ok(list),
+        Value::Object(mut fields) => match fields.remove(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(list)) => Ok(list),
+            Some(other) => Err(format!(
+                "the {answer} answer's `{field}` is {}, not a list",
+                kind(&other)
+            )),
+        },
+        other => Err(format!(
+            "the {answer} answer is {}, not {expected}",
+            kind(&other)
+        )),
+    }
+}
+
 /// The ids of `marker` in a keywords answer, `[{"id": 123, "text": "…"}, …]` (also taken
 /// inside `{"keywords": […]}`).
 fn marker_keyword_ids(body: &[u8], marker: &str) -> Result<Vec<String>, String> {
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|err| format!("the keywords answer is not JSON ({err}): {}", excerpt(body)))?;
-    let keywords = match &json {
-        Value::Array(keywords) => keywords,
-        Value::Object(fields) => match fields.get("keywords") {
-            None | Some(Value::Null) => return Ok(Vec::new()),
-            Some(Value::Array(keywords)) => keywords,
-            Some(other) => {
-                return Err(format!(
-                    "the keywords answer's `keywords` is {}, not a list",
-                    kind(other)
-                ));
-            }
-        },
-        other => {
-            return Err(format!(
-                "the keywords answer is {}, not a list",
-                kind(other)
-            ));
-        }
-    };
+    let keywords = listed(body, "keywords", "keywords", "a list")?;
     let mut ids = Vec::new();
-    for keyword in keywords {
+    for keyword in &keywords {
         if keyword_text(keyword) != Some(marker) {
             continue;
         }

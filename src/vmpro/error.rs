@@ -19,6 +19,13 @@ pub enum Step {
     FindVideo,
     /// Reading or deleting a video's keywords, to take the marker off again.
     RemoveMarker,
+    /// `check`'s one look at the VideoManager (does the platform know `video_manager_id`?).
+    CheckVideoManager,
+    /// Does an uploaded video still exist (`GET …/videos/{id}`), before done/ retention deletes
+    /// its file.
+    GetVideo,
+    /// How far the platform has transcoded an uploaded video (`follow_transcoding`).
+    TranscodingStatus,
     UploadUrl,
     Chunk,
 }
@@ -31,6 +38,9 @@ impl std::fmt::Display for Step {
             Step::CreateVideo => "create video",
             Step::FindVideo => "look up video by marker",
             Step::RemoveMarker => "remove marker keyword",
+            Step::CheckVideoManager => "check VideoManager",
+            Step::GetVideo => "check the video still exists",
+            Step::TranscodingStatus => "transcoding status",
             Step::UploadUrl => "get upload URL",
             Step::Chunk => "chunk upload",
         })
@@ -51,6 +61,9 @@ pub enum Disposition {
     RenewUrl,
     /// A chunk refused in a way that means "start over" (out of order, unknown upload).
     RestartContent,
+    /// A chunk refused for its size (413): smaller chunks may pass (the docs suggest up to
+    /// 10 MB; anything above is untested against the platform).
+    ChunkTooLarge,
     /// Storage quota reached (1101): not the file's fault, do not retry now.
     Quota,
     /// Wrong username or password.
@@ -95,15 +108,22 @@ pub fn classify(
         // A refused refresh token: log in with the password again (the caller does that).
         (Step::Refresh, 400 | 401 | 403) => Disposition::RefreshToken,
         (Step::Chunk, 401 | 403) => Disposition::RenewUrl,
+        (Step::Chunk, 413) => Disposition::ChunkTooLarge,
         (Step::Chunk, 400 | 404 | 409 | 410 | 412 | 422) => Disposition::RestartContent,
-        (Step::CreateVideo | Step::UploadUrl | Step::FindVideo | Step::RemoveMarker, 401) => {
-            Disposition::RefreshToken
-        }
+        (
+            Step::CreateVideo
+            | Step::UploadUrl
+            | Step::FindVideo
+            | Step::RemoveMarker
+            | Step::CheckVideoManager
+            | Step::GetVideo
+            | Step::TranscodingStatus,
+            401,
+        ) => Disposition::RefreshToken,
         // The account's rights (the caller refreshes the token once first, so a token issued
         // before a change of rights is not mistaken for them) and the VideoManager in the path.
-        (Step::CreateVideo | Step::UploadUrl, 403) | (Step::CreateVideo, 404) => {
-            Disposition::AccountWide
-        }
+        (Step::CreateVideo | Step::UploadUrl | Step::CheckVideoManager, 403)
+        | (Step::CreateVideo | Step::CheckVideoManager, 404) => Disposition::AccountWide,
         // Redirects are not followed (see `Transport::new`): the answer came from somewhere
         // that is not the API, for every file alike.
         (Step::CreateVideo | Step::UploadUrl | Step::Chunk, 300..=399) => Disposition::AccountWide,
@@ -281,12 +301,30 @@ pub enum VmproError {
     #[error("{step}: unexpected answer from the server: {message}")]
     Protocol { step: Step, message: String },
 
+    /// No request could be sent at all: this machine cannot make the HTTP client (no CA
+    /// certificates for an https:// platform). Every file would fail alike.
+    #[error("cannot build the HTTP client: {message}")]
+    NoClient { message: String },
+
     /// Every try of one request failed; `last` says how.
     #[error("{step}: gave up after {attempts} tries: {last}")]
     GaveUp {
         step: Step,
         attempts: u32,
         last: Box<VmproError>,
+    },
+
+    /// The server refused a chunk for its size (413), and no smaller one is tried: the size
+    /// is the config's (`chosen` false), or auto already halved it down to 1 MiB.
+    #[error(
+        "chunk upload: the server refuses chunks of {}: it answered {status}: {message}",
+        crate::config::human_size(*chunk_size)
+    )]
+    ChunkTooLarge {
+        chunk_size: u64,
+        status: u16,
+        message: String,
+        chosen: bool,
     },
 
     /// The local file could not be read.
@@ -368,6 +406,7 @@ impl VmproError {
             VmproError::Cancelled => Blame::Cancelled,
             // The state store failing is not the file's fault; the pause probes until it works.
             VmproError::NotRecorded { .. } => Blame::AccountOrNetwork,
+            VmproError::NoClient { .. } => Blame::AccountOrNetwork,
             // No usable token (an answer that is not the expected JSON, a redirect, a 404 from
             // a wrong token_url): every file would fail alike, so none of them is to blame.
             VmproError::Status {
@@ -394,7 +433,23 @@ impl VmproError {
             | VmproError::Protocol { .. }
             | VmproError::Read { .. }
             | VmproError::EmptyFile { .. }
+            | VmproError::ChunkTooLarge { .. }
             | VmproError::CreateUnconfirmed { .. } => Blame::File,
+        }
+    }
+
+    /// A 404 on create video: the platform does not know the VideoManager in its URL (which
+    /// names nothing else). A problem of the folders that upload into it, not of every folder.
+    pub fn is_unknown_video_manager(&self) -> bool {
+        match self {
+            VmproError::Status {
+                step: Step::CreateVideo,
+                status: 404,
+                disposition: Disposition::AccountWide,
+                ..
+            } => true,
+            VmproError::GaveUp { last, .. } => last.is_unknown_video_manager(),
+            _ => false,
         }
     }
 
@@ -403,6 +458,7 @@ impl VmproError {
         match self {
             VmproError::Status { status, .. }
             | VmproError::Quota { status, .. }
+            | VmproError::ChunkTooLarge { status, .. }
             | VmproError::Credentials { status, .. } => Some(*status),
             VmproError::GaveUp { last, .. } => last.status(),
             VmproError::CreateUnconfirmed {
@@ -454,6 +510,9 @@ impl VmproError {
             }
             VmproError::Status { .. } => "the platform had an error".into(),
             VmproError::Protocol { .. } => "the platform answered in an unexpected way".into(),
+            VmproError::NoClient { .. } => {
+                "this machine cannot connect to the platform as it is set up; nothing is wrong with the file".into()
+            }
             VmproError::GaveUp { last, .. } => format!("{} (retried until the limit)", last.meaning()),
             VmproError::Read { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => {
@@ -466,6 +525,12 @@ impl VmproError {
                 _ => "the file could not be read".into(),
             },
             VmproError::EmptyFile { .. } => "the file is empty; nothing was sent".into(),
+            VmproError::ChunkTooLarge { chosen: false, .. } => {
+                "the platform refuses chunks of the size set in upload.chunk_size: set a smaller one, or \"auto\" (which halves the size when it is refused); nothing is wrong with the file".into()
+            }
+            VmproError::ChunkTooLarge { chosen: true, .. } => {
+                "the platform refused even the smallest chunks (1 MiB) for their size".into()
+            }
             VmproError::FileChanged { .. } => {
                 "the file was still being written; it is uploaded again once it is stable".into()
             }
@@ -484,6 +549,7 @@ impl VmproError {
         match self {
             VmproError::Status { message, .. }
             | VmproError::Quota { message, .. }
+            | VmproError::ChunkTooLarge { message, .. }
             | VmproError::Credentials { message, .. } => message.clone(),
             VmproError::GaveUp { last, .. } => last.server_message(),
             other => crate::chain(other),

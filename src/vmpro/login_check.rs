@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Platform;
-use super::error::{Disposition, VmproError};
+use super::error::{Disposition, Step, VmproError};
 use crate::config::{AccountSettings, UploadSettings};
 use crate::retry::RetryPolicy;
 
@@ -81,14 +81,14 @@ pub enum LoginProgress<'a> {
 
 /// Logs in with `account`, trying up to `upload.max_attempts` times with the configured
 /// backoff, each try bounded by `upload.request_timeout`, all of it by `budget`. Returns the
-/// number of tries it took.
+/// number of tries it took and the logged-in platform, for [`Platform::check_video_manager`].
 pub async fn check_login(
     account: &AccountSettings,
     upload: &UploadSettings,
     budget: Duration,
     progress: &mut dyn FnMut(LoginProgress<'_>),
     shutdown: &CancellationToken,
-) -> Result<u32, LoginCheckError> {
+) -> Result<(u32, std::sync::Arc<Platform>), LoginCheckError> {
     let single_try = UploadSettings {
         max_attempts: 1,
         ..upload.clone()
@@ -100,7 +100,30 @@ pub async fn check_login(
         let shutdown = shutdown.clone();
         async move { platform.login(&shutdown).await }
     };
-    login_within(attempt, policy, budget, progress, shutdown).await
+    let tries = login_within(attempt, policy, budget, progress, shutdown).await?;
+    Ok((tries, platform))
+}
+
+impl Platform {
+    /// One cheap call into the configured VideoManager (a video search for one video), so that
+    /// `check` can tell a `video_manager_id` the platform does not know (404) or the account may
+    /// not use (403) before the first upload fails on it. Sent once: the caller bounds it.
+    pub async fn check_video_manager(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), VmproError> {
+        let mut url = self.videos_url("")?;
+        url.query_pairs_mut().append_pair("limit", "1");
+        self.api_call(
+            Step::CheckVideoManager,
+            shutdown,
+            &super::api::Unobserved,
+            |token| self.transport.http.get(url.clone()).bearer_auth(token),
+        )
+        .await
+        .map(|_| ())
+        .map_err(single_try_error)
+    }
 }
 
 /// The loop of [`check_login`], with the login itself passed in so that tests can run it on
@@ -176,7 +199,6 @@ fn single_try_error(error: VmproError) -> VmproError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmpro::error::Step;
 
     fn unreachable() -> VmproError {
         VmproError::Unreachable {

@@ -4,8 +4,12 @@
 
 pub(crate) mod api;
 pub(crate) mod auth;
+pub(crate) mod bandwidth;
 pub(crate) mod chunks;
 pub(crate) mod create;
 pub(crate) mod error;
+pub(crate) mod link;
 pub(crate) mod login_check;
 pub(crate) mod login_policy;
+pub(crate) mod system_roots;
+pub(crate) mod transcoding;

@@ -1,7 +1,8 @@
 //! When the account or the platform refuses every file alike (403 "may not create videos", a
-//! wrong `video_manager_id`, a maintenance page, a create answer without `Location`, a wrong
-//! password), `hotfolder run` pauses the queue and moves no file, and resumes once the cause is
-//! gone; a wrong password is not retried into an account lockout. Through the real binary
+//! maintenance page, a create answer without `Location`, a wrong password), `hotfolder run`
+//! pauses the queue and moves no file, and resumes once the cause is gone; a wrong password is
+//! not retried into an account lockout. A wrong `video_manager_id` holds the uploads into that
+//! VideoManager only (see also `operate`), and moves no file either. Through the real binary
 //! against the emulator on 127.0.0.1.
 
 use std::time::Duration;
@@ -143,8 +144,10 @@ async fn a_maintenance_page_pauses_the_queue_and_no_file_moves() {
     .await;
 }
 
+/// The account's `video_manager_id` wrong: every folder uploads into it, so every file waits;
+/// held, not paused (a folder with a right id would go on: `operate`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_video_manager_id_pauses_the_queue_until_the_config_is_fixed() {
+async fn a_wrong_video_manager_id_holds_the_files_until_the_config_is_fixed() {
     let emulator = emulator(|o| o.video_managers = vec![12345]).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
     let config = std::fs::read_to_string(&studio.config).unwrap();
@@ -154,13 +157,23 @@ async fn a_wrong_video_manager_id_pauses_the_queue_until_the_config_is_fixed() {
     let hashes = write_files(&studio);
     let agent = studio.start();
 
-    let reason = paused_reason(&studio).await;
+    let start = std::time::Instant::now();
+    let reason = loop {
+        let status = studio.status_json().await;
+        if let Some(reason) = status["held_video_managers"][0]["reason"].as_str() {
+            assert_eq!(status["queue_paused"], Value::Null, "{status}");
+            break reason.to_owned();
+        }
+        assert!(start.elapsed() < WAIT, "never held: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
-        reason.contains("404") && reason.contains("video_manager_id"),
+        reason.contains("VideoManager 54321") && reason.contains("video_manager_id"),
         "{reason}"
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     nothing_moved(&studio);
+    assert!(status_text(&studio).await.contains("HELD since"));
 
     // The admin fixes the id and reloads.
     std::fs::write(&studio.config, &config).unwrap();
@@ -297,4 +310,33 @@ async fn a_password_rotated_on_the_platform_is_held_until_a_reload_brings_the_ne
     );
     assert_eq!(emulator.stats().logins_refused, 3);
     stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_video_manager_the_platform_does_not_know() {
+    let emulator = emulator(|o| o.video_managers = vec![12345]).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let check = || async {
+        let output = run(hotfolder().arg("check").arg("--config").arg(&studio.config)).await;
+        let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+        (output.status.code(), all)
+    };
+
+    let (code, output) = check().await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("video manager 12345: ok"), "{output}");
+    assert!(output.contains("everything looks good"), "{output}");
+
+    // The login works for any id; only the call into the VideoManager shows it is wrong.
+    let config = std::fs::read_to_string(&studio.config).unwrap();
+    let wrong = config.replace("video_manager_id = 12345", "video_manager_id = 54321");
+    std::fs::write(&studio.config, &wrong).unwrap();
+    let (code, output) = check().await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("login: ok"), "{output}");
+    assert!(
+        output.contains("video manager 54321") && output.contains("check video_manager_id"),
+        "{output}"
+    );
+    assert!(!output.contains("everything looks good"), "{output}");
 }

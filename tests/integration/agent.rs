@@ -34,7 +34,7 @@ async fn a_file_written_slowly_is_uploaded_once_complete() {
     let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"700ms\"");
     let agent = studio.start();
     let path = studio.inbox.join("export.mov");
-    let data = content(3 * MIB + 17, 1);
+    let data = export(&path, 3 * MIB + 17, 1);
     let mut file = std::fs::File::create(&path).unwrap();
     for piece in data.chunks(MIB / 4) {
         file.write_all(piece).unwrap();
@@ -94,7 +94,9 @@ async fn temp_then_rename_exports_and_junk_names() {
     }
     // An export written under a temporary name, then renamed into place.
     let temp = studio.inbox.join("final.mp4.part");
-    let hash = write_file(&temp, 2 * MIB, 4);
+    let data = export("final.mp4", 2 * MIB, 4);
+    std::fs::write(&temp, &data).unwrap();
+    let hash = sha256_hex(&data);
     tokio::time::sleep(Duration::from_millis(800)).await;
     std::fs::rename(&temp, studio.inbox.join("final.mp4")).unwrap();
     let done = studio.done().join("final.mp4");
@@ -201,7 +203,7 @@ async fn a_hundred_files_dropped_at_once_arrive_exactly_once() {
 async fn kill_9_mid_upload_then_restart_finishes_on_the_same_video() {
     let emulator = emulator(slow_server).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
-    let data = content(20 * MIB, 10);
+    let data = export("big.mxf", 20 * MIB, 10);
     std::fs::write(studio.inbox.join("big.mxf"), &data).unwrap();
     for round in 0..3 {
         let mut agent = studio.start();
@@ -321,10 +323,12 @@ async fn quota_pauses_without_moving_files_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_and_empty_files_go_to_failed_with_a_reason() {
     let emulator = emulator(|_| {}).await;
+    // An empty file may be a writer's first step: it goes to failed/ only once it stayed
+    // empty for incomplete_after.
     let studio = Studio::new(
         &emulator,
         FAST_UPLOAD,
-        &format!("{QUICK}\ninclude = [\"*\"]"),
+        &format!("{QUICK}\ninclude = [\"*\"]\nincomplete_after = \"1s\""),
     );
     write_file(&studio.inbox.join("notes.txt"), 100, 14);
     std::fs::write(studio.inbox.join("empty.mov"), b"").unwrap();
@@ -355,7 +359,7 @@ async fn unsupported_and_empty_files_go_to_failed_with_a_reason() {
         "nothing sent for the empty file"
     );
     // Moving a failed file back tries it again.
-    std::fs::write(&empty, b"now with content").unwrap();
+    write_file(&empty, 2000, 14);
     std::fs::rename(&empty, studio.inbox.join("empty.mov")).unwrap();
     eventually(WAIT, "retried file in done/", || {
         arrived(&studio.done().join("empty.mov"))
@@ -369,7 +373,7 @@ async fn a_file_modified_during_upload_is_uploaded_again_to_the_same_video() {
     let emulator = emulator(slow_server).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
     let path = studio.inbox.join("m.mov");
-    std::fs::write(&path, content(8 * MIB, 15)).unwrap();
+    write_file(&path, 8 * MIB, 15);
     let agent = studio.start();
     eventually(WAIT, "upload started", || {
         emulator
@@ -383,7 +387,7 @@ async fn a_file_modified_during_upload_is_uploaded_again_to_the_same_video() {
         .append(true)
         .open(&path)
         .unwrap();
-    file.write_all(&content(MIB, 16)).unwrap();
+    file.write_all(&free_box(MIB, 16)).unwrap();
     drop(file);
     let expected = std::fs::read(&path).unwrap();
     let done = studio.done().join("m.mov");
@@ -485,7 +489,7 @@ async fn demo_uploads_its_sample_and_keeps_watching_until_ctrl_c() {
     eventually(WAIT, "the sample in done/ with its sidecar", || {
         files_under(&done)
             .iter()
-            .any(|f| f.ends_with(".mp4.upload.json"))
+            .any(|f| f.ends_with(".mov.upload.json"))
     })
     .await;
     // It keeps watching: a file the user drops arrives too.
@@ -508,7 +512,7 @@ async fn a_file_replaced_while_hotfolder_was_stopped_is_sent_again_whole() {
     let emulator = emulator(slow_server).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
     let path = studio.inbox.join("re.mov");
-    std::fs::write(&path, content(10 * MIB, 1)).unwrap();
+    write_file(&path, 10 * MIB, 1);
     let mut agent = studio.start();
     eventually(WAIT, "a few chunks received", || {
         emulator
@@ -521,7 +525,7 @@ async fn a_file_replaced_while_hotfolder_was_stopped_is_sent_again_whole() {
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
     // The editor re-exports over the same name, same size, while hotfolder is down.
-    let new = content(10 * MIB, 2);
+    let new = export(&path, 10 * MIB, 2);
     std::fs::write(&path, &new).unwrap();
     let agent = studio.start();
     let done = studio.done().join("re.mov");
@@ -628,7 +632,7 @@ async fn a_watched_folder_that_disappears_is_reported_and_watched_again_when_bac
     // It comes back, and a file dropped there is noticed without waiting for a rescan.
     std::fs::create_dir(&studio.inbox).unwrap();
     let second = studio.inbox.join("second.mov");
-    let data = content(2 * MIB + 5, 42);
+    let data = export(&second, 2 * MIB + 5, 42);
     std::fs::write(&second, &data).unwrap();
     eventually(Duration::from_secs(20), "second.mov in done/", || {
         arrived(&studio.done().join("second.mov"))
@@ -679,7 +683,7 @@ async fn a_dead_folder_watcher_makes_the_agent_exit_for_a_restart_and_nothing_is
     let emulator = emulator(|_| {}).await;
     let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"5s\"");
     let path = studio.inbox.join("waiting.mov");
-    let data = content(3 * MIB, 61);
+    let data = export(&path, 3 * MIB, 61);
     std::fs::write(&path, &data).unwrap();
     let log = std::fs::File::create(studio.stderr_log()).unwrap();
     let mut agent = hotfolder()
@@ -733,7 +737,7 @@ async fn upload_with_done_blocked(
     .await;
     let _ = std::fs::remove_dir_all(studio.done());
     std::fs::write(studio.done(), b"in the way").unwrap();
-    let data = content(1500, seed);
+    let data = export(name, 1500, seed);
     std::fs::write(studio.inbox.join(name), &data).unwrap();
     eventually(WAIT, "the failed move logged", || {
         studio.log_text().contains("tried again every")
@@ -776,7 +780,7 @@ async fn a_stop_while_the_platform_is_creating_the_video_does_not_make_a_second_
     let studio = Studio::new(&emulator, &upload, QUICK);
     let agent = studio.start();
     let path = studio.inbox.join("slow-create.mov");
-    let data = content(MIB + 3, 81);
+    let data = export(&path, MIB + 3, 81);
     std::fs::write(&path, &data).unwrap();
     eventually(WAIT, "the video exists on the platform", || {
         !emulator.videos().is_empty()

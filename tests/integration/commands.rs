@@ -231,7 +231,7 @@ async fn emulator_and_demo_keep_running_when_stdout_is_closed() {
     eventually(WAIT, "the demo's sample in done/", || {
         files_under(&demo_dir.join("done"))
             .iter()
-            .any(|f| f.ends_with(".mp4.upload.json"))
+            .any(|f| f.ends_with(".mov.upload.json"))
     })
     .await;
     signal(&demo, 2);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hotfolder::{ConfigError, ConfigProblem, PasswordSource, STARTER_CONFIG, Settings};
+use hotfolder::{ChunkSize, ConfigError, ConfigProblem, PasswordSource, STARTER_CONFIG, Settings};
 use proptest::prelude::*;
 use secrecy::ExposeSecret as _;
 
@@ -110,11 +110,11 @@ fn starter_config_loads_once_its_folder_exists() {
         settings.account.password_source,
         PasswordSource::Env("PATH".into())
     );
-    assert_eq!(settings.upload.chunk_size, 8 * 1024 * 1024);
+    assert_eq!(settings.upload.chunk_size, ChunkSize::Auto);
     assert_eq!(settings.upload.parallel, 2);
     assert_eq!(settings.upload.max_attempts, 8);
     assert_eq!(settings.upload.backoff_max, Duration::from_secs(60));
-    assert_eq!(settings.upload.bandwidth_limit, None);
+    assert!(settings.upload.bandwidth.is_unlimited());
     assert_eq!(settings.log.keep_files, 14);
     assert_eq!(settings.folders.len(), 1);
     let folder = &settings.folders[0];
@@ -197,6 +197,27 @@ fn keep_jobs_for_defaults_to_90_days_and_must_be_positive() {
         with_folder("")
     ));
     problem_at(&problems, "state.keep_jobs_for");
+}
+
+#[test]
+fn follow_transcoding_is_off_unless_a_folder_asks_and_check_shows_it() {
+    let setup = Setup::new();
+    let settings = setup.load(&with_folder("")).unwrap();
+    assert!(!settings.folders[0].follow_transcoding);
+    assert!(settings.describe().contains("follow_transcoding = false\n"));
+    let settings = setup
+        .load(&with_folder("follow_transcoding = true"))
+        .unwrap();
+    assert!(settings.folders[0].follow_transcoding);
+    assert!(
+        settings
+            .describe()
+            .contains("follow_transcoding = true  # transcoding followed for up to 2 h"),
+        "{}",
+        settings.describe()
+    );
+    let problems = setup.problems(&with_folder("follow_transcoding = \"yes\""));
+    problem_at(&problems, "folder[1].follow_transcoding");
 }
 
 #[test]
@@ -301,18 +322,172 @@ fn chunk_size_bounds_are_inclusive() {
     let settings = setup
         .load(&format!("{ACCOUNT}\n[upload]\nchunk_size = \"16MiB\"\n"))
         .unwrap();
-    assert_eq!(settings.upload.chunk_size, 16 * 1024 * 1024);
+    assert_eq!(
+        settings.upload.chunk_size,
+        ChunkSize::Fixed(16 * 1024 * 1024)
+    );
+    for auto in ["auto", "Auto", " AUTO "] {
+        let settings = setup
+            .load(&format!("{ACCOUNT}\n[upload]\nchunk_size = {auto:?}\n"))
+            .unwrap();
+        assert_eq!(settings.upload.chunk_size, ChunkSize::Auto, "{auto}");
+    }
 }
 
 #[test]
-fn bandwidth_limit_reads_a_rate() {
+fn chunk_size_is_auto_by_default_and_a_typo_says_what_else_it_takes() {
     let setup = Setup::new();
+    let settings = setup.load(ACCOUNT).unwrap();
+    assert_eq!(settings.upload.chunk_size, ChunkSize::Auto);
+    assert!(
+        settings
+            .describe()
+            .contains("chunk_size = \"auto\"  # auto (8..64 MiB by the measured link)"),
+        "{}",
+        settings.describe()
+    );
+    let problems = setup.problems(&format!("{ACCOUNT}\n[upload]\nchunk_size = \"atuo\"\n"));
+    let problem = problem_at(&problems, "upload.chunk_size");
+    assert!(problem.message.contains("or \"auto\""), "{problem}");
+    let problems = setup.problems(&format!("{ACCOUNT}\n[upload]\nchunk_size = true\n"));
+    let problem = problem_at(&problems, "upload.chunk_size");
+    assert!(problem.message.contains("\"auto\", or a size"), "{problem}");
+}
+
+#[test]
+fn bandwidth_limit_reads_a_rate_in_bytes_or_bits() {
+    let setup = Setup::new();
+    for (written, bytes) in [
+        ("20 MiB/s", 20 * 1024 * 1024),
+        ("20 MB/s", 20_000_000),
+        ("100 Mbit/s", 12_500_000),
+        ("1 Gbit/s", 125_000_000),
+        ("800 kbit/s", 100_000),
+    ] {
+        let settings = setup
+            .load(&format!(
+                "{ACCOUNT}\n[upload]\nbandwidth_limit = \"{written}\"\n"
+            ))
+            .unwrap();
+        match settings.upload.bandwidth {
+            hotfolder::BandwidthPlan::Fixed(rate) => {
+                assert_eq!(rate.bytes_per_second, bytes, "{written}");
+                assert_eq!(rate.to_string(), written);
+            }
+            other => panic!("{written}: {other:?}"),
+        }
+    }
+}
+
+/// Second hostile test of issue 13, D5: "100 MBps" was read as 100 megabits (it contains
+/// "bps"). A capital B is bytes, a small b bits; all capitals say neither and are refused.
+#[test]
+fn bandwidth_limit_reads_a_capital_b_as_bytes_and_refuses_shouted_units() {
+    let setup = Setup::new();
+    for (written, bytes, bits) in [
+        ("100 MBps", 100_000_000, false),
+        ("100 KBps", 100_000, false),
+        ("1 GBps", 1_000_000_000, false),
+        ("100 Mbps", 12_500_000, true),
+    ] {
+        let settings = setup
+            .load(&format!(
+                "{ACCOUNT}\n[upload]\nbandwidth_limit = \"{written}\"\n"
+            ))
+            .unwrap();
+        match settings.upload.bandwidth {
+            hotfolder::BandwidthPlan::Fixed(rate) => {
+                assert_eq!(
+                    (rate.bytes_per_second, rate.bits),
+                    (bytes, bits),
+                    "{written}"
+                );
+            }
+            other => panic!("{written}: {other:?}"),
+        }
+    }
+    let problems = setup.problems(&format!(
+        "{ACCOUNT}\n[upload]\nbandwidth_limit = \"100 MBPS\"\n"
+    ));
+    let problem = problem_at(&problems, "upload.bandwidth_limit");
+    assert!(problem.message.contains("ambiguous"), "{problem}");
+}
+
+/// Second hostile test of issue 13, D13: "0" was told to write "0 MiB/s", which was then
+/// refused too; "off" was told to write a size. Both now say what to do instead.
+#[test]
+fn a_bandwidth_limit_of_zero_or_off_says_what_to_write_instead() {
+    let setup = Setup::new();
+    for value in ["0", "\"0\"", "\"0 MiB/s\""] {
+        let problems = setup.problems(&format!("{ACCOUNT}\n[upload]\nbandwidth_limit = {value}\n"));
+        let problem = problem_at(&problems, "upload.bandwidth_limit");
+        assert!(
+            problem.message.contains("remove the key") || problem.message.contains("leave it out"),
+            "{value}: {problem}"
+        );
+        assert!(
+            !problem.message.contains("write \"0 MiB/s\""),
+            "{value}: {problem}"
+        );
+    }
+    let problems = setup.problems(&format!("{ACCOUNT}\n[upload]\nbandwidth_limit = \"off\"\n"));
+    let problem = problem_at(&problems, "upload.bandwidth_limit");
+    assert!(
+        problem.message.contains("is not a limit") && problem.message.contains("remove the key"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn a_bandwidth_without_a_unit_is_refused_with_the_reason() {
+    let setup = Setup::new();
+    for value in ["20", "\"20\""] {
+        let problems = setup.problems(&format!("{ACCOUNT}\n[upload]\nbandwidth_limit = {value}\n"));
+        let problem = problem_at(&problems, "upload.bandwidth_limit");
+        assert!(problem.message.contains("no unit"), "{problem}");
+        assert!(problem.message.contains("20 Mbit/s"), "{problem}");
+    }
+}
+
+#[test]
+fn bandwidth_schedule_problems_name_the_entry() {
+    let setup = Setup::new();
+    let problems = setup.problems(&format!(
+        "{ACCOUNT}\n[upload]\nbandwidth_schedule = \"Mon-Fri 08:00,20MiB/s Mon-Fri 19:00,fast Sat 25:00,off\"\n"
+    ));
+    let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("upload.bandwidth_schedule")
+                && m.contains("entry 2 \"Mon-Fri 19:00,fast\"")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("entry 3 \"Sat 25:00,off\"") && m.contains("HH:MM")),
+        "{messages:#?}"
+    );
+}
+
+#[test]
+fn a_limit_and_a_schedule_together_are_refused() {
+    let setup = Setup::new();
+    let problems = setup.problems(&format!(
+        "{ACCOUNT}\n[upload]\nbandwidth_limit = \"20 MiB/s\"\nbandwidth_schedule = \"Mon-Fri 19:00,off\"\n"
+    ));
+    let problem = problem_at(&problems, "upload.bandwidth_limit");
+    assert!(problem.message.contains("bandwidth_schedule"), "{problem}");
     let settings = setup
         .load(&format!(
-            "{ACCOUNT}\n[upload]\nbandwidth_limit = \"20 MiB/s\"\n"
+            "{ACCOUNT}\n[upload]\nbandwidth_schedule = \"Mon-Fri 08:00,20MiB/s Mon-Fri 19:00,off\"\n"
         ))
         .unwrap();
-    assert_eq!(settings.upload.bandwidth_limit, Some(20 * 1024 * 1024));
+    assert!(matches!(
+        settings.upload.bandwidth,
+        hotfolder::BandwidthPlan::Scheduled(_)
+    ));
 }
 
 #[test]
@@ -821,7 +996,10 @@ fn describe_shows_effective_settings_without_the_password() {
         described.contains("password = \"*** (inline in the config file)\""),
         "{described}"
     );
-    assert!(described.contains("chunk_size = \"8 MiB\""), "{described}");
+    assert!(
+        described.contains("chunk_size = \"auto\"  # auto (8..64 MiB by the measured link)"),
+        "{described}"
+    );
     assert!(described.contains("channel = 7"), "{described}");
     assert!(
         described.contains(&format!(
@@ -920,7 +1098,10 @@ proptest! {
         let config = format!("{ACCOUNT}\n[upload]\nchunk_size = {}\n", toml_string(&text));
         match setup.load(&config) {
             Ok(settings) => {
-                prop_assert!((1 << 20..=64 << 20).contains(&settings.upload.chunk_size));
+                match settings.upload.chunk_size {
+                    ChunkSize::Fixed(size) => prop_assert!((1 << 20..=64 << 20).contains(&size)),
+                    ChunkSize::Auto => prop_assert!(text.trim().eq_ignore_ascii_case("auto")),
+                }
             }
             Err(ConfigError::Invalid { problems, .. }) => {
                 prop_assert!(

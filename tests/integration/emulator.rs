@@ -1236,3 +1236,118 @@ async fn an_unknown_video_manager_is_answered_404() {
     let answer = create_video(&client, &emulator, &token, json!({"fileName": "a.mp4"})).await;
     assert_eq!(answer.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_sink_checks_order_and_counts_chunks_without_hashing_them() {
+    let emulator = start_emulator(EmulatorOptions {
+        sink: true,
+        ..Default::default()
+    })
+    .await;
+    let upload = Upload::new(&emulator).await;
+    let url = upload.upload_url(&emulator).await;
+    let data = content(300_000, 21);
+    assert_eq!(
+        upload.chunk_status(&url, 3, 1, &data[..100_000]).await,
+        StatusCode::ACCEPTED
+    );
+    // Out of order and a changed total are refused as without the sink.
+    let skipped = upload.chunk(&url, 3, 3, &data[200_000..]).await.unwrap();
+    assert_eq!(skipped.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        skipped.json::<Value>().await.unwrap()["message"],
+        "chunk 3 out of order: expected 2"
+    );
+    assert_eq!(
+        upload
+            .chunk_status(&url, 4, 2, &data[100_000..200_000])
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        upload
+            .chunk_status(&url, 3, 2, &data[100_000..200_000])
+            .await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        upload.chunk_status(&url, 3, 3, &data[200_000..]).await,
+        StatusCode::CREATED
+    );
+    let record = upload.record(&emulator);
+    assert!(record.complete);
+    assert_eq!(
+        (record.chunks_received, record.bytes_received),
+        (3, 300_000)
+    );
+    assert_eq!(record.sha256, None, "a sink does not hash");
+    // Every body byte that arrived is counted, the refused ones too.
+    let stats = emulator.stats();
+    assert_eq!(stats.bytes_received, 300_000 + 100_000 + 100_000);
+    assert_eq!(stats.chunks_accepted, 3);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_model_delays_every_answer_and_shares_one_rate() {
+    let emulator = start_emulator(EmulatorOptions {
+        latency: Duration::from_millis(50),
+        link_rate: Some(8 << 20),
+        sink: true,
+        ..Default::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let first = Upload::new(&emulator).await;
+    // Login and create: two answers, each one latency away.
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    let second = Upload::new(&emulator).await;
+    let (url_1, url_2) = (
+        first.upload_url(&emulator).await,
+        second.upload_url(&emulator).await,
+    );
+    let chunk = content(2 << 20, 22);
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        first.chunk_status(&url_1, 1, 1, &chunk),
+        second.chunk_status(&url_2, 1, 1, &chunk)
+    );
+    let took = started.elapsed();
+    assert_eq!((a, b), (StatusCode::CREATED, StatusCode::CREATED));
+    // 4 MiB over one 8 MiB/s link: half a second for both together, then the answer.
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunks_over_max_chunk_size_are_refused_with_413_before_their_body_counts() {
+    let emulator = start_emulator(EmulatorOptions {
+        max_chunk_size: Some(1 << 20),
+        ..Default::default()
+    })
+    .await;
+    let upload = Upload::new(&emulator).await;
+    let url = upload.upload_url(&emulator).await;
+    let data = content((1 << 20) + 1, 23);
+    let refused = upload.chunk(&url, 1, 1, &data).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let message = refused.json::<Value>().await.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("larger than the 1048576 bytes"),
+        "{message}"
+    );
+    assert_eq!(upload.record(&emulator).chunks_received, 0);
+    assert_eq!(emulator.stats().chunks_too_large, 1);
+    // Exactly the limit is fine.
+    assert_eq!(
+        upload.chunk_status(&url, 2, 1, &data[..1 << 20]).await,
+        StatusCode::ACCEPTED
+    );
+    emulator.shutdown().await;
+}

@@ -469,8 +469,14 @@ async fn a_name_that_is_not_utf8_is_uploaded_and_its_bytes_kept_in_the_sidecar()
             .any(|l| l.contains("WARN") && l.contains("not valid UTF-8")),
         "{log}"
     );
-    // Both forms of status show it, without failing on the name.
-    let json = studio.status_json().await;
+    // Both forms of status show it, without failing on the name. The sidecar (which
+    // `arrived` waits for) is written just before the store records the move: wait for that.
+    let mut json = studio.status_json().await;
+    let started = std::time::Instant::now();
+    while json["recent"][0].is_null() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        json = studio.status_json().await;
+    }
     assert_eq!(
         json["recent"][0]["path"],
         studio.inbox.join(lossy).to_string_lossy().as_ref()

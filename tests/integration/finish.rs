@@ -52,7 +52,7 @@ async fn a_long_name_already_taken_in_done_is_numbered_within_the_name_limit() {
     };
     let mut exports = Vec::new();
     for round in 0..3u64 {
-        let data = content(1000 + round as usize, 90 + round);
+        let data = export(&path, 1000 + round as usize, 90 + round);
         std::fs::write(&path, &data).unwrap();
         exports.push(data);
         eventually(WAIT, &format!("export {round} delivered"), || {
@@ -131,7 +131,7 @@ async fn a_kill_between_the_move_and_its_record_ends_the_job_as_done() {
     std::fs::write(studio.done(), b"in the way").unwrap();
     let agent = studio.start();
     let path = studio.inbox.join("clip.mov");
-    let data = content(1500, 15);
+    let data = export(&path, 1500, 15);
     std::fs::write(&path, &data).unwrap();
     eventually(WAIT, "the failed move logged", || {
         studio.log_text().contains("tried again every")
@@ -304,7 +304,7 @@ async fn a_slow_copy_to_done_delays_neither_ready_nor_the_watchdog_nor_a_stop() 
     let notify = NotifySocket::bind(studio.dir.path());
     let agent = start_notified(&studio, &notify);
     let one = studio.inbox.join("one.mov");
-    let one_data = content(2 * MIB, 81);
+    let one_data = export(&one, 2 * MIB, 81);
     std::fs::write(&one, &one_data).unwrap();
     eventually(WAIT, "the failed move logged", || {
         studio.log_text().contains("tried again every")
@@ -328,7 +328,7 @@ async fn a_slow_copy_to_done_delays_neither_ready_nor_the_watchdog_nor_a_stop() 
 
     // 2. A stop during a copy is prompt; the file stays in the inbox, no partial copy is left.
     let two = studio.inbox.join("two.mov");
-    let two_data = content(MIB + 7, 82);
+    let two_data = export(&two, MIB + 7, 82);
     std::fs::write(&two, &two_data).unwrap();
     eventually(WAIT, "two.mov's copy started", || copying(&studio) == 2).await;
     let (status, took) = stop(agent).await;

@@ -96,7 +96,7 @@ async fn a_slow_create_answer_makes_exactly_one_video() {
     let upload = FAST_UPLOAD.replace("request_timeout = \"2s\"", "request_timeout = \"1s\"");
     let studio = Studio::new(&emulator, &upload, QUICK);
     let agent = studio.start();
-    let data = content(3 * MIB + 1, 41);
+    let data = export("slow-answer.mov", 3 * MIB + 1, 41);
     std::fs::write(studio.inbox.join("slow-answer.mov"), &data).unwrap();
     let done = studio.done().join("slow-answer.mov");
     eventually(WAIT, "slow-answer.mov in done/", || arrived(&done)).await;
@@ -164,7 +164,7 @@ async fn a_search_lagging_past_lookup_wait_leaves_duplicates_that_are_reported()
     let upload = format!("{FAST_UPLOAD}bandwidth_limit = \"1 MiB/s\"\n");
     let studio = Studio::new(&emulator, &upload, QUICK);
     let agent = studio.start();
-    let data = content(3 * MIB, 42);
+    let data = export("lag.mov", 3 * MIB, 42);
     std::fs::write(studio.inbox.join("lag.mov"), &data).unwrap();
     let done = studio.done().join("lag.mov");
     eventually(WAIT, "lag.mov in done/", || arrived(&done)).await;
@@ -209,7 +209,7 @@ async fn kill_9_while_the_create_answer_is_on_its_way_makes_exactly_one_video() 
     let upload = FAST_UPLOAD.replace("request_timeout = \"2s\"", "request_timeout = \"30s\"");
     let studio = Studio::new(&emulator, &upload, QUICK);
     let mut agent = studio.start();
-    let data = content(2 * MIB, 43);
+    let data = export("killed.mov", 2 * MIB, 43);
     std::fs::write(studio.inbox.join("killed.mov"), &data).unwrap();
     eventually(WAIT, "the video exists on the platform", || {
         !emulator.videos().is_empty()
@@ -237,7 +237,7 @@ async fn without_tag_videos_a_lost_create_answer_fails_the_file_saying_what_to_c
     let upload = format!("{FAST_UPLOAD}tag_videos = false\n");
     let studio = Studio::new(&emulator, &upload, QUICK);
     let agent = studio.start();
-    let data = content(MIB + 9, 44);
+    let data = export("untagged.mov", MIB + 9, 44);
     std::fs::write(studio.inbox.join("untagged.mov"), &data).unwrap();
     let failed = studio.failed().join("untagged.mov");
     eventually(WAIT, "untagged.mov in failed/", || arrived(&failed)).await;
@@ -273,7 +273,7 @@ async fn without_tag_videos_a_kill_during_the_create_is_reported_after_the_resta
     );
     let studio = Studio::new(&emulator, &upload, QUICK);
     let mut agent = studio.start();
-    std::fs::write(studio.inbox.join("cut.mov"), content(MIB, 45)).unwrap();
+    write_file(&studio.inbox.join("cut.mov"), MIB, 45);
     eventually(WAIT, "the video exists on the platform", || {
         !emulator.videos().is_empty()
     })
@@ -313,7 +313,7 @@ async fn a_marker_that_cannot_be_removed_never_fails_the_file_and_comes_off_late
         &format!("{QUICK}\nkeywords = [\"studio\"]"),
     );
     let agent = studio.start();
-    let data = content(MIB + 3, 46);
+    let data = export("tagged.mov", MIB + 3, 46);
     std::fs::write(studio.inbox.join("tagged.mov"), &data).unwrap();
     let done = studio.done().join("tagged.mov");
     eventually(WAIT, "tagged.mov in done/", || arrived(&done)).await;
@@ -356,7 +356,7 @@ async fn an_empty_video_left_by_a_refused_lookup_is_reported_and_unmarked_later(
     emulator.set_search_refused(true);
     let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
     let agent = studio.start();
-    std::fs::write(studio.inbox.join("refused.mov"), content(MIB, 47)).unwrap();
+    write_file(&studio.inbox.join("refused.mov"), MIB, 47);
     let failed = studio.failed().join("refused.mov");
     eventually(WAIT, "refused.mov in failed/", || arrived(&failed)).await;
     stop(agent).await;

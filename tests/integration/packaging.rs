@@ -1,6 +1,6 @@
 //! The service files in packaging/: the systemd units say what an admin relies on (notify,
-//! watchdog, restarts, directories, credentials, sandbox) and pass `systemd-analyze verify`
-//! where that tool runs; the launchd plist is a valid plist with the keys launchd needs; the
+//! watchdog, restarts, directories, credentials, sandbox, the one capability) and pass
+//! `systemd-analyze verify` where that tool runs; the launchd plist is a valid plist with the keys launchd needs; the
 //! config the install notes tell an admin to write is one hotfolder accepts.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,11 @@ const SYSTEM_UNIT: &str = "packaging/systemd/hotfolder.service";
 const USER_UNIT: &str = "packaging/systemd/hotfolder-user.service";
 const PLIST: &str = "packaging/launchd/com.movingimage.hotfolder.plist";
 const INSTALL_NOTES: &str = "packaging/README.md";
+/// The plist's program: launchd needs an absolute path.
 const INSTALLED_BINARY: &str = "/usr/local/bin/hotfolder";
+/// The units' program: a bare name, which systemd looks up in /usr/local/bin, then /usr/bin
+/// (the Debian package's), so one unit serves both installs.
+const UNIT_COMMAND: &str = "hotfolder";
 
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -134,15 +138,16 @@ fn system_unit_has_the_service_directives_the_agent_relies_on() {
     );
     expect(
         "ExecStart",
-        "/usr/local/bin/hotfolder run --config /etc/hotfolder/config.toml",
+        "hotfolder run --config /etc/hotfolder/config.toml",
     );
     expect("ExecReload", "/bin/kill -HUP $MAINPID");
     expect("User", "hotfolder");
     expect("Group", "hotfolder");
     expect("UMask", "0027");
-    // The config defaults of [state] dir and [log] dir come from these.
+    // The config default of [state] dir comes from this.
     expect("StateDirectory", "hotfolder");
-    expect("LogsDirectory", "hotfolder");
+    // The log goes to the journal, with no second copy in files unless asked for.
+    assert_eq!(unit.get("Service", "LogsDirectory"), None);
     expect("ConfigurationDirectory", "hotfolder");
     expect("LoadCredential", "password:/etc/hotfolder/password");
     assert_eq!(
@@ -200,6 +205,57 @@ fn system_unit_is_sandboxed() {
     }
 }
 
+/// A capability list as systemd applies it: lines add up, an empty one clears what came before.
+fn capabilities(unit: &UnitFile, key: &str) -> Vec<String> {
+    let mut list = Vec::new();
+    for value in unit.all("Service", key) {
+        if value.is_empty() {
+            list.clear();
+        }
+        for cap in value.split_whitespace() {
+            assert!(
+                !cap.starts_with('~'),
+                "{key}={value}: keep the list explicit"
+            );
+            list.push(cap.to_string());
+        }
+    }
+    list
+}
+
+/// Before a file is queued the agent takes a read lease on it for an instant, to learn whether
+/// any process on the machine still has it open for writing (src/ready/writers.rs). The editors'
+/// files are not the service user's, so the system unit grants CAP_LEASE, and nothing else.
+#[test]
+fn system_unit_grants_the_lease_the_writer_check_needs_and_nothing_more() {
+    let unit = system_unit();
+    assert_eq!(capabilities(&unit, "AmbientCapabilities"), ["CAP_LEASE"]);
+    // An ambient capability outside the bounding set is dropped without a word.
+    assert_eq!(capabilities(&unit, "CapabilityBoundingSet"), ["CAP_LEASE"]);
+    // Ambient capabilities survive NoNewPrivileges; the sandbox stays as it was.
+    assert_eq!(unit.get("Service", "NoNewPrivileges"), Some("yes"));
+    assert_eq!(unit.get("Service", "User"), Some("hotfolder"));
+    // The lease and SIGIO's disposition are calls @system-service allows and the deny list
+    // does not take away: fcntl (in @file-system) and rt_sigaction (in @signal).
+    assert_eq!(
+        unit.all("Service", "SystemCallFilter"),
+        ["@system-service", "~@privileged @resources"]
+    );
+}
+
+#[test]
+fn user_unit_asks_for_no_capability_a_user_manager_cannot_grant() {
+    let unit = user_unit();
+    for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
+        assert_eq!(
+            unit.get("Service", key),
+            None,
+            "{USER_UNIT}: a user manager has no capabilities to hand out; with {key}= the \
+             service would not start"
+        );
+    }
+}
+
 #[test]
 fn user_unit_runs_as_the_user_with_the_same_config_and_state_as_the_shell() {
     let unit = user_unit();
@@ -213,7 +269,7 @@ fn user_unit_runs_as_the_user_with_the_same_config_and_state_as_the_shell() {
     );
     assert_eq!(
         unit.get("Service", "ExecStart"),
-        Some("/usr/local/bin/hotfolder run --config %E/hotfolder/config.toml"),
+        Some("hotfolder run --config %E/hotfolder/config.toml"),
         "%E is ~/.config in a user unit: the config `hotfolder init` writes"
     );
     // A user manager cannot switch users, and a unit that tried would not start.
@@ -236,14 +292,14 @@ fn with_built_binary(unit_text: &str) -> String {
     let lines: Vec<String> = unit_text
         .lines()
         .map(|line| match line.strip_prefix("ExecStart=") {
-            Some(command) if command.starts_with(INSTALLED_BINARY) => {
+            Some(command) if command.starts_with(&format!("{UNIT_COMMAND} ")) => {
                 rewritten += 1;
-                format!("ExecStart={built}{}", &command[INSTALLED_BINARY.len()..])
+                format!("ExecStart={built}{}", &command[UNIT_COMMAND.len()..])
             }
             _ => line.to_string(),
         })
         .collect();
-    assert_eq!(rewritten, 1, "one ExecStart={INSTALLED_BINARY} line");
+    assert_eq!(rewritten, 1, "one ExecStart={UNIT_COMMAND} line");
     lines.join("\n") + "\n"
 }
 
@@ -635,11 +691,10 @@ fn plist_parses_and_has_what_launchd_needs() {
         as_object(&top["KeepAlive"], "KeepAlive")["SuccessfulExit"],
         false
     );
+    // launchd never rotates such a file: the agent logs to its daily files (and a start-up
+    // failure too, tests/integration/install.rs).
     for key in ["StandardOutPath", "StandardErrorPath"] {
-        let log = top[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{key} is a string"));
-        assert!(log.starts_with('/'), "{key} {log} is not absolute");
+        assert!(!top.contains_key(key), "{key}: a log file nothing rotates");
     }
     assert_eq!(top["ProcessType"], "Background");
     assert!(
@@ -719,10 +774,10 @@ fn documented_config_reads_the_credential_the_unit_loads() {
         state_dir.map(PathBuf::from),
         Some(Path::new("/var/lib").join(unit.get("Service", "StateDirectory").unwrap()))
     );
-    let log_dir = config["log"]["dir"].as_str();
-    assert_eq!(
-        log_dir.map(PathBuf::from),
-        Some(Path::new("/var/log").join(unit.get("Service", "LogsDirectory").unwrap()))
+    // No [log] dir: under systemd the journal is the log (a dir would add files as well).
+    assert!(
+        config.get("log").is_none(),
+        "the notes ask for a second copy of the log"
     );
     // The folder the notes watch is the one the unit makes writable.
     let folder = config["folder"][0]["path"].as_str().unwrap();

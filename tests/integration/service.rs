@@ -155,6 +155,16 @@ async fn sighup_adds_a_folder_and_refuses_a_broken_config() {
         "{}",
         studio.log_text()
     );
+    // Second hostile test of issue 13, D13: one readable line, no literal `\n` in it.
+    let log = studio.log_text();
+    let refusal = log
+        .lines()
+        .find(|line| line.contains("config reload refused"))
+        .unwrap();
+    assert!(
+        !refusal.contains("\\n") && refusal.contains("chunk_size"),
+        "{refusal}"
+    );
     write_file(&second.join("c.mov"), 2000, 3);
     write_file(&studio.inbox.join("a.mov"), 2000, 4);
     eventually(WAIT, "both still watched", || {

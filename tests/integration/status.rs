@@ -327,3 +327,55 @@ async fn a_pause_from_an_earlier_run_is_not_shown_after_a_restart() {
     assert!(!text.contains("PAUSED"), "{text}");
     stop(agent).await;
 }
+
+/// Issue 10's follow-up: a rate that counted waiting (a platform away for seconds before the
+/// first chunk) showed a fast link as slow, and the log, the sidecar and `status` each gave
+/// their own figure for one upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upload_has_one_rate_and_waiting_for_the_platform_does_not_lower_it() {
+    let emulator = emulator(|_| {}).await;
+    // Every request fails until the platform comes back: the create waits through retries and
+    // a pause.
+    emulator.set_faults(hotfolder::Faults {
+        seed: 3,
+        error_rate: 1.0,
+        ..Default::default()
+    });
+    let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"300ms\"");
+    let file = studio.inbox.join("wait.mov");
+    write_file(&file, 4 * MIB, 5);
+    let agent = studio.start();
+    let away = Duration::from_secs(3);
+    tokio::time::sleep(away).await;
+    emulator.set_faults(hotfolder::Faults::default());
+    let done = studio.done().join("wait.mov");
+    eventually(WAIT, "wait.mov in done/", || arrived(&done)).await;
+    stop(agent).await;
+
+    let json = status_json(&studio, &[]).await;
+    let rate = json["recent"][0]["bytes_per_second"]
+        .as_f64()
+        .expect("a rate");
+    // 4 MiB over at least the 3 s away would be under 1.4 MiB/s; loopback sends it far faster.
+    assert!(
+        rate > (4 * MIB) as f64 / away.as_secs_f64() * 3.0,
+        "{rate} B/s counts the wait"
+    );
+    let in_sidecar = sidecar(&done)["bytes_per_second"].as_f64().unwrap();
+    assert!(
+        (rate - in_sidecar).abs() <= rate * 1e-6,
+        "{rate} vs {in_sidecar}"
+    );
+    let shown = hotfolder::human_rate(rate);
+    let log = studio.log_text();
+    let uploaded = log
+        .lines()
+        .find(|line| line.contains("wait.mov") && line.contains("uploaded ("))
+        .unwrap_or_else(|| panic!("no uploaded line in\n{log}"));
+    assert!(
+        uploaded.contains(&shown),
+        "log says {uploaded}, status {shown}"
+    );
+    let text = status_text(&studio, &["--recent", "5"]).await;
+    assert!(text.contains(&shown), "{text}");
+}

@@ -13,7 +13,7 @@ use crate::util::*;
 const QUICK: &str = "stable_for = \"300ms\"";
 const WAIT: Duration = Duration::from_secs(30);
 
-fn videos_named(emulator: &Emulator, file_name: &str) -> Vec<hotfolder::VideoRecord> {
+pub(crate) fn videos_named(emulator: &Emulator, file_name: &str) -> Vec<hotfolder::VideoRecord> {
     emulator
         .videos()
         .into_iter()
@@ -21,7 +21,7 @@ fn videos_named(emulator: &Emulator, file_name: &str) -> Vec<hotfolder::VideoRec
         .collect()
 }
 
-fn state_dir(studio: &Studio) -> PathBuf {
+pub(crate) fn state_dir(studio: &Studio) -> PathBuf {
     studio.dir.path().join("state")
 }
 
@@ -46,7 +46,10 @@ fn query<T>(studio: &Studio, sql: &str, read: impl Fn(&rusqlite::Row<'_>) -> T) 
 }
 
 /// `hotfolder run` with extra environment, its stderr appended to the studio's log.
-fn start_with_env(studio: &Studio, env: &[(&str, &std::ffi::OsStr)]) -> tokio::process::Child {
+pub(crate) fn start_with_env(
+    studio: &Studio,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> tokio::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -102,7 +105,7 @@ async fn a_full_disk_under_the_state_store_pauses_quietly_and_resumes_by_itself(
     };
     let agent = studio.start();
     let big = studio.inbox.join("big.mov");
-    let big_data = content(6 * MIB, 51);
+    let big_data = export(&big, 6 * MIB, 51);
     std::fs::write(&big, &big_data).unwrap();
     eventually(WAIT, "big.mov's upload under way", || {
         videos_named(&emulator, "big.mov")
@@ -113,7 +116,7 @@ async fn a_full_disk_under_the_state_store_pauses_quietly_and_resumes_by_itself(
 
     let filler = tmpfs.fill("filler");
     let small = studio.inbox.join("small.mov");
-    let small_data = content(5000, 52);
+    let small_data = export(&small, 5000, 52);
     std::fs::write(&small, &small_data).unwrap();
     eventually(WAIT, "the pause logged", || {
         studio

@@ -174,7 +174,7 @@ async fn ctrl_c_then_the_same_command_resumes_on_the_same_video_and_run_leaves_i
     // `run`'s config and state dir; the file lies outside its watched folder.
     let studio = Studio::new(&emulator, FAST_UPLOAD, "stable_for = \"300ms\"");
     let file = studio.dir.path().join("outside/big.mov");
-    let data = content(16 * MIB, 4);
+    let data = export(&file, 16 * MIB, 4);
     write_file(&file, 16 * MIB, 4);
 
     let child = hotfolder()

@@ -6,6 +6,9 @@
 //! Bodies of refused requests, chunk or not, are drained here too, so that the client reads the
 //! answer instead of a broken pipe; and the reset fault, which reads part of a body and then
 //! drops the connection, lives beside them.
+//!
+//! In `sink` mode a body is counted, not hashed; with a link model, every chunk body (refused
+//! ones too: they cross the link as well) is read at the link's rate.
 
 use std::sync::atomic::Ordering;
 
@@ -70,7 +73,7 @@ pub(super) async fn chunk(
 
 /// Feeds a chunk body into `hasher` frame by frame as hyper hands the frames over: nothing is
 /// buffered. (Hashing on a separate thread was measured: no gain, sha256 and the socket copy
-/// already overlap with the client's sending.)
+/// already overlap with the client's sending.) A sink only counts the frames.
 async fn hash_body(
     shared: &Shared,
     body: &mut Incoming,
@@ -79,7 +82,12 @@ async fn hash_body(
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
-            hasher.update(&data);
+            if let Some(link) = &shared.link {
+                link.carry(data.len()).await;
+            }
+            if !shared.sink {
+                hasher.update(&data);
+            }
             received += data.len() as u64;
             shared
                 .counters
@@ -161,6 +169,13 @@ fn begin_chunk(
     };
     if len == 0 {
         return Err(refuse(StatusCode::BAD_REQUEST, "empty chunk"));
+    }
+    if let Some(max) = shared.max_chunk_size.filter(|max| len > *max) {
+        bump(&shared.counters.chunks_too_large);
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("chunk of {len} bytes is larger than the {max} bytes this server accepts"),
+        ));
     }
     let Some(vm) = parse_decimal::<u64>(vm) else {
         return Err(Box::new(bad_video_manager(vm)));
@@ -260,6 +275,9 @@ pub(super) async fn drain(
         };
         if let Ok(data) = frame?.into_data() {
             drained += data.len() as u64;
+            if let Some(link) = shared.link.as_ref().filter(|_| chunk_body) {
+                link.carry(data.len()).await;
+            }
             if chunk_body {
                 shared
                     .counters

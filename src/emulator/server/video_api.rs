@@ -1,5 +1,5 @@
-//! The video API: creating a video, issuing its upload URLs, searching videos and listing and
-//! deleting their keywords. `Location` headers are built from the `Host` the client used, so a
+//! The video API: creating a video, issuing its upload URLs, searching videos, listing and
+//! deleting their keywords, and how far their transcoding is. `Location` headers are built from the `Host` the client used, so a
 //! client that reaches the emulator by another name than loopback still gets links it can
 //! follow.
 
@@ -17,15 +17,10 @@ use crate::emulator::state::{
 };
 
 pub(super) fn create_video(shared: &Shared, headers: &HeaderMap, vm: &str, body: &[u8]) -> Answer {
-    if let Err(answer) = authorize(shared, headers) {
-        return *answer;
-    }
-    let Some(vm_id) = parse_decimal::<u64>(vm) else {
-        return bad_video_manager(vm);
+    let vm_id = match known_video_manager(shared, headers, vm) {
+        Ok(vm_id) => vm_id,
+        Err(answer) => return *answer,
     };
-    if !shared.knows_video_manager(vm_id) {
-        return unknown_video_manager(vm_id);
-    }
     let request: CreateVideoBody = match parse_json(headers, body) {
         Ok(request) => request,
         Err(answer) => return *answer,
@@ -58,15 +53,10 @@ pub(super) fn create_video(shared: &Shared, headers: &HeaderMap, vm: &str, body:
 }
 
 pub(super) fn upload_url(shared: &Shared, headers: &HeaderMap, vm: &str, video: &str) -> Answer {
-    if let Err(answer) = authorize(shared, headers) {
-        return *answer;
-    }
-    let Some(vm_id) = parse_decimal::<u64>(vm) else {
-        return bad_video_manager(vm);
+    let vm_id = match known_video_manager(shared, headers, vm) {
+        Ok(vm_id) => vm_id,
+        Err(answer) => return *answer,
     };
-    if !shared.knows_video_manager(vm_id) {
-        return unknown_video_manager(vm_id);
-    }
     let now = shared.clock.now();
     let issued = shared
         .state()
@@ -108,11 +98,9 @@ pub(super) fn search_videos(
     vm: &str,
     query: Option<&str>,
 ) -> Answer {
-    if let Err(answer) = authorize(shared, headers) {
-        return *answer;
-    }
-    let Some(vm_id) = parse_decimal::<u64>(vm) else {
-        return bad_video_manager(vm);
+    let vm_id = match known_video_manager(shared, headers, vm) {
+        Ok(vm_id) => vm_id,
+        Err(answer) => return *answer,
     };
     if shared.state().search_refused() {
         return message(StatusCode::FORBIDDEN, "this account may not search videos");
@@ -151,6 +139,17 @@ pub(super) fn search_videos(
         StatusCode::OK,
         &serde_json::json!({"total": total, "videos": videos}),
     )
+}
+
+/// The caller's token checked and the VideoManager in the path one the platform knows, or the
+/// answer that refuses the request (401, 400 for a path that is not a number, 404).
+fn known_video_manager(shared: &Shared, headers: &HeaderMap, vm: &str) -> Result<u64, Box<Answer>> {
+    authorize(shared, headers)?;
+    let vm_id = parse_decimal::<u64>(vm).ok_or_else(|| Box::new(bad_video_manager(vm)))?;
+    if !shared.knows_video_manager(vm_id) {
+        return Err(Box::new(unknown_video_manager(vm_id)));
+    }
+    Ok(vm_id)
 }
 
 fn parse_search(query: &str) -> Result<SearchQuery, String> {
@@ -201,6 +200,72 @@ fn parse_search(query: &str) -> Result<SearchQuery, String> {
         }
     }
     Ok(search)
+}
+
+/// `GET /v1/vms/{vm}/videos/{id}`: `200` with the video (`id`, `title`, `uploadFileName`,
+/// `keywords`), `404` once it is gone; `DELETE` the same path: `204`, the video and its content
+/// deleted (what a user does in the web interface, and how tests take a video away).
+pub(super) fn one_video(
+    shared: &Shared,
+    headers: &HeaderMap,
+    vm: &str,
+    video: &str,
+    delete: bool,
+) -> Answer {
+    let vm_id = match known_video_manager(shared, headers, vm) {
+        Ok(vm_id) => vm_id,
+        Err(answer) => return *answer,
+    };
+    if delete {
+        return if shared.state().delete_video(Some(vm_id), video) {
+            empty(StatusCode::NO_CONTENT)
+        } else {
+            no_video(video, vm_id)
+        };
+    }
+    match shared.state().video_in(vm_id, video) {
+        Some(record) => json_answer(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": record.id,
+                "title": record.title,
+                "uploadFileName": record.file_name,
+                "keywords": record.keywords,
+            }),
+        ),
+        None => no_video(video, vm_id),
+    }
+}
+
+/// `GET /v1/vms/{vm}/videos/{id}/transcoding-status`: `[{"quality": "720p", "profileKey": …,
+/// "fileExtension": "mp4", "transcodingCompleted": false}, …]` (the vendor client's fixture),
+/// `404` for a video the VideoManager does not have.
+pub(super) fn transcoding_status(
+    shared: &Shared,
+    headers: &HeaderMap,
+    vm: &str,
+    video: &str,
+) -> Answer {
+    let vm_id = match known_video_manager(shared, headers, vm) {
+        Ok(vm_id) => vm_id,
+        Err(answer) => return *answer,
+    };
+    let now = shared.clock.now();
+    let Some(qualities) = shared.state().transcoding_status(vm_id, video, now) else {
+        return no_video(video, vm_id);
+    };
+    let listed: Vec<serde_json::Value> = qualities
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "quality": q.quality,
+                "profileKey": q.profile_key,
+                "fileExtension": q.file_extension,
+                "transcodingCompleted": q.completed,
+            })
+        })
+        .collect();
+    json_answer(StatusCode::OK, &listed)
 }
 
 /// `GET /v1/vms/{vm}/videos/{id}/keywords`: `[{"id": 123, "text": "…"}, …]`.

@@ -73,7 +73,8 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     path
 }
 
-/// Deterministic pseudo-random content (xorshift), so failures reproduce.
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce: a chunk's body, or the
+/// inside of a file that is not an export. An export to be uploaded is made by [`export`].
 pub fn content(size: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(size);
@@ -87,13 +88,38 @@ pub fn content(size: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The bytes of a finished export named like `path`, exactly `size` long: a whole MP4/MOV
+/// container or MXF file for those suffixes (the agent checks the container before it queues
+/// a file), seeded pseudo-random bytes for any other name. Size 0 is an empty file.
+pub fn export(path: impl AsRef<Path>, size: usize, seed: u64) -> Vec<u8> {
+    if size == 0 {
+        return Vec::new();
+    }
+    hotfolder::SampleVideo::for_path(path.as_ref(), size as u64, seed)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.as_ref().display()))
+        .to_vec()
+}
+
+/// Writes a finished export (see [`export`]) to `path`, making its folders; returns its sha256.
 pub fn write_file(path: &Path, size: usize, seed: u64) -> String {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).unwrap();
     }
-    let data = content(size, seed);
+    let data = export(path, size, seed);
     std::fs::write(path, &data).unwrap();
     sha256_hex(&data)
+}
+
+/// A `free` box of `size` bytes (at least 8): appended to an MP4/MOV export, the file changes
+/// and stays a whole container, as when an editor writes more.
+pub fn free_box(size: usize, seed: u64) -> Vec<u8> {
+    let mut out = u32::try_from(size)
+        .expect("a free box under 4 GiB")
+        .to_be_bytes()
+        .to_vec();
+    out.extend_from_slice(b"free");
+    out.extend(content(size - 8, seed));
+    out
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the Debian package: the release binary, its completions and man page (made by the
+# binary itself), then `cargo deb --no-build` (metadata in Cargo.toml, [package.metadata.deb]).
+# Prints the path of the .deb last. Needs cargo-deb: cargo install cargo-deb --locked.
+# Extra arguments go to cargo deb (e.g. --deb-version 0.1.0-2 for a second build to upgrade to).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+# A SOURCE_DATE_EPOCH from the caller (a reproducible build) is the build date `--version`
+# shows and the files' times in the package. Without one, the binary shows the day it was built
+# and the package's files get the last commit's time. Not set for the build here: the C parts
+# (ring, SQLite) are rebuilt whenever it changes, which would be at every commit.
+cargo build --release --locked >&2
+target_dir=$(cargo metadata --no-deps --format-version 1 |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+binary=$target_dir/release/hotfolder
+assets=$target_dir/release/package-assets
+mkdir -p "$assets"
+"$binary" completions bash >"$assets/hotfolder.bash"
+"$binary" completions zsh >"$assets/_hotfolder"
+"$binary" completions fish >"$assets/hotfolder.fish"
+# -n: no name or time in the gzip header, so the same page gives the same bytes.
+"$binary" manpage | gzip -9n >"$assets/hotfolder.1.gz"
+
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
+  cargo deb --no-build --locked "$@" | tail -n 1

@@ -1,0 +1,146 @@
+//! [`JobObserver`]: what the store and the log learn while one job uploads (the video id, the
+//! upload URL, each accepted chunk and its sending time, retries for the sidecar), and the end
+//! of a pause when a probing job's first chunk is accepted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use time::OffsetDateTime;
+
+use super::Shared;
+use super::dispatch::end_pause;
+use crate::config::human_size;
+use crate::http::RetryReason;
+use crate::store::StoreError;
+use crate::vmpro::api::{UploadObserver, UploadUrl};
+use crate::vmpro::error::{Step, VmproError};
+
+/// Records one job's upload in the store as it happens.
+pub(super) struct JobObserver {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: i64,
+    pub(super) name: String,
+    /// The last quarter of the chunks logged at info level, so a long upload says how far it
+    /// is four times, not once per chunk.
+    pub(super) last_logged_quarter: AtomicU64,
+    /// This job tries whether a paused queue can resume: its events (retries, mostly) are
+    /// logged at debug level, and its first accepted chunk ends the pause. Not earlier: a
+    /// quota refuses chunks of videos it let the platform create.
+    pub(super) probing: AtomicBool,
+    /// The job's video id is in the store (resumed with one, or recorded since): only then may
+    /// its marker keyword come off.
+    pub(super) video_recorded: AtomicBool,
+}
+
+impl JobObserver {
+    /// A record the upload can go on without (it resumes from an earlier chunk after a crash):
+    /// logged, and during an outage said once for all.
+    fn log_store_error(&self, what: &str, result: Result<(), StoreError>) {
+        if let Err(err) = result {
+            self.shared
+                .store_failed(&format!("cannot record {what} of job {}", self.id), &err);
+        }
+    }
+}
+
+impl UploadObserver for JobObserver {
+    fn retrying(&self, _step: Step, error: &VmproError) {
+        self.shared.counters.retried(RetryReason::of(error));
+    }
+    fn event(&self, event: &str, detail: &str) {
+        if self.probing.load(Ordering::Relaxed) {
+            tracing::debug!(file = %self.name, "{event}: {detail}");
+        } else {
+            tracing::info!(file = %self.name, "{event}: {detail}");
+        }
+        self.log_store_error(
+            "an event",
+            self.shared.store.record_event(self.id, event, detail),
+        );
+    }
+    fn create_sending(
+        &self,
+        marker: Option<&str>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.shared
+            .store
+            .record_create_sent(self.id, marker)
+            .map_err(Into::into)
+    }
+    fn create_settled(&self) {
+        self.log_store_error(
+            "that the create was answered",
+            self.shared.store.record_create_settled(self.id),
+        );
+    }
+    fn video_created(&self, video_id: &str) {
+        let recorded = self.shared.store.record_video(self.id, video_id);
+        self.video_recorded
+            .store(recorded.is_ok(), Ordering::Relaxed);
+        self.log_store_error("the video id", recorded);
+    }
+    fn video_on_record(&self) -> bool {
+        self.video_recorded.load(Ordering::Relaxed)
+    }
+    fn marker_removed(&self) {
+        self.log_store_error(
+            "that the marker keyword is off",
+            self.shared.store.clear_marker(self.id),
+        );
+    }
+    fn url_issued(&self, url: &UploadUrl) {
+        let issued = OffsetDateTime::from(url.issued_at());
+        self.log_store_error(
+            "the upload URL",
+            self.shared.store.record_url(self.id, url.expose(), issued),
+        );
+    }
+    fn chunk_accepted(
+        &self,
+        index: u32,
+        total: u32,
+        chunk_size: u64,
+        bytes_done: u64,
+        took: std::time::Duration,
+    ) {
+        if self.probing.swap(false, Ordering::Relaxed) {
+            end_pause(&self.shared);
+        }
+        // The chunk's own bytes: it starts where the chunks before it end.
+        let start = u64::from(index.saturating_sub(1)) * chunk_size;
+        self.shared
+            .counters
+            .bytes_accepted(bytes_done.saturating_sub(start));
+        self.log_store_error(
+            "the progress",
+            self.shared.store.record_progress(
+                self.id,
+                index + 1,
+                total,
+                chunk_size,
+                bytes_done,
+                took,
+            ),
+        );
+        let quarter = u64::from(index) * 4 / u64::from(total.max(1));
+        if index < total
+            && self
+                .last_logged_quarter
+                .fetch_max(quarter, Ordering::Relaxed)
+                < quarter
+        {
+            // The share of the chunks, not the quarter that triggered the line: "1/3 (33%)".
+            let percent = u64::from(index) * 100 / u64::from(total.max(1));
+            tracing::info!(
+                file = %self.name,
+                "chunk {index}/{total} sent ({percent}%, {} so far)",
+                human_size(bytes_done)
+            );
+        }
+        tracing::debug!(file = %self.name, "chunk {index}/{total} accepted");
+    }
+    fn restarted(&self) {
+        self.shared.counters.retried(RetryReason::Restart);
+        self.log_store_error("the restart", self.shared.store.restart_content(self.id));
+    }
+}
