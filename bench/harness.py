@@ -1,8 +1,8 @@
 """What the benchmarks need: the release binary, the emulator on a free loopback port, the
-config's [account] table for it, a process's CPU seconds, and sample exports (valid MP4 files,
-since the agent checks that a container is whole before it queues a file). Imported by
-upload_bench.py, link_bench.py and agent_bench.py (run them from anywhere: Python puts their
-folder on the import path)."""
+config's [account] table for it, a free port for other listeners, a process's CPU seconds, and
+sample exports (valid MP4 files, since the agent checks that a container is whole before it
+queues a file). Imported by upload_bench.py, link_bench.py and agent_bench.py (run them from
+anywhere: Python puts their folder on the import path)."""
 
 import os
 import socket
@@ -23,13 +23,18 @@ def build_release():
     return os.path.join(target, "release", "hotfolder")
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_emulator(binary, *flags):
     """Starts `hotfolder emulator` (with `flags`, e.g. "--sink") on a free 127.0.0.1 port;
     returns (process, base URL) once it accepts connections (or after 10 s, when the first
     request will say what is wrong)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     emulator = subprocess.Popen(
         [binary, "emulator", "--listen", f"127.0.0.1:{port}", "--username", USER, "--password", PASSWORD,
          *flags],

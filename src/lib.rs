@@ -45,6 +45,7 @@ mod sample_video;
 mod scan_report;
 mod status_report;
 mod store;
+mod test_skip;
 mod transcoding;
 mod vmpro;
 mod watch;
@@ -52,6 +53,7 @@ mod watch;
 // The commands, and the one way an error and its causes are printed.
 pub use cli::{Cli, CommandError, run};
 pub use error_chain::chain;
+pub use test_skip::test_skipped;
 // `main` marks its last line as an error when stderr is the journal.
 pub use logging::stderr_is_journal;
 // Bandwidth limits and the weekly timetable.

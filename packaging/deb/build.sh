@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian package: the release binary, its completions and man page (made by the
+# Builds the Debian package: the binary (release profile unless HOTFOLDER_DEB_PROFILE says), its completions and man page (made by the
 # binary itself), then `cargo deb --no-build` (metadata in Cargo.toml, [package.metadata.deb]).
 # Prints the path of the .deb last. Needs cargo-deb: cargo install cargo-deb --locked.
 # Extra arguments go to cargo deb (e.g. --deb-version 0.1.0-2 for a second build to upgrade to).
@@ -10,11 +10,18 @@ cd "$(dirname "$0")/../.."
 # shows and the files' times in the package. Without one, the binary shows the day it was built
 # and the package's files get the last commit's time. Not set for the build here: the C parts
 # (ring, SQLite) are rebuilt whenever it changes, which would be at every commit.
-cargo build --release --locked >&2
+# HOTFOLDER_DEB_PROFILE=dev packages the binary `cargo test` has already built (CI does, to
+# spare a second build of every dependency); packages for people use the release profile.
+profile=${HOTFOLDER_DEB_PROFILE:-release}
+case $profile in
+  dev) profile_dir=debug ;;
+  *) profile_dir=$profile ;;
+esac
+cargo build --profile "$profile" --locked >&2
 target_dir=$(cargo metadata --no-deps --format-version 1 |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-binary=$target_dir/release/hotfolder
-assets=$target_dir/release/package-assets
+binary=$target_dir/$profile_dir/hotfolder
+assets=$target_dir/$profile_dir/package-assets
 mkdir -p "$assets"
 "$binary" completions bash >"$assets/hotfolder.bash"
 "$binary" completions zsh >"$assets/_hotfolder"
@@ -23,4 +30,4 @@ mkdir -p "$assets"
 "$binary" manpage | gzip -9n >"$assets/hotfolder.1.gz"
 
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
-  cargo deb --no-build --locked "$@" | tail -n 1
+  cargo deb --no-build --locked --profile "$profile" "$@" | tail -n 1

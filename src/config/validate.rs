@@ -84,7 +84,7 @@ pub(super) fn validate(
     let log = validate_log(raw.log.unwrap_or_default(), base, problems);
     let http = raw.http.and_then(|http| validate_http(http, problems));
     let no_folder_tables = raw.folder.is_empty();
-    let folders = validate_folders(raw.folder, base, purpose, problems);
+    let folders = validate_folders(raw.folder, base, purpose, keep_jobs_for, problems);
     let smtp = raw
         .smtp
         .and_then(|smtp| super::notify::validate_smtp(smtp, base, env, purpose, problems));
@@ -596,6 +596,7 @@ fn validate_folders(
     raw: Vec<RawFolder>,
     base: &Path,
     purpose: Purpose,
+    keep_jobs_for: Duration,
     problems: &mut Problems,
 ) -> Vec<FolderSettings> {
     let mut folders = Vec::new();
@@ -607,6 +608,20 @@ fn validate_folders(
     for (i, raw) in raw.into_iter().enumerate() {
         let n = i + 1;
         if let Some(folder) = validate_folder(raw, n, base, purpose, problems, &mut missing) {
+            // Retention finds an uploaded file through its job: once the store has forgotten
+            // the job, the file would stay in done/ for ever.
+            if let Some(keep) = folder.keep_done_for
+                && keep >= keep_jobs_for
+            {
+                problems.add(
+                    format!("folder[{n}].keep_done_for"),
+                    format!(
+                        "{} is not shorter than [state] keep_jobs_for ({}): the state store forgets an upload after keep_jobs_for, and a file it has forgotten is never deleted; shorten keep_done_for or lengthen keep_jobs_for",
+                        humantime::format_duration(keep),
+                        humantime::format_duration(keep_jobs_for)
+                    ),
+                );
+            }
             folders.push(folder);
             numbers.push(n);
         }

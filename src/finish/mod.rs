@@ -906,9 +906,9 @@ pub(super) mod tests {
         // Root (or CAP_DAC_OVERRIDE) ignores permission bits, so the move would just succeed.
         if fs::write(done.join("probe"), b"").is_ok() {
             fs::set_permissions(&done, fs::Permissions::from_mode(0o755)).unwrap();
-            eprintln!(
-                "skipped: running as root, which ignores the read-only permission this test relies on"
-            );
+            crate::test_skipped(format_args!(
+                "running as root, which ignores the read-only permission this test relies on"
+            ));
             return;
         }
 
@@ -961,9 +961,9 @@ pub(super) mod tests {
         let done = dir.path().join("done");
         fs::create_dir_all(&done).unwrap();
         let Some(_immutable) = ImmutableDir::set(&inbox) else {
-            eprintln!(
-                "skipped: `chattr +i` is unavailable here (needs root and a file system with the immutable flag)"
-            );
+            crate::test_skipped(format_args!(
+                "`chattr +i` is unavailable here (needs root and a file system with the immutable flag)"
+            ));
             return;
         };
 
@@ -1012,9 +1012,9 @@ pub(super) mod tests {
                 other
             }
             _ => {
-                eprintln!(
-                    "skipped: /dev/shm is missing or on the same file system as the temp dir"
-                );
+                crate::test_skipped(format_args!(
+                    "/dev/shm is missing or on the same file system as the temp dir"
+                ));
                 return;
             }
         };

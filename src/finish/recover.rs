@@ -308,7 +308,7 @@ mod tests {
             .arg(sidecar_path(&base.join("clip.mov")))
             .status();
         if !made.is_ok_and(|s| s.success()) {
-            eprintln!("skipped: mkfifo is not available");
+            crate::test_skipped(format_args!("mkfifo is not available"));
             return;
         }
         write(&base.join("clip.mov"), b"video bytes");

@@ -175,7 +175,7 @@ fn a_10_gib_sample_is_a_whole_container() {
         let (head, _, tail) = structure(SampleFormat::for_path(Path::new(name)), size);
         let mut file = tempfile::tempfile().unwrap();
         if let Err(err) = file.set_len(size) {
-            eprintln!("skipped: cannot make a sparse 10 GiB file here: {err}");
+            crate::test_skipped(format_args!("cannot make a sparse 10 GiB file here: {err}"));
             return;
         }
         file.write_all(&head).unwrap();
@@ -244,7 +244,7 @@ fn write_demo_movie(dir: &Path) -> PathBuf {
 fn ffmpeg_decodes_every_frame_of_the_demo_movie() {
     for name in ["ffmpeg", "ffprobe"] {
         if let Err(why) = tool(name) {
-            eprintln!("skipped: {why}");
+            crate::test_skipped(format_args!("{why}"));
             return;
         }
     }
@@ -298,7 +298,7 @@ fn ffmpeg_decodes_every_frame_of_the_demo_movie() {
 #[test]
 fn ffmpeg_sees_the_colour_bars_we_drew() {
     if let Err(why) = tool("ffmpeg") {
-        eprintln!("skipped: {why}");
+        crate::test_skipped(format_args!("{why}"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -46,7 +46,7 @@ fn running_as_root() -> bool {
 }
 
 fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
+    hotfolder::test_skipped(format_args!("{test}: {why}"));
 }
 
 fn videos_named(emulator: &Emulator, file_name: &str) -> Vec<hotfolder::VideoRecord> {

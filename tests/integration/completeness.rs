@@ -247,7 +247,9 @@ async fn real_ffmpeg_exports_stopped_mid_write_are_uploaded_once_after_ffmpeg_ex
         .status()
         .is_err()
     {
-        eprintln!("SKIPPED: ffmpeg is not installed (Debian package ffmpeg; .ci/run installs it)");
+        hotfolder::test_skipped(format_args!(
+            "ffmpeg is not installed (Debian package ffmpeg; .ci/run installs it)"
+        ));
         return;
     }
     let emulator = emulator(|_| {}).await;
@@ -440,7 +442,9 @@ async fn an_unreadable_subfolder_makes_the_folder_polled_not_unwatchable() {
         .output()
         .is_ok();
     if !is_root || !has_setpriv {
-        eprintln!("SKIPPED: needs root and setpriv, to run hotfolder as nobody");
+        hotfolder::test_skipped(format_args!(
+            "needs root and setpriv, to run hotfolder as nobody"
+        ));
         return;
     }
     use std::os::unix::fs::PermissionsExt;

@@ -1163,3 +1163,23 @@ proptest! {
         prop_assert_eq!(hotfolder::parse_size(&text), Ok(n * unit.1));
     }
 }
+
+#[test]
+fn keep_done_for_must_be_shorter_than_the_store_keeps_its_jobs() {
+    let setup = Setup::new();
+    // Retention finds a file in done/ through its job; a forgotten job's file is never deleted.
+    let text = format!(
+        "{ACCOUNT}\n[state]\nkeep_jobs_for = \"30d\"\n[[folder]]\npath = \"exports\"\nkeep_done_for = \"30d\"\n"
+    );
+    let problems = setup.problems(&text);
+    let problem = problem_at(&problems, "folder[1].keep_done_for");
+    assert!(
+        problem.message.contains("keep_jobs_for"),
+        "{}",
+        problem.message
+    );
+    // Shorter is fine, with the default keep_jobs_for (90 days) too.
+    setup
+        .load(&with_folder("keep_done_for = \"29d\""))
+        .expect("keep_done_for shorter than keep_jobs_for loads");
+}

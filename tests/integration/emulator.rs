@@ -420,7 +420,7 @@ async fn the_documented_curl_session_works() {
         .output()
         .is_ok_and(|output| output.status.success());
     if !curl_found {
-        eprintln!("skipped: no curl binary on PATH");
+        hotfolder::test_skipped(format_args!("no curl binary on PATH"));
         return;
     }
     let emulator = start_emulator(EmulatorOptions::default()).await;

@@ -76,10 +76,10 @@ fn a_config_file_without_read_permission_says_why_it_cannot_be_read() {
     let config = util::write_config(dir.path(), "");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o000)).unwrap();
     let Err(err) = std::fs::read_to_string(&config) else {
-        eprintln!(
-            "skipped: running as root (or with CAP_DAC_OVERRIDE), which reads a file without \
+        hotfolder::test_skipped(format_args!(
+            "running as root (or with CAP_DAC_OVERRIDE), which reads a file without \
              read permission, so there is no error to show"
-        );
+        ));
         return;
     };
     config_commands_show(&config, &err.to_string());
@@ -210,10 +210,10 @@ async fn upload_of_an_unreadable_file_says_why() {
     std::fs::write(&path, b"video").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
     let Err(err) = std::fs::File::open(&path) else {
-        eprintln!(
-            "skipped: running as root (or with CAP_DAC_OVERRIDE), which opens a file without \
+        hotfolder::test_skipped(format_args!(
+            "running as root (or with CAP_DAC_OVERRIDE), which opens a file without \
              read permission, so there is no error to show"
-        );
+        ));
         return;
     };
     let cause = err.to_string();

@@ -278,10 +278,10 @@ fn longest_watchdog_gap(notify: &NotifySocket, from: std::time::Instant) -> Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_copy_to_done_delays_neither_ready_nor_the_watchdog_nor_a_stop() {
     let Some(other) = OtherFileSystem::make() else {
-        eprintln!(
-            "SKIPPED a_slow_copy_to_done_delays_neither_ready_nor_the_watchdog_nor_a_stop: \
+        hotfolder::test_skipped(format_args!(
+            "a_slow_copy_to_done_delays_neither_ready_nor_the_watchdog_nor_a_stop: \
              /dev/shm is missing or on the same file system as the temp dir"
-        );
+        ));
         return;
     };
     let emulator = emulator(|_| {}).await;

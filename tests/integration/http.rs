@@ -233,10 +233,10 @@ async fn metrics_count_what_was_uploaded_and_pass_promtool() {
     }
     match promtool(&metrics).await {
         Some((passed, said)) => assert!(passed, "promtool check metrics:\n{said}\n{metrics}"),
-        None => eprintln!(
-            "SKIPPED the promtool part of metrics_count_what_was_uploaded_and_pass_promtool: \
+        None => hotfolder::test_skipped(format_args!(
+            "the promtool part of metrics_count_what_was_uploaded_and_pass_promtool: \
              promtool is not installed (Debian package `prometheus`)"
-        ),
+        )),
     }
 
     // /api/status is what `status --json` prints, from the same snapshot.
@@ -541,10 +541,10 @@ fn job<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_in_chromium_shows_a_file_in_flight_and_names_as_text() {
     if !chromium_installed() {
-        eprintln!(
-            "SKIPPED the_status_page_in_chromium_shows_a_file_in_flight_and_names_as_text: \
+        hotfolder::test_skipped(format_args!(
+            "the_status_page_in_chromium_shows_a_file_in_flight_and_names_as_text: \
              chromium is not installed (Debian package `chromium`)"
-        );
+        ));
         return;
     }
     // Every request waits 200 ms: 40 chunks of 1 MiB take 8 s or more.
@@ -590,7 +590,7 @@ async fn the_status_page_in_chromium_shows_a_file_in_flight_and_names_as_text() 
 
     let url = format!("http://127.0.0.1:{port}/");
     let Some(dom) = chromium_dom(&url).await else {
-        eprintln!("SKIPPED: chromium disappeared while the test ran");
+        hotfolder::test_skipped(format_args!("chromium disappeared while the test ran"));
         return;
     };
     let uploading = dom

@@ -312,10 +312,10 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_the_journal_lines_carry_priorities_and_no_copy_goes_to_files() {
     if Path::new(JOURNAL_SOCKET).exists() {
-        eprintln!(
-            "skipped: {JOURNAL_SOCKET} exists, so events go to this machine's journal natively \
+        hotfolder::test_skipped(format_args!(
+            "{JOURNAL_SOCKET} exists, so events go to this machine's journal natively \
              (packaging/tests/nspawn.sh checks that under a real systemd)"
-        );
+        ));
         return;
     }
     let emulator = util::emulator(|_| {}).await;
@@ -549,7 +549,9 @@ async fn upload_through(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_through_the_proxy_the_environment_names() {
     let Some(proxy) = Tinyproxy::start() else {
-        eprintln!("skipped: tinyproxy is not installed (Debian tinyproxy; .ci/run installs it)");
+        hotfolder::test_skipped(format_args!(
+            "tinyproxy is not installed (Debian tinyproxy; .ci/run installs it)"
+        ));
         return;
     };
     let emulator = util::emulator(|_| {}).await;

@@ -650,10 +650,10 @@ async fn a_pause_for_a_full_state_store_is_announced() {
     let upload = FAST_UPLOAD.replace("parallel = 2", "parallel = 1");
     let studio = Studio::new(&emulator, &upload, &format!("{QUICK}\n{table}"));
     let Some(tmpfs) = Tmpfs::mount(&state_dir(&studio), "4m") else {
-        eprintln!(
-            "SKIPPED a_pause_for_a_full_state_store_is_announced: mounting a tmpfs for the \
+        hotfolder::test_skipped(format_args!(
+            "a_pause_for_a_full_state_store_is_announced: mounting a tmpfs for the \
              state dir needs root (or CAP_SYS_ADMIN)"
-        );
+        ));
         return;
     };
     let agent = start_with_env(
@@ -731,10 +731,10 @@ async fn an_event_delivered_while_the_store_is_full_is_not_sent_again_and_again(
     );
     let studio = Studio::new(&emulator, FAST_UPLOAD, &format!("{QUICK}\n{table}"));
     let Some(tmpfs) = Tmpfs::mount(&state_dir(&studio), "4m") else {
-        eprintln!(
-            "SKIPPED an_event_delivered_while_the_store_is_full_is_not_sent_again_and_again: \
+        hotfolder::test_skipped(format_args!(
+            "an_event_delivered_while_the_store_is_full_is_not_sent_again_and_again: \
              mounting a tmpfs for the state dir needs root (or CAP_SYS_ADMIN)"
-        );
+        ));
         return;
     };
     let agent = start_with_env(&studio, &[]);
@@ -1293,7 +1293,9 @@ async fn a_burst_of_failures_is_one_email_over_starttls_with_a_login() {
     let mut server = match SmtpServer::start(dir.path()).await {
         Ok(server) => server,
         Err(why) => {
-            eprintln!("skipped: no local SMTP server for the e-mail test: {why}");
+            hotfolder::test_skipped(format_args!(
+                "no local SMTP server for the e-mail test: {why}"
+            ));
             return;
         }
     };
@@ -1372,7 +1374,9 @@ async fn failures_that_trickle_out_are_one_email_not_one_per_window() {
     let mut server = match SmtpServer::start(dir.path()).await {
         Ok(server) => server,
         Err(why) => {
-            eprintln!("skipped: no local SMTP server for the e-mail test: {why}");
+            hotfolder::test_skipped(format_args!(
+                "no local SMTP server for the e-mail test: {why}"
+            ));
             return;
         }
     };
@@ -1421,7 +1425,9 @@ async fn a_mail_server_without_starttls_gets_neither_the_login_nor_the_message()
     let mut server = match SmtpServer::start_with(dir.path(), true).await {
         Ok(server) => server,
         Err(why) => {
-            eprintln!("skipped: no local SMTP server for the e-mail test: {why}");
+            hotfolder::test_skipped(format_args!(
+                "no local SMTP server for the e-mail test: {why}"
+            ));
             return;
         }
     };

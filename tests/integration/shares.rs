@@ -278,7 +278,7 @@ async fn files_written_on_the_far_side_of_an_sshfs_share_are_found_and_never_tak
     let share = match LoopbackShare::start() {
         Ok(share) => share,
         Err(why) => {
-            eprintln!("skipped: no loopback sshfs share: {why}");
+            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
             return;
         }
     };
@@ -433,11 +433,11 @@ async fn an_explicit_poll_interval_finds_files_that_send_no_event() {
     log_says(log, "mode=events (", Duration::from_secs(20)).await;
     // Mounted after the watch was set up: the watch is on the folder underneath.
     let Some(polled_share) = Tmpfs::mount(&polled.join("mnt"), "8m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        hotfolder::test_skipped(format_args!("cannot mount a tmpfs here (needs root)"));
         return;
     };
     let Some(evented_share) = Tmpfs::mount(&evented.join("mnt"), "8m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        hotfolder::test_skipped(format_args!("cannot mount a tmpfs here (needs root)"));
         return;
     };
     let data = mp4_pieces(2, 100_000, 7).concat();
@@ -512,7 +512,7 @@ fn own_watch_limit_possible() -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_limit_makes_folders_poll_and_names_the_sysctl() {
     if let Err(why) = own_watch_limit_possible() {
-        eprintln!("skipped: {why}");
+        hotfolder::test_skipped(format_args!("{why}"));
         return;
     }
     let emulator = emulator(|_| {}).await;
@@ -715,10 +715,10 @@ async fn an_event_queue_overflow_is_walked_at_once_with_one_warning() {
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(0);
     if max_queued == 0 || max_queued > 200_000 {
-        eprintln!(
-            "skipped: fs.inotify.max_queued_events is {max_queued} here: too many files to \
+        hotfolder::test_skipped(format_args!(
+            "fs.inotify.max_queued_events is {max_queued} here: too many files to \
              overflow it in a test (or no inotify)"
-        );
+        ));
         return;
     }
     let emulator = emulator(|_| {}).await;
@@ -769,7 +769,7 @@ async fn an_unmounted_share_is_a_missing_folder_not_an_empty_local_one() {
     let mut share = match LoopbackShare::start() {
         Ok(share) => share,
         Err(why) => {
-            eprintln!("skipped: no loopback sshfs share: {why}");
+            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
             return;
         }
     };

@@ -97,10 +97,10 @@ async fn a_full_disk_under_the_state_store_pauses_quietly_and_resumes_by_itself(
     let upload = FAST_UPLOAD.replace("parallel = 2", "parallel = 1");
     let studio = Studio::new(&emulator, &upload, QUICK);
     let Some(tmpfs) = Tmpfs::mount(&state_dir(&studio), "4m") else {
-        eprintln!(
-            "SKIPPED a_full_disk_under_the_state_store_pauses_quietly_and_resumes_by_itself: \
+        hotfolder::test_skipped(format_args!(
+            "a_full_disk_under_the_state_store_pauses_quietly_and_resumes_by_itself: \
              mounting a tmpfs for the state dir needs root (or CAP_SYS_ADMIN)"
-        );
+        ));
         return;
     };
     let agent = studio.start();

@@ -679,7 +679,7 @@ fn cut_copy(path: &Path, percent: u64) -> PathBuf {
 #[test]
 fn real_exports_from_ffmpeg_are_complete_and_incomplete_when_cut() {
     if let Err(why) = ffmpeg() {
-        eprintln!("skipped: {why}");
+        crate::test_skipped(format_args!("{why}"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -756,7 +756,7 @@ fn watch_ffmpeg_write(path: &Path, args: &[&str]) -> (Vec<(u64, ContainerVerdict
 #[test]
 fn while_ffmpeg_writes_an_export_it_is_never_complete_before_its_final_size() {
     if let Err(why) = ffmpeg() {
-        eprintln!("skipped: {why}");
+        crate::test_skipped(format_args!("{why}"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -806,7 +806,7 @@ fn while_ffmpeg_writes_an_export_it_is_never_complete_before_its_final_size() {
 #[test]
 fn ffmpeg_writing_to_a_pipe_leaves_an_mxf_only_its_rip_can_prove() {
     if let Err(why) = ffmpeg() {
-        eprintln!("skipped: {why}");
+        crate::test_skipped(format_args!("{why}"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -841,7 +841,7 @@ fn ffmpeg_writing_to_a_pipe_leaves_an_mxf_only_its_rip_can_prove() {
 #[test]
 fn fragmented_mp4_from_ffmpeg_is_complete_by_its_index_and_unprovable_without_it() {
     if let Err(why) = ffmpeg() {
-        eprintln!("skipped: {why}");
+        crate::test_skipped(format_args!("{why}"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -916,7 +916,7 @@ fn a_10_gib_mp4_is_checked_in_a_few_reads() {
     let file = match sparse(TEN_GIB, &start, &moov) {
         Ok(file) => file,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            crate::test_skipped(format_args!("{why}"));
             return;
         }
     };
@@ -956,7 +956,7 @@ fn a_10_gib_mxf_is_checked_in_a_few_reads() {
     let file = match sparse(TEN_GIB, &start, &footer) {
         Ok(file) => file,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            crate::test_skipped(format_args!("{why}"));
             return;
         }
     };

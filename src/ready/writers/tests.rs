@@ -592,11 +592,11 @@ fn writers_hammering_a_file_never_wait_for_the_check() {
 fn without_cap_lease_the_rule_says_what_it_cannot_see() {
     // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: switching to the user nobody needs root");
+        crate::test_skipped(format_args!("switching to the user nobody needs root"));
         return;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
+        crate::test_skipped(format_args!("setpriv (util-linux) is not installed"));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -633,7 +633,9 @@ fn without_cap_lease_the_rule_says_what_it_cannot_see() {
     let file = File::open(&path).unwrap();
     let elsewhere = on_network_file_system(&file);
     if elsewhere {
-        eprintln!("skipped: the temporary folder is on a network file system");
+        crate::test_skipped(format_args!(
+            "the temporary folder is on a network file system"
+        ));
         return;
     }
     let not_visible = format!(
@@ -736,12 +738,12 @@ fn helper_exe(reachable_dir: Option<&Path>) -> Option<PathBuf> {
     match std::fs::hard_link(&exe, &linked) {
         Ok(()) => Some(linked),
         Err(err) => {
-            eprintln!(
-                "skipped: the test binary {} is not reachable by other users and cannot be \
+            crate::test_skipped(format_args!(
+                "the test binary {} is not reachable by other users and cannot be \
                  linked into {}: {err}",
                 exe.display(),
                 dir.display()
-            );
+            ));
             None
         }
     }
