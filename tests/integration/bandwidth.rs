@@ -121,12 +121,17 @@ async fn quiet_hours_send_nothing_until_the_timetable_switches_to_a_rate() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Until the switch, not a byte of the file arrives (the create and the URL do).
+    // Until the switch, not a byte of the file arrives, and no video is made (it would sit
+    // empty on the platform through the quiet hours).
     while Instant::now() + Duration::from_millis(150) < switch_at {
         let stats = emulator.stats();
         assert_eq!(
-            (stats.chunk_posts, stats.bytes_received),
-            (0, 0),
+            (
+                stats.videos_created,
+                stats.chunk_posts,
+                stats.bytes_received
+            ),
+            (0, 0, 0),
             "sent {:?} before the switch",
             switch_at - Instant::now()
         );
