@@ -468,6 +468,13 @@ impl UploadObserver for Remembering<'_> {
         );
         self.inner.restarted();
     }
+    fn size_refused(&self, api_url: &str, link: &crate::vmpro::link::MeasuredLink) {
+        self.check(
+            "the chunk size the server refused",
+            self.memory.record_link(api_url, link),
+        );
+        self.inner.size_refused(api_url, link);
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::store::{
     FolderMode, FollowedVideo, HeldVideoManager, Job, JobState, JobStore, MissingFolder,
     NotifyBacklog, SettlingFile, StoreError,
 };
+use crate::vmpro::link::{ChunkCap, describe_cap};
 
 /// How many finished files `status` shows unless told otherwise (`--recent`); the status page
 /// and `/api/status` show as many, so that they print what `status --json` prints.
@@ -54,6 +55,9 @@ pub struct StatusSnapshot {
     pub bandwidth: Option<BandwidthNow>,
     /// Each `[[notify]]` destination: what it is still owed, and whether delivering fails.
     pub notifications: Vec<NotifyBacklog>,
+    /// With `chunk_size = "auto"`: the most it picks since the platform refused a bigger chunk,
+    /// while that holds (from the store and the config; `None` leaves it out).
+    pub chunk_cap: Option<ChunkCap>,
 }
 
 impl StatusSnapshot {
@@ -83,6 +87,7 @@ impl StatusSnapshot {
             unfinished,
             bandwidth: None,
             notifications: store.notify_backlog()?,
+            chunk_cap: None,
         })
     }
 
@@ -225,6 +230,9 @@ pub fn write_text(
         && bandwidth.configured
     {
         writeln!(out, "bandwidth: {}", bandwidth.text)?;
+    }
+    if let Some(cap) = &snapshot.chunk_cap {
+        writeln!(out, "chunk size: auto, {}", describe_cap(cap))?;
     }
     if let Some((reason, since)) = &snapshot.pause {
         writeln!(
@@ -447,6 +455,13 @@ pub fn to_json(snapshot: &StatusSnapshot) -> serde_json::Value {
             "failed": counts.failed,
         },
         "bandwidth": snapshot.bandwidth.as_ref().map(BandwidthNow::to_json),
+        "chunk_size_cap": snapshot.chunk_cap.as_ref().map(|cap| serde_json::json!({
+            "max": cap.max,
+            "refused": cap.refused,
+            "refused_at": rfc3339(OffsetDateTime::from(cap.at)),
+            "until": rfc3339(OffsetDateTime::from(cap.expires())),
+            "text": format!("auto, {}", describe_cap(cap)),
+        })),
         "queue_paused": snapshot.pause.as_ref().map(|(reason, since)| serde_json::json!({
             "reason": reason,
             "since": rfc3339(*since),

@@ -449,6 +449,15 @@ async fn work(
                     "the failure",
                     shared.store.record_event(id, "failed", &message),
                 );
+                // The sidecar says the size refused, not null, when no chunk was accepted.
+                if let VmproError::ChunkTooLarge { chunk_size, .. } = &err {
+                    log_store_error(
+                        shared,
+                        id,
+                        "the chunk size tried",
+                        shared.store.record_chunk_size_tried(id, *chunk_size),
+                    );
+                }
                 let error = JobError {
                     status: err.status(),
                     message,

@@ -47,6 +47,12 @@ impl UploadObserver for JobObserver {
     fn retrying(&self, _step: Step, error: &VmproError) {
         self.shared.counters.retried(RetryReason::of(error));
     }
+    fn size_refused(&self, api_url: &str, link: &crate::vmpro::link::MeasuredLink) {
+        if let Err(err) = self.shared.store.record_link(api_url, link) {
+            self.shared
+                .store_failed("cannot record the chunk size the server refused", &err);
+        }
+    }
     fn event(&self, event: &str, detail: &str) {
         if self.probing.load(Ordering::Relaxed) {
             tracing::debug!(file = %self.name, "{event}: {detail}");

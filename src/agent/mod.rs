@@ -485,7 +485,20 @@ fn start_listener(shared: &Arc<Shared>, stop: &CancellationToken) {
     // Weak: the listener must not keep the agent's state alive after the agent returned.
     let agent = Arc::downgrade(shared);
     let bandwidth_of = agent.clone();
+    let cap_of = agent.clone();
     let source = StatusSource {
+        chunk_cap: Box::new(move || {
+            let shared = cap_of.upgrade()?;
+            if shared.settings().upload.chunk_size != crate::config::ChunkSize::Auto {
+                return None;
+            }
+            shared
+                .platform()
+                .transport
+                .link
+                .snapshot()
+                .cap_at(std::time::SystemTime::now())
+        }),
         bandwidth: Box::new(move || {
             bandwidth_of.upgrade().map(|shared| {
                 crate::bandwidth::BandwidthNow::of(

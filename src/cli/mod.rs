@@ -376,6 +376,19 @@ fn init(path: Option<&Path>) -> Result<ExitCode, CommandError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The cap a refused chunk set on `chunk_size = "auto"`, while it holds, from the state store
+/// when there is one (read-only; `check` runs before any `run`, too).
+fn chunk_cap_on_record(settings: &Settings) -> Option<crate::vmpro::link::ChunkCap> {
+    if settings.upload.chunk_size != crate::config::ChunkSize::Auto {
+        return None;
+    }
+    let store = crate::store::JobStore::open_read_only(&settings.state_dir).ok()?;
+    store
+        .link(settings.account.api_url.as_str())
+        .ok()?
+        .cap_at(std::time::SystemTime::now())
+}
+
 /// `hotfolder check`: what `run` needs. Every config problem listed (exit 2), then one login
 /// with a line per try (exit 1 when the platform could not be reached or refused it: the
 /// config may be right and the network down, and a script must tell the two apart).
@@ -389,7 +402,10 @@ async fn check(arg: &ConfigArg) -> Result<ExitCode, CommandError> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(built-in)".into());
     outln!("config: {source}")?;
-    outln!("{}", settings.describe())?;
+    outln!(
+        "{}",
+        settings.describe_with_cap(chunk_cap_on_record(&settings).as_ref())
+    )?;
     // Watched as `run` watches them, so that a network share (polled) or a system watch limit
     // is shown before the agent meets it.
     for (i, folder) in settings.folders.iter().enumerate() {
@@ -888,6 +904,13 @@ fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, Comman
     let mut snapshot = StatusSnapshot::read_state_dir(&store, &settings.state_dir, recent)
         .map_err(anyhow::Error::from)?;
     snapshot.bandwidth = Some(bandwidth);
+    if settings.upload.chunk_size == crate::config::ChunkSize::Auto {
+        // A store from before the link was kept has no such row: nothing to show.
+        snapshot.chunk_cap = store
+            .link(settings.account.api_url.as_str())
+            .ok()
+            .and_then(|link| link.cap_at(std::time::SystemTime::now()));
+    }
     let clock = ReportClock::system();
     if json {
         outln!("{}", crate::status_report::to_json(&snapshot))?;

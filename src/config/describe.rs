@@ -11,17 +11,24 @@ use super::{
     SmtpSecurity, WebhookFormat,
 };
 use crate::bandwidth::BandwidthPlan;
+use crate::vmpro::link::{AUTO_MAX, ChunkCap, auto_ceiling, describe_cap};
 
 impl Settings {
     /// The effective settings as TOML-like text, defaults filled in and the password masked.
     pub fn describe(&self) -> String {
+        self.describe_with_cap(None)
+    }
+
+    /// [`describe`](Self::describe), with the cap a refused chunk set on `chunk_size = "auto"`
+    /// (from the state store) when one holds.
+    pub fn describe_with_cap(&self, cap: Option<&ChunkCap>) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail; the results are ignored on purpose.
-        let _ = self.write_description(&mut out);
+        let _ = self.write_description(&mut out, cap);
         out
     }
 
-    fn write_description(&self, out: &mut String) -> fmt::Result {
+    fn write_description(&self, out: &mut String, cap: Option<&ChunkCap>) -> fmt::Result {
         match &self.source {
             Some(source) => writeln!(out, "# effective settings from {}", source.display())?,
             None => writeln!(out, "# effective settings (built in, no config file)")?,
@@ -46,10 +53,19 @@ impl Settings {
         let upload = &self.upload;
         writeln!(out, "\n[upload]")?;
         match upload.chunk_size {
-            ChunkSize::Auto => writeln!(
-                out,
-                "chunk_size = \"auto\"  # auto (8..64 MiB by the measured link)"
-            )?,
+            ChunkSize::Auto => match cap {
+                Some(cap) => writeln!(out, "chunk_size = \"auto\"  # auto, {}", describe_cap(cap))?,
+                None => writeln!(
+                    out,
+                    "chunk_size = \"auto\"  # auto (8..{} by the measured link{})",
+                    format_size(auto_ceiling(upload.parallel)),
+                    if auto_ceiling(upload.parallel) < AUTO_MAX {
+                        format!(", at most that with parallel = {}", upload.parallel)
+                    } else {
+                        String::new()
+                    }
+                )?,
+            },
             ChunkSize::Fixed(bytes) => {
                 writeln!(out, "chunk_size = {}", quote(&format_size(bytes)))?
             }

@@ -113,6 +113,14 @@ pub struct EmulatorArgs {
     /// Refuse chunks larger than this with 413 Payload Too Large (e.g. 8MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_chunk_size: Option<u64>,
+    /// Answer those refusals with 400 "Request Entity Too Large" instead of 413, as some
+    /// proxies do.
+    #[arg(long, requires = "max_chunk_size")]
+    pub too_large_as_400: bool,
+    /// Refuse the Nth chunk post (1-based, every upload's counted) with 413 whatever its size,
+    /// once: a proxy's hiccup, not a size limit.
+    #[arg(long, value_name = "N")]
+    pub too_large_on_post: Option<u64>,
 }
 
 impl EmulatorArgs {
@@ -138,6 +146,8 @@ impl EmulatorArgs {
             latency: self.latency,
             link_rate: self.link_rate,
             max_chunk_size: self.max_chunk_size,
+            too_large_as_400: self.too_large_as_400,
+            too_large_on_post: self.too_large_on_post,
             faults: Faults {
                 seed: self.seed,
                 error_rate: self.error_rate,
@@ -228,8 +238,18 @@ fn modelled(options: &EmulatorOptions) -> String {
     }
     if let Some(max) = options.max_chunk_size {
         lines.push_str(&format!(
-            "  chunks over {} are refused with 413\n",
-            crate::config::human_size(max)
+            "  chunks over {} are refused with {}\n",
+            crate::config::human_size(max),
+            if options.too_large_as_400 {
+                "400 \"Request Entity Too Large\""
+            } else {
+                "413"
+            }
+        ));
+    }
+    if let Some(post) = options.too_large_on_post {
+        lines.push_str(&format!(
+            "  chunk post {post} is refused with 413 whatever its size\n"
         ));
     }
     lines

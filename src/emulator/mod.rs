@@ -83,6 +83,12 @@ pub struct EmulatorOptions {
     /// Chunks longer than this are refused with `413 Payload Too Large` before their body is
     /// read (a server or proxy with a body size limit).
     pub max_chunk_size: Option<u64>,
+    /// Size refusals (`max_chunk_size`) are answered `400` with a body saying "Request Entity
+    /// Too Large", as some proxies do, instead of 413.
+    pub too_large_as_400: bool,
+    /// The Nth chunk post (1-based, every upload's counted) is refused with 413 whatever its
+    /// size, once: a proxy's hiccup, not a size limit.
+    pub too_large_on_post: Option<u64>,
     pub faults: Faults,
 }
 
@@ -109,6 +115,8 @@ impl Default for EmulatorOptions {
             latency: Duration::ZERO,
             link_rate: None,
             max_chunk_size: None,
+            too_large_as_400: false,
+            too_large_on_post: None,
             faults: Faults::default(),
         }
     }
@@ -188,7 +196,8 @@ pub struct EmulatorStats {
     pub chunks_accepted: u64,
     /// Chunk body bytes read from the network, whatever became of them.
     pub bytes_received: u64,
-    /// Chunk posts refused because their body was longer than `max_chunk_size` (413).
+    /// Chunk posts refused for their size: longer than `max_chunk_size` (413, or 400 with
+    /// `too_large_as_400`), or the one `too_large_on_post` names.
     pub chunks_too_large: u64,
     /// Bytes held by all videos now: what counts against the quota.
     pub bytes_stored: u64,
@@ -297,6 +306,12 @@ impl Emulator {
     /// Replaces the fault rates and reseeds the fault RNG with `faults.seed`.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);
+    }
+
+    /// From now on chunks longer than `max` are refused for their size (`None`: any size), as
+    /// when a proxy's body size limit changes.
+    pub fn set_max_chunk_size(&self, max: Option<u64>) {
+        self.shared.set_max_chunk_size(max);
     }
 
     pub fn set_quota(&self, quota_bytes: Option<u64>) {

@@ -86,8 +86,15 @@ pub(crate) struct Shared {
     sink: bool,
     /// The long-distance link, when one is modelled; `None` costs nothing per frame.
     link: Option<LinkModel>,
-    /// Chunks longer than this get 413 before their body is read.
-    max_chunk_size: Option<u64>,
+    /// Chunks longer than this get 413 before their body is read; 0: any size is taken.
+    /// Changed at run time by `Emulator::set_max_chunk_size` (a proxy's limit lowered).
+    max_chunk_size: AtomicU64,
+    /// Those refusals are 400 "Request Entity Too Large" instead.
+    too_large_as_400: bool,
+    /// The chunk post (1-based, as `size_checks` counts) refused with 413 whatever its size.
+    too_large_on_post: Option<u64>,
+    /// Chunk posts whose size was looked at (their token was genuine).
+    size_checks: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -128,8 +135,20 @@ impl Shared {
             video_managers: Mutex::new(options.video_managers),
             sink: options.sink,
             link: LinkModel::new(options.latency, options.link_rate),
-            max_chunk_size: options.max_chunk_size,
+            max_chunk_size: AtomicU64::new(options.max_chunk_size.unwrap_or(0)),
+            too_large_as_400: options.too_large_as_400,
+            too_large_on_post: options.too_large_on_post,
+            size_checks: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn set_max_chunk_size(&self, max: Option<u64>) {
+        self.max_chunk_size
+            .store(max.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_chunk_size(&self) -> Option<u64> {
+        Some(self.max_chunk_size.load(Ordering::Relaxed)).filter(|max| *max > 0)
     }
 
     pub(crate) fn set_video_managers(&self, ids: Vec<u64>) {

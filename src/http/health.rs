@@ -126,6 +126,7 @@ mod tests {
             transcoding: Vec::new(),
             bandwidth: None,
             notifications: Vec::new(),
+            chunk_cap: None,
         }
     }
 

@@ -89,6 +89,8 @@ pub struct StatusSource {
     pub folders: Box<dyn Fn() -> Vec<PathBuf> + Send + Sync>,
     /// The bandwidth limit in force now and its next change, as `status` shows it.
     pub bandwidth: Box<dyn Fn() -> Option<crate::bandwidth::BandwidthNow> + Send + Sync>,
+    /// The cap a refused chunk set on `chunk_size = "auto"` now, as `status` shows it.
+    pub chunk_cap: Box<dyn Fn() -> Option<crate::vmpro::link::ChunkCap> + Send + Sync>,
 }
 
 /// The read side of one listener.
@@ -384,6 +386,7 @@ impl Reader {
         let snapshot = match StatusSnapshot::read_state_dir(&store, state_dir, RECENT_SHOWN) {
             Ok(mut snapshot) => {
                 snapshot.bandwidth = (self.source.bandwidth)();
+                snapshot.chunk_cap = (self.source.chunk_cap)();
                 snapshot
             }
             Err(err) => {

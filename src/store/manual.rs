@@ -65,6 +65,8 @@ const MIGRATIONS: &[&str] = &[
     ",
     // v2: the link to the platform as uploads measured it (see `link.rs`).
     super::link::LINK_TABLE,
+    // v3: the chunk size the server refused and when (see `link.rs`).
+    super::link::LINK_REFUSAL_COLUMNS,
 ];
 
 /// Where uploads go: the same file uploaded to another platform or VideoManager is another

@@ -529,6 +529,19 @@ impl JobStore {
         })
     }
 
+    /// The chunk size a failed attempt last tried, for the sidecar, when no accepted chunk
+    /// recorded one: a job with accepted chunks keeps theirs (a resume needs it).
+    pub fn record_chunk_size_tried(&self, id: i64, chunk_size: u64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            current_state(tx, id)?;
+            tx.execute(
+                "UPDATE jobs SET chunk_size = ?2 WHERE id = ?1 AND chunk_size IS NULL",
+                params![id, i64::try_from(chunk_size).unwrap_or(i64::MAX)],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Uploaded files in done/ that retention has not decided about yet, the longest there
     /// first.
     pub fn done_undecided(&self) -> Result<Vec<Job>, StoreError> {

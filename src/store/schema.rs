@@ -180,6 +180,9 @@ const MIGRATIONS: &[&str] = &[
     // renamed inside the folder, `done_dir` changed); without the index, a folder of 10,000
     // new files would read the whole history 10,000 times.
     "CREATE INDEX jobs_placed ON jobs (placed_ino) WHERE placed_ino IS NOT NULL;",
+    // v13: the chunk size the server refused and when, so that the cap it set on auto's
+    // choice (`link.max_chunk`) expires and `check`/`status` can say why it is there.
+    super::link::LINK_REFUSAL_COLUMNS,
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).

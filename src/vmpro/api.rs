@@ -232,6 +232,9 @@ pub trait UploadObserver: Send + Sync {
     }
     /// The content starts again at chunk 1 (same video).
     fn restarted(&self) {}
+    /// The server refused a chunk for its size, and `link` (the link to `api_url`) now caps
+    /// auto's choice: kept at once, so that a process killed before the file ends keeps it.
+    fn size_refused(&self, _api_url: &str, _link: &super::link::MeasuredLink) {}
 }
 
 /// An observer that ignores everything.
@@ -322,7 +325,7 @@ impl Transport {
         observer: &dyn UploadObserver,
         build: impl FnMut() -> reqwest::RequestBuilder,
     ) -> Result<Answer, VmproError> {
-        self.exchange_paced(step, shutdown, observer, None, None, build)
+        self.exchange_paced(step, shutdown, observer, None, None, false, build)
             .await
     }
 
@@ -332,6 +335,10 @@ impl Transport {
     /// first for the end of `quiet_hours`' quiet hours: a retry's request opened then would hold
     /// a body that waits for hours, which proxies cut, and the retries would run out (pausing
     /// the queue) over nothing being wrong. The wait is not a failed try.
+    ///
+    /// `too_large_is_transient`: a refusal for size (413) is retried like a 503, each a failed
+    /// try: for a chunk no longer than one the server already took, it is not about the size.
+    #[allow(clippy::too_many_arguments)]
     pub async fn exchange_paced(
         &self,
         step: Step,
@@ -339,6 +346,7 @@ impl Transport {
         observer: &dyn UploadObserver,
         progress: Option<&BodyProgress>,
         quiet_hours: Option<&BandwidthLimiter>,
+        too_large_is_transient: bool,
         mut build: impl FnMut() -> reqwest::RequestBuilder,
     ) -> Result<Answer, VmproError> {
         let mut failed = 0;
@@ -389,6 +397,13 @@ impl Transport {
             let (error, retry_after) = match outcome {
                 Ok(answer) => match answer.disposition(step) {
                     Disposition::Retry { retry_after } => {
+                        let disposition = Disposition::Retry { retry_after };
+                        let err =
+                            VmproError::from_answer(step, answer.status, &answer.body, disposition);
+                        (err, retry_after)
+                    }
+                    Disposition::ChunkTooLarge if too_large_is_transient => {
+                        let retry_after = answer.retry_after();
                         let disposition = Disposition::Retry { retry_after };
                         let err =
                             VmproError::from_answer(step, answer.status, &answer.body, disposition);
@@ -946,6 +961,7 @@ mod tests {
                 &Unobserved,
                 None,
                 Some(&limiter),
+                false,
                 || {
                     if built.swap(true, Ordering::SeqCst) {
                         transport.http.get(&url)

@@ -27,7 +27,7 @@ use super::create::{
     CreateResume, KnownVideo, create_or_find, remove_marker_or_note, report_late_duplicates,
 };
 use super::error::{Disposition, Step, VmproError};
-use super::link::{AUTO_MIN, ChunkChoice, choose_chunk_size};
+use super::link::{AUTO_MIN, ChunkChoice, auto_ceiling, choose_chunk_size};
 use crate::config::{ChunkSize, human_size};
 
 /// How a file is cut into chunks.
@@ -214,8 +214,12 @@ enum ChunkOutcome {
     Accepted { took: Duration },
     /// The server will not continue this content: start again at chunk 1, same video.
     Restart(&'static str),
-    /// The server refused the chunk for its size (413).
-    TooLarge { status: u16, message: String },
+    /// The server refused the chunk of `sent` bytes for its size (413, or a 400 saying so).
+    TooLarge {
+        status: u16,
+        message: String,
+        sent: u64,
+    },
 }
 
 /// The plan for `size` bytes in chunks of `chunk_size`; `size` is never 0 here.
@@ -247,7 +251,13 @@ fn choose_for(platform: &Platform) -> ChunkChoice {
                 .0
                 .bytes_per_second()
                 .filter(|rate| *rate > 0);
-            choose_chunk_size(&platform.transport.link.snapshot(), limit)
+            // Bounded by `parallel`: each file holds its chunk in memory (see `auto_ceiling`).
+            choose_chunk_size(
+                &platform.transport.link.snapshot(),
+                limit,
+                auto_ceiling(platform.upload.parallel),
+                SystemTime::now(),
+            )
         }
     }
 }
@@ -457,16 +467,37 @@ pub async fn upload_file(
                 feed.recycle();
                 feed = ChunkFeed::start(&source, index);
             }
-            ChunkOutcome::TooLarge { status, message } => {
-                let refused = plan.chunk_size;
-                // Halvings end at 1 MiB, so they need no limit of their own.
-                let smaller = match platform.upload.chunk_size {
-                    ChunkSize::Auto => platform.transport.link.refused(refused),
-                    ChunkSize::Fixed(_) => None,
+            ChunkOutcome::TooLarge {
+                status,
+                message,
+                sent,
+            } => {
+                // Halving starts from the bytes sent: a file's last chunk is often shorter
+                // than the plan's size. Halvings end at 1 MiB, so they need no limit of their
+                // own; a fixed size is tried once more only when a resume's plan had another.
+                let (smaller, later) = match platform.upload.chunk_size {
+                    ChunkSize::Auto => {
+                        let smaller = platform.transport.link.refused(sent, SystemTime::now());
+                        if smaller.is_some() {
+                            // At once, not after the file: a kill -9 meanwhile keeps it.
+                            observer.size_refused(
+                                platform.account.api_url.as_str(),
+                                &platform.transport.link.snapshot(),
+                            );
+                        }
+                        (smaller, "later files start at that size")
+                    }
+                    ChunkSize::Fixed(size) if size != plan.chunk_size => {
+                        (Some(size), "the size set in upload.chunk_size")
+                    }
+                    ChunkSize::Fixed(_) => (None, ""),
                 };
                 let Some(smaller) = smaller else {
                     return Err(VmproError::ChunkTooLarge {
-                        chunk_size: refused,
+                        chunk_size: match platform.upload.chunk_size {
+                            ChunkSize::Auto => sent,
+                            ChunkSize::Fixed(_) => plan.chunk_size,
+                        },
                         status,
                         message,
                         chosen: platform.upload.chunk_size == ChunkSize::Auto,
@@ -474,9 +505,8 @@ pub async fn upload_file(
                 };
                 let why = format!(
                     "the server refused a chunk of {} ({status}: {message}): sending the file \
-                     again from chunk 1 in chunks of {}, to the same video; later files start \
-                     at that size",
-                    human_size(refused),
+                     again from chunk 1 in chunks of {}, to the same video; {later}",
+                    human_size(sent),
                     human_size(smaller)
                 );
                 report.restarts += 1;
@@ -584,6 +614,9 @@ async fn send_chunk(
         // chunk's time runs from each try's start, its pacing included: the rate shown for a
         // limited upload is the limited rate.
         let sends = std::sync::atomic::AtomicU64::new(0);
+        // A refusal for size of a chunk no longer than one the server took in this run (this
+        // file's or another's) is not about its size: retried like a 503, each a failed try.
+        let size_taken_before = platform.transport.link.accepted_before(feed.chunk_len());
         let last_try = std::sync::Mutex::new(tokio::time::Instant::now());
         let answer = platform
             .transport
@@ -593,6 +626,7 @@ async fn send_chunk(
                 &quiet,
                 Some(pacing.progress.as_ref()),
                 Some(platform.bandwidth.as_ref()),
+                size_taken_before,
                 || {
                     sends.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Ok(mut started) = last_try.lock() {
@@ -639,6 +673,7 @@ async fn send_chunk(
                 return Ok(ChunkOutcome::TooLarge {
                     status: answer.status,
                     message: super::error::server_message(&answer.body),
+                    sent: feed.chunk_len(),
                 });
             }
             Disposition::RenewUrl if renewals < 3 => {

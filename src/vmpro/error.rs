@@ -61,7 +61,7 @@ pub enum Disposition {
     RenewUrl,
     /// A chunk refused in a way that means "start over" (out of order, unknown upload).
     RestartContent,
-    /// A chunk refused for its size (413): smaller chunks may pass (the docs suggest up to
+    /// A chunk refused for its size (413, or a 400 saying "too large"): smaller chunks may pass (the docs suggest up to
     /// 10 MB; anything above is untested against the platform).
     ChunkTooLarge,
     /// Storage quota reached (1101): not the file's fault, do not retry now.
@@ -109,6 +109,9 @@ pub fn classify(
         (Step::Refresh, 400 | 401 | 403) => Disposition::RefreshToken,
         (Step::Chunk, 401 | 403) => Disposition::RenewUrl,
         (Step::Chunk, 413) => Disposition::ChunkTooLarge,
+        // Some servers and proxies refuse a body over their limit with a 400 that says so
+        // ("Request Entity Too Large"): the same refusal of the size, not a broken upload.
+        (Step::Chunk, 400) if says_too_large(body) => Disposition::ChunkTooLarge,
         (Step::Chunk, 400 | 404 | 409 | 410 | 412 | 422) => Disposition::RestartContent,
         (
             Step::CreateVideo
@@ -129,6 +132,14 @@ pub fn classify(
         (Step::CreateVideo | Step::UploadUrl | Step::Chunk, 300..=399) => Disposition::AccountWide,
         _ => Disposition::Permanent,
     }
+}
+
+/// Whether an answer's body says the request was too large (any case), as a 400 for a body
+/// over a server's limit does.
+fn says_too_large(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"too large";
+    body.windows(NEEDLE.len())
+        .any(|window| window.eq_ignore_ascii_case(NEEDLE))
 }
 
 /// Whether an answer is a web page: an HTML `Content-Type`, or a body that starts like one.
@@ -634,6 +645,31 @@ mod tests {
         }
         assert!(!is_quota_body(br#"{"code":11010,"message":"x"}"#));
         assert!(!is_quota_body(br#"{"id":1101}"#));
+    }
+
+    #[test]
+    fn a_400_saying_too_large_is_a_refusal_of_the_size() {
+        for body in [
+            &br#"{"message":"Request Entity Too Large"}"#[..],
+            b"<html><title>400 Request entity TOO LARGE</title></html>",
+            b"payload too large",
+        ] {
+            assert_eq!(
+                classify(Step::Chunk, 400, None, body, None),
+                Disposition::ChunkTooLarge,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Other 400s on a chunk still restart the content; other steps are not chunks.
+        assert_eq!(
+            classify(Step::Chunk, 400, None, b"chunk out of order", None),
+            Disposition::RestartContent
+        );
+        assert_eq!(
+            classify(Step::CreateVideo, 400, None, b"title too large", None),
+            Disposition::Permanent
+        );
     }
 
     #[test]

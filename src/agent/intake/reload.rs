@@ -118,8 +118,23 @@ impl Intake {
         self.settling_resync = true;
         // Always a new client: the password may have changed, and its Debug form is masked.
         // It carries on the count of refused logins (see `Platform::successor`).
-        let platform = match shared.platform().successor(&new.account, &new.upload) {
-            Ok(platform) => Some(platform),
+        let previous = shared.platform();
+        let platform = match previous.successor(&new.account, &new.upload) {
+            Ok(platform) => {
+                // Another platform is another link: its meter starts from what the store
+                // knows of it (a cap its server set, even one learnt before a reload away
+                // from it and back), as at start.
+                if platform.account.api_url != previous.account.api_url {
+                    match shared.store.link(platform.account.api_url.as_str()) {
+                        Ok(link) => platform.transport.link.seed(link),
+                        Err(err) => tracing::warn!(
+                            "reload: cannot read the measured link of the new api_url: {}",
+                            chain(&err)
+                        ),
+                    }
+                }
+                Some(platform)
+            }
             Err(err) => {
                 tracing::error!(
                     "reload: keeping the previous account settings: {}",

@@ -170,11 +170,29 @@ fn begin_chunk(
     if len == 0 {
         return Err(refuse(StatusCode::BAD_REQUEST, "empty chunk"));
     }
-    if let Some(max) = shared.max_chunk_size.filter(|max| len > *max) {
+    let checked = shared
+        .size_checks
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if shared.too_large_on_post == Some(checked) {
         bump(&shared.counters.chunks_too_large);
         return Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("chunk of {len} bytes is larger than the {max} bytes this server accepts"),
+            &format!("chunk post {checked} is refused as too large once (too_large_on_post)"),
+        ));
+    }
+    if let Some(max) = shared.max_chunk_size().filter(|max| len > *max) {
+        bump(&shared.counters.chunks_too_large);
+        let (status, said) = if shared.too_large_as_400 {
+            (StatusCode::BAD_REQUEST, "Request Entity Too Large: ")
+        } else {
+            (StatusCode::PAYLOAD_TOO_LARGE, "")
+        };
+        return Err(refuse(
+            status,
+            &format!(
+                "{said}chunk of {len} bytes is larger than the {max} bytes this server accepts"
+            ),
         ));
     }
     let Some(vm) = parse_decimal::<u64>(vm) else {
