@@ -338,6 +338,7 @@ impl Transport {
     ///
     /// `too_large_is_transient`: a refusal for size (413) is retried like a 503, each a failed
     /// try: for a chunk no longer than one the server already took, it is not about the size.
+    /// A third such refusal in a row is returned as it is (the server's limit has come down).
     #[allow(clippy::too_many_arguments)]
     pub async fn exchange_paced(
         &self,
@@ -350,6 +351,7 @@ impl Transport {
         mut build: impl FnMut() -> reqwest::RequestBuilder,
     ) -> Result<Answer, VmproError> {
         let mut failed = 0;
+        let mut size_refusals_retried = 0;
         loop {
             if shutdown.is_cancelled() {
                 return Err(VmproError::Cancelled);
@@ -402,7 +404,12 @@ impl Transport {
                             VmproError::from_answer(step, answer.status, &answer.body, disposition);
                         (err, retry_after)
                     }
-                    Disposition::ChunkTooLarge if too_large_is_transient => {
+                    // Twice at most: a server that has really lowered its limit since is
+                    // then answered by the smaller size, not by failing the file.
+                    Disposition::ChunkTooLarge
+                        if too_large_is_transient && size_refusals_retried < 2 =>
+                    {
+                        size_refusals_retried += 1;
                         let retry_after = answer.retry_after();
                         let disposition = Disposition::Retry { retry_after };
                         let err =

@@ -615,7 +615,8 @@ async fn send_chunk(
         // limited upload is the limited rate.
         let sends = std::sync::atomic::AtomicU64::new(0);
         // A refusal for size of a chunk no longer than one the server took in this run (this
-        // file's or another's) is not about its size: retried like a 503, each a failed try.
+        // file's or another's) is not about its size: retried like a 503, each a failed try,
+        // twice; a third in a row halves the size as any refusal of it does.
         let size_taken_before = platform.transport.link.accepted_before(feed.chunk_len());
         let last_try = std::sync::Mutex::new(tokio::time::Instant::now());
         let answer = platform

@@ -306,6 +306,24 @@ async fn a_413_on_a_chunk_of_a_size_already_accepted_is_retried_not_halved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lowers_its_limit_mid_run_gets_smaller_chunks_not_a_failed_file() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(&emulator, &eight_mib_auto(), QUICK);
+    let agent = studio.start();
+    let (first, _) = upload_one(&studio, "before.mp4", 20 * MIB, 21).await;
+    assert_eq!(chunk_size(&first), 8 * MIB as u64, "{first}");
+    // 8 MiB was taken in this run; now a proxy in front takes no more than 4 MiB.
+    emulator.set_max_chunk_size(Some(4 * MIB as u64));
+    let (second, hash) = upload_one(&studio, "after.mp4", 20 * MIB, 22).await;
+    assert_eq!(chunk_size(&second), 4 * MIB as u64, "{second}");
+    let video = only_video(&emulator, "after.mp4");
+    assert_eq!(video.sha256.as_deref(), Some(hash.as_str()));
+    // Two refusals taken for a hiccup, the third for the size.
+    assert_eq!(emulator.stats().chunks_too_large, 3);
+    stop(agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_saying_too_large_halves_the_size_like_a_413() {
     let emulator = emulator(|options| {
         options.max_chunk_size = Some(4 * MIB as u64);
