@@ -359,6 +359,13 @@ async fn under_the_journal_lines_carry_priorities_and_no_copy_goes_to_files() {
     run_under_journal_stream(&config, &home, &stderr).await;
     let files = util::files_under(&logs);
     assert_eq!(files.len(), 1, "{files:?}");
+    // The name the package's purge deletes (packaging/deb/postrm), as really written.
+    let purged = purge_patterns(&read("packaging/deb/postrm"))
+        .into_iter()
+        .find(|(dir, _)| dir == "/var/log/hotfolder")
+        .map(|(_, patterns)| patterns)
+        .unwrap_or_default();
+    assert!(sh_matches(&files[0], &purged), "{files:?} vs {purged:?}");
     let file_text = std::fs::read_to_string(logs.join(&files[0])).unwrap();
     assert!(file_text.contains("ready:"), "{file_text}");
     assert!(
@@ -805,24 +812,94 @@ fn maintainer_scripts_are_valid_and_purge_deletes_only_what_hotfolder_made() {
             "purge leaves {dir}"
         );
     }
-    // The names purge deletes are the names the agent writes.
-    for name in [
-        "jobs.sqlite3",
-        "uploads.sqlite3",
-        "hotfolder.lock",
-        "retry.lock",
+    // The names purge deletes are the names the agent writes, taken from the code, and no
+    // others: an admin's files beside them stay.
+    let sqlite = |name: &str| {
+        std::iter::once(name.to_owned())
+            .chain(
+                hotfolder::SQLITE_SIDE_SUFFIXES
+                    .iter()
+                    .map(|suffix| format!("{name}{suffix}")),
+            )
+            .collect::<Vec<_>>()
+    };
+    let mut state_names = sqlite(hotfolder::DB_FILE_NAME);
+    state_names.extend(sqlite(hotfolder::MANUAL_DB_FILE_NAME));
+    state_names.push(hotfolder::LOCK_FILE_NAME.to_owned());
+    state_names.push(hotfolder::RETRY_LOCK_FILE_NAME.to_owned());
+    let log_names = [
+        format!(
+            "{}.2026-12-02.{}",
+            hotfolder::LOG_FILE_PREFIX,
+            hotfolder::LOG_FILE_SUFFIX
+        ),
+        format!(
+            "{}.1999-01-31.{}",
+            hotfolder::LOG_FILE_PREFIX,
+            hotfolder::LOG_FILE_SUFFIX
+        ),
+    ];
+    let admins = [
+        "hotfolder.catalog.txt",
+        "hotfolder.log.txt",
+        "hotfolder.notes.log",
+        "mine.lock",
+        "jobs.sqlite3.bak",
+        "jobs.sqlite3-old",
+        "uploads.sqlite3.copy",
+        "clip.mov",
+    ];
+    let patterns = purge_patterns(&postrm);
+    for (dir, ours) in [
+        ("/var/lib/hotfolder", state_names.as_slice()),
+        ("/var/log/hotfolder", log_names.as_slice()),
     ] {
-        let covered = ["'jobs.sqlite3*'", "'uploads.sqlite3*'", "'*.lock'"]
+        let patterns = patterns
             .iter()
-            .any(|pattern| {
-                let pattern = pattern.trim_matches('\'');
-                match pattern.split_once('*') {
-                    Some((head, tail)) => name.starts_with(head) && name.ends_with(tail),
-                    None => name == pattern,
-                }
-            });
-        assert!(covered, "purge would leave {name}");
+            .find(|(d, _)| d == dir)
+            .map(|(_, p)| p.as_slice())
+            .unwrap_or_else(|| panic!("purge leaves {dir}"));
+        for name in ours {
+            assert!(sh_matches(name, patterns), "purge would leave {dir}/{name}");
+        }
+        for name in admins {
+            assert!(
+                !sh_matches(name, patterns),
+                "purge would delete an admin's {dir}/{name}"
+            );
+        }
     }
+}
+
+/// Each `remove_ours DIR PATTERN...` call in postrm (backslash-continued lines joined), with
+/// its patterns unquoted.
+fn purge_patterns(postrm: &str) -> Vec<(String, Vec<String>)> {
+    postrm
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_prefix("remove_ours "))
+        .map(|call| {
+            let mut words = call
+                .split_whitespace()
+                .map(|w| w.trim_matches('\'').to_owned());
+            let dir = words.next().unwrap_or_default();
+            (dir, words.collect())
+        })
+        .collect()
+}
+
+/// Whether `name` matches one of the shell patterns, as sh itself matches them.
+fn sh_matches(name: &str, patterns: &[String]) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg("n=$1; shift; for p; do case $n in $p) exit 0;; esac; done; exit 1")
+        .arg("sh")
+        .arg(name)
+        .args(patterns)
+        .status()
+        .unwrap()
+        .success()
 }
 
 #[test]
