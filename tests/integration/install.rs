@@ -379,7 +379,12 @@ async fn under_the_journal_lines_carry_priorities_and_no_copy_goes_to_files() {
 fn under_the_journal_the_error_a_command_ends_with_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[account]\nusername = \"x\"\nbogus = 1\n").unwrap();
+    // Two unknown keys: a message of several lines, one problem each.
+    std::fs::write(
+        &config,
+        "[account]\nusername = \"x\"\nbogus = 1\nworse = 2\n",
+    )
+    .unwrap();
     let stderr = dir.path().join("journal-stream");
     let file = std::fs::File::create(&stderr).unwrap();
     let status = binary()
@@ -393,6 +398,19 @@ fn under_the_journal_the_error_a_command_ends_with_is_an_error() {
     assert_eq!(status.code(), Some(2));
     let written = std::fs::read_to_string(&stderr).unwrap();
     assert!(written.starts_with("<3>hotfolder: "), "{written}");
+    // The journal makes each line an entry: every one is an error, or `journalctl -p err`
+    // shows the first problem and hides the rest.
+    assert!(
+        written.contains("bogus") && written.contains("worse"),
+        "{written}"
+    );
+    assert!(written.lines().count() > 1, "{written}");
+    for line in written.lines() {
+        assert!(
+            line.starts_with("<3>"),
+            "a line without its priority: {line}"
+        );
+    }
     // Elsewhere (the variable names another stream) the line is as it always was.
     let file = std::fs::File::create(&stderr).unwrap();
     binary()
