@@ -375,6 +375,148 @@ async fn under_the_journal_lines_carry_priorities_and_no_copy_goes_to_files() {
     emulator.shutdown().await;
 }
 
+/// A journal of the test's own: binds a datagram socket, as journald's, and collects each entry
+/// (its `KEY=value` lines, or the length-prefixed form for values with a line break) until
+/// dropped.
+struct FakeJournal {
+    path: PathBuf,
+    entries: std::sync::Arc<std::sync::Mutex<Vec<std::collections::HashMap<String, String>>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeJournal {
+    fn bind(dir: &Path) -> FakeJournal {
+        use std::sync::atomic::Ordering;
+        let path = dir.join("journal.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let entries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        std::thread::spawn({
+            let entries = entries.clone();
+            let done = done.clone();
+            move || {
+                let mut buffer = vec![0u8; 1 << 20];
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buffer) {
+                        let entry = FakeJournal::parse(&buffer[..n]);
+                        entries.lock().unwrap().push(entry);
+                    }
+                }
+            }
+        });
+        FakeJournal {
+            path,
+            entries,
+            done,
+        }
+    }
+
+    fn parse(mut data: &[u8]) -> std::collections::HashMap<String, String> {
+        let mut entry = std::collections::HashMap::new();
+        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+            let line = &data[..end];
+            if let Some(eq) = line.iter().position(|&b| b == b'=') {
+                entry.insert(text(&line[..eq]), text(&line[eq + 1..]));
+                data = &data[end + 1..];
+            } else {
+                let rest = &data[end + 1..];
+                let size = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+                entry.insert(text(line), text(&rest[8..8 + size]));
+                data = &rest[8 + size + 1..];
+            }
+        }
+        entry
+    }
+
+    fn entries(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.entries.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeJournal {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `journalctl -u hotfolder FILE=clip.mov` is one file's story (packaging/README.md): every
+/// line about it carries the same FILE, relative to its folder, from "complete" to the move
+/// into done/, with JOB and VIDEO_ID where they are known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_files_journal_entries_carry_its_name_from_complete_to_done() {
+    let emulator = util::emulator(|_| {}).await;
+    let studio = util::Studio::new(&emulator, util::FAST_UPLOAD, "stable_for = \"300ms\"");
+    let journal = FakeJournal::bind(studio.dir.path());
+    let stderr = studio.dir.path().join("journal-stream");
+    let stream = std::fs::File::create(&stderr).unwrap();
+    let agent = hotfolder()
+        .arg("run")
+        .arg("--config")
+        .arg(&studio.config)
+        .env("JOURNAL_STREAM", journal_stream_of(&stderr))
+        .env("HOTFOLDER_TEST_JOURNAL_SOCKET", &journal.path)
+        .stdout(Stdio::null())
+        .stderr(stream)
+        .spawn()
+        .unwrap();
+    let path = studio.inbox.join("clip.mov");
+    util::write_file(&path, 2 * 1024 * 1024 + 5, 7);
+    let done = studio.done().join("clip.mov");
+    util::eventually(Duration::from_secs(30), "clip.mov in done/", || {
+        util::arrived(&done)
+    })
+    .await;
+    let video_id = util::sidecar(&done)["video_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The move's line is logged right after the sidecar is written.
+    util::eventually(Duration::from_secs(10), "the move in the journal", || {
+        journal
+            .entries()
+            .iter()
+            .any(|e| e.get("MESSAGE").is_some_and(|m| m.starts_with("done → ")))
+    })
+    .await;
+    let (status, _) = util::stop(agent).await;
+    assert!(status.success(), "{status}");
+
+    let entries = journal.entries();
+    let all: Vec<&String> = entries.iter().filter_map(|e| e.get("MESSAGE")).collect();
+    for entry in &entries {
+        if let Some(file) = entry.get("FILE") {
+            assert!(
+                !file.starts_with('/'),
+                "FILE as an absolute path: {entry:?}"
+            );
+        }
+    }
+    let story: Vec<&std::collections::HashMap<String, String>> = entries
+        .iter()
+        .filter(|e| e.get("FILE").map(String::as_str) == Some("clip.mov"))
+        .collect();
+    let find = |start: &str| {
+        story
+            .iter()
+            .find(|e| e.get("MESSAGE").is_some_and(|m| m.starts_with(start)))
+            .unwrap_or_else(|| panic!("no {start:?} line with FILE=clip.mov among {all:#?}"))
+    };
+    find("complete: ");
+    let created = find("created: video ");
+    assert_eq!(created.get("VIDEO_ID"), Some(&video_id), "{created:?}");
+    let uploaded = find("uploaded (");
+    assert_eq!(uploaded.get("VIDEO_ID"), Some(&video_id), "{uploaded:?}");
+    let moved = find("done → ");
+    assert_eq!(moved.get("VIDEO_ID"), Some(&video_id), "{moved:?}");
+    assert_eq!(moved.get("PRIORITY").map(String::as_str), Some("6"));
+    assert!(moved.contains_key("JOB"), "{moved:?}");
+    assert_eq!(created.get("JOB"), moved.get("JOB"));
+    emulator.shutdown().await;
+}
+
 #[test]
 fn under_the_journal_the_error_a_command_ends_with_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
