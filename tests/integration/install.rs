@@ -1062,6 +1062,58 @@ fn sh_matches(name: &str, patterns: &[String]) -> bool {
         .success()
 }
 
+/// The unit's `SetCredential=password:\n` stands in while /etc/hotfolder/password is missing
+/// (systemd would otherwise stop with 243/CREDENTIALS): the agent refuses the empty password
+/// with exit 2 and says which file to create.
+#[test]
+fn an_empty_credential_names_the_file_to_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("password"), "\n").unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[account]\nusername = \"x\"\npassword_file = \"{}\"\nvideo_manager_id = 1\n\
+             [state]\ndir = \"{}\"\n[[folder]]\npath = \"{}\"\n",
+            credentials.join("password").display(),
+            dir.path().join("state").display(),
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    let output = binary()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("is empty") && stderr.contains("/etc/hotfolder/password"),
+        "{stderr}"
+    );
+    // Outside systemd an empty file is just that.
+    let output = binary()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("is empty") && !stderr.contains("LoadCredential"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_packaged_config_is_accepted_and_reads_the_credential_the_unit_loads() {
     let shipped = read("packaging/deb/config.toml");
@@ -1070,7 +1122,7 @@ fn the_packaged_config_is_accepted_and_reads_the_credential_the_unit_loads() {
     assert!(shipped.contains("password_file = \"/run/credentials/hotfolder.service/password\""));
     assert!(unit.contains("StateDirectory=hotfolder"));
     assert!(shipped.contains("dir = \"/var/lib/hotfolder\""));
-    assert!(unit.contains("ReadWritePaths=/srv/exports"));
+    assert!(unit.contains("ReadWritePaths=-/srv/exports"));
     assert!(shipped.contains("path = \"/srv/exports\""));
     // Accepted by hotfolder once the paths exist (moved into a temp dir).
     let dir = tempfile::tempdir().unwrap();
