@@ -55,7 +55,12 @@ pub use cli::{Cli, CommandError, run};
 pub use error_chain::chain;
 pub use test_skip::test_skipped;
 // `main` marks its last line as an error when stderr is the journal.
-pub use logging::stderr_is_journal;
+pub use logging::{LOG_FILE_PREFIX, LOG_FILE_SUFFIX, stderr_is_journal};
+/// The names of the files hotfolder makes in its state dir, for the package's purge (tested
+/// against packaging/deb/postrm).
+pub use store::{
+    DB_FILE_NAME, LOCK_FILE_NAME, MANUAL_DB_FILE_NAME, RETRY_LOCK_FILE_NAME, SQLITE_SIDE_SUFFIXES,
+};
 // Bandwidth limits and the weekly timetable.
 pub use bandwidth::{Bandwidth, BandwidthPlan, BandwidthSchedule, Limit};
 // The configuration file.

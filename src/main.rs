@@ -15,18 +15,16 @@ fn main() -> ExitCode {
             // Not `{err:#}`: that walks the causes only of an `anyhow::Error`, and a
             // `CommandError::Config` would lose the reason a config file cannot be read.
             // Not `eprintln!`: it panics when stderr is a closed pipe (`2>&1 | head -1`).
-            // Under systemd's journal, `<3>` makes the line an error (`journalctl -p err`); the
-            // journal takes the prefix off.
-            let priority = if hotfolder::stderr_is_journal() {
-                "<3>"
+            let message = format!("hotfolder: {}\n", hotfolder::chain(&err));
+            // Under systemd's journal, `<3>` makes a line an error (`journalctl -p err`) and the
+            // journal takes the prefix off. The journal reads each line of the stream as an
+            // entry of its own, so every line needs it: a bad config lists one problem a line.
+            let message = if hotfolder::stderr_is_journal() {
+                message.lines().map(|line| format!("<3>{line}\n")).collect()
             } else {
-                ""
+                message
             };
-            let _ = writeln!(
-                std::io::stderr(),
-                "{priority}hotfolder: {}",
-                hotfolder::chain(&err)
-            );
+            let _ = std::io::stderr().write_all(message.as_bytes());
             err.exit_code()
         }
     }

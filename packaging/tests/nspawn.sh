@@ -174,6 +174,10 @@ inside dpkg -i /mnt/debs/hotfolder.deb >"$work/dpkg.log" 2>&1 || {
   cat "$work/dpkg.log" >&2
   fail "dpkg -i"
 }
+# The account exists already on an upgrade or reinstall: usermod's "no changes" is expected.
+if grep -q 'usermod' "$work/dpkg.log"; then
+  fail "installing printed: $(grep usermod "$work/dpkg.log")"
+fi
 version=$(inside hotfolder --version)
 say "installed: $version"
 [ "$(inside systemctl is-enabled hotfolder.service || true)" = disabled ] ||
@@ -352,6 +356,9 @@ inside dpkg -i /mnt/debs/hotfolder-upgrade.deb >"$work/dpkg.log" 2>&1 || {
   cat "$work/dpkg.log" >&2
   fail "dpkg -i (upgrade)"
 }
+if grep -q 'usermod' "$work/dpkg.log"; then
+  fail "the upgrade printed: $(grep usermod "$work/dpkg.log")"
+fi
 [ "$(unit_property MainPID)" != "$pid" ] || fail "the upgrade did not restart the agent"
 inside journalctl -u hotfolder -o cat FILE=upgrade.mov | grep -q 'interrupted by shutdown' ||
   fail "the upgrade did not stop the agent with SIGTERM (no clean interruption logged)"
@@ -373,8 +380,18 @@ inside test ! -e /usr/bin/hotfolder || fail "/usr/bin/hotfolder is left after re
 for kept in /etc/hotfolder/config.toml /etc/hotfolder/password /var/lib/hotfolder/jobs.sqlite3; do
   inside test -e "$kept" || fail "dpkg --remove took $kept"
 done
+# Purge deletes hotfolder's exact names only: a daily file goes, files an admin put beside
+# it (named much like it) stay, and so does their directory.
+sh_inside 'mkdir -p /var/log/hotfolder && : >/var/log/hotfolder/hotfolder.2026-01-31.log &&
+  echo mine >/var/log/hotfolder/hotfolder.catalog.txt && echo mine >/var/log/hotfolder/mine.lock'
 inside dpkg --purge hotfolder >"$work/dpkg.log" 2>&1 || fail "dpkg --purge: $(cat "$work/dpkg.log")"
-for gone in /etc/hotfolder /var/lib/hotfolder /var/log/hotfolder /usr/lib/systemd/system/hotfolder.service \
+inside test ! -e /var/log/hotfolder/hotfolder.2026-01-31.log || fail "the purge left a daily log file"
+for kept in /var/log/hotfolder/hotfolder.catalog.txt /var/log/hotfolder/mine.lock; do
+  inside test -e "$kept" || fail "the purge deleted the admin's $kept"
+done
+grep -q 'kept /var/log/hotfolder' "$work/dpkg.log" || fail "the purge did not say why it kept /var/log/hotfolder"
+sh_inside 'rm -r /var/log/hotfolder'
+for gone in /etc/hotfolder /var/lib/hotfolder /usr/lib/systemd/system/hotfolder.service \
   /lib/systemd/system/hotfolder.service /etc/systemd/system/multi-user.target.wants/hotfolder.service; do
   inside test ! -e "$gone" || fail "$gone is left after the purge"
 done
@@ -382,5 +399,5 @@ done
 for kept in /srv/exports/done/clip.mov /srv/exports/done/frozen.mov /srv/more/done/added.mov; do
   inside test -e "$kept" || fail "the purge touched $kept"
 done
-say "remove kept config and queue; purge removed them, locked the user, left the folders alone"
+say "remove kept config and queue; purge removed them and no admin's file, locked the user, left the folders alone"
 say "all checks passed"

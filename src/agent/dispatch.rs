@@ -314,6 +314,7 @@ async fn work(
         last_logged_quarter: AtomicU64::new(0),
         probing: AtomicBool::new(matches!(start, Start::Probe { .. })),
         video_recorded: AtomicBool::new(job.video_id.is_some()),
+        video_id: std::sync::Mutex::new(job.video_id.clone()),
     };
     if job.video_manager_id != Some(video_manager)
         && let Err(err) = shared.store.record_video_manager(id, video_manager)
@@ -442,7 +443,15 @@ async fn work(
                     }
                 }
                 let message = chain(&err);
-                tracing::warn!(file = %name, "failed: {message} ({})", err.meaning());
+                // An error, not a warning: the file is in failed/ and only a person can say
+                // what becomes of it (README: errors are what needs someone).
+                tracing::error!(
+                    file = %name,
+                    job = id,
+                    video_id = observer.video_id().as_deref(),
+                    "failed: {message} ({})",
+                    err.meaning()
+                );
                 log_store_error(
                     shared,
                     id,
@@ -741,6 +750,11 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
         (None, false) => job.folder.join("failed"),
     };
     let path = job.path.clone();
+    // For the log lines below: the same FILE (and JOB, VIDEO_ID, FOLDER) as the job's other
+    // lines, so that `journalctl FILE=clip.mov` tells the whole story, its end included.
+    let name = escaped(&job.rel_path).to_string();
+    let video_id = job.video_id.clone();
+    let watched = escaped(&job.folder).to_string();
     let store = shared.store.clone();
     let stop = shared.stop.clone();
     let outcome =
@@ -753,6 +767,10 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     let failure = match outcome {
         Ok(Ok(finish::Finished::Moved(dest))) => {
             tracing::info!(
+                file = %name,
+                job = id,
+                video_id = video_id.as_deref(),
+                folder = %watched,
                 "{} → {}",
                 if uploaded { "done" } else { "failed" },
                 escaped(&dest)
@@ -765,7 +783,7 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
             None
         }
         Ok(Ok(finish::Finished::RemovedBeforeMove(why))) => {
-            tracing::warn!(job = id, "{why}");
+            tracing::warn!(file = %name, job = id, "{why}");
             None
         }
         Ok(Err(message)) => Some(message),
@@ -775,6 +793,7 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
         None => shared.dispatch.finish_unstuck(id),
         Some(message) if shared.stop.is_cancelled() => {
             tracing::info!(
+                file = %name,
                 job = id,
                 "moving the file stopped for the shutdown ({message}); it is moved at the next start"
             );
@@ -782,12 +801,13 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
         Some(message) => {
             if shared.dispatch.finish_stuck(id, message.clone()) {
                 tracing::error!(
+                    file = %name,
                     job = id,
                     "{message}; the file stays where it is and is tried again every {} s",
                     FINISH_RETRY_EVERY.as_secs()
                 );
             } else {
-                tracing::debug!(job = id, "{message}; still trying");
+                tracing::debug!(file = %name, job = id, "{message}; still trying");
             }
         }
     }

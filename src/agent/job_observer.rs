@@ -30,9 +30,18 @@ pub(super) struct JobObserver {
     /// The job's video id is in the store (resumed with one, or recorded since): only then may
     /// its marker keyword come off.
     pub(super) video_recorded: AtomicBool,
+    /// The job's video id (known when it resumes, or since the platform created it), for the
+    /// `VIDEO_ID` of the job's event lines, "created: video …" among them.
+    pub(super) video_id: std::sync::Mutex<Option<String>>,
 }
 
 impl JobObserver {
+    /// The job's video id as far as this upload knows it.
+    pub(super) fn video_id(&self) -> Option<String> {
+        // A poisoned lock (a panic while setting it) only costs the field on later lines.
+        self.video_id.lock().ok().and_then(|known| known.clone())
+    }
+
     /// A record the upload can go on without (it resumes from an earlier chunk after a crash):
     /// logged, and during an outage said once for all.
     fn log_store_error(&self, what: &str, result: Result<(), StoreError>) {
@@ -54,10 +63,12 @@ impl UploadObserver for JobObserver {
         }
     }
     fn event(&self, event: &str, detail: &str) {
+        let video_id = self.video_id();
+        let video_id = video_id.as_deref();
         if self.probing.load(Ordering::Relaxed) {
-            tracing::debug!(file = %self.name, "{event}: {detail}");
+            tracing::debug!(file = %self.name, job = self.id, video_id, "{event}: {detail}");
         } else {
-            tracing::info!(file = %self.name, "{event}: {detail}");
+            tracing::info!(file = %self.name, job = self.id, video_id, "{event}: {detail}");
         }
         self.log_store_error(
             "an event",
@@ -80,6 +91,10 @@ impl UploadObserver for JobObserver {
         );
     }
     fn video_created(&self, video_id: &str) {
+        // A second create (the first video was deleted meanwhile) replaces the first id.
+        if let Ok(mut known) = self.video_id.lock() {
+            *known = Some(video_id.to_owned());
+        }
         let recorded = self.shared.store.record_video(self.id, video_id);
         self.video_recorded
             .store(recorded.is_ok(), Ordering::Relaxed);

@@ -622,7 +622,7 @@ fn recover(shared: &Arc<Shared>) {
             }
             // Reached without a link, as every later look and open is (see `nofollow`).
             _ if !crate::nofollow::is_regular_file(&job.path) => {
-                tracing::info!(file = %escaped(&job.path), "forgetting a queued file that is no longer there");
+                tracing::info!(file = %escaped(&job.rel_path), "forgetting a queued file that is no longer there");
                 shared
                     .store
                     .forget(job.id, "the file disappeared while hotfolder was stopped")

@@ -132,8 +132,9 @@ pub(super) fn queue_refused(shared: &Arc<Shared>, refused: Vec<Refusal>) -> Vec<
             .enqueue_refused(&refusal.job, &refusal.error, refusal.never_finished)
         {
             Ok(Enqueued::New(id)) => {
-                tracing::warn!(
-                    file = %escaped(&refusal.job.path),
+                // An error: a file in failed/ waits for a person, like an upload that failed.
+                tracing::error!(
+                    file = %escaped(&refusal.job.rel_path),
                     "not uploaded: {}; moving it to failed/",
                     refusal.error.message
                 );
@@ -157,8 +158,8 @@ pub(super) fn queue_refused(shared: &Arc<Shared>, refused: Vec<Refusal>) -> Vec<
                     Some(&refusal.error),
                 ) {
                     Ok(()) => {
-                        tracing::warn!(
-                            file = %escaped(&refusal.job.path),
+                        tracing::error!(
+                            file = %escaped(&refusal.job.rel_path),
                             "not uploaded: {}; its upload stopped when the file changed, and it never became whole again; moving it to failed/",
                             refusal.error.message
                         );

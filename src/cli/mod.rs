@@ -805,7 +805,7 @@ fn retry(arg: &ConfigArg, all: bool, paths: &[PathBuf]) -> Result<ExitCode, Comm
     // interrupted one and clean it up, losing the file (hostile test): one run at a time.
     std::fs::create_dir_all(&settings.state_dir)
         .with_context(|| format!("cannot make the state dir {}", settings.state_dir.display()))?;
-    let lock_path = settings.state_dir.join("retry.lock");
+    let lock_path = settings.state_dir.join(crate::store::RETRY_LOCK_FILE_NAME);
     let one_at_a_time = std::fs::File::options()
         .create(true)
         .truncate(false)

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use super::{ConfigProblem, NotifyTarget, PasswordSource, Settings};
 
 /// Checks what only the file system can tell: each watched folder can be listed, each
-/// done/failed folder (and the state and log directories) can be created and written. Creates
-/// missing directories; leaves no probe file behind.
+/// done/failed folder (and the state directory, and the log directory when one was chosen) can
+/// be created and written. Creates missing directories; leaves no probe file behind.
 pub fn check_folder_access(settings: &Settings) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     let mut writable = |key: String, dir: &Path| {
@@ -18,7 +18,12 @@ pub fn check_folder_access(settings: &Settings) -> Vec<ConfigProblem> {
         }
     };
     writable("state.dir".to_owned(), &settings.state_dir);
-    writable("log.dir".to_owned(), &settings.log.dir);
+    // The default log dir is used only outside the journal, and `run` makes it then; made here,
+    // it would be a folder nobody asked for (in the service user's home, one that keeps
+    // /var/lib/hotfolder from being purged). An existing one is still checked.
+    if settings.log.dir_chosen || settings.log.dir.is_dir() {
+        writable("log.dir".to_owned(), &settings.log.dir);
+    }
     for (i, folder) in settings.folders.iter().enumerate() {
         // A folder that is not there is reported below; making its done/ inside it would make
         // the folder too, and hide that it is missing (an unmounted share's mount point).
@@ -106,19 +111,33 @@ pub fn secret_file_warnings(settings: &Settings) -> Vec<String> {
     }
     found
         .iter()
-        .filter_map(|(path, what)| readable_by_others(path, &what.join(" and ")))
+        .filter_map(|(path, what)| {
+            let inline = matches!(settings.account.password_source, PasswordSource::Inline)
+                && settings.source.as_ref() == Some(path);
+            readable_by_others(path, &what.join(" and "), inline)
+        })
         .collect()
 }
 
-fn readable_by_others(path: &Path, what: &str) -> Option<String> {
+/// A warning when users outside the file's owner and group can read it. Only the "others" bits
+/// count: a group-readable secret is how the service reads it (the Debian package ships the
+/// config as 0640 root:hotfolder, and the agent runs as group hotfolder), so advising `chmod
+/// 600` there would lock the service out of its own config.
+fn readable_by_others(path: &Path, what: &str, inline_password: bool) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o044 != 0).then(|| {
-        format!(
-            "{} holds {what} and other users can read it (mode {:o}); run `chmod 600 {}`",
+    (mode & 0o004 != 0).then(|| {
+        let mut warning = format!(
+            "{} holds {what} and other users can read it (mode {:o}); run `chmod o-r {}`",
             path.display(),
             mode & 0o777,
             path.display()
-        )
+        );
+        if inline_password {
+            warning.push_str(
+                ", or move the password to a file of its own and name it in [account] password_file",
+            );
+        }
+        warning
     })
 }

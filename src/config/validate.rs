@@ -285,9 +285,27 @@ pub(crate) fn read_password_file(path: &Path) -> Result<SecretString, String> {
     let kept = text.trim_end_matches(['\n', '\r']).len();
     text.truncate(kept);
     if text.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(format!(
+            "{} is empty{}",
+            path.display(),
+            credential_hint(path)
+        ));
     }
     Ok(SecretString::from(text))
+}
+
+/// Why a credential systemd handed over can be empty: the shipped unit pairs
+/// `LoadCredential=` with `SetCredential=password:\n`, a stand-in that makes a missing source
+/// file not fatal to systemd (243/CREDENTIALS), so that this message can say what is missing.
+fn credential_hint(path: &Path) -> &'static str {
+    let from_systemd = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|dir| !dir.is_empty() && path.starts_with(&dir));
+    if from_systemd {
+        " (systemd found no file to load it from: create the file the unit's LoadCredential= \
+         names, /etc/hotfolder/password in the Debian package, readable by root only)"
+    } else {
+        ""
+    }
 }
 
 fn resolve_password(

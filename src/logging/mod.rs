@@ -36,6 +36,11 @@ use crate::vmpro::api::mask_token;
 /// (and twice in the journal, which collects stderr).
 pub const EXIT_TARGET: &str = "hotfolder::exit";
 
+/// The daily files are `hotfolder.YYYY-MM-DD.log` (tracing-appender's `prefix.date.suffix`),
+/// text or JSON alike; the Debian package's purge deletes exactly these names.
+pub const LOG_FILE_PREFIX: &str = "hotfolder";
+pub const LOG_FILE_SUFFIX: &str = "log";
+
 /// Keeps the file writer's worker alive; dropping it flushes every buffered line, so `main`
 /// holds it until the very end (no line lost at shutdown).
 pub struct LogGuard {
@@ -215,8 +220,8 @@ fn file_layer(settings: &LogSettings) -> Result<(BoxedLayer, WorkerGuard), Loggi
     })?;
     let appender = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
-        .filename_prefix("hotfolder")
-        .filename_suffix("log")
+        .filename_prefix(LOG_FILE_PREFIX)
+        .filename_suffix(LOG_FILE_SUFFIX)
         .max_log_files(settings.keep_files.max(1))
         .build(&settings.dir)
         .map_err(|err| LoggingError::File {

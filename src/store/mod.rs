@@ -65,7 +65,9 @@ mod transcoding;
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, Placed, QueueSummary};
 pub use lock::{AgentNote, LOCK_FILE_NAME, StateLock, read_agent_note};
-pub use manual::{Fingerprint, ManualState, ManualUpload, ManualUploads, UploadTarget};
+pub use manual::{
+    Fingerprint, MANUAL_DB_FILE_NAME, ManualState, ManualUpload, ManualUploads, UploadTarget,
+};
 pub use outbox::{NotifyBacklog, NotifyRoute, PendingNotice};
 pub use settling::{SettlingChange, SettlingFile};
 pub use status::{FolderMode, HeldVideoManager, MissingFolder};
@@ -89,6 +91,13 @@ use schema::{Json, SqlPath, Stamp, load_jobs, state_list};
 
 /// The database file inside the state dir.
 pub const DB_FILE_NAME: &str = "jobs.sqlite3";
+
+/// The lock `hotfolder retry` holds in the state dir, so that two runs never move one file.
+pub const RETRY_LOCK_FILE_NAME: &str = "retry.lock";
+
+/// The suffixes SQLite adds to a database's name for the files beside it: the WAL and its
+/// shared-memory index, or the rollback journal where WAL is refused (a network file system).
+pub const SQLITE_SIDE_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
 
 /// Jobs deleted per transaction when pruning.
 const PRUNE_BATCH: usize = 500;

@@ -337,6 +337,60 @@ async fn check_with_a_wrong_password_exits_1_after_one_login() {
 // ---------------------------------------------------------------------------------------------
 // Item 18: each command checks what it needs; `check` what `run` needs.
 
+/// `check` run as the package's service user (HOME=/var/lib/hotfolder) with no `[log] dir`
+/// made ~/.local/share/hotfolder/logs, which nothing writes to under the journal and which kept
+/// purge from removing /var/lib/hotfolder. Only a chosen log dir is made and probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_makes_no_log_dir_that_was_not_chosen() {
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let state = dir.path().join("state");
+    let body = format!(
+        "{}\n[state]\ndir = \"{}\"\n[[folder]]\npath = \"{}\"\n",
+        account_toml(&emulator, "keycloak"),
+        state.display(),
+        inbox.display()
+    );
+    // Not `write_config`: it names a log dir.
+    let config = dir.path().join("config.toml");
+    let write = |text: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&config, text).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write(&body);
+    let output = run(hotfolder()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .env("HOME", &home)
+        .env_remove("XDG_DATA_HOME"))
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        !home.join(".local/share/hotfolder/logs").exists(),
+        "check made the default log dir: {:?}",
+        files_under(&home)
+    );
+
+    // A chosen one is made and probed.
+    let logs = dir.path().join("logs");
+    write(&format!("{body}\n[log]\ndir = \"{}\"\n", logs.display()));
+    let output = run(hotfolder()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .env("HOME", &home)
+        .env_remove("XDG_DATA_HOME"))
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(logs.is_dir());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_refuses_a_config_without_a_folder_like_run_does() {
     let emulator = emulator(|_| {}).await;

@@ -1060,10 +1060,23 @@ fn readable_secrets_are_warned_about() {
         warnings[0].contains(&config_path.display().to_string()),
         "{warnings:?}"
     );
-    assert!(warnings[0].contains("chmod 600"), "{warnings:?}");
+    assert!(
+        warnings[0].contains(&format!("chmod o-r {}", config_path.display())),
+        "{warnings:?}"
+    );
+    // The password is inline in this config: a file of its own is the better fix.
+    assert!(warnings[0].contains("password_file"), "{warnings:?}");
 
     std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(hotfolder::secret_file_warnings(&settings).is_empty());
+    // Readable by its group only: the Debian package's 0640 root:hotfolder, which the service
+    // (group hotfolder) needs. `chmod 600` would lock it out; no warning.
+    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(
+        hotfolder::secret_file_warnings(&settings).is_empty(),
+        "{:?}",
+        hotfolder::secret_file_warnings(&settings)
+    );
 }
 
 #[test]

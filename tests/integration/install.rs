@@ -359,6 +359,13 @@ async fn under_the_journal_lines_carry_priorities_and_no_copy_goes_to_files() {
     run_under_journal_stream(&config, &home, &stderr).await;
     let files = util::files_under(&logs);
     assert_eq!(files.len(), 1, "{files:?}");
+    // The name the package's purge deletes (packaging/deb/postrm), as really written.
+    let purged = purge_patterns(&read("packaging/deb/postrm"))
+        .into_iter()
+        .find(|(dir, _)| dir == "/var/log/hotfolder")
+        .map(|(_, patterns)| patterns)
+        .unwrap_or_default();
+    assert!(sh_matches(&files[0], &purged), "{files:?} vs {purged:?}");
     let file_text = std::fs::read_to_string(logs.join(&files[0])).unwrap();
     assert!(file_text.contains("ready:"), "{file_text}");
     assert!(
@@ -368,11 +375,158 @@ async fn under_the_journal_lines_carry_priorities_and_no_copy_goes_to_files() {
     emulator.shutdown().await;
 }
 
+/// A journal of the test's own: binds a datagram socket, as journald's, and collects each entry
+/// (its `KEY=value` lines, or the length-prefixed form for values with a line break) until
+/// dropped.
+struct FakeJournal {
+    path: PathBuf,
+    entries: std::sync::Arc<std::sync::Mutex<Vec<std::collections::HashMap<String, String>>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeJournal {
+    fn bind(dir: &Path) -> FakeJournal {
+        use std::sync::atomic::Ordering;
+        let path = dir.join("journal.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let entries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        std::thread::spawn({
+            let entries = entries.clone();
+            let done = done.clone();
+            move || {
+                let mut buffer = vec![0u8; 1 << 20];
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buffer) {
+                        let entry = FakeJournal::parse(&buffer[..n]);
+                        entries.lock().unwrap().push(entry);
+                    }
+                }
+            }
+        });
+        FakeJournal {
+            path,
+            entries,
+            done,
+        }
+    }
+
+    fn parse(mut data: &[u8]) -> std::collections::HashMap<String, String> {
+        let mut entry = std::collections::HashMap::new();
+        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+            let line = &data[..end];
+            if let Some(eq) = line.iter().position(|&b| b == b'=') {
+                entry.insert(text(&line[..eq]), text(&line[eq + 1..]));
+                data = &data[end + 1..];
+            } else {
+                let rest = &data[end + 1..];
+                let size = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+                entry.insert(text(line), text(&rest[8..8 + size]));
+                data = &rest[8 + size + 1..];
+            }
+        }
+        entry
+    }
+
+    fn entries(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.entries.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeJournal {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `journalctl -u hotfolder FILE=clip.mov` is one file's story (packaging/README.md): every
+/// line about it carries the same FILE, relative to its folder, from "complete" to the move
+/// into done/, with JOB and VIDEO_ID where they are known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_files_journal_entries_carry_its_name_from_complete_to_done() {
+    let emulator = util::emulator(|_| {}).await;
+    let studio = util::Studio::new(&emulator, util::FAST_UPLOAD, "stable_for = \"300ms\"");
+    let journal = FakeJournal::bind(studio.dir.path());
+    let stderr = studio.dir.path().join("journal-stream");
+    let stream = std::fs::File::create(&stderr).unwrap();
+    let agent = hotfolder()
+        .arg("run")
+        .arg("--config")
+        .arg(&studio.config)
+        .env("JOURNAL_STREAM", journal_stream_of(&stderr))
+        .env("HOTFOLDER_TEST_JOURNAL_SOCKET", &journal.path)
+        .stdout(Stdio::null())
+        .stderr(stream)
+        .spawn()
+        .unwrap();
+    let path = studio.inbox.join("clip.mov");
+    util::write_file(&path, 2 * 1024 * 1024 + 5, 7);
+    let done = studio.done().join("clip.mov");
+    util::eventually(Duration::from_secs(30), "clip.mov in done/", || {
+        util::arrived(&done)
+    })
+    .await;
+    let video_id = util::sidecar(&done)["video_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The move's line is logged right after the sidecar is written.
+    util::eventually(Duration::from_secs(10), "the move in the journal", || {
+        journal
+            .entries()
+            .iter()
+            .any(|e| e.get("MESSAGE").is_some_and(|m| m.starts_with("done → ")))
+    })
+    .await;
+    let (status, _) = util::stop(agent).await;
+    assert!(status.success(), "{status}");
+
+    let entries = journal.entries();
+    let all: Vec<&String> = entries.iter().filter_map(|e| e.get("MESSAGE")).collect();
+    for entry in &entries {
+        if let Some(file) = entry.get("FILE") {
+            assert!(
+                !file.starts_with('/'),
+                "FILE as an absolute path: {entry:?}"
+            );
+        }
+    }
+    let story: Vec<&std::collections::HashMap<String, String>> = entries
+        .iter()
+        .filter(|e| e.get("FILE").map(String::as_str) == Some("clip.mov"))
+        .collect();
+    let find = |start: &str| {
+        story
+            .iter()
+            .find(|e| e.get("MESSAGE").is_some_and(|m| m.starts_with(start)))
+            .unwrap_or_else(|| panic!("no {start:?} line with FILE=clip.mov among {all:#?}"))
+    };
+    find("complete: ");
+    let created = find("created: video ");
+    assert_eq!(created.get("VIDEO_ID"), Some(&video_id), "{created:?}");
+    let uploaded = find("uploaded (");
+    assert_eq!(uploaded.get("VIDEO_ID"), Some(&video_id), "{uploaded:?}");
+    let moved = find("done → ");
+    assert_eq!(moved.get("VIDEO_ID"), Some(&video_id), "{moved:?}");
+    assert_eq!(moved.get("PRIORITY").map(String::as_str), Some("6"));
+    assert!(moved.contains_key("JOB"), "{moved:?}");
+    assert_eq!(created.get("JOB"), moved.get("JOB"));
+    emulator.shutdown().await;
+}
+
 #[test]
 fn under_the_journal_the_error_a_command_ends_with_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[account]\nusername = \"x\"\nbogus = 1\n").unwrap();
+    // Two unknown keys: a message of several lines, one problem each.
+    std::fs::write(
+        &config,
+        "[account]\nusername = \"x\"\nbogus = 1\nworse = 2\n",
+    )
+    .unwrap();
     let stderr = dir.path().join("journal-stream");
     let file = std::fs::File::create(&stderr).unwrap();
     let status = binary()
@@ -386,6 +540,19 @@ fn under_the_journal_the_error_a_command_ends_with_is_an_error() {
     assert_eq!(status.code(), Some(2));
     let written = std::fs::read_to_string(&stderr).unwrap();
     assert!(written.starts_with("<3>hotfolder: "), "{written}");
+    // The journal makes each line an entry: every one is an error, or `journalctl -p err`
+    // shows the first problem and hides the rest.
+    assert!(
+        written.contains("bogus") && written.contains("worse"),
+        "{written}"
+    );
+    assert!(written.lines().count() > 1, "{written}");
+    for line in written.lines() {
+        assert!(
+            line.starts_with("<3>"),
+            "a line without its priority: {line}"
+        );
+    }
     // Elsewhere (the variable names another stream) the line is as it always was.
     let file = std::fs::File::create(&stderr).unwrap();
     binary()
@@ -807,24 +974,146 @@ fn maintainer_scripts_are_valid_and_purge_deletes_only_what_hotfolder_made() {
             "purge leaves {dir}"
         );
     }
-    // The names purge deletes are the names the agent writes.
-    for name in [
-        "jobs.sqlite3",
-        "uploads.sqlite3",
-        "hotfolder.lock",
-        "retry.lock",
+    // The names purge deletes are the names the agent writes, taken from the code, and no
+    // others: an admin's files beside them stay.
+    let sqlite = |name: &str| {
+        std::iter::once(name.to_owned())
+            .chain(
+                hotfolder::SQLITE_SIDE_SUFFIXES
+                    .iter()
+                    .map(|suffix| format!("{name}{suffix}")),
+            )
+            .collect::<Vec<_>>()
+    };
+    let mut state_names = sqlite(hotfolder::DB_FILE_NAME);
+    state_names.extend(sqlite(hotfolder::MANUAL_DB_FILE_NAME));
+    state_names.push(hotfolder::LOCK_FILE_NAME.to_owned());
+    state_names.push(hotfolder::RETRY_LOCK_FILE_NAME.to_owned());
+    let log_names = [
+        format!(
+            "{}.2026-12-02.{}",
+            hotfolder::LOG_FILE_PREFIX,
+            hotfolder::LOG_FILE_SUFFIX
+        ),
+        format!(
+            "{}.1999-01-31.{}",
+            hotfolder::LOG_FILE_PREFIX,
+            hotfolder::LOG_FILE_SUFFIX
+        ),
+    ];
+    let admins = [
+        "hotfolder.catalog.txt",
+        "hotfolder.log.txt",
+        "hotfolder.notes.log",
+        "mine.lock",
+        "jobs.sqlite3.bak",
+        "jobs.sqlite3-old",
+        "uploads.sqlite3.copy",
+        "clip.mov",
+    ];
+    let patterns = purge_patterns(&postrm);
+    for (dir, ours) in [
+        ("/var/lib/hotfolder", state_names.as_slice()),
+        ("/var/log/hotfolder", log_names.as_slice()),
     ] {
-        let covered = ["'jobs.sqlite3*'", "'uploads.sqlite3*'", "'*.lock'"]
+        let patterns = patterns
             .iter()
-            .any(|pattern| {
-                let pattern = pattern.trim_matches('\'');
-                match pattern.split_once('*') {
-                    Some((head, tail)) => name.starts_with(head) && name.ends_with(tail),
-                    None => name == pattern,
-                }
-            });
-        assert!(covered, "purge would leave {name}");
+            .find(|(d, _)| d == dir)
+            .map(|(_, p)| p.as_slice())
+            .unwrap_or_else(|| panic!("purge leaves {dir}"));
+        for name in ours {
+            assert!(sh_matches(name, patterns), "purge would leave {dir}/{name}");
+        }
+        for name in admins {
+            assert!(
+                !sh_matches(name, patterns),
+                "purge would delete an admin's {dir}/{name}"
+            );
+        }
     }
+}
+
+/// Each `remove_ours DIR PATTERN...` call in postrm (backslash-continued lines joined), with
+/// its patterns unquoted.
+fn purge_patterns(postrm: &str) -> Vec<(String, Vec<String>)> {
+    postrm
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_prefix("remove_ours "))
+        .map(|call| {
+            let mut words = call
+                .split_whitespace()
+                .map(|w| w.trim_matches('\'').to_owned());
+            let dir = words.next().unwrap_or_default();
+            (dir, words.collect())
+        })
+        .collect()
+}
+
+/// Whether `name` matches one of the shell patterns, as sh itself matches them.
+fn sh_matches(name: &str, patterns: &[String]) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg("n=$1; shift; for p; do case $n in $p) exit 0;; esac; done; exit 1")
+        .arg("sh")
+        .arg(name)
+        .args(patterns)
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The unit's `SetCredential=password:\n` stands in while /etc/hotfolder/password is missing
+/// (systemd would otherwise stop with 243/CREDENTIALS): the agent refuses the empty password
+/// with exit 2 and says which file to create.
+#[test]
+fn an_empty_credential_names_the_file_to_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("password"), "\n").unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[account]\nusername = \"x\"\npassword_file = \"{}\"\nvideo_manager_id = 1\n\
+             [state]\ndir = \"{}\"\n[[folder]]\npath = \"{}\"\n",
+            credentials.join("password").display(),
+            dir.path().join("state").display(),
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    let output = binary()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("is empty") && stderr.contains("/etc/hotfolder/password"),
+        "{stderr}"
+    );
+    // Outside systemd an empty file is just that.
+    let output = binary()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("is empty") && !stderr.contains("LoadCredential"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -835,7 +1124,7 @@ fn the_packaged_config_is_accepted_and_reads_the_credential_the_unit_loads() {
     assert!(shipped.contains("password_file = \"/run/credentials/hotfolder.service/password\""));
     assert!(unit.contains("StateDirectory=hotfolder"));
     assert!(shipped.contains("dir = \"/var/lib/hotfolder\""));
-    assert!(unit.contains("ReadWritePaths=/srv/exports"));
+    assert!(unit.contains("ReadWritePaths=-/srv/exports"));
     assert!(shipped.contains("path = \"/srv/exports\""));
     // Accepted by hotfolder once the paths exist (moved into a temp dir).
     let dir = tempfile::tempdir().unwrap();

@@ -1069,7 +1069,7 @@ async fn check_warns_about_notify_secrets_that_others_can_read() {
     let out = check().await;
     let warnings: Vec<&str> = out
         .lines()
-        .filter(|line| line.starts_with("warning:") && line.contains("chmod 600"))
+        .filter(|line| line.starts_with("warning:") && line.contains("chmod o-r"))
         .collect();
     assert_eq!(warnings.len(), 3, "{out}");
     for (file, what) in [
@@ -1083,7 +1083,7 @@ async fn check_warns_about_notify_secrets_that_others_can_read() {
                 .iter()
                 .any(|w| w.contains(&format!("{shown} holds"))
                     && w.contains(what)
-                    && w.contains(&format!("chmod 600 {shown}"))),
+                    && w.contains(&format!("chmod o-r {shown}"))),
             "{shown}: {out}"
         );
     }

@@ -150,6 +150,11 @@ fn system_unit_has_the_service_directives_the_agent_relies_on() {
     assert_eq!(unit.get("Service", "LogsDirectory"), None);
     expect("ConfigurationDirectory", "hotfolder");
     expect("LoadCredential", "password:/etc/hotfolder/password");
+    // systemd 252 has no optional LoadCredential=: alone, a missing /etc/hotfolder/password
+    // stops the start with status=243/CREDENTIALS. A SetCredential= of the same id is the
+    // fallback (systemd.exec(5)); a bare line break, which the agent reads as an empty password
+    // and refuses with exit 2, naming the file to create (never a password it would try).
+    expect("SetCredential", "password:\\n");
     assert_eq!(
         unit.get("Install", "WantedBy"),
         Some("multi-user.target"),
@@ -197,6 +202,12 @@ fn system_unit_is_sandboxed() {
         .collect();
     assert!(!writable.is_empty(), "ReadWritePaths lists no folder");
     for path in writable {
+        // A folder that is not there must not stop systemd itself (status=226/NAMESPACE, no
+        // word of which path): with '-' the agent starts and names the missing folder.
+        assert!(
+            path.starts_with('-'),
+            "ReadWritePaths: {path} without '-' fails the start with 226/NAMESPACE when missing"
+        );
         let path = path.trim_start_matches(['-', '+']);
         assert!(
             path.starts_with('/'),
@@ -789,7 +800,7 @@ fn documented_config_reads_the_credential_the_unit_loads() {
         unit.all("Service", "ReadWritePaths")
             .iter()
             .flat_map(|v| v.split_whitespace())
-            .any(|p| p == folder),
+            .any(|p| p.trim_start_matches('-') == folder),
         "{folder} is not in ReadWritePaths"
     );
 }

@@ -193,7 +193,9 @@ async fn check_warns_about_a_readable_inline_password() {
     let output = run(hotfolder().arg("check").arg("--config").arg(&config)).await;
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains("warning") && stdout.contains("chmod 600"),
+        stdout.contains("warning")
+            && stdout.contains("chmod o-r")
+            && stdout.contains("password_file"),
         "{stdout}"
     );
 

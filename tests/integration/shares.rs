@@ -54,11 +54,15 @@ fn write_slowly(path: &Path, pieces: &[Vec<u8>], pause: Duration) -> SystemTime 
     SystemTime::now()
 }
 
-/// When the agent's log says `path` was queued ("complete: ..."), from the line's timestamp.
-fn queued_at(log: &str, path: &Path) -> Option<OffsetDateTime> {
-    let file = format!("file={}", path.display());
+/// When the agent's log says `name` in `folder` was queued ("complete: ..."), from the line's
+/// timestamp. The line names the file relative to its folder and the folder on its own.
+fn queued_at(log: &str, folder: &Path, name: &str) -> Option<OffsetDateTime> {
+    let file = format!("file={name} ");
+    let folder = format!("folder={} ", folder.display());
     log.lines()
-        .filter(|line| line.contains(" complete: ") && line.contains(&file))
+        .filter(|line| {
+            line.contains(" complete: ") && line.contains(&file) && line.contains(&folder)
+        })
         .find_map(|line| {
             let stamp = line.split_whitespace().next()?;
             OffsetDateTime::parse(stamp, &Rfc3339).ok()
@@ -368,9 +372,9 @@ async fn files_written_on_the_far_side_of_an_sshfs_share_are_found_and_never_tak
         )
         .await;
         let log = log();
-        let from_share = queued_at(&log, &share.mount.join(name))
+        let from_share = queued_at(&log, &share.mount, name)
             .unwrap_or_else(|| panic!("no 'complete:' line for the share's {name}: {log}"));
-        let from_local = queued_at(&log, &local.join(name))
+        let from_local = queued_at(&log, &local, name)
             .unwrap_or_else(|| panic!("no 'complete:' line for the local {name}: {log}"));
         let share_took = seconds_between(share_done, from_share);
         let local_took = seconds_between(local_done, from_local);

@@ -17,7 +17,7 @@ mod reload;
 pub(super) use reload::warn_unconfigured_jobs;
 mod settling;
 
-use queue::{enqueue, latest_per_path, new_job};
+use queue::{enqueue, latest_per_path, name_in_folder, new_job};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -483,7 +483,7 @@ impl Intake {
             Ok(Some(before)) => {
                 let text = before.explanation();
                 if folder.held.get(&path) != Some(&text) {
-                    tracing::warn!(file = %escaped(&path), "{text}");
+                    tracing::warn!(file = %escaped(&name_in_folder(&folder.settings.path, &path)), "{text}");
                     folder.held.insert(path, text.clone());
                 }
                 folder
@@ -528,7 +528,11 @@ impl Intake {
             } => {
                 let text = held_text(by, &why);
                 if folder.held.get(&path) != Some(&text) {
-                    tracing::info!(file = %escaped(&path), "stable but not queued: {}", escaped(&text));
+                    tracing::info!(
+                        file = %escaped(&name_in_folder(&folder.settings.path, &path)),
+                        "stable but not queued: {}",
+                        escaped(&text)
+                    );
                     folder.held.insert(path, text.clone());
                 }
                 let wait =

@@ -35,12 +35,18 @@ pub(super) fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) -> Vec<ReadyF
     for ((job, result), file) in jobs.iter().zip(results).zip(files) {
         match result {
             Enqueued::New(_) => {
-                tracing::info!(file = %escaped(&job.path), size = job.size, "complete: {}", job.rule);
+                tracing::info!(
+                    file = %escaped(&job.rel_path),
+                    folder = %escaped(&job.folder),
+                    size = job.size,
+                    "complete: {}",
+                    job.rule
+                );
                 if let Some(name) = job.path.file_name()
                     && name.to_str().is_none()
                 {
                     tracing::warn!(
-                        file = %escaped(&job.path),
+                        file = %escaped(&job.rel_path),
                         "the file name is not valid UTF-8: it is uploaded under the name \"{}\"; the sidecar's file_raw keeps the exact bytes",
                         escaped(&*name.to_string_lossy())
                     );
@@ -63,7 +69,7 @@ pub(super) fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) -> Vec<ReadyF
                                     &err,
                                 );
                             }
-                            tracing::info!(file = %escaped(&job.path), "stable again; uploading it again to the same video");
+                            tracing::info!(file = %escaped(&job.rel_path), "stable again; uploading it again to the same video");
                         }
                         Err(err) => {
                             if shared.store_failed(&format!("cannot requeue job {id}"), &err) {
@@ -79,6 +85,15 @@ pub(super) fn enqueue(shared: &Arc<Shared>, files: Vec<ReadyFile>) -> Vec<ReadyF
     again
 }
 
+/// A file's name relative to its watched folder (`sub/clip.mov`): the job's `rel_path`, and the
+/// `FILE` of every log line about it, so that `journalctl -u hotfolder FILE=clip.mov` finds
+/// them all (packaging/README.md). Outside the folder (never, but not worth a panic): its name.
+pub(in crate::agent) fn name_in_folder(folder: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(folder)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| path.file_name().map(PathBuf::from).unwrap_or_default())
+}
+
 /// The job for a complete file; its rule lists every signal it passed.
 pub(super) fn new_job(file: &ReadyFile) -> NewJob {
     let path = &file.stable.path;
@@ -90,10 +105,7 @@ pub(super) fn new_job(file: &ReadyFile) -> NewJob {
     NewJob {
         folder: file.folder.path.clone(),
         path: path.clone(),
-        rel_path: path
-            .strip_prefix(&file.folder.path)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|_| path.file_name().map(PathBuf::from).unwrap_or_default()),
+        rel_path: name_in_folder(&file.folder.path, path),
         size: file.stable.snapshot.size,
         mtime_ns: i64::try_from(file.stable.snapshot.mtime_ns).unwrap_or(i64::MAX),
         rule: format!("{}{name}{}", file.stable.rule, not_utf8_note(path)),
