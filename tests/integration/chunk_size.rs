@@ -178,25 +178,7 @@ async fn a_fixed_chunk_size_the_server_refuses_fails_the_file_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_after_kill_9_keeps_the_chunk_size_it_started_with() {
-    let emulator = emulator(|options| {
-        options.latency = Duration::from_millis(20);
-        options.link_rate = Some(6_250_000); // 50 Mbit/s: slow enough to stop it midway
-    })
-    .await;
-    let fixed = AUTO_UPLOAD.replace("[upload]\n", "[upload]\nchunk_size = \"2 MiB\"\n");
-    let studio = Studio::new(&emulator, &fixed, QUICK);
-    let data = export("long.mov", 30 * MIB, 7);
-    std::fs::write(studio.inbox.join("long.mov"), &data).unwrap();
-    let mut agent = studio.start();
-    eventually(WAIT, "some chunks received", || {
-        emulator
-            .videos()
-            .first()
-            .is_some_and(|v| v.chunks_received >= 3)
-    })
-    .await;
-    agent.start_kill().unwrap();
-    agent.wait().await.unwrap();
+    let (emulator, studio, data) = killed_midway_in_2_mib_chunks(7).await;
 
     // Started again with auto, which would pick 8 MiB or more on this link: the chunks
     // accepted so far were 2 MiB ones, and the server expects the rest the same.
@@ -415,25 +397,7 @@ async fn halving_starts_from_the_bytes_sent_in_the_refused_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_file_refused_at_its_old_size_restarts_at_the_configured_size() {
-    let emulator = emulator(|options| {
-        options.latency = Duration::from_millis(20);
-        options.link_rate = Some(6_250_000); // 50 Mbit/s: slow enough to stop it midway
-    })
-    .await;
-    let fixed = AUTO_UPLOAD.replace("[upload]\n", "[upload]\nchunk_size = \"2 MiB\"\n");
-    let studio = Studio::new(&emulator, &fixed, QUICK);
-    let data = export("long.mov", 30 * MIB, 17);
-    std::fs::write(studio.inbox.join("long.mov"), &data).unwrap();
-    let mut agent = studio.start();
-    eventually(WAIT, "some chunks received", || {
-        emulator
-            .videos()
-            .first()
-            .is_some_and(|v| v.chunks_received >= 3)
-    })
-    .await;
-    agent.start_kill().unwrap();
-    agent.wait().await.unwrap();
+    let (emulator, studio, data) = killed_midway_in_2_mib_chunks(17).await;
 
     // The config now says 1 MiB, and the server takes no more than 1.5 MiB any longer: the
     // resume's 2 MiB chunks are refused, and the file goes again at the config's size.
@@ -534,4 +498,29 @@ async fn a_reload_to_another_api_url_and_back_keeps_the_refused_size() {
         4 * MIB as u64
     );
     stop(agent).await;
+}
+
+/// `long.mov` (30 MiB) uploading in 2 MiB chunks over a 50 Mbit/s link, killed with SIGKILL
+/// once the emulator has 3 chunks of it: the emulator, the studio and the file's bytes.
+async fn killed_midway_in_2_mib_chunks(seed: u64) -> (Emulator, Studio, Vec<u8>) {
+    let emulator = emulator(|options| {
+        options.latency = Duration::from_millis(20);
+        options.link_rate = Some(6_250_000); // 50 Mbit/s: slow enough to stop it midway
+    })
+    .await;
+    let fixed = AUTO_UPLOAD.replace("[upload]\n", "[upload]\nchunk_size = \"2 MiB\"\n");
+    let studio = Studio::new(&emulator, &fixed, QUICK);
+    let data = export("long.mov", 30 * MIB, seed);
+    std::fs::write(studio.inbox.join("long.mov"), &data).unwrap();
+    let mut agent = studio.start();
+    eventually(WAIT, "some chunks received", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 3)
+    })
+    .await;
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    (emulator, studio, data)
 }
