@@ -362,14 +362,17 @@ async fn check_makes_no_log_dir_that_was_not_chosen() {
         std::fs::write(&config, text).unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     };
+    let check = || async {
+        run(hotfolder()
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .env("HOME", &home)
+            .env_remove("XDG_DATA_HOME"))
+        .await
+    };
     write(&body);
-    let output = run(hotfolder()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .env("HOME", &home)
-        .env_remove("XDG_DATA_HOME"))
-    .await;
+    let output = check().await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(
         !home.join(".local/share/hotfolder/logs").exists(),
@@ -380,13 +383,7 @@ async fn check_makes_no_log_dir_that_was_not_chosen() {
     // A chosen one is made and probed.
     let logs = dir.path().join("logs");
     write(&format!("{body}\n[log]\ndir = \"{}\"\n", logs.display()));
-    let output = run(hotfolder()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .env("HOME", &home)
-        .env_remove("XDG_DATA_HOME"))
-    .await;
+    let output = check().await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(logs.is_dir());
 }
