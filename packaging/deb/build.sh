@@ -10,17 +10,25 @@ cd "$(dirname "$0")/../.."
 # shows and the files' times in the package. Without one, the binary shows the day it was built
 # and the package's files get the last commit's time. Not set for the build here: the C parts
 # (ring, SQLite) are rebuilt whenever it changes, which would be at every commit.
-# HOTFOLDER_DEB_PROFILE=dev packages the binary `cargo test` has already built (CI does, to
-# spare a second build of every dependency); packages for people use the release profile.
+# HOTFOLDER_DEB_PROFILE=dev with HOTFOLDER_DEB_NO_BUILD=1 packages the binary `cargo test` has
+# just built and tested as it is (CI does: `cargo build` would build several dependencies again,
+# their features unified without the dev-dependencies'); packages for people use the release
+# profile and build it here.
 profile=${HOTFOLDER_DEB_PROFILE:-release}
 case $profile in
   dev) profile_dir=debug ;;
   *) profile_dir=$profile ;;
 esac
-cargo build --profile "$profile" --locked >&2
+if [ "${HOTFOLDER_DEB_NO_BUILD:-}" != 1 ]; then
+  cargo build --profile "$profile" --locked >&2
+fi
 target_dir=$(cargo metadata --no-deps --format-version 1 |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 binary=$target_dir/$profile_dir/hotfolder
+if [ ! -x "$binary" ]; then
+  echo "build.sh: $binary is not there; build it first (or leave HOTFOLDER_DEB_NO_BUILD unset)" >&2
+  exit 1
+fi
 assets=$target_dir/$profile_dir/package-assets
 mkdir -p "$assets"
 "$binary" completions bash >"$assets/hotfolder.bash"
