@@ -153,16 +153,23 @@ async fn metrics_count_what_was_uploaded_and_pass_promtool() {
     })
     .await;
     // The counters move when the files have moved; the sidecar is the last thing written.
-    for _ in 0..100 {
+    // The settling list for status is written in batches, a second behind the agent; a
+    // loaded machine (CI) adds its own delay.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let metrics = get(port, "/metrics").await.body;
-        // The settling list for status is written in batches, up to a second behind.
         if sample(&metrics, "hotfolder_files_total{outcome=\"uploaded\"}") == Some(3.0)
             && sample(&metrics, "hotfolder_files_total{outcome=\"failed\"}") == Some(1.0)
             && sample(&metrics, "hotfolder_queue_jobs{state=\"settling\"}") == Some(0.0)
         {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if std::time::Instant::now() > deadline {
+            // Which file is still counted, for the failure's message.
+            let status = get(port, "/api/status").await.body;
+            panic!("the counters never settled:\n{metrics}\n{status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let reply = get(port, "/metrics").await;
     assert_eq!(reply.status, 200);
