@@ -64,8 +64,16 @@ async fn a_followed_upload_gains_its_transcoding_record_and_a_transcoded_event()
     let agent = start(&studio, 200, 60_000);
     let done = studio.done().join("clip.mov");
     eventually(WAIT, "clip.mov in done/", || arrived(&done)).await;
-    // In done/ at once, and followed meanwhile: status shows it.
-    let status = studio.status_json().await;
+    // In done/ at once, and followed meanwhile: status shows it once the move is recorded
+    // (the file is in done/ a moment before the store says so).
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        let status = studio.status_json().await;
+        if status["summary"]["done"] == 1 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let followed = status["transcoding"].as_array().unwrap();
     assert_eq!(followed.len(), 1, "{status:#}");
     assert!(followed[0]["path"].as_str().unwrap().ends_with("clip.mov"));
