@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1107,8 +1107,8 @@ struct Received {
 /// CA made here with openssl. `None` (and why) when python3, aiosmtpd or openssl is missing.
 struct SmtpServer {
     port: u16,
-    ca: std::path::PathBuf,
-    inbox: std::path::PathBuf,
+    ca: PathBuf,
+    inbox: PathBuf,
     child: tokio::process::Child,
 }
 
@@ -1156,11 +1156,25 @@ while True:
     time.sleep(3600)
 "#;
 
-impl SmtpServer {
-    async fn start(dir: &Path) -> Result<SmtpServer, String> {
-        SmtpServer::start_with(dir, false).await
+/// The mail server of an e-mail test (`plain`: without STARTTLS) and the file holding the
+/// password of its login; `None` when this machine cannot run one (the test says so and skips).
+async fn mail_server(dir: &Path, plain: bool) -> Option<(SmtpServer, PathBuf)> {
+    match SmtpServer::start_with(dir, plain).await {
+        Ok(server) => {
+            let password = dir.join("smtp-password");
+            std::fs::write(&password, "mail-pa55word\n").unwrap();
+            Some((server, password))
+        }
+        Err(why) => {
+            hotfolder::test_skipped(format_args!(
+                "no local SMTP server for the e-mail test: {why}"
+            ));
+            None
+        }
     }
+}
 
+impl SmtpServer {
     /// A server that offers no STARTTLS at all (`plain`).
     async fn start_with(dir: &Path, plain: bool) -> Result<SmtpServer, String> {
         // The first python3 on PATH may be another installation (pyenv) than the system's,
@@ -1290,18 +1304,10 @@ impl SmtpServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_failures_is_one_email_over_starttls_with_a_login() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = match SmtpServer::start(dir.path()).await {
-        Ok(server) => server,
-        Err(why) => {
-            hotfolder::test_skipped(format_args!(
-                "no local SMTP server for the e-mail test: {why}"
-            ));
-            return;
-        }
+    let Some((mut server, password)) = mail_server(dir.path(), false).await else {
+        return;
     };
     let emulator = emulator(|_| {}).await;
-    let password = dir.path().join("smtp-password");
-    std::fs::write(&password, "mail-pa55word\n").unwrap();
     let tables = format!(
         "\n[[notify]]\nemail_to = [\"ops@studio.example\", \"lead@studio.example\"]\nevents = [\"failed\"]\n\n[smtp]\nurl = \"smtp://127.0.0.1:{}\"\nfrom = \"hotfolder@studio.example\"\nusername = \"hotfolder\"\npassword_file = \"{}\"\nca_file = \"{}\"\nbatch_window = \"4s\"\n",
         server.port,
@@ -1371,18 +1377,10 @@ async fn a_burst_of_failures_is_one_email_over_starttls_with_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_that_trickle_out_are_one_email_not_one_per_window() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = match SmtpServer::start(dir.path()).await {
-        Ok(server) => server,
-        Err(why) => {
-            hotfolder::test_skipped(format_args!(
-                "no local SMTP server for the e-mail test: {why}"
-            ));
-            return;
-        }
+    let Some((mut server, password)) = mail_server(dir.path(), false).await else {
+        return;
     };
     let emulator = emulator(|_| {}).await;
-    let password = dir.path().join("smtp-password");
-    std::fs::write(&password, "mail-pa55word\n").unwrap();
     let tables = format!(
         "\n[[notify]]\nemail_to = [\"ops@studio.example\"]\nevents = [\"failed\"]\n\n[smtp]\nurl = \"smtp://127.0.0.1:{}\"\nfrom = \"hotfolder@studio.example\"\nusername = \"hotfolder\"\npassword_file = \"{}\"\nca_file = \"{}\"\nbatch_window = \"3s\"\n",
         server.port,
@@ -1422,18 +1420,10 @@ async fn failures_that_trickle_out_are_one_email_not_one_per_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_server_without_starttls_gets_neither_the_login_nor_the_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = match SmtpServer::start_with(dir.path(), true).await {
-        Ok(server) => server,
-        Err(why) => {
-            hotfolder::test_skipped(format_args!(
-                "no local SMTP server for the e-mail test: {why}"
-            ));
-            return;
-        }
+    let Some((mut server, password)) = mail_server(dir.path(), true).await else {
+        return;
     };
     let emulator = emulator(|_| {}).await;
-    let password = dir.path().join("smtp-password");
-    std::fs::write(&password, "mail-pa55word\n").unwrap();
     let tables = format!(
         "\n[[notify]]\nemail_to = [\"ops@studio.example\"]\n\n[smtp]\nurl = \"smtp://127.0.0.1:{}\"\nfrom = \"hotfolder@studio.example\"\nusername = \"hotfolder\"\npassword_file = \"{}\"\nbatch_window = \"1s\"\n",
         server.port,
