@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -107,7 +107,6 @@ struct StoredMissingFolder {
     since: String,
 }
 
-/// The current time as stored in the database.
 /// Deletes every `meta` row whose key starts with `prefix` (one kind of per-folder or
 /// per-VideoManager record).
 fn delete_meta_under(tx: &Transaction, prefix: &str) -> Result<(), StoreError> {
@@ -118,6 +117,25 @@ fn delete_meta_under(tx: &Transaction, prefix: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Every `meta` row whose key starts with `prefix`: its key and its JSON value.
+fn meta_under<T: for<'de> Deserialize<'de>>(
+    conn: &Connection,
+    prefix: &str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let mut statement =
+        conn.prepare("SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1")?;
+    let rows = statement.query_map(params![prefix, prefix.len()], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Json<T>>(1)?.0))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A time stored as stamp text; one that cannot be read counts as now.
+fn stored_time(text: &str) -> OffsetDateTime {
+    time::PrimitiveDateTime::parse(text, STAMP_FORMAT).map_or_else(|_| now(), |t| t.assume_utc())
+}
+
+/// The current time as stored in the database.
 fn now_text() -> String {
     now().format(STAMP_FORMAT).unwrap_or_default()
 }
@@ -295,20 +313,11 @@ impl JobStore {
         still_missing: &[PathBuf],
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let missing: Vec<(String, String)> = {
-                let mut statement =
-                    tx.prepare("SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1")?;
-                let rows = statement.query_map(
-                    params![META_FOLDER_MISSING, META_FOLDER_MISSING.len()],
-                    |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, Json<StoredMissingFolder>>(1)?.0.path,
-                        ))
-                    },
-                )?;
-                rows.collect::<Result<_, _>>()?
-            };
+            let missing: Vec<(String, String)> =
+                meta_under::<StoredMissingFolder>(tx, META_FOLDER_MISSING)?
+                    .into_iter()
+                    .map(|(key, stored)| (key, stored.path))
+                    .collect();
             let shown =
                 |list: &[PathBuf], path: &str| list.iter().any(|p| p.display().to_string() == path);
             for (key, path) in missing {
@@ -372,16 +381,10 @@ impl JobStore {
     /// How the running agent watches each folder, by path.
     pub fn folder_modes(&self) -> Result<Vec<FolderMode>, StoreError> {
         self.read(|conn| {
-            let mut statement =
-                conn.prepare("SELECT value FROM meta WHERE substr(key, 1, ?2) = ?1")?;
-            let rows = statement
-                .query_map(params![META_FOLDER_MODE, META_FOLDER_MODE.len()], |row| {
-                    row.get::<_, Json<FolderMode>>(0)
-                })?;
-            let mut modes = Vec::new();
-            for row in rows {
-                modes.push(row?.0);
-            }
+            let mut modes: Vec<FolderMode> = meta_under(conn, META_FOLDER_MODE)?
+                .into_iter()
+                .map(|(_, mode)| mode)
+                .collect();
             modes.sort_by(|a, b| a.path.cmp(&b.path));
             Ok(modes)
         })
@@ -448,23 +451,15 @@ impl JobStore {
     /// The VideoManagers whose uploads are held, oldest first.
     pub fn held_video_managers(&self) -> Result<Vec<HeldVideoManager>, StoreError> {
         self.read(|conn| {
-            let mut statement =
-                conn.prepare("SELECT key, value FROM meta WHERE substr(key, 1, ?2) = ?1")?;
-            let rows = statement.query_map(params![META_HELD, META_HELD.len()], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Json<StoredHold>>(1)?))
-            })?;
             let mut held = Vec::new();
-            for row in rows {
-                let (key, Json(stored)) = row?;
+            for (key, stored) in meta_under::<StoredHold>(conn, META_HELD)? {
                 let Some(Ok(id)) = key.strip_prefix(META_HELD).map(str::parse) else {
                     continue;
                 };
-                let since = time::PrimitiveDateTime::parse(&stored.since, STAMP_FORMAT)
-                    .map_or_else(|_| now(), |t| t.assume_utc());
                 held.push(HeldVideoManager {
                     id,
                     reason: stored.reason,
-                    since,
+                    since: stored_time(&stored.since),
                 });
             }
             held.sort_by_key(|held| held.since);
@@ -475,23 +470,15 @@ impl JobStore {
     /// Watched folders the running agent cannot see, oldest first.
     pub fn missing_folders(&self) -> Result<Vec<MissingFolder>, StoreError> {
         self.read(|conn| {
-            let mut statement =
-                conn.prepare("SELECT value FROM meta WHERE substr(key, 1, ?2) = ?1")?;
-            let rows = statement.query_map(
-                params![META_FOLDER_MISSING, META_FOLDER_MISSING.len()],
-                |row| row.get::<_, Json<StoredMissingFolder>>(0),
-            )?;
-            let mut folders = Vec::new();
-            for row in rows {
-                let Json(stored) = row?;
-                let since = time::PrimitiveDateTime::parse(&stored.since, STAMP_FORMAT)
-                    .map_or_else(|_| now(), |t| t.assume_utc());
-                folders.push(MissingFolder {
-                    path: PathBuf::from(stored.path),
-                    why: stored.why,
-                    since,
-                });
-            }
+            let mut folders: Vec<MissingFolder> =
+                meta_under::<StoredMissingFolder>(conn, META_FOLDER_MISSING)?
+                    .into_iter()
+                    .map(|(_, stored)| MissingFolder {
+                        since: stored_time(&stored.since),
+                        path: PathBuf::from(stored.path),
+                        why: stored.why,
+                    })
+                    .collect();
             folders.sort_by_key(|folder| folder.since);
             Ok(folders)
         })
