@@ -216,17 +216,15 @@ pub async fn upload_remembered(
     };
     // Quiet hours: as the agent does, no video is created and nothing is sent until they end
     // (an upload that created its video first would leave it empty on the platform meanwhile).
-    let bandwidth = &platform.bandwidth;
-    if bandwidth.limits() && bandwidth.quiet_until().is_some() {
-        observer.event(
-            "waiting",
-            "quiet hours (bandwidth_schedule): the upload starts when they end",
-        );
-        tokio::select! {
-            _ = shutdown.cancelled() => return Err(VmproError::Cancelled.into()),
-            _ = bandwidth.until_not_quiet() => {}
-        }
-    }
+    platform
+        .bandwidth
+        .wait_out_quiet_hours(shutdown, || {
+            observer.event(
+                "waiting",
+                "quiet hours (bandwidth_schedule): the upload starts when they end",
+            );
+        })
+        .await?;
     let report = upload_file(platform, upload, &remembering, shutdown).await?;
     if let Err(err) = memory.finish(id, &report.sha256) {
         // Uploaded all the same: say so, and that a repeat would not know.

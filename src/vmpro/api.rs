@@ -356,18 +356,15 @@ impl Transport {
             if shutdown.is_cancelled() {
                 return Err(VmproError::Cancelled);
             }
-            if let Some(limiter) = quiet_hours
-                && limiter.limits()
-                && limiter.quiet_until().is_some()
-            {
-                observer.event(
-                    "waiting",
-                    "quiet hours (bandwidth_schedule): the next try waits until they end",
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-                    _ = limiter.until_not_quiet() => {}
-                }
+            if let Some(limiter) = quiet_hours {
+                limiter
+                    .wait_out_quiet_hours(shutdown, || {
+                        observer.event(
+                            "waiting",
+                            "quiet hours (bandwidth_schedule): the next try waits until they end",
+                        );
+                    })
+                    .await?;
             }
             if let Some(progress) = progress {
                 progress.restart();

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::bandwidth::{BandwidthPlan, Limit};
+use crate::vmpro::error::VmproError;
 
 /// Bytes of a body released at a time while a limit applies: 64 KiB takes 0.65 s at the
 /// lowest rate people set (800 kbit/s), so a change applies within a second.
@@ -263,6 +265,23 @@ impl BandwidthLimiter {
         while let Some(at) = self.quiet_until() {
             tokio::time::sleep_until(at).await;
         }
+    }
+
+    /// Waits out quiet hours when it is quiet now, calling `announce` first to say what waits;
+    /// returns at once otherwise. `Cancelled` when `shutdown` comes first.
+    pub async fn wait_out_quiet_hours(
+        &self,
+        shutdown: &CancellationToken,
+        announce: impl FnOnce(),
+    ) -> Result<(), VmproError> {
+        if self.limits() && self.quiet_until().is_some() {
+            announce();
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                _ = self.until_not_quiet() => {}
+            }
+        }
+        Ok(())
     }
 
     /// Sends `bytes` in slices the way a body does, for tests.

@@ -570,18 +570,16 @@ async fn send_chunk(
     loop {
         // Quiet hours: no request starts (one under way finishes; see `bandwidth`). Waited out
         // before the URL's age is looked at: hours of waiting may bring it near its limit.
-        let bandwidth = &platform.bandwidth;
-        if bandwidth.limits() && bandwidth.quiet_until().is_some() {
-            tracing::info!(
-                video_id,
-                "quiet hours (bandwidth_schedule): chunk {index}/{} waits until they end",
-                plan.total
-            );
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-                _ = bandwidth.until_not_quiet() => {}
-            }
-        }
+        platform
+            .bandwidth
+            .wait_out_quiet_hours(shutdown, || {
+                tracing::info!(
+                    video_id,
+                    "quiet hours (bandwidth_schedule): chunk {index}/{} waits until they end",
+                    plan.total
+                );
+            })
+            .await?;
         if url.age() >= platform.upload.url_renew_after {
             let why = "the upload URL is close to its 4-hour limit";
             let fresh = renew(platform, video_id, shutdown, observer, report, why).await?;
