@@ -43,6 +43,7 @@ mod retention;
 mod retry;
 mod sample_video;
 mod scan_report;
+mod shared_folder;
 mod status_report;
 mod store;
 mod test_skip;

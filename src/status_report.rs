@@ -21,6 +21,7 @@ use crate::store::{
     NotifyBacklog, SettlingFile, StoreError,
 };
 use crate::vmpro::link::{ChunkCap, describe_cap};
+use crate::shared_folder::AgentOnFolder;
 
 /// How many finished files `status` shows unless told otherwise (`--recent`); the status page
 /// and `/api/status` show as many, so that they print what `status --json` prints.
@@ -58,6 +59,9 @@ pub struct StatusSnapshot {
     /// With `chunk_size = "auto"`: the most it picks since the platform refused a bigger chunk,
     /// while that holds (from the store and the config; `None` leaves it out).
     pub chunk_cap: Option<ChunkCap>,
+    /// Per folder where more than this agent was seen, or claims are held: the agents and
+    /// their claims (read from the folders, not the store; empty leaves it out).
+    pub agents: Vec<(PathBuf, Vec<AgentOnFolder>)>,
 }
 
 impl StatusSnapshot {
@@ -88,6 +92,7 @@ impl StatusSnapshot {
             bandwidth: None,
             notifications: store.notify_backlog()?,
             chunk_cap: None,
+            agents: Vec::new(),
         })
     }
 
@@ -260,6 +265,12 @@ pub fn write_text(
             "  its files wait where they are while the other folders upload; hotfolder tries again by itself and at a reload"
         )?;
     }
+    for (folder, agents) in &snapshot.agents {
+        writeln!(out, "agents on {}:", escaped(folder))?;
+        for agent in agents {
+            writeln!(out, "  {}", describe_agent(agent))?;
+        }
+    }
     for folder in &snapshot.missing {
         writeln!(
             out,
@@ -386,6 +397,40 @@ pub fn write_text(
 }
 
 /// What the platform last said about a followed video's transcoding, in words.
+/// One agent on a folder, in one line: who, whether it runs, what it holds claimed.
+fn describe_agent(agent: &AgentOnFolder) -> String {
+    let who = match (&agent.host, agent.pid) {
+        (Some(host), Some(pid)) => format!("{} (host {}, pid {pid})", agent.agent, escaped(host)),
+        _ => agent.agent.clone(),
+    };
+    let this = if agent.this_agent { ", this agent" } else { "" };
+    let state = match (agent.active, agent.seen_secs_ago) {
+        (true, Some(ago)) => format!("active, seen {ago} s ago"),
+        (false, Some(ago)) => format!("stopped: not seen for {ago} s"),
+        (_, None) => "stopped: no presence left".to_owned(),
+    };
+    let mode = match agent.shared {
+        Some(true) => ", shared",
+        Some(false) => ", not shared",
+        None => "",
+    };
+    let claims = match agent.claims.len() {
+        0 => String::new(),
+        n => {
+            let names: Vec<String> = agent
+                .claims
+                .iter()
+                .take(5)
+                .map(|name| escaped(name).to_string())
+                .collect();
+            let more = if n > 5 { format!(" and {} more", n - 5) } else { String::new() };
+            let taken = if agent.active { "" } else { " (taken over after claim_lease)" };
+            format!("; {n} claimed: {}{more}{taken}", names.join(", "))
+        }
+    };
+    format!("{who}{this}: {state}{mode}{claims}")
+}
+
 pub fn transcoding_said(video: &FollowedVideo) -> String {
     match &video.last_answer {
         Some(said) => said.clone(),
@@ -470,6 +515,10 @@ pub fn to_json(snapshot: &StatusSnapshot) -> serde_json::Value {
             "video_manager_id": held.id,
             "reason": held.reason,
             "since": rfc3339(held.since),
+        })).collect::<Vec<_>>(),
+        "agents": snapshot.agents.iter().map(|(folder, agents)| serde_json::json!({
+            "folder": folder.to_string_lossy(),
+            "agents": agents,
         })).collect::<Vec<_>>(),
         "missing_folders": snapshot.missing.iter().map(|folder| serde_json::json!({
             "path": folder.path.to_string_lossy(),

@@ -49,7 +49,8 @@ pub struct WatchSpec {
     /// `None` lets the file system decide (see [`WatchMode::planned`]).
     pub poll_interval: Option<Duration>,
     /// Folders never reported nor descended into (the folder's done/ and failed/ dirs, so the
-    /// agent does not upload what it just moved away).
+    /// agent does not upload what it just moved away, and `.hotfolder/`, where agents keep
+    /// their presences and claims).
     pub ignore: Vec<PathBuf>,
 }
 
@@ -60,7 +61,11 @@ impl WatchSpec {
             root: folder.path.clone(),
             recursive: folder.recursive,
             poll_interval: folder.poll_interval,
-            ignore: vec![folder.done_dir.clone(), folder.failed_dir.clone()],
+            ignore: vec![
+                folder.done_dir.clone(),
+                folder.failed_dir.clone(),
+                crate::shared_folder::share_dir(&folder.path),
+            ],
         }
     }
 

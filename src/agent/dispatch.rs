@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::claimed_job;
 use super::dispatch_state::{DispatchState, Start};
 use super::job_observer::JobObserver;
 use super::{FINISH_RETRY_EVERY, Shared, sleep_until_opt};
@@ -130,8 +131,13 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, shutdown: &CancellationToken)
         let next = if let Some(until) = quiet_until {
             Next::Wait(Some(until))
         } else if shared.store_health.is_writable() {
-            let video_manager_of =
-                |folder: &Path, bound| video_manager_for(&shared.settings(), folder, bound);
+            // A folder another agent keeps: its queued files are that agent's to upload.
+            let video_manager_of = |folder: &Path, bound| {
+                if shared.holds.refusal(folder).is_some() {
+                    return None;
+                }
+                video_manager_for(&shared.settings(), folder, bound)
+            };
             next_job(
                 &shared.dispatch,
                 &shared.store,
@@ -237,11 +243,30 @@ async fn work(
         shared.store_failed(&format!("cannot start job {id}"), &err);
         return;
     }
+    // A shared folder's file is claimed first: of several agents, the one whose claim wins
+    // uploads it (see `shared_folder`).
+    let mut job = job;
+    let claim = if shared.folder(&job.folder).is_some_and(|f| f.shared)
+        || claimed_job::is_claim_path(&job)
+    {
+        match claimed_job::take(shared, &mut job, &name, video_manager).await {
+            claimed_job::Claimed::Held(claim) => Some(claim),
+            claimed_job::Claimed::Ended | claimed_job::Claimed::NotNow => return,
+        }
+    } else {
+        None
+    };
     // The file must still be the one the job recorded: replaced or rewritten while hotfolder
     // was stopped (or since it was queued), resuming would mix old and new chunks.
     match ready::inspect(&job.path) {
         Ok(Inspection::Regular(now))
             if now.size == job.size && now.mtime_ns == i128::from(job.mtime_ns) => {}
+        Ok(Inspection::Regular(_)) if claim.is_some() => {
+            if let Some(claim) = &claim {
+                claimed_job::give_back(shared, &job, claim, &name);
+            }
+            return;
+        }
         Ok(Inspection::Regular(_)) => {
             let why = "the file changed since it was queued";
             wait_until_stable_again(
@@ -278,8 +303,9 @@ async fn work(
     };
     let request = UploadRequest {
         path: job.path.clone(),
+        // The name in the folder: a claimed file's own name in the claim folder is a key.
         file_name: job
-            .path
+            .rel_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -315,6 +341,9 @@ async fn work(
         probing: AtomicBool::new(matches!(start, Start::Probe { .. })),
         video_recorded: AtomicBool::new(job.video_id.is_some()),
         video_id: std::sync::Mutex::new(job.video_id.clone()),
+        claim: claim.clone(),
+        exclusive_folder: (claim.is_none()).then(|| job.folder.clone()),
+        taken_over: AtomicBool::new(false),
     };
     if job.video_manager_id != Some(video_manager)
         && let Err(err) = shared.store.record_video_manager(id, video_manager)
@@ -324,6 +353,22 @@ async fn work(
     let platform = shared.platform().for_video_manager(video_manager);
     let result = upload_file(&platform, request, &observer, shutdown).await;
     remember_link(shared, &platform);
+    if result.is_err() && observer.taken_over.load(Ordering::Relaxed) {
+        if let Some(claim) = &claim {
+            shared.holds.end(claim, false);
+        }
+        if claim.is_some() {
+            claimed_job::taken_over(shared, id, &name);
+        } else {
+            // An exclusive folder another agent took over: its jobs wait here untouched
+            // until this agent has the folder again.
+            tracing::warn!(file = %name, "another agent took this folder over; the upload stops and waits here");
+            if let Err(err) = shared.store.set_waiting(id) {
+                shared.store_failed(&format!("cannot requeue job {id}"), &err);
+            }
+        }
+        return;
+    }
     match result {
         Ok(report) => {
             end_pause(shared);
@@ -414,6 +459,12 @@ async fn work(
                     shared.store_failed(&format!("cannot requeue job {id}"), &store_err);
                 }
                 start_or_extend_pause(shared, &err);
+            }
+            Blame::StillChanging if claim.is_some() => {
+                end_pause(shared);
+                if let Some(claim) = &claim {
+                    claimed_job::give_back(shared, &job, claim, &name);
+                }
             }
             Blame::StillChanging => {
                 end_pause(shared);
@@ -750,6 +801,20 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
         (None, false) => job.folder.join("failed"),
     };
     let path = job.path.clone();
+    // A claimed file is moved by the agent whose claim it still is, and by no other.
+    let claim = crate::shared_folder::claim::Claim::of_file(&job.folder, &job.path);
+    if let Some(claim) = &claim {
+        let check = claim.clone();
+        let me = shared.holds.agent().id.clone();
+        let held = tokio::task::spawn_blocking(move || check.is_held_by(&me))
+            .await
+            .unwrap_or(false);
+        if !held {
+            shared.holds.end(claim, false);
+            claimed_job::taken_over(shared, id, &escaped(&job.rel_path).to_string());
+            return;
+        }
+    }
     // For the log lines below: the same FILE (and JOB, VIDEO_ID, FOLDER) as the job's other
     // lines, so that `journalctl FILE=clip.mov` tells the whole story, its end included.
     let name = escaped(&job.rel_path).to_string();
@@ -763,6 +828,9 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     if let Ok(Ok(_)) = &outcome {
         // Its fate is sealed: moved, or uploaded and then deleted before the move.
         shared.counters.file_finished(uploaded);
+        if let Some(claim) = &claim {
+            shared.holds.end(claim, true);
+        }
     }
     let failure = match outcome {
         Ok(Ok(finish::Finished::Moved(dest))) => {
@@ -777,7 +845,7 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
             );
             // A file now at the old path is a new export (dropped while this one was being
             // moved, or before a restart): it gets a job of its own.
-            if path.exists() {
+            if claim.is_none() && path.exists() {
                 let _ = shared.retrack.send(path);
             }
             None

@@ -11,6 +11,7 @@ use super::Shared;
 use super::dispatch::end_pause;
 use crate::config::human_size;
 use crate::http::RetryReason;
+use crate::shared_folder::claim::{Claim, ClaimError, ClaimRecord};
 use crate::store::StoreError;
 use crate::vmpro::api::{UploadObserver, UploadUrl};
 use crate::vmpro::error::{Step, VmproError};
@@ -33,6 +34,13 @@ pub(super) struct JobObserver {
     /// The job's video id (known when it resumes, or since the platform created it), for the
     /// `VIDEO_ID` of the job's event lines, "created: video …" among them.
     pub(super) video_id: std::sync::Mutex<Option<String>>,
+    /// The job's claim, in a shared folder: its record follows the upload (marker, video,
+    /// chunks), and is checked to be this agent's before every request.
+    pub(super) claim: Option<Claim>,
+    /// Otherwise the job's folder, which must still be this agent's (see `share_keeper`).
+    pub(super) exclusive_folder: Option<std::path::PathBuf>,
+    /// Another agent took the claim (or the folder) over: the upload stopped for that.
+    pub(super) taken_over: AtomicBool,
 }
 
 impl JobObserver {
@@ -40,6 +48,20 @@ impl JobObserver {
     pub(super) fn video_id(&self) -> Option<String> {
         // A poisoned lock (a panic while setting it) only costs the field on later lines.
         self.video_id.lock().ok().and_then(|known| known.clone())
+    }
+
+    /// Changes the claim record, if the job has a claim. A claim taken over stops the upload
+    /// at its next request (`may_continue`); a record that cannot be written now is renewed
+    /// by the keeper's next round.
+    fn update_claim(&self, change: impl FnOnce(&mut ClaimRecord)) -> Result<(), ClaimError> {
+        let Some(claim) = &self.claim else {
+            return Ok(());
+        };
+        let result = self.shared.holds.update(claim, change);
+        if matches!(result, Err(ClaimError::Lost)) {
+            self.taken_over.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     /// A record the upload can go on without (it resumes from an earlier chunk after a crash):
@@ -79,12 +101,19 @@ impl UploadObserver for JobObserver {
         &self,
         marker: Option<&str>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.shared
-            .store
-            .record_create_sent(self.id, marker)
-            .map_err(Into::into)
+        self.shared.store.record_create_sent(self.id, marker)?;
+        // Before the create leaves: an agent that takes the claim over looks the video up by
+        // this marker instead of making a second one.
+        self.update_claim(|record| {
+            if record.marker.is_none() {
+                record.marker = marker.map(str::to_owned);
+            }
+            record.create_sent = true;
+        })?;
+        Ok(())
     }
     fn create_settled(&self) {
+        let _ = self.update_claim(|record| record.create_sent = false);
         self.log_store_error(
             "that the create was answered",
             self.shared.store.record_create_settled(self.id),
@@ -95,6 +124,10 @@ impl UploadObserver for JobObserver {
         if let Ok(mut known) = self.video_id.lock() {
             *known = Some(video_id.to_owned());
         }
+        let _ = self.update_claim(|record| {
+            record.video_id = Some(video_id.to_owned());
+            record.create_sent = false;
+        });
         let recorded = self.shared.store.record_video(self.id, video_id);
         self.video_recorded
             .store(recorded.is_ok(), Ordering::Relaxed);
@@ -143,6 +176,11 @@ impl UploadObserver for JobObserver {
                 took,
             ),
         );
+        let _ = self.update_claim(|record| {
+            record.next_chunk = index + 1;
+            record.total_chunks = Some(total);
+            record.chunk_size = Some(chunk_size);
+        });
         let quarter = u64::from(index) * 4 / u64::from(total.max(1));
         if index < total
             && self
@@ -162,6 +200,18 @@ impl UploadObserver for JobObserver {
     }
     fn restarted(&self) {
         self.shared.counters.retried(RetryReason::Restart);
+        let _ = self.update_claim(|record| record.next_chunk = 1);
         self.log_store_error("the restart", self.shared.store.restart_content(self.id));
+    }
+    fn may_continue(&self) -> bool {
+        let ours = match (&self.claim, &self.exclusive_folder) {
+            (Some(claim), _) => self.shared.holds.still_held(claim),
+            (None, Some(folder)) => self.shared.holds.folder_still_ours(folder),
+            (None, None) => true,
+        };
+        if !ours {
+            self.taken_over.store(true, Ordering::Relaxed);
+        }
+        ours
     }
 }

@@ -19,6 +19,7 @@
 //! [`transcoding`] follows the platform's transcoding of the videos of folders that ask for it.
 //! Shutdown is a `CancellationToken` passed in.
 
+mod claimed_job;
 mod dispatch;
 mod dispatch_state;
 mod housekeeping;
@@ -30,6 +31,7 @@ mod pause_notice;
 mod release;
 mod retention;
 mod service;
+mod share_keeper;
 mod store_health;
 mod transcoding;
 
@@ -86,6 +88,9 @@ pub enum AgentError {
     Platform(#[from] VmproError),
     #[error("no [[folder]] in the config: nothing to watch")]
     NoFolders,
+    /// Who this agent is on shared folders is kept in the state dir.
+    #[error("cannot read or make this agent's id in the state dir")]
+    AgentId(#[source] std::io::Error),
     /// The part that notices new files died: carrying on would upload what is queued and then
     /// sit deaf for months, so the agent exits for its service manager to restart it.
     #[error(
@@ -146,6 +151,8 @@ struct Shared {
     /// soon, or its `resumed` owed): the first upload that works closes it, sending `resumed`
     /// if it was announced, even if this run never pauses.
     resumed_owed: AtomicBool,
+    /// This agent's presence on its folders, and its claims on shared ones.
+    holds: share_keeper::ShareHolds,
 }
 
 impl Shared {
@@ -289,6 +296,9 @@ pub async fn run(
     }
     let lock = StateLock::acquire(&settings.state_dir)?;
     let store = Arc::new(JobStore::open(&settings.state_dir)?);
+    let agent = crate::shared_folder::AgentId::of_state_dir(&settings.state_dir)
+        .map_err(AgentError::AgentId)?;
+    let agent = crate::shared_folder::set_this_agent(agent);
     let platform = Platform::new(&settings.account, &settings.upload)?;
     // `chunk_size = "auto"` starts from what earlier runs measured of the link.
     match store.link(settings.account.api_url.as_str()) {
@@ -346,6 +356,7 @@ pub async fn run(
         counters: Arc::new(UploadCounters::default()),
         outbox,
         resumed_owed: AtomicBool::new(resumed_owed),
+        holds: share_keeper::ShareHolds::new(agent),
     });
     start_listener(&shared, &stop);
 
@@ -361,6 +372,11 @@ pub async fn run(
     // Files an earlier run was watching settle (it was killed): this run's trackers start
     // empty, and find them again with the first scan.
     clear_settling(&shared.store);
+    // Which folders another agent keeps is known before any is watched.
+    share_keeper::round(&shared);
+    shared
+        .tasks
+        .spawn(share_keeper::run(shared.clone(), stop.clone()));
     let missing = intake.watch_all(&shared, &mut watcher)?;
     // A folder watched now that was missing when the agent stopped is back.
     let watched: Vec<PathBuf> = folders
@@ -571,19 +587,22 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// interrupted, as tasks of their own so that READY does not wait for a copy. The temp files a
 /// kill left in done/ and failed/ are cleared in the background first; moves wait for that.
 fn recover(shared: &Arc<Shared>) {
-    let dirs: Vec<PathBuf> = shared
+    // In a shared folder, other agents' copies may be under way: only this agent's go.
+    let tag = shared.holds.agent().tag().to_owned();
+    let dirs: Vec<(PathBuf, bool)> = shared
         .settings()
         .folders
         .iter()
-        .flat_map(|f| [f.done_dir.clone(), f.failed_dir.clone()])
+        .flat_map(|f| [(f.done_dir.clone(), f.shared), (f.failed_dir.clone(), f.shared)])
         .collect();
     shared.tasks.spawn({
         let shared = shared.clone();
         async move {
             let stop = shared.stop.clone();
             let cleared = tokio::task::spawn_blocking(move || {
-                for dir in dirs {
-                    finish::remove_stale_temps(&dir, &stop);
+                for (dir, shared_folder) in dirs {
+                    let only_of = shared_folder.then_some(tag.as_str());
+                    finish::remove_stale_temps(&dir, only_of, &stop);
                 }
             })
             .await;

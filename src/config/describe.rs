@@ -195,6 +195,17 @@ impl Settings {
                     ""
                 }
             )?;
+            writeln!(
+                out,
+                "shared = {}{}",
+                folder.shared,
+                if folder.shared {
+                    "  # several agents: files are claimed, never uploaded twice"
+                } else {
+                    "  # a second agent on this folder refuses it"
+                }
+            )?;
+            writeln!(out, "claim_lease = {}", quote_duration(folder.claim_lease))?;
             match folder.video_manager_id {
                 Some(id) => writeln!(out, "video_manager_id = {id}")?,
                 None => writeln!(

@@ -103,6 +103,11 @@ pub const DEFAULT_TOKEN_URL: &str =
 const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(10);
 /// How long a stable file may stay an unfinished container before it goes to failed/.
 const DEFAULT_INCOMPLETE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// `claim_lease` unless set: long enough for a share that stalls a minute, short enough that a
+/// dead agent's files move on within minutes.
+const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(120);
+/// Below this, renewals every quarter lease meet the coarse timestamps of some file servers.
+const MIN_CLAIM_LEASE: Duration = Duration::from_secs(2);
 const DEFAULT_TITLE: &str = "{stem}";
 /// How long finished jobs stay in the state store (`[state] keep_jobs_for`): long enough for
 /// `status` and an admin's questions about last quarter's deliveries.
@@ -328,6 +333,13 @@ pub struct FolderSettings {
     /// After each upload, follow the platform's transcoding of the video (up to 2 h) and
     /// report it: the sidecar, `transcoded` / `transcoding_slow`.
     pub follow_transcoding: bool,
+    /// Several agents watch this folder: each file is claimed (see `shared_folder`) and
+    /// uploaded by the one agent whose claim won. Without it, a second agent refuses the
+    /// folder.
+    pub shared: bool,
+    /// A claim (or an agent's presence on the folder) not renewed this long, by the file
+    /// server's clock, belongs to an agent that stopped: it is taken over.
+    pub claim_lease: Duration,
     /// The VideoManager this folder uploads into; `None` = the account's.
     pub video_manager_id: Option<u64>,
     pub metadata: VideoMetadata,
@@ -352,6 +364,8 @@ impl FolderSettings {
             incomplete_after: DEFAULT_INCOMPLETE_AFTER,
             keep_done_for: None,
             follow_transcoding: false,
+            shared: false,
+            claim_lease: DEFAULT_CLAIM_LEASE,
             video_manager_id: None,
             metadata: VideoMetadata {
                 title: DEFAULT_TITLE.to_owned(),

@@ -115,6 +115,8 @@ pub(super) struct RawFolder {
     pub(super) incomplete_after: Option<HumanDuration>,
     pub(super) keep_done_for: Option<HumanDuration>,
     pub(super) follow_transcoding: Option<bool>,
+    pub(super) shared: Option<bool>,
+    pub(super) claim_lease: Option<HumanDuration>,
     pub(super) video_manager_id: Option<u64>,
     pub(super) title: Option<String>,
     pub(super) description: Option<String>,

@@ -28,7 +28,7 @@ use super::raw::{
 };
 use super::units::{MIB, format_size};
 use super::{
-    AccountSettings, AuthStyle, ChunkSize, DEFAULT_API_URL, DEFAULT_INCOMPLETE_AFTER,
+    AccountSettings, AuthStyle, ChunkSize, DEFAULT_API_URL, DEFAULT_CLAIM_LEASE, DEFAULT_INCOMPLETE_AFTER, MIN_CLAIM_LEASE,
     DEFAULT_KEEP_JOBS_FOR, DEFAULT_STABLE_FOR, DEFAULT_TITLE, DEFAULT_TOKEN_URL, EnvLookup,
     FolderSettings, LogFormat, LogSettings, PasswordSource, Purpose, Settings, UploadSettings,
     default_exclude, default_include,
@@ -810,6 +810,17 @@ fn validate_folder(
             "must be longer than 0s; leave it out to keep uploaded files in done/",
         );
     }
+    let claim_lease = raw.claim_lease.map_or(DEFAULT_CLAIM_LEASE, |d| d.0);
+    if claim_lease < MIN_CLAIM_LEASE {
+        problems.add(
+            key("claim_lease"),
+            format!(
+                "{} is too short: agents renew their claims every quarter of the lease, and a file server's timestamps may be a second coarse; use at least {}",
+                humantime::format_duration(claim_lease),
+                humantime::format_duration(MIN_CLAIM_LEASE)
+            ),
+        );
+    }
     if raw.video_manager_id == Some(0) {
         problems.add(
             key("video_manager_id"),
@@ -864,6 +875,8 @@ fn validate_folder(
         incomplete_after,
         keep_done_for,
         follow_transcoding: raw.follow_transcoding.unwrap_or(false),
+        shared: raw.shared.unwrap_or(false),
+        claim_lease,
         video_manager_id: raw.video_manager_id,
         metadata: VideoMetadata {
             title,

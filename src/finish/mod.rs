@@ -526,9 +526,25 @@ pub(crate) fn split(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
 
 /// A hidden, unique name beside the target: hidden so watchers (ours included, by the default
 /// `.*` exclude) ignore it, unique so two writers never share one.
+///
+/// It ends with the agent's tag (see `shared_folder::AgentId::tag`) where an agent runs, so
+/// that in a shared folder one agent's start clears its own leftovers only, never another's
+/// copy in progress.
 fn temp_name(name: &std::ffi::OsStr) -> OsString {
-    let suffix = format!(".{}{TEMP_SUFFIX}", uuid::Uuid::new_v4().simple());
+    let suffix = format!(
+        ".{}{}{TEMP_SUFFIX}",
+        uuid::Uuid::new_v4().simple(),
+        agent_suffix()
+    );
     fit_name(".", name, &suffix)
+}
+
+/// `.<tag>` of the agent this process runs as (nothing outside `run`): the end of its temp
+/// names, before [`TEMP_SUFFIX`].
+pub(crate) fn agent_suffix() -> String {
+    crate::shared_folder::this_agent()
+        .map(|agent| format!(".{}", agent.tag()))
+        .unwrap_or_default()
 }
 
 /// Makes a rename or removal in `dir` durable. Opened as a folder only, and non-blocking: a

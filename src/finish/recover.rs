@@ -138,8 +138,9 @@ fn find_moved(base: &Path, job: &Job) -> Option<PathBuf> {
 
 /// Removes our own temporary files (`.…hotfolder-tmp`: a copy across file systems or a
 /// sidecar being written) that a kill left in done/ or failed/. Only ours: nothing else is
-/// touched. Stops early when `stop` is cancelled (a large done/ on a share takes a while).
-pub fn remove_stale_temps(dir: &Path, stop: &CancellationToken) {
+/// touched; with `only_of`, only those of the agent with that tag (a shared folder). Stops
+/// early when `stop` is cancelled (a large done/ on a share takes a while).
+pub fn remove_stale_temps(dir: &Path, only_of: Option<&str>, stop: &CancellationToken) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -154,8 +155,12 @@ pub fn remove_stale_temps(dir: &Path, stop: &CancellationToken) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if kind.is_dir() {
-            remove_stale_temps(&path, stop);
-        } else if kind.is_file() && name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+            remove_stale_temps(&path, only_of, stop);
+        } else if kind.is_file()
+            && name.starts_with('.')
+            && name.ends_with(TEMP_SUFFIX)
+            && only_of.is_none_or(|tag| name.ends_with(&format!(".{tag}{TEMP_SUFFIX}")))
+        {
             match std::fs::remove_file(&path) {
                 Ok(()) => {
                     tracing::info!(path = %escaped(&path), "removed a temporary file left by an interrupted move")

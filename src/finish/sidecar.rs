@@ -147,9 +147,14 @@ pub fn write_sidecar(moved_file: &Path, sidecar: &Sidecar) -> Result<PathBuf, Fi
 /// and renamed into place, so a reader never sees half of it.
 fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let (dir, name) = split(path)?;
-    // One fixed temp name per sidecar (only the job that owns the file writes it): a writer
-    // killed before its rename leaves a temp that the next try replaces instead of a stray.
-    let temp = dir.join(fit_name(".", name, TEMP_SUFFIX));
+    // One fixed temp name per sidecar and agent (only the job that owns the file writes it): a
+    // writer killed before its rename leaves a temp that the next try replaces instead of a
+    // stray.
+    let temp = dir.join(fit_name(
+        ".",
+        name,
+        &format!("{}{TEMP_SUFFIX}", super::agent_suffix()),
+    ));
     let written = (|| {
         match fs::remove_file(&temp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

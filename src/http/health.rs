@@ -127,6 +127,7 @@ mod tests {
             bandwidth: None,
             notifications: Vec::new(),
             chunk_cap: None,
+            agents: Vec::new(),
         }
     }
 

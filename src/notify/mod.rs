@@ -28,7 +28,7 @@ mod webhook;
 use std::time::Duration;
 
 pub use delivery::Outbox;
-pub use event::{EventKind, Notice, path_text};
+pub use event::{EventKind, Notice, host_name, path_text};
 pub use secret_url::{SecretUrl, masked as masked_url};
 
 /// How long an event is tried before it is dropped with a log line.

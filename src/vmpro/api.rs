@@ -232,6 +232,12 @@ pub trait UploadObserver: Send + Sync {
     }
     /// The content starts again at chunk 1 (same video).
     fn restarted(&self) {}
+    /// Asked before every request that creates or sends (the create, an upload URL, each
+    /// chunk): `false` stops the upload as if it were cancelled. For shared folders, where
+    /// another agent may have taken the file over (see `shared_folder`).
+    fn may_continue(&self) -> bool {
+        true
+    }
     /// The server refused a chunk for its size, and `link` (the link to `api_url`) now caps
     /// auto's choice: kept at once, so that a process killed before the file ends keeps it.
     fn size_refused(&self, _api_url: &str, _link: &super::link::MeasuredLink) {}

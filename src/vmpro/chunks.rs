@@ -349,6 +349,7 @@ pub async fn upload_file(
     }
 
     let mut recreated = None;
+    may_continue(observer)?;
     let video_id = match resume.video_id {
         Some(id) => id,
         None => {
@@ -377,6 +378,7 @@ pub async fn upload_file(
     let mut url = match resume.url {
         Some(url) if url.age() < platform.upload.url_renew_after => url,
         _ => {
+            may_continue(observer)?;
             let url = platform.upload_url(&video_id, shutdown, observer).await?;
             observer.url_issued(&url);
             url
@@ -553,6 +555,16 @@ pub async fn upload_file(
 
 /// Sends chunk `index` until it is accepted, acting on each answer.
 #[allow(clippy::too_many_arguments)]
+/// Stops the upload, as a cancellation does, when the observer says it may not go on (another
+/// agent took the file over).
+fn may_continue(observer: &dyn UploadObserver) -> Result<(), VmproError> {
+    if observer.may_continue() {
+        Ok(())
+    } else {
+        Err(VmproError::Cancelled)
+    }
+}
+
 async fn send_chunk(
     platform: &Platform,
     video_id: &str,
@@ -568,6 +580,7 @@ async fn send_chunk(
     // server refuses this upload, not that the token expired.
     let mut renewals = 0u32;
     loop {
+        may_continue(observer)?;
         // Quiet hours: no request starts (one under way finishes; see `bandwidth`). Waited out
         // before the URL's age is looked at: hours of waiting may bring it near its limit.
         platform
@@ -1121,6 +1134,9 @@ impl UploadObserver for UnlessReadFailed<'_> {
     }
     fn restarted(&self) {
         self.observer.restarted();
+    }
+    fn may_continue(&self) -> bool {
+        self.observer.may_continue()
     }
 }
 

@@ -89,6 +89,11 @@ impl Intake {
             };
             let folder = &self.folders[index];
             let root = folder.spec.root.clone();
+            // Another agent keeps it: as good as missing here (see `share_keeper`).
+            let now = match shared.holds.refusal(&root) {
+                Some(why) if now.is_ok() => Err(why),
+                _ => now,
+            };
             match (now, &folder.presence) {
                 (Ok(identity), Presence::Watched(watched)) if identity == *watched => {
                     let limit = folder.mode.as_ref().and_then(|mode| mode.limit);

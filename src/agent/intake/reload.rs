@@ -21,6 +21,11 @@ impl Intake {
         let mut missing = Vec::new();
         for index in 0..self.folders.len() {
             let root = self.folders[index].spec.root.clone();
+            if let Some(why) = shared.holds.refusal(&root) {
+                self.folder_missing(shared, watcher, index, why);
+                missing.push(root);
+                continue;
+            }
             let watched = self.folders[index].watch(watcher).map(ToString::to_string);
             match watched {
                 Ok(mode) => {

@@ -1,0 +1,160 @@
+//! A worker's part in shared folders (design: `shared_folder`): claiming the job's file before
+//! anything is sent, giving it back to the folder when it changed after the claim, and
+//! letting go of a job whose claim another agent took over.
+
+use std::sync::Arc;
+
+use super::Shared;
+use crate::chain;
+use crate::shared_folder::claim::{self, Claim, ClaimError};
+use crate::store::Job;
+
+/// What became of a job's claim at the start of its upload.
+pub(super) enum Claimed {
+    /// The file is claimed by this agent (now, or before a restart): upload it.
+    Held(Claim),
+    /// The job ends here (another agent won, or took it over); its store record says why.
+    Ended,
+    /// The claim could not be made (the share refused a write): the job waits until its file
+    /// is looked at again.
+    NotNow,
+}
+
+/// Claims the file of `job` (a shared folder's) for this agent, or checks that the claim it has
+/// (a resumed job) is still this agent's. Updates `job.path` to where the file is now.
+pub(super) async fn take(
+    shared: &Arc<Shared>,
+    job: &mut Job,
+    name: &str,
+    video_manager: u64,
+) -> Claimed {
+    let holds = &shared.holds;
+    if let Some(existing) = claim::Claim::of_file(&job.folder, &job.path) {
+        let held = tokio::task::spawn_blocking({
+            let existing = existing.clone();
+            let me = holds.agent().id.clone();
+            move || {
+                existing
+                    .read()
+                    .ok()
+                    .filter(|record| record.agent == me)
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        return match held {
+            Some(record) => {
+                holds.hold(&job.folder, existing.clone(), record);
+                Claimed::Held(existing)
+            }
+            None => {
+                taken_over(shared, job.id, name);
+                Claimed::Ended
+            }
+        };
+    }
+    let (folder, path, rel_path, size) = (
+        job.folder.clone(),
+        job.path.clone(),
+        job.rel_path.clone(),
+        job.size,
+    );
+    let agent = holds.agent();
+    let made = tokio::task::spawn_blocking(move || {
+        claim::claim(&folder, agent, &path, &rel_path, size)
+    })
+    .await
+    .unwrap_or_else(|err| Err(ClaimError::Io(std::io::Error::other(err))));
+    match made {
+        Ok((claim, mut record)) => {
+            record.video_manager_id = Some(video_manager);
+            holds.hold(&job.folder, claim.clone(), record);
+            let _ = holds.update(&claim, |_| {});
+            if let Err(err) = shared.store.record_claimed_path(job.id, &claim.file) {
+                // The claim stays this agent's; without its path in the store, the keeper
+                // adopts it as a job of its own, and this one is forgotten.
+                shared.store_failed(&format!("cannot record the claim of job {}", job.id), &err);
+                holds.end(&claim, false);
+                return Claimed::Ended;
+            }
+            tracing::debug!(file = %name, "claimed: {}", crate::escape::escaped(&claim.file));
+            job.path = claim.file.clone();
+            Claimed::Held(claim)
+        }
+        Err(ClaimError::Gone) => {
+            tracing::info!(file = %name, "another agent claimed the file first (or it was moved away); forgetting it here");
+            if let Err(err) = shared.store.forget(
+                job.id,
+                "another agent claimed the file first, or it was moved away",
+            ) {
+                shared.store_failed(&format!("cannot forget job {}", job.id), &err);
+            }
+            Claimed::Ended
+        }
+        Err(err) => {
+            let why = format!("{}", chain(&err));
+            tracing::warn!(file = %name, "{why}; trying again once the file is looked at again");
+            if let Err(err) = shared.store.pause_changed(
+                job.id,
+                &why,
+                "cannot claim the file in the shared folder; trying again",
+            ) {
+                shared.store_failed(&format!("cannot requeue job {}", job.id), &err);
+            }
+            let _ = shared.retrack.send(job.path.clone());
+            Claimed::NotNow
+        }
+    }
+}
+
+/// Another agent took the claim of job `id` over: the job ends here, quietly (that agent
+/// uploads the file, on the same video).
+pub(super) fn taken_over(shared: &Shared, id: i64, name: &str) {
+    tracing::warn!(file = %name, job = id, "another agent took this file's claim over (this agent did not renew it in time); it continues the upload there, on the same video");
+    if let Err(err) = shared.store.forget(
+        id,
+        "another agent took the claim over and continues the upload on the same video",
+    ) {
+        shared.store_failed(&format!("cannot forget job {id}"), &err);
+    }
+}
+
+/// The claimed file changed after it was claimed (a writer still had it open): it goes back
+/// into the folder under its name (numbered if the name is taken meanwhile) and the claim
+/// ends; the intake finds it there and queues it once it is stable again.
+pub(super) fn give_back(shared: &Arc<Shared>, job: &Job, claim: &Claim, name: &str) {
+    let result = crate::finish::move_without_overwrite(
+        &claim.file,
+        &job.folder,
+        &job.rel_path,
+        &shared.stop,
+    );
+    match result {
+        Ok(back) => {
+            tracing::info!(file = %name, "the file changed after it was claimed; it is back in the folder as {} until it is stable", crate::escape::escaped(&back));
+            shared.holds.end(claim, true);
+            if let Err(err) = shared.store.forget(
+                job.id,
+                "the file changed after it was claimed; back in the folder until it is stable",
+            ) {
+                shared.store_failed(&format!("cannot forget job {}", job.id), &err);
+            }
+        }
+        Err(err) => {
+            tracing::error!(file = %name, "the file changed after it was claimed, and cannot go back into the folder: {}; it stays in {}, paused", chain(&err), crate::escape::escaped(&claim.file));
+            if let Err(err) = shared.store.pause_changed(
+                job.id,
+                "the file changed after it was claimed",
+                "changed after it was claimed, and cannot go back into the folder",
+            ) {
+                shared.store_failed(&format!("cannot pause job {}", job.id), &err);
+            }
+        }
+    }
+}
+
+/// Whether the job's file is in a claim folder (claimed before a restart, or taken over).
+pub(super) fn is_claim_path(job: &Job) -> bool {
+    Claim::of_file(&job.folder, &job.path).is_some()
+}

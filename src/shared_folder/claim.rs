@@ -1,0 +1,462 @@
+//! Claims in a shared folder (`.hotfolder/claims/<agent>/`): claiming a complete file by
+//! renaming it in, the record beside it that its owner keeps current, the owner's check that
+//! the claim is still its own, and the takeover of a claim whose owner stopped renewing it
+//! (see the module doc of `shared_folder` for the design).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AgentId, age, read_small, rewrite_existing, share_dir};
+
+/// The suffix of a claim record; the claimed file is `<key>.<its suffix>` beside it.
+pub const RECORD_SUFFIX: &str = "claim";
+
+/// What a claim record says. No upload URL: it is a credential, and a new owner asks for a
+/// fresh one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// The agent that holds the claim now.
+    pub agent: String,
+    pub host: String,
+    pub pid: u32,
+    /// The file's name relative to the watched folder, as text (for people and `status`).
+    pub rel_path: String,
+    /// The same, byte for byte, in hex: what a new owner uses (names need not be UTF-8).
+    pub rel_path_hex: String,
+    pub size: u64,
+    /// The platform's video for this file, once it exists.
+    pub video_id: Option<String>,
+    /// The marker keyword of the file's create: a create whose answer was lost is found by it.
+    pub marker: Option<String>,
+    /// A create was sent and its answer is not known.
+    pub create_sent: bool,
+    /// The VideoManager the video is in (once it may exist).
+    pub video_manager_id: Option<u64>,
+    /// The next chunk to send, 1-based; chunks before it were accepted.
+    pub next_chunk: u32,
+    pub total_chunks: Option<u32>,
+    pub chunk_size: Option<u64>,
+}
+
+impl ClaimRecord {
+    /// A record for a file not yet started, held by `agent`.
+    pub fn new(agent: &AgentId, rel_path: &Path, size: u64) -> ClaimRecord {
+        use std::os::unix::ffi::OsStrExt as _;
+        ClaimRecord {
+            agent: agent.id.clone(),
+            host: agent.host.clone(),
+            pid: std::process::id(),
+            rel_path: rel_path.to_string_lossy().into_owned(),
+            rel_path_hex: hex::encode(rel_path.as_os_str().as_bytes()),
+            size,
+            video_id: None,
+            marker: None,
+            create_sent: false,
+            video_manager_id: None,
+            next_chunk: 1,
+            total_chunks: None,
+            chunk_size: None,
+        }
+    }
+
+    /// The file's name in its folder, as it was (falls back to the text form).
+    pub fn rel_path(&self) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt as _;
+        match hex::decode(&self.rel_path_hex) {
+            Ok(bytes) if !bytes.is_empty() => {
+                PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+            }
+            _ => PathBuf::from(&self.rel_path),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    fn parse(bytes: &[u8]) -> Result<ClaimRecord, ClaimError> {
+        serde_json::from_slice(bytes).map_err(|err| ClaimError::Unreadable(err.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The file is no longer where the job found it: another agent claimed it first (or
+    /// someone moved it away). Not a failure: the job is forgotten.
+    #[error("the file is gone from the folder: another agent claimed it, or it was moved away")]
+    Gone,
+    /// The claim was taken over by another agent (its record left this agent's folder).
+    #[error("another agent took the claim over")]
+    Lost,
+    #[error("the claim record cannot be read: {0}")]
+    Unreadable(String),
+    #[error("cannot claim the file in the shared folder: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A claim this agent holds: the file and its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub file: PathBuf,
+    pub record: PathBuf,
+}
+
+impl Claim {
+    /// The claim a claimed file belongs to, if `file` is in a claim folder of `folder`.
+    pub fn of_file(folder: &Path, file: &Path) -> Option<Claim> {
+        let claims = claims_dir(folder);
+        let dir = file.parent()?;
+        if dir.parent()? != claims {
+            return None;
+        }
+        let name = file.file_name()?.to_str()?;
+        let key = name.split('.').next()?;
+        Some(Claim {
+            file: file.to_path_buf(),
+            record: dir.join(format!("{key}.{RECORD_SUFFIX}")),
+        })
+    }
+
+    /// Whether the claim is still `agent`'s: its record is in `agent`'s folder and names it.
+    /// Asked of the file server (the record is opened and read), before every request.
+    pub fn is_held_by(&self, agent: &str) -> bool {
+        match read_small(&self.record) {
+            Ok((bytes, _)) => ClaimRecord::parse(&bytes).is_ok_and(|record| record.agent == agent),
+            Err(_) => false,
+        }
+    }
+
+    /// Writes `record` over the claim's record (which renews it). `Lost` when the record is no
+    /// longer here: another agent took it over.
+    pub fn update(&self, record: &ClaimRecord) -> Result<(), ClaimError> {
+        match rewrite_existing(&self.record, &record.bytes()) {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(ClaimError::Lost),
+            Err(err) => Err(ClaimError::Io(err)),
+        }
+    }
+
+    /// The record as it is now.
+    pub fn read(&self) -> Result<ClaimRecord, ClaimError> {
+        match read_small(&self.record) {
+            Ok((bytes, _)) => ClaimRecord::parse(&bytes),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(ClaimError::Lost),
+            Err(err) => Err(ClaimError::Io(err)),
+        }
+    }
+
+    /// The file has left the claim folder (done/, failed/) or is gone: the claim ends.
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(&self.record);
+    }
+}
+
+/// `.hotfolder/claims/` of a folder.
+pub fn claims_dir(folder: &Path) -> PathBuf {
+    share_dir(folder).join("claims")
+}
+
+/// Claims `file` (in `folder`, named `rel_path` there) for `agent`: the record first (so that
+/// a kill in between leaves a record without a file, which is simply dropped), then the
+/// rename that decides. `Gone` when the rename finds no file: another agent won.
+pub fn claim(
+    folder: &Path,
+    agent: &AgentId,
+    file: &Path,
+    rel_path: &Path,
+    size: u64,
+) -> Result<(Claim, ClaimRecord), ClaimError> {
+    let dir = claims_dir(folder).join(&agent.id);
+    std::fs::create_dir_all(&dir)?;
+    let key = format!("{:016x}", rand::random::<u64>());
+    let claim = Claim {
+        file: dir.join(claimed_name(&key, rel_path)),
+        record: dir.join(format!("{key}.{RECORD_SUFFIX}")),
+    };
+    let record = ClaimRecord::new(agent, rel_path, size);
+    {
+        use std::io::Write as _;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim.record)?;
+        out.write_all(&record.bytes())?;
+    }
+    match std::fs::rename(file, &claim.file) {
+        Ok(()) => Ok((claim, record)),
+        Err(err) => {
+            claim.release();
+            if err.kind() == io::ErrorKind::NotFound {
+                Err(ClaimError::Gone)
+            } else {
+                Err(ClaimError::Io(err))
+            }
+        }
+    }
+}
+
+/// `<key>.<suffix>`: the suffix kept (short and plain only) so that a person looking into the
+/// claim folder sees what kind of file it is.
+fn claimed_name(key: &str, rel_path: &Path) -> String {
+    match rel_path.extension().and_then(|ext| ext.to_str()) {
+        Some(ext)
+            if !ext.is_empty()
+                && ext.len() <= 10
+                && ext != RECORD_SUFFIX
+                && ext.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            format!("{key}.{ext}")
+        }
+        _ => format!("{key}.file"),
+    }
+}
+
+/// A claim record of another agent that nobody renewed for a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleClaim {
+    pub owner: String,
+    pub record: PathBuf,
+    pub age: Duration,
+}
+
+/// Every claim of agents other than `me` in `folder` not renewed for `lease`, by the file
+/// server's clock (`now` from this agent's presence just renewed).
+pub fn stale_claims(
+    folder: &Path,
+    me: &str,
+    now: i128,
+    lease: Duration,
+) -> io::Result<Vec<StaleClaim>> {
+    let mut stale = Vec::new();
+    for (owner, record) in records(folder)? {
+        if owner == me {
+            continue;
+        }
+        let Ok((_, mtime)) = read_small(&record) else {
+            continue;
+        };
+        let age = age(now, mtime);
+        if age > lease {
+            stale.push(StaleClaim { owner, record, age });
+        }
+    }
+    Ok(stale)
+}
+
+/// Every claim record in `folder`: (owner, record path).
+pub fn records(folder: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let root = claims_dir(folder);
+    let owners = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut found = Vec::new();
+    for owner in owners.flatten() {
+        let Some(name) = owner.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !owner.file_type().is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(owner.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == RECORD_SUFFIX) {
+                found.push((name.clone(), path));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A claim taken over: the record (now `agent`'s) and where the file is, if it was found.
+#[derive(Debug)]
+pub struct TakenOver {
+    pub claim: Claim,
+    pub record: ClaimRecord,
+    /// The agent that held it.
+    pub from: String,
+    /// Whether the file was found (in any claim folder) and is now beside the record.
+    pub file_found: bool,
+}
+
+/// Takes `stale` over for `agent`: renames its record into `agent`'s claim folder (of several
+/// agents trying, one wins: `Ok(None)` for the others), rewrites it as `agent`'s (which renews
+/// it), then moves the file beside it, wherever it is (a takeover cut short leaves it in
+/// another claim folder).
+pub fn take_over(
+    folder: &Path,
+    agent: &AgentId,
+    stale: &StaleClaim,
+) -> Result<Option<TakenOver>, ClaimError> {
+    let Some(name) = stale.record.file_name() else {
+        return Ok(None);
+    };
+    let dir = claims_dir(folder).join(&agent.id);
+    std::fs::create_dir_all(&dir)?;
+    let record_path = dir.join(name);
+    match std::fs::rename(&stale.record, &record_path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(ClaimError::Io(err)),
+    }
+    let key = name
+        .to_str()
+        .and_then(|n| n.strip_suffix(&format!(".{RECORD_SUFFIX}")))
+        .unwrap_or_default()
+        .to_owned();
+    let (bytes, _) = read_small(&record_path)?;
+    let mut record = ClaimRecord::parse(&bytes)?;
+    let from = std::mem::replace(&mut record.agent, agent.id.clone());
+    record.host = agent.host.clone();
+    record.pid = std::process::id();
+    let placeholder = Claim {
+        file: dir.join(claimed_name(&key, &record.rel_path())),
+        record: record_path,
+    };
+    placeholder.update(&record)?;
+    let file = find_claimed_file(folder, &key)?;
+    let (claim, file_found) = match file {
+        Some(found) if found.parent() == Some(dir.as_path()) => (
+            Claim {
+                file: found,
+                ..placeholder
+            },
+            true,
+        ),
+        Some(found) => {
+            let Some(file_name) = found.file_name() else {
+                return Ok(None);
+            };
+            let target = dir.join(file_name);
+            match std::fs::rename(&found, &target) {
+                Ok(()) => (
+                    Claim {
+                        file: target,
+                        ..placeholder
+                    },
+                    true,
+                ),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => (placeholder, false),
+                Err(err) => return Err(ClaimError::Io(err)),
+            }
+        }
+        None => (placeholder, false),
+    };
+    Ok(Some(TakenOver {
+        claim,
+        record,
+        from,
+        file_found,
+    }))
+}
+
+/// The claimed file of `key`, in whichever claim folder it is.
+pub fn find_claimed_file(folder: &Path, key: &str) -> io::Result<Option<PathBuf>> {
+    let root = claims_dir(folder);
+    let owners = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let prefix = format!("{key}.");
+    for owner in owners.flatten() {
+        let Ok(entries) = std::fs::read_dir(owner.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if name.starts_with(&prefix)
+                && !name.ends_with(&format!(".{RECORD_SUFFIX}"))
+                && entry.file_type().is_ok_and(|kind| kind.is_file())
+            {
+                return Ok(Some(entry.path()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str) -> AgentId {
+        AgentId {
+            id: name.to_owned(),
+            host: "studio".to_owned(),
+        }
+    }
+
+    #[test]
+    fn of_two_agents_claiming_one_file_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clip.mov");
+        std::fs::write(&file, b"video").unwrap();
+        let a = agent("a-1");
+        let b = agent("b-2");
+        let (won, _) = claim(dir.path(), &a, &file, Path::new("clip.mov"), 5).unwrap();
+        let lost = claim(dir.path(), &b, &file, Path::new("clip.mov"), 5);
+        assert!(matches!(lost, Err(ClaimError::Gone)), "{lost:?}");
+        assert_eq!(won.file.extension().unwrap(), "mov");
+        assert_eq!(std::fs::read(&won.file).unwrap(), b"video");
+        assert!(won.is_held_by("a-1"));
+        assert!(!won.is_held_by("b-2"));
+        // The loser left no record behind.
+        assert_eq!(records(dir.path()).unwrap().len(), 1);
+        assert_eq!(Claim::of_file(dir.path(), &won.file), Some(won.clone()));
+        assert_eq!(Claim::of_file(dir.path(), &file), None);
+    }
+
+    #[test]
+    fn a_stale_claim_is_taken_over_once_with_its_video_and_the_old_owner_sees_it_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub").join("clip.mov");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"video").unwrap();
+        let a = agent("a-1");
+        let (held, _) = claim(dir.path(), &a, &file, Path::new("sub/clip.mov"), 5).unwrap();
+        let mut record = held.read().unwrap();
+        record.video_id = Some("v-1".into());
+        record.next_chunk = 3;
+        held.update(&record).unwrap();
+
+        let now = super::super::nanos(std::time::SystemTime::now()) + 10_000_000_000;
+        let lease = Duration::from_secs(3);
+        assert!(stale_claims(dir.path(), "a-1", now, lease).unwrap().is_empty());
+        let stale = stale_claims(dir.path(), "b-2", now, lease).unwrap();
+        assert_eq!(stale.len(), 1);
+        let taken = take_over(dir.path(), &agent("b-2"), &stale[0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.from, "a-1");
+        assert!(taken.file_found);
+        assert_eq!(taken.record.video_id.as_deref(), Some("v-1"));
+        assert_eq!(taken.record.next_chunk, 3);
+        assert_eq!(taken.record.rel_path(), Path::new("sub/clip.mov"));
+        assert_eq!(std::fs::read(&taken.claim.file).unwrap(), b"video");
+        assert!(taken.claim.is_held_by("b-2"));
+        // A third agent that judged it stale too finds nothing to take.
+        assert!(
+            take_over(dir.path(), &agent("c-3"), &stale[0])
+                .unwrap()
+                .is_none()
+        );
+        // The old owner's record is gone: its updates and checks say so.
+        assert!(!held.is_held_by("a-1"));
+        assert!(matches!(held.update(&record), Err(ClaimError::Lost)));
+        assert!(!held.file.exists());
+    }
+}

@@ -1,0 +1,294 @@
+//! Several agents, one folder: who may watch a folder, and which agent uploads which file,
+//! agreed through the file system alone (no coordinator, no network between agents).
+//!
+//! Everything lives in `.hotfolder/` inside the watched folder, so it works wherever the
+//! folder does, on a local disk or a share seen by several machines:
+//!
+//! ```text
+//! .hotfolder/agents/<agent>.json         an agent's presence: host, pid, since; renewed
+//! .hotfolder/claims/<agent>/<key>.claim  a claim record: which file, its video, how far
+//! .hotfolder/claims/<agent>/<key>.<ext>  the claimed file itself
+//! ```
+//!
+//! **Presence** ([`presence`]). Every agent keeps a presence file in each folder it watches
+//! and rewrites it every quarter of `claim_lease`. Without `shared = true` a folder is
+//! exclusive: of the agents present on it, the one that came first keeps it and the others
+//! refuse it, naming the first (host, pid). A presence not renewed for `claim_lease` belongs to
+//! an agent that stopped; it no longer counts, and an agent that comes back after such a gap
+//! (a `SIGSTOP`, a hung share) counts as new: it is the one that gives way. A lock file with a
+//! heartbeat is used rather than `flock`, which does not cross NFS and SMB reliably.
+//!
+//! **Claims** ([`claim`]). With `shared = true`, a complete file is claimed when a worker is
+//! about to upload it, by renaming it into the agent's claim folder (the maildir pattern: a
+//! rename is atomic on the file server, over NFS and SMB too, so of several agents exactly one
+//! wins; the others find the file gone and forget it). Beside it, a small record says which
+//! file it was (its name in the folder), its video, its marker keyword and how many chunks the
+//! platform accepted. The owner rewrites the record at each step and at least every quarter
+//! lease, and re-reads it before every request to the platform: a record that is no longer in
+//! its folder was taken over, and the owner stops at once (an owner that wakes up from a stall
+//! must not keep sending). The record holds no upload URL: that is a credential.
+//!
+//! **Takeover.** A record older than `claim_lease` is taken over by another agent with a
+//! rename of the record into its own claim folder (again, one winner); the file follows. The
+//! new owner resumes **on the same video** from the record, with a fresh upload URL: at the
+//! recorded chunk, or at chunk 1 if the platform will not continue. A create whose answer was
+//! lost is looked up by the marker keyword, as after a crash (see `vmpro::create`), so a
+//! takeover never makes a second video.
+//!
+//! **Clocks.** Staleness is judged by modification times on the share, that is by the file
+//! server's clock: an agent learns "now" on the server from the mtime of its own presence
+//! file just rewritten, and compares that with the mtime of a record. Hosts' clocks are never
+//! compared with each other.
+//!
+//! **Assumptions and limits.** Rename must be atomic on the server and fail when the source is
+//! gone (true for local file systems, NFS, SMB and SFTP). A file server whose clock jumps can
+//! make a claim look stale early: its owner then stops before its next request, so the upload
+//! continues once, elsewhere. A network file system's caches can make a rename seen late: an
+//! owner whose claim was taken over can send at most the request it had already started. A
+//! move to done/ that copies across file systems is not atomic: an owner stalled for longer
+//! than the lease in the middle of that copy can leave a second copy in done/ (one video).
+//! Agents must run compatible versions and each folder must be configured `shared` on every
+//! agent that watches it; an agent that refuses a folder says so in its log and `status`.
+
+pub mod claim;
+pub mod presence;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The folder inside every watched folder that holds presences and claims; never scanned as
+/// input (see `watch::WatchSpec`).
+pub const SHARE_DIR: &str = ".hotfolder";
+
+/// `.hotfolder/` of a watched folder.
+pub fn share_dir(folder: &Path) -> PathBuf {
+    folder.join(SHARE_DIR)
+}
+
+/// Who this agent is, on every folder it watches: the same across restarts (it is kept in the
+/// state dir), different for two agents with their own state dirs on one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentId {
+    /// `<host>-<8 hex>`: a file name (see [`AgentId::new`]).
+    pub id: String,
+    pub host: String,
+}
+
+impl AgentId {
+    /// A new id for this machine: its host name (letters, digits, `-` and `.` only, at most 64)
+    /// and 8 random hex digits.
+    pub fn new(host: &str) -> AgentId {
+        let mut safe: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        if safe.is_empty() || safe.starts_with('.') {
+            safe.insert(0, 'h');
+        }
+        AgentId {
+            id: format!("{safe}-{:08x}", rand::random::<u32>()),
+            host: host.to_owned(),
+        }
+    }
+
+    /// The part that is unique to this agent: what its temp files in done/ carry.
+    pub fn tag(&self) -> &str {
+        self.id.rsplit('-').next().unwrap_or(&self.id)
+    }
+
+    /// The agent of the state dir `state_dir` (`agent-id` there), made on first use.
+    pub fn of_state_dir(state_dir: &Path) -> io::Result<AgentId> {
+        let path = state_dir.join("agent-id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let id = text.trim();
+                if is_file_name(id) {
+                    return Ok(AgentId {
+                        id: id.to_owned(),
+                        host: crate::notify::host_name().to_owned(),
+                    });
+                }
+                tracing::warn!(
+                    "{} does not hold an agent id; making a new one",
+                    crate::escape::escaped(&path)
+                );
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        let id = AgentId::new(crate::notify::host_name());
+        std::fs::write(&path, format!("{}\n", id.id))?;
+        Ok(id)
+    }
+}
+
+/// A name that can be one path component, made by [`AgentId::new`] (or by hand, sensibly).
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+static THIS_AGENT: OnceLock<AgentId> = OnceLock::new();
+
+/// Makes `agent` the one this process runs as (the first call wins; `run` calls it once).
+pub fn set_this_agent(agent: AgentId) -> &'static AgentId {
+    THIS_AGENT.get_or_init(|| agent)
+}
+
+/// The agent this process runs as, once `run` has set it (`None` for `upload`, `status`...).
+pub fn this_agent() -> Option<&'static AgentId> {
+    THIS_AGENT.get()
+}
+
+/// Nanoseconds since the Unix epoch of a modification time.
+pub(crate) fn nanos(time: SystemTime) -> i128 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
+        Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+    }
+}
+
+/// How long before `now_ns` the time `then_ns` was (zero for a time after it), both by the
+/// file server's clock.
+pub(crate) fn age(now_ns: i128, then_ns: i128) -> Duration {
+    let ns = now_ns.saturating_sub(then_ns).max(0);
+    Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// Reads a small JSON file (a presence or a record): at most 64 KiB, never through a link.
+pub(crate) fn read_small(path: &Path) -> io::Result<(Vec<u8>, i128)> {
+    use std::io::Read as _;
+    let mut file = crate::nofollow::open_file(path).map_err(|e| e.into_io())?;
+    let mtime = crate::ready::fresh_snapshot(&file)?.mtime_ns;
+    let mut bytes = Vec::new();
+    (&mut file).take(64 * 1024).read_to_end(&mut bytes)?;
+    Ok((bytes, mtime))
+}
+
+/// Rewrites an existing small file in place (never creating it: a record taken over by
+/// another agent must not come back) and returns its new mtime, the file server's "now".
+pub(crate) fn rewrite_existing(path: &Path, bytes: &[u8]) -> io::Result<i128> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    file.write_all(bytes)?;
+    file.set_len(bytes.len() as u64)?;
+    Ok(crate::ready::fresh_snapshot(&file)?.mtime_ns)
+}
+
+/// One agent seen on a folder, for `status`: from its presence and the claims it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentOnFolder {
+    pub agent: String,
+    /// `None` for claims whose agent has no presence left (it stopped).
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    pub shared: Option<bool>,
+    /// Since its presence was last renewed, by this machine's clock (for showing only).
+    pub seen_secs_ago: Option<u64>,
+    /// Renewed within `claim_lease`: running.
+    pub active: bool,
+    pub this_agent: bool,
+    /// The files it holds claimed, by their names in the folder.
+    pub claims: Vec<String>,
+}
+
+/// The agents on `folder` and their claims, read without writing anything (for `status`).
+/// `me` is this state dir's agent id, if it has one. Empty when only `me` is there with no
+/// claims: a folder with one agent needs no such line.
+pub fn survey(folder: &Path, lease: Duration, me: Option<&str>) -> Vec<AgentOnFolder> {
+    let now = nanos(SystemTime::now());
+    let agents_dir = share_dir(folder).join("agents");
+    let mut seen: Vec<AgentOnFolder> = presence::present_agents(&agents_dir, now)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|agent| AgentOnFolder {
+            this_agent: me == Some(agent.record.agent.as_str()),
+            agent: agent.record.agent,
+            host: Some(agent.record.host),
+            pid: Some(agent.record.pid),
+            shared: Some(agent.record.shared),
+            seen_secs_ago: Some(agent.age.as_secs()),
+            active: agent.age <= lease,
+            claims: Vec::new(),
+        })
+        .collect();
+    for (owner, record) in claim::records(folder).unwrap_or_default() {
+        let name = read_small(&record)
+            .ok()
+            .and_then(|(bytes, _)| serde_json::from_slice::<claim::ClaimRecord>(&bytes).ok())
+            .map_or_else(|| "(unreadable claim record)".to_owned(), |r| r.rel_path);
+        match seen.iter_mut().find(|agent| agent.agent == owner) {
+            Some(agent) => agent.claims.push(name),
+            None => seen.push(AgentOnFolder {
+                this_agent: me == Some(owner.as_str()),
+                agent: owner,
+                host: None,
+                pid: None,
+                shared: None,
+                seen_secs_ago: None,
+                active: false,
+                claims: vec![name],
+            }),
+        }
+    }
+    if seen.iter().all(|agent| agent.this_agent && agent.claims.is_empty()) {
+        return Vec::new();
+    }
+    seen.sort_by(|a, b| (!a.this_agent, &a.agent).cmp(&(!b.this_agent, &b.agent)));
+    seen
+}
+
+/// This state dir's agent id, if an agent ever ran with it.
+pub fn agent_id_in(state_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join("agent-id")).ok()?;
+    let id = text.trim();
+    is_file_name(id).then(|| id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_id_is_one_safe_file_name_and_kept_in_the_state_dir() {
+        let odd = AgentId::new("../studio host/é");
+        assert!(is_file_name(&odd.id), "{}", odd.id);
+        assert!(odd.id.starts_with("h.._studio_host__-"), "{}", odd.id);
+        assert_eq!(odd.tag().len(), 8);
+
+        let dir = tempfile::tempdir().unwrap();
+        let first = AgentId::of_state_dir(dir.path()).unwrap();
+        let again = AgentId::of_state_dir(dir.path()).unwrap();
+        assert_eq!(first.id, again.id);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(AgentId::of_state_dir(other.path()).unwrap().id, first.id);
+    }
+
+    #[test]
+    fn ages_are_never_negative() {
+        assert_eq!(age(10, 20), Duration::ZERO);
+        assert_eq!(age(3_000_000_000, 1_000_000_000), Duration::from_secs(2));
+    }
+}
