@@ -112,6 +112,11 @@ pub(super) async fn take(
 /// uploads the file, on the same video).
 pub(super) fn taken_over(shared: &Shared, id: i64, name: &str) {
     tracing::warn!(file = %name, job = id, "another agent took this file's claim over (this agent did not renew it in time); it continues the upload there, on the same video");
+    // The marker keyword is the new owner's now (it may be how it finds the video): this
+    // agent's sweep of finished jobs' markers must leave it alone.
+    if let Err(err) = shared.store.clear_marker(id) {
+        shared.store_failed(&format!("cannot let go of job {id}'s marker"), &err);
+    }
     if let Err(err) = shared.store.forget(
         id,
         "another agent took the claim over and continues the upload on the same video",

@@ -343,7 +343,7 @@ async fn work(
         video_id: std::sync::Mutex::new(job.video_id.clone()),
         claim: claim.clone(),
         exclusive_folder: (claim.is_none()).then(|| job.folder.clone()),
-        taken_over: AtomicBool::new(false),
+        taken_over: Arc::new(AtomicBool::new(false)),
     };
     if job.video_manager_id != Some(video_manager)
         && let Err(err) = shared.store.record_video_manager(id, video_manager)

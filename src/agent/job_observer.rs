@@ -13,7 +13,7 @@ use crate::config::human_size;
 use crate::http::RetryReason;
 use crate::shared_folder::claim::{Claim, ClaimError, ClaimRecord};
 use crate::store::StoreError;
-use crate::vmpro::api::{UploadObserver, UploadUrl};
+use crate::vmpro::api::{SendingCheck, UploadObserver, UploadUrl};
 use crate::vmpro::error::{Step, VmproError};
 
 /// Records one job's upload in the store as it happens.
@@ -40,7 +40,7 @@ pub(super) struct JobObserver {
     /// Otherwise the job's folder, which must still be this agent's (see `share_keeper`).
     pub(super) exclusive_folder: Option<std::path::PathBuf>,
     /// Another agent took the claim (or the folder) over: the upload stopped for that.
-    pub(super) taken_over: AtomicBool,
+    pub(super) taken_over: Arc<AtomicBool>,
 }
 
 impl JobObserver {
@@ -124,13 +124,18 @@ impl UploadObserver for JobObserver {
         if let Ok(mut known) = self.video_id.lock() {
             *known = Some(video_id.to_owned());
         }
-        let _ = self.update_claim(|record| {
-            record.video_id = Some(video_id.to_owned());
-            record.create_sent = false;
-        });
+        // In a shared folder the claim record counts as a record too: until it holds the id,
+        // an agent that takes the claim over can find the video only by its marker, which
+        // must then stay on.
+        let in_claim = self
+            .update_claim(|record| {
+                record.video_id = Some(video_id.to_owned());
+                record.create_sent = false;
+            })
+            .is_ok();
         let recorded = self.shared.store.record_video(self.id, video_id);
         self.video_recorded
-            .store(recorded.is_ok(), Ordering::Relaxed);
+            .store(recorded.is_ok() && in_claim, Ordering::Relaxed);
         self.log_store_error("the video id", recorded);
     }
     fn video_on_record(&self) -> bool {
@@ -202,6 +207,17 @@ impl UploadObserver for JobObserver {
         self.shared.counters.retried(RetryReason::Restart);
         let _ = self.update_claim(|record| record.next_chunk = 1);
         self.log_store_error("the restart", self.shared.store.restart_content(self.id));
+    }
+    fn sending_check(&self) -> Option<SendingCheck> {
+        let freshness = self.shared.holds.freshness(self.claim.as_ref()?)?;
+        let taken_over = self.taken_over.clone();
+        Some(Arc::new(move || {
+            let fresh = freshness.fresh();
+            if !fresh {
+                taken_over.store(true, Ordering::Relaxed);
+            }
+            fresh
+        }))
     }
     fn may_continue(&self) -> bool {
         let ours = match (&self.claim, &self.exclusive_folder) {

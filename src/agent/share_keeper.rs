@@ -45,6 +45,28 @@ struct HeldClaim {
     folder: PathBuf,
     claim: Claim,
     record: ClaimRecord,
+    confirmed: ClaimFreshness,
+}
+
+/// When a held claim was last known to be this agent's (its record written or read back), by
+/// the local monotonic clock, which a stopped process cannot escape; for the check a chunk's
+/// body makes before each piece, without I/O.
+#[derive(Clone)]
+pub(super) struct ClaimFreshness {
+    at: Arc<Mutex<std::time::Instant>>,
+    lease: Duration,
+}
+
+impl ClaimFreshness {
+    fn confirm(&self) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Confirmed within half a lease: no other agent can have taken it over yet (a takeover
+    /// needs a full lease without renewal, by the file server's clock).
+    pub(super) fn fresh(&self) -> bool {
+        self.at.lock().unwrap_or_else(|e| e.into_inner()).elapsed() <= self.lease / 2
+    }
 }
 
 impl ShareHolds {
@@ -106,14 +128,29 @@ impl ShareHolds {
 
     /// Holds `claim` (just made, or found again after a restart) with `record`.
     pub(super) fn hold(&self, folder: &Path, claim: Claim, record: ClaimRecord) {
+        let lease = self
+            .folders()
+            .get(folder)
+            .map_or(Duration::from_secs(120), |hold| hold.lease);
         self.claims().insert(
             claim.record.clone(),
             HeldClaim {
                 folder: folder.to_path_buf(),
                 claim,
                 record,
+                confirmed: ClaimFreshness {
+                    at: Arc::new(Mutex::new(std::time::Instant::now())),
+                    lease,
+                },
             },
         );
+    }
+
+    /// How fresh the hold on `claim` is (see [`ClaimFreshness`]); `None` if not held.
+    pub(super) fn freshness(&self, claim: &Claim) -> Option<ClaimFreshness> {
+        self.claims()
+            .get(&claim.record)
+            .map(|held| held.confirmed.clone())
     }
 
     /// Changes the record of a held claim and writes it (which renews it). `Lost` when another
@@ -129,8 +166,12 @@ impl ShareHolds {
         };
         change(&mut held.record);
         let result = held.claim.update(&held.record);
-        if matches!(result, Err(ClaimError::Lost)) {
-            claims.remove(&claim.record);
+        match &result {
+            Ok(()) => held.confirmed.confirm(),
+            Err(ClaimError::Lost) => {
+                claims.remove(&claim.record);
+            }
+            Err(_) => {}
         }
         result
     }
@@ -138,8 +179,13 @@ impl ShareHolds {
     /// Whether `claim` is still this agent's, asked of the file server.
     pub(super) fn still_held(&self, claim: &Claim) -> bool {
         let held = claim.is_held_by(&self.agent.id);
-        if !held {
-            self.claims().remove(&claim.record);
+        let mut claims = self.claims();
+        if held {
+            if let Some(known) = claims.get(&claim.record) {
+                known.confirmed.confirm();
+            }
+        } else {
+            claims.remove(&claim.record);
         }
         held
     }

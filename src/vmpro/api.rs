@@ -238,10 +238,21 @@ pub trait UploadObserver: Send + Sync {
     fn may_continue(&self) -> bool {
         true
     }
+    /// A check asked before each piece of a chunk's body, without I/O: `false` ends the body
+    /// unfinished (the server drops a request cut short) and the upload as if cancelled. For
+    /// a process stopped in the middle of a chunk (`SIGSTOP`, a frozen VM) whose file another
+    /// agent took over meanwhile: the rest of its old chunk must not reach the server after
+    /// the new owner's.
+    fn sending_check(&self) -> Option<SendingCheck> {
+        None
+    }
     /// The server refused a chunk for its size, and `link` (the link to `api_url`) now caps
     /// auto's choice: kept at once, so that a process killed before the file ends keeps it.
     fn size_refused(&self, _api_url: &str, _link: &super::link::MeasuredLink) {}
 }
+
+/// See [`UploadObserver::sending_check`].
+pub type SendingCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// An observer that ignores everything.
 pub struct Unobserved;

@@ -21,7 +21,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::api::{Platform, UploadObserver, UploadUrl, VideoMetadata};
+use super::api::{Platform, SendingCheck, UploadObserver, UploadUrl, VideoMetadata};
 use super::bandwidth::{Admission, BandwidthLimiter, BodyProgress, PACE_SLICE};
 use super::create::{
     CreateResume, KnownVideo, create_or_find, remove_marker_or_note, report_late_duplicates,
@@ -630,6 +630,7 @@ async fn send_chunk(
         // twice; a third in a row halves the size as any refusal of it does.
         let size_taken_before = platform.transport.link.accepted_before(feed.chunk_len());
         let last_try = std::sync::Mutex::new(tokio::time::Instant::now());
+        let check = observer.sending_check();
         let answer = platform
             .transport
             .exchange_paced(
@@ -654,7 +655,7 @@ async fn send_chunk(
                         .header("Mi24-Upload-Current-Chunk", index)
                         .header(CONTENT_TYPE, "application/octet-stream")
                         .header(CONTENT_LENGTH, feed.chunk_len())
-                        .body(feed.body(stop.clone(), pacing.clone()))
+                        .body(feed.body(stop.clone(), pacing.clone(), check.clone()))
                         .timeout(CHUNK_REQUEST_LIMIT)
                 },
             )
@@ -917,9 +918,15 @@ impl ChunkFeed {
 
     /// One send of the current chunk: the pieces received so far, then the rest as the reader
     /// delivers them. The length is exact, so the request carries a `Content-Length`.
-    fn body(&self, stop: CancellationToken, pacing: Pacing) -> reqwest::Body {
+    fn body(
+        &self,
+        stop: CancellationToken,
+        pacing: Pacing,
+        check: Option<SendingCheck>,
+    ) -> reqwest::Body {
         let remaining = self.chunk_len();
         reqwest::Body::wrap(ChunkBody {
+            check,
             state: self.state.clone(),
             path: self.path.clone(),
             next: 0,
@@ -935,6 +942,9 @@ impl ChunkFeed {
 
 /// One send of one chunk, streamed piece by piece.
 struct ChunkBody {
+    /// Asked before each piece: `false` (the file may have been taken over by another agent
+    /// while this process was stopped) ends the body unfinished, so the server drops it.
+    check: Option<SendingCheck>,
     state: Arc<Mutex<FeedState>>,
     path: Arc<PathBuf>,
     /// Index into the chunk's pieces of the next one to pass on.
@@ -995,6 +1005,11 @@ impl hyper::body::Body for ChunkBody {
         let Ok(mut state) = body.state.lock() else {
             return Poll::Ready(Some(Err(std::io::Error::other("the chunk reader failed"))));
         };
+        if let Some(check) = &body.check
+            && !check()
+        {
+            return Poll::Ready(Some(Err(body.fail(&mut state, VmproError::Cancelled))));
+        }
         let piece = match state.chunk.get(body.next) {
             Some(piece) => piece.clone(),
             None => match state.pieces.poll_recv(cx) {
@@ -1137,6 +1152,9 @@ impl UploadObserver for UnlessReadFailed<'_> {
     }
     fn may_continue(&self) -> bool {
         self.observer.may_continue()
+    }
+    fn sending_check(&self) -> Option<SendingCheck> {
+        self.observer.sending_check()
     }
 }
 
@@ -1288,7 +1306,7 @@ mod tests {
             progress: Arc::new(BodyProgress::default()),
         };
         let start = tokio::time::Instant::now();
-        let mut body = feed.body(CancellationToken::new(), pacing);
+        let mut body = feed.body(CancellationToken::new(), pacing, None);
         let mut sent = Vec::new();
         while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
             let data = frame.unwrap().into_data().unwrap();
@@ -1324,7 +1342,7 @@ mod tests {
             feed.begin_chunk(len);
             let expected = &content[start as usize..(start + len) as usize];
             // A send cut off after its first piece (connection lost), then two full sends.
-            let mut cut = feed.body(stop.clone(), unlimited());
+            let mut cut = feed.body(stop.clone(), unlimited(), None);
             assert_eq!(hyper::body::Body::size_hint(&cut).exact(), Some(len));
             let first = http_body_util::BodyExt::frame(&mut cut)
                 .await
@@ -1333,12 +1351,12 @@ mod tests {
             assert!(first.is_data());
             drop(cut);
             assert_eq!(
-                collect(feed.body(stop.clone(), unlimited())).await,
+                collect(feed.body(stop.clone(), unlimited(), None)).await,
                 expected,
                 "chunk {index}"
             );
             assert_eq!(
-                collect(feed.body(stop.clone(), unlimited())).await,
+                collect(feed.body(stop.clone(), unlimited(), None)).await,
                 expected,
                 "chunk {index}"
             );
@@ -1346,6 +1364,38 @@ mod tests {
         let whole: [u8; 32] = Sha256::digest(&content).into();
         assert_eq!(feed.digest(), Some(whole));
         assert!(feed.take_failure().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_sending_check_fails_ends_unfinished_and_stops_the_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.mp4");
+        let content = vec![7u8; 3 * READ_PIECE];
+        std::fs::write(&path, &content).unwrap();
+        let plan = ChunkPlan::new(content.len() as u64, content.len() as u64).unwrap();
+        let source = ChunkSource {
+            file: Arc::new(File::open(&path).unwrap()),
+            path: Arc::new(path.clone()),
+            plan,
+            buffers: BufferPool::new(plan),
+        };
+        let feed = ChunkFeed::start(&source, 1);
+        feed.begin_chunk(plan.span(1).1);
+        let fresh = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let check: SendingCheck = {
+            let fresh = fresh.clone();
+            Arc::new(move || fresh.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        let stop = CancellationToken::new();
+        let mut body = feed.body(stop.clone(), unlimited(), Some(check));
+        let first = http_body_util::BodyExt::frame(&mut body).await.unwrap();
+        assert!(first.is_ok());
+        // The process was stopped, and the file may have changed hands meanwhile.
+        fresh.store(false, std::sync::atomic::Ordering::Relaxed);
+        let next = http_body_util::BodyExt::frame(&mut body).await.unwrap();
+        assert!(next.is_err(), "the body ends unfinished");
+        assert!(stop.is_cancelled(), "the chunk's retries stop");
+        assert!(matches!(feed.take_failure(), Some(VmproError::Cancelled)));
     }
 
     proptest! {

@@ -27,6 +27,7 @@ mod operate;
 mod packaging;
 mod retention;
 mod service;
+mod shared_folder;
 mod shares;
 mod status;
 mod store;

@@ -2,6 +2,8 @@
 //! content, and the real `hotfolder` binary. A module of the integration binary; the soak
 //! includes it too (`#[path]` in `tests/soak.rs`).
 
+pub mod loopback_share;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -248,7 +250,8 @@ pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut()
     }
 }
 
-/// Files (not dirs) under `dir`, relative, sorted.
+/// Files (not dirs) under `dir`, relative, sorted; the agents' own `.hotfolder/` (presences
+/// and claims) left out.
 pub fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -257,6 +260,9 @@ pub fn files_under(dir: &Path) -> Vec<String> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
+            if path.file_name().is_some_and(|name| name == ".hotfolder") {
+                continue;
+            }
             if path.is_dir() {
                 walk(base, &path, out);
             } else {

@@ -1,0 +1,432 @@
+//! Several agents on one folder, through the real binary: without `shared` a second agent
+//! refuses the folder and names the first, and takes it once the first is gone; with
+//! `shared = true` three agents (separate state dirs) upload every file exactly once, one video
+//! per file, through random SIGKILLs and SIGSTOPs, on a local folder and on an sshfs share seen
+//! through three separate mounts; an agent stopped mid-upload has its claim taken over and the
+//! upload continues on the same video.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::util::loopback_share::LoopbackShare;
+use crate::util::*;
+
+/// One agent: its own dir (config, state, logs), watching `folder`.
+struct Agent {
+    dir: PathBuf,
+    config: PathBuf,
+    child: Option<tokio::process::Child>,
+    stopped_until: Option<std::time::Instant>,
+}
+
+impl Agent {
+    fn new(base: &Path, name: &str, emulator: &hotfolder::Emulator, folder: &Path, extra: &str) -> Agent {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let body = format!(
+            "{}\n{FAST_UPLOAD}\n[[folder]]\npath = \"{}\"\nstable_for = \"300ms\"\n{extra}\n",
+            account_toml(emulator, "keycloak"),
+            folder.display()
+        );
+        let config = write_config(&dir, &body);
+        Agent {
+            dir,
+            config,
+            child: None,
+            stopped_until: None,
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("run-stderr.log")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        self.child = Some(
+            hotfolder()
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config)
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("hotfolder run starts"),
+        );
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(child) = &self.child {
+            signal(child, sig);
+        }
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.stopped_until.take().is_some() {
+                signal(&child, libc::SIGCONT);
+            }
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    async fn status_text(&self) -> String {
+        let output = run(hotfolder().arg("status").arg("--config").arg(&self.config)).await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    }
+}
+
+/// Waits until `agent`'s log holds `needle`.
+async fn says(agent: &Agent, needle: &str, limit: Duration) {
+    eventually(limit, &format!("the log to say {needle:?}"), || {
+        agent.log_text().contains(needle)
+    })
+    .await;
+}
+
+/// Files under the folder's claim folders (records and claimed files).
+fn claimed(folder: &Path) -> Vec<String> {
+    files_under(&folder.join(".hotfolder").join("claims"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_shared_a_second_agent_refuses_the_folder_naming_the_first_and_takes_it_when_the_first_is_gone()
+ {
+    let emulator = emulator(|_| {}).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut first = Agent::new(base.path(), "first", &emulator, &inbox, "claim_lease = \"2s\"");
+    let mut second = Agent::new(base.path(), "second", &emulator, &inbox, "claim_lease = \"2s\"");
+    first.start();
+    says(&first, "ready: every folder is watched", Duration::from_secs(20)).await;
+    second.start();
+    let refusal = format!("another hotfolder agent watches it: host {}", hostname());
+    says(&second, &refusal, Duration::from_secs(20)).await;
+    let log = second.log_text();
+    assert!(
+        log.contains(&format!("pid {}", first.pid())),
+        "the refusal names the first agent's pid: {log}"
+    );
+    let status = second.status_text().await;
+    assert!(
+        status.contains("FOLDER MISSING") && status.contains(&format!("pid {}", first.pid())),
+        "{status}"
+    );
+
+    // Files go through the first agent only: one video each.
+    let sha = write_file(&inbox.join("one.mp4"), 300_000, 1);
+    eventually(Duration::from_secs(30), "one.mp4 in done/", || {
+        arrived(&inbox.join("done/one.mp4"))
+    })
+    .await;
+    assert_eq!(sidecar(&inbox.join("done/one.mp4"))["sha256"], sha);
+    assert_eq!(emulator.videos().len(), 1);
+
+    // The first dies without a word (its presence stays behind): the second takes the folder
+    // once the presence is older than claim_lease, and uploads what comes next.
+    first.kill().await;
+    says(
+        &second,
+        "this agent watches it now",
+        Duration::from_secs(20),
+    )
+    .await;
+    let sha = write_file(&inbox.join("two.mp4"), 300_000, 2);
+    eventually(Duration::from_secs(30), "two.mp4 in done/", || {
+        arrived(&inbox.join("done/two.mp4"))
+    })
+    .await;
+    assert_eq!(sidecar(&inbox.join("done/two.mp4"))["sha256"], sha);
+    assert_eq!(emulator.videos().len(), 2, "one video per file");
+    second.kill().await;
+}
+
+fn hostname() -> String {
+    let output = std::process::Command::new("uname").arg("-n").output().unwrap();
+    text(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_stopped_mid_upload_has_its_claim_taken_over_and_the_upload_continues_on_the_same_video()
+ {
+    let emulator = emulator(slow_server).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let shared = "shared = true\nclaim_lease = \"2s\"";
+    let mut stalled = Agent::new(base.path(), "stalled", &emulator, &inbox, shared);
+    let mut taker = Agent::new(base.path(), "taker", &emulator, &inbox, shared);
+    stalled.start();
+    says(&stalled, "ready: every folder is watched", Duration::from_secs(20)).await;
+    let sha = write_file(&inbox.join("big.mp4"), 20 * MIB, 3);
+    eventually(Duration::from_secs(30), "a few chunks of the video", || {
+        emulator.videos().first().is_some_and(|v| v.chunks_received >= 3)
+    })
+    .await;
+    stalled.signal(libc::SIGSTOP);
+    let video = emulator.videos()[0].clone();
+    assert!(!video.complete);
+    taker.start();
+    says(&taker, "taken over from agent", Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(60), "big.mp4 in done/", || {
+        arrived(&inbox.join("done/big.mp4"))
+    })
+    .await;
+    let log = taker.log_text();
+    assert!(
+        log.contains("resuming on the same video at chunk"),
+        "the taker resumes where the record says: {log}"
+    );
+    let videos = emulator.videos();
+    assert_eq!(videos.len(), 1, "one video for the file: {videos:?}");
+    assert_eq!(videos[0].id, video.id);
+    assert!(videos[0].complete);
+    assert_eq!(videos[0].sha256.as_deref(), Some(sha.as_str()));
+    let side = sidecar(&inbox.join("done/big.mp4"));
+    assert_eq!(side["video_id"], video.id.as_str());
+    assert_eq!(side["sha256"], sha);
+
+    // The stalled agent wakes up: it finds its claim gone and stops before its next request,
+    // sends nothing more, and moves nothing.
+    let chunk_posts = emulator.stats().chunk_posts;
+    stalled.signal(libc::SIGCONT);
+    stalled.stopped_until = None;
+    says(
+        &stalled,
+        "another agent took this file's claim over",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        emulator.stats().chunk_posts <= chunk_posts + 1,
+        "at most the request it had started"
+    );
+    assert_eq!(files_under(&inbox.join("done")).len(), 2, "big.mp4 and its sidecar");
+    assert!(claimed(&inbox).is_empty(), "{:?}", claimed(&inbox));
+    let status = taker.status_text().await;
+    assert!(status.contains("agents on"), "{status}");
+    stalled.kill().await;
+    taker.kill().await;
+}
+
+/// What the chaos does to an agent.
+enum Blow {
+    Kill,
+    Stop(Duration),
+}
+
+/// The test: three agents, 200 files, `claim_lease = "3s"`, random SIGKILLs and
+/// SIGSTOPs of any agent; every file exactly once in done/, one video per file, nothing left
+/// claimed. `folders[i]` is where agent `i` sees the folder; files are written into `source`.
+async fn three_agents_upload_every_file_once(source: &Path, folders: [PathBuf; 3], seed: u64) {
+    let emulator = emulator(slow_server).await;
+    let base = tempfile::tempdir().unwrap();
+    let shared = "shared = true\nclaim_lease = \"3s\"";
+    let mut agents: Vec<Agent> = folders
+        .iter()
+        .enumerate()
+        .map(|(i, folder)| Agent::new(base.path(), &format!("agent{i}"), &emulator, folder, shared))
+        .collect();
+    for agent in &mut agents {
+        agent.start();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut expected = BTreeMap::new();
+    let started = std::time::Instant::now();
+    let mut next_blow = started + Duration::from_secs(2);
+    let mut written = 0;
+    let mut blows = (0, 0);
+    // Files arrive over 15 s; the chaos goes on for 30 s.
+    while started.elapsed() < Duration::from_secs(30) || written < 200 {
+        if written < 200 && started.elapsed() > Duration::from_millis(75 * written as u64) {
+            let name = format!("clip{written:03}.mp4");
+            let size = rng.random_range(100_000..4 * MIB);
+            expected.insert(name.clone(), write_file(&source.join(&name), size, seed * 1000 + written as u64));
+            written += 1;
+        }
+        let now = std::time::Instant::now();
+        for agent in &mut agents {
+            if agent.stopped_until.is_some_and(|until| until <= now) {
+                agent.signal(libc::SIGCONT);
+                agent.stopped_until = None;
+            }
+            if agent.child.is_none() {
+                agent.start();
+            }
+        }
+        if now >= next_blow && started.elapsed() < Duration::from_secs(30) {
+            next_blow = now + Duration::from_millis(rng.random_range(700..1800));
+            let i = rng.random_range(0..3);
+            // Never all three down at once: the files must keep moving.
+            let down = agents
+                .iter()
+                .filter(|a| a.stopped_until.is_some() || a.child.is_none())
+                .count();
+            if down < 2 && agents[i].stopped_until.is_none() {
+                let blow = if rng.random_bool(0.5) {
+                    Blow::Kill
+                } else {
+                    Blow::Stop(Duration::from_millis(rng.random_range(1500..6000)))
+                };
+                match blow {
+                    Blow::Kill => {
+                        blows.0 += 1;
+                        agents[i].kill().await;
+                    }
+                    Blow::Stop(how_long) => {
+                        blows.1 += 1;
+                        agents[i].signal(libc::SIGSTOP);
+                        agents[i].stopped_until = Some(now + how_long);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for agent in &mut agents {
+        if agent.stopped_until.take().is_some() {
+            agent.signal(libc::SIGCONT);
+        }
+    }
+    let done = source.join("done");
+    let all_done = || {
+        expected
+            .keys()
+            .all(|name| done.join(name).exists() && sidecar_of(&done.join(name)).exists())
+    };
+    let limit = Duration::from_secs(150);
+    let waited = std::time::Instant::now();
+    while !(all_done() && claimed(source).is_empty()) {
+        if waited.elapsed() > limit {
+            let missing: Vec<&String> = expected
+                .keys()
+                .filter(|name| !done.join(name).exists())
+                .collect();
+            let logs: String = agents
+                .iter()
+                .map(|a| format!("--- {}\n{}", a.dir.display(), a.log_text()))
+                .collect();
+            panic!(
+                "not every file arrived within {limit:?}: missing {missing:?}, claimed {:?}\n{}",
+                claimed(source),
+                &logs[logs.len().saturating_sub(20_000)..]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for agent in &mut agents {
+        agent.kill().await;
+    }
+
+    // Exactly once in done/: no numbered second copy, nothing failed, nothing left anywhere.
+    let in_done: BTreeSet<String> = files_under(&done)
+        .into_iter()
+        .filter(|name| !name.ends_with(".upload.json"))
+        .collect();
+    let wanted: BTreeSet<String> = expected.keys().cloned().collect();
+    assert_eq!(in_done, wanted, "done/ holds each file once");
+    assert!(files_under(&source.join("failed")).is_empty());
+    let left: Vec<String> = files_under(source)
+        .into_iter()
+        .filter(|name| !name.starts_with("done/"))
+        .collect();
+    assert!(left.is_empty(), "left in the folder: {left:?}");
+    // One complete video per file, with the file's bytes, and the sidecar names it.
+    let videos = emulator.videos();
+    if videos.len() != expected.len() {
+        let named: BTreeSet<String> = expected
+            .keys()
+            .filter_map(|name| sidecar(&done.join(name))["video_id"].as_str().map(str::to_owned))
+            .collect();
+        let extra: Vec<String> = videos
+            .iter()
+            .filter(|video| !named.contains(&video.id))
+            .map(|video| {
+                let lines: String = agents
+                    .iter()
+                    .flat_map(|a| {
+                        a.log_text()
+                            .lines()
+                            .filter(|line| line.contains(&video.file_name))
+                            .map(|line| format!("{}: {line}\n", a.dir.display()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                format!("{video:?}\n{lines}")
+            })
+            .collect();
+        panic!(
+            "{} videos for {} files; not named by a sidecar:\n{}",
+            videos.len(),
+            expected.len(),
+            extra.join("\n")
+        );
+    }
+    let mut by_id = BTreeMap::new();
+    for video in &videos {
+        assert!(video.complete, "incomplete video {video:?}");
+        by_id.insert(video.id.clone(), video.sha256.clone());
+    }
+    for (name, sha) in &expected {
+        let side = sidecar(&done.join(name));
+        assert_eq!(side["status"], "uploaded", "{name}");
+        assert_eq!(side["sha256"], sha.as_str(), "{name}");
+        let id = side["video_id"].as_str().unwrap_or_default();
+        assert_eq!(by_id.get(id), Some(&Some(sha.clone())), "{name}'s video {id}");
+    }
+    let takeovers: usize = agents
+        .iter()
+        .map(|a| a.log_text().matches("taken over from agent").count())
+        .sum();
+    eprintln!(
+        "{} files, {} SIGKILLs, {} SIGSTOPs, {takeovers} claims taken over, {:.0} s",
+        expected.len(),
+        blows.0,
+        blows.1,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(blows.0 > 0 && blows.1 > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_on_one_local_folder_upload_every_file_once_through_kills_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(dir.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    three_agents_upload_every_file_once(&inbox, [inbox.clone(), inbox.clone(), inbox.clone()], 15)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_on_three_sshfs_mounts_of_one_share_upload_every_file_once() {
+    let mut share = match LoopbackShare::start() {
+        Ok(share) => share,
+        Err(why) => {
+            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
+            return;
+        }
+    };
+    let mounts = [share.mount.clone(), share.mount_again(), share.mount_again()];
+    let server = share.server.clone();
+    three_agents_upload_every_file_once(&server, mounts, 16).await;
+    drop(share);
+}
