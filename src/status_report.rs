@@ -16,12 +16,12 @@ use crate::agent::{ShownCounts, queue_counts};
 use crate::bandwidth::BandwidthNow;
 use crate::config::{human_rate, human_size};
 use crate::escape::escaped;
+use crate::shared_folder::AgentOnFolder;
 use crate::store::{
     FolderMode, FollowedVideo, HeldVideoManager, Job, JobState, JobStore, MissingFolder,
     NotifyBacklog, SettlingFile, StoreError,
 };
 use crate::vmpro::link::{ChunkCap, describe_cap};
-use crate::shared_folder::AgentOnFolder;
 
 /// How many finished files `status` shows unless told otherwise (`--recent`); the status page
 /// and `/api/status` show as many, so that they print what `status --json` prints.
@@ -423,8 +423,16 @@ fn describe_agent(agent: &AgentOnFolder) -> String {
                 .take(5)
                 .map(|name| escaped(name).to_string())
                 .collect();
-            let more = if n > 5 { format!(" and {} more", n - 5) } else { String::new() };
-            let taken = if agent.active { "" } else { " (taken over after claim_lease)" };
+            let more = if n > 5 {
+                format!(" and {} more", n - 5)
+            } else {
+                String::new()
+            };
+            let taken = if agent.active {
+                ""
+            } else {
+                " (taken over after claim_lease)"
+            };
             format!("; {n} claimed: {}{more}{taken}", names.join(", "))
         }
     };

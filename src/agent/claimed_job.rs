@@ -33,12 +33,7 @@ pub(super) async fn take(
         let held = tokio::task::spawn_blocking({
             let existing = existing.clone();
             let me = holds.agent().id.clone();
-            move || {
-                existing
-                    .read()
-                    .ok()
-                    .filter(|record| record.agent == me)
-            }
+            move || existing.read().ok().filter(|record| record.agent == me)
         })
         .await
         .ok()
@@ -61,11 +56,10 @@ pub(super) async fn take(
         job.size,
     );
     let agent = holds.agent();
-    let made = tokio::task::spawn_blocking(move || {
-        claim::claim(&folder, agent, &path, &rel_path, size)
-    })
-    .await
-    .unwrap_or_else(|err| Err(ClaimError::Io(std::io::Error::other(err))));
+    let made =
+        tokio::task::spawn_blocking(move || claim::claim(&folder, agent, &path, &rel_path, size))
+            .await
+            .unwrap_or_else(|err| Err(ClaimError::Io(std::io::Error::other(err))));
     match made {
         Ok((claim, mut record)) => {
             record.video_manager_id = Some(video_manager);

@@ -502,6 +502,7 @@ fn start_listener(shared: &Arc<Shared>, stop: &CancellationToken) {
     let agent = Arc::downgrade(shared);
     let bandwidth_of = agent.clone();
     let cap_of = agent.clone();
+    let agents_of = agent.clone();
     let source = StatusSource {
         chunk_cap: Box::new(move || {
             let shared = cap_of.upgrade()?;
@@ -521,6 +522,13 @@ fn start_listener(shared: &Arc<Shared>, stop: &CancellationToken) {
                     &shared.settings().upload.bandwidth,
                     &jiff::Zoned::now(),
                 )
+            })
+        }),
+        agents: Box::new(move || {
+            agents_of.upgrade().map_or_else(Vec::new, |shared| {
+                let folders = shared.settings().folders.clone();
+                let me = shared.holds.agent().id.clone();
+                crate::shared_folder::survey_all(&folders, Some(&me))
             })
         }),
         state_dir: shared.settings().state_dir.clone(),
@@ -593,7 +601,12 @@ fn recover(shared: &Arc<Shared>) {
         .settings()
         .folders
         .iter()
-        .flat_map(|f| [(f.done_dir.clone(), f.shared), (f.failed_dir.clone(), f.shared)])
+        .flat_map(|f| {
+            [
+                (f.done_dir.clone(), f.shared),
+                (f.failed_dir.clone(), f.shared),
+            ]
+        })
         .collect();
     shared.tasks.spawn({
         let shared = shared.clone();

@@ -115,7 +115,11 @@ impl ShareHolds {
         {
             return true;
         }
-        match hold.presence.renew().and_then(|now| hold.presence.verdict(now)) {
+        match hold
+            .presence
+            .renew()
+            .and_then(|now| hold.presence.verdict(now))
+        {
             Ok(verdict) => {
                 hold.refusal = verdict.refusal(hold.shared);
                 hold.refusal.is_none()
@@ -256,6 +260,8 @@ pub(super) fn round(shared: &Arc<Shared>) {
                     hold.refusal = refusal;
                     now
                 }
+                // A folder that is not there: the intake says so.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
                     if !std::mem::replace(&mut hold.io_warned, true) {
                         tracing::warn!(
@@ -326,7 +332,14 @@ fn keep_claims_of(shared: &Arc<Shared>, folder: &Path, now: i128, lease: Duratio
                     taken.from,
                     humantime::format_duration(Duration::from_secs(claim.age.as_secs()))
                 );
-                adopt(shared, folder, taken.claim, taken.record, taken.file_found, &why);
+                adopt(
+                    shared,
+                    folder,
+                    taken.claim,
+                    taken.record,
+                    taken.file_found,
+                    &why,
+                );
             }
             Ok(None) => {}
             Err(err) => tracing::warn!(
@@ -391,7 +404,19 @@ fn adopt(
     file_found: bool,
     why: &str,
 ) {
-    let rel_path = record.rel_path();
+    let rel_path = match record.rel_path() {
+        Some(rel_path) => rel_path,
+        None => {
+            let instead = PathBuf::from(claim.file.file_name().unwrap_or_default());
+            tracing::warn!(
+                record = %escaped(&claim.record),
+                "the claim record names its file {:?}, which is not a plain name in the folder; it goes to done/ or failed/ as {} instead",
+                record.rel_path,
+                escaped(&instead)
+            );
+            instead
+        }
+    };
     if !file_found {
         tracing::info!(file = %escaped(&rel_path), folder = %escaped(folder), "dropping a claim whose file is no longer in any claim folder (the agent that held it finished it, or it was removed)");
         claim.release();
@@ -465,7 +490,9 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tokio::time::sleep(period) => {}
         }
         if running.as_ref().is_some_and(|round| !round.is_finished()) {
-            tracing::debug!("the last round over the folders' presences has not ended yet (a share that hangs?)");
+            tracing::debug!(
+                "the last round over the folders' presences has not ended yet (a share that hangs?)"
+            );
             continue;
         }
         let worker = shared.clone();

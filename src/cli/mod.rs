@@ -905,16 +905,7 @@ fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, Comman
         .map_err(anyhow::Error::from)?;
     snapshot.bandwidth = Some(bandwidth);
     let me = crate::shared_folder::agent_id_in(&settings.state_dir);
-    snapshot.agents = settings
-        .folders
-        .iter()
-        .map(|folder| {
-            let agents =
-                crate::shared_folder::survey(&folder.path, folder.claim_lease, me.as_deref());
-            (folder.path.clone(), agents)
-        })
-        .filter(|(_, agents)| !agents.is_empty())
-        .collect();
+    snapshot.agents = crate::shared_folder::survey_all(&settings.folders, me.as_deref());
     if settings.upload.chunk_size == crate::config::ChunkSize::Auto {
         // A store from before the link was kept has no such row: nothing to show.
         snapshot.chunk_cap = store

@@ -28,10 +28,10 @@ use super::raw::{
 };
 use super::units::{MIB, format_size};
 use super::{
-    AccountSettings, AuthStyle, ChunkSize, DEFAULT_API_URL, DEFAULT_CLAIM_LEASE, DEFAULT_INCOMPLETE_AFTER, MIN_CLAIM_LEASE,
-    DEFAULT_KEEP_JOBS_FOR, DEFAULT_STABLE_FOR, DEFAULT_TITLE, DEFAULT_TOKEN_URL, EnvLookup,
-    FolderSettings, LogFormat, LogSettings, PasswordSource, Purpose, Settings, UploadSettings,
-    default_exclude, default_include,
+    AccountSettings, AuthStyle, ChunkSize, DEFAULT_API_URL, DEFAULT_CLAIM_LEASE,
+    DEFAULT_INCOMPLETE_AFTER, DEFAULT_KEEP_JOBS_FOR, DEFAULT_STABLE_FOR, DEFAULT_TITLE,
+    DEFAULT_TOKEN_URL, EnvLookup, FolderSettings, LogFormat, LogSettings, MIN_CLAIM_LEASE,
+    PasswordSource, Purpose, Settings, UploadSettings, default_exclude, default_include,
 };
 
 const MIN_CHUNK_SIZE: u64 = MIB;

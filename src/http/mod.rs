@@ -91,7 +91,13 @@ pub struct StatusSource {
     pub bandwidth: Box<dyn Fn() -> Option<crate::bandwidth::BandwidthNow> + Send + Sync>,
     /// The cap a refused chunk set on `chunk_size = "auto"` now, as `status` shows it.
     pub chunk_cap: Box<dyn Fn() -> Option<crate::vmpro::link::ChunkCap> + Send + Sync>,
+    /// The agents on each folder and their claims, as `status` shows them (read from the
+    /// folders: for `/api/status` and the page only, not `/healthz`).
+    pub agents: Box<dyn Fn() -> AgentsOnFolders + Send + Sync>,
 }
+
+/// See [`StatusSource::agents`].
+pub type AgentsOnFolders = Vec<(PathBuf, Vec<crate::shared_folder::AgentOnFolder>)>;
 
 /// The read side of one listener.
 struct Reader {
@@ -396,7 +402,11 @@ impl Reader {
             }
         };
         match route {
-            Route::Status => json(StatusCode::OK, &to_json(&snapshot)),
+            Route::Status => {
+                let mut snapshot = snapshot;
+                snapshot.agents = (self.source.agents)();
+                json(StatusCode::OK, &to_json(&snapshot))
+            }
             Route::Health => {
                 let folders = self.folders(&snapshot);
                 let (healthy, body) = health::health(&snapshot, &folders);

@@ -62,15 +62,20 @@ impl ClaimRecord {
         }
     }
 
-    /// The file's name in its folder, as it was (falls back to the text form).
-    pub fn rel_path(&self) -> PathBuf {
+    /// The file's name in its folder, as it was (falls back to the text form). `None` for a
+    /// name that is not plain (absolute, `..`, empty): a record written by hand or damaged must
+    /// not send a file outside done/.
+    pub fn rel_path(&self) -> Option<PathBuf> {
         use std::os::unix::ffi::OsStrExt as _;
-        match hex::decode(&self.rel_path_hex) {
-            Ok(bytes) if !bytes.is_empty() => {
-                PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
-            }
+        let path = match hex::decode(&self.rel_path_hex) {
+            Ok(bytes) if !bytes.is_empty() => PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)),
             _ => PathBuf::from(&self.rel_path),
-        }
+        };
+        let plain = !path.as_os_str().is_empty()
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        plain.then_some(path)
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -171,8 +176,7 @@ pub fn claim(
     rel_path: &Path,
     size: u64,
 ) -> Result<(Claim, ClaimRecord), ClaimError> {
-    let dir = claims_dir(folder).join(&agent.id);
-    std::fs::create_dir_all(&dir)?;
+    let dir = super::make_inside(folder, &[super::SHARE_DIR, "claims", &agent.id])?;
     let key = format!("{:016x}", rand::random::<u64>());
     let claim = Claim {
         file: dir.join(claimed_name(&key, rel_path)),
@@ -301,8 +305,7 @@ pub fn take_over(
     let Some(name) = stale.record.file_name() else {
         return Ok(None);
     };
-    let dir = claims_dir(folder).join(&agent.id);
-    std::fs::create_dir_all(&dir)?;
+    let dir = super::make_inside(folder, &[super::SHARE_DIR, "claims", &agent.id])?;
     let record_path = dir.join(name);
     match std::fs::rename(&stale.record, &record_path) {
         Ok(()) => {}
@@ -320,7 +323,7 @@ pub fn take_over(
     record.host = agent.host.clone();
     record.pid = std::process::id();
     let placeholder = Claim {
-        file: dir.join(claimed_name(&key, &record.rel_path())),
+        file: dir.join(claimed_name(&key, &record.rel_path().unwrap_or_default())),
         record: record_path,
     };
     placeholder.update(&record)?;
@@ -435,7 +438,11 @@ mod tests {
 
         let now = super::super::nanos(std::time::SystemTime::now()) + 10_000_000_000;
         let lease = Duration::from_secs(3);
-        assert!(stale_claims(dir.path(), "a-1", now, lease).unwrap().is_empty());
+        assert!(
+            stale_claims(dir.path(), "a-1", now, lease)
+                .unwrap()
+                .is_empty()
+        );
         let stale = stale_claims(dir.path(), "b-2", now, lease).unwrap();
         assert_eq!(stale.len(), 1);
         let taken = take_over(dir.path(), &agent("b-2"), &stale[0])
@@ -445,7 +452,13 @@ mod tests {
         assert!(taken.file_found);
         assert_eq!(taken.record.video_id.as_deref(), Some("v-1"));
         assert_eq!(taken.record.next_chunk, 3);
-        assert_eq!(taken.record.rel_path(), Path::new("sub/clip.mov"));
+        assert_eq!(
+            taken.record.rel_path().as_deref(),
+            Some(Path::new("sub/clip.mov"))
+        );
+        let mut hostile = taken.record.clone();
+        hostile.rel_path_hex = hex::encode("../../etc/passwd");
+        assert_eq!(hostile.rel_path(), None);
         assert_eq!(std::fs::read(&taken.claim.file).unwrap(), b"video");
         assert!(taken.claim.is_held_by("b-2"));
         // A third agent that judged it stale too finds nothing to take.

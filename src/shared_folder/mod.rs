@@ -69,6 +69,36 @@ pub fn share_dir(folder: &Path) -> PathBuf {
     folder.join(SHARE_DIR)
 }
 
+/// Makes the folders `parts` inside `folder` (e.g. `.hotfolder`, `agents`) and returns the
+/// innermost. `folder` itself must exist: a watched folder that is gone must not be made again
+/// here (the intake reports it missing, and a share not mounted must not be written into its
+/// mount point). A part that is a link, or not a folder, is refused: nothing is written
+/// through a link swapped in.
+pub(crate) fn make_inside(folder: &Path, parts: &[&str]) -> io::Result<PathBuf> {
+    let mut path = folder.to_path_buf();
+    for part in parts {
+        path.push(part);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+        let meta = std::fs::symlink_metadata(&path)?;
+        if !meta.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is {}, not a folder",
+                crate::escape::escaped(&path),
+                if meta.file_type().is_symlink() {
+                    "a link"
+                } else {
+                    "a file"
+                }
+            )));
+        }
+    }
+    Ok(path)
+}
+
 /// Who this agent is, on every folder it watches: the same across restarts (it is kept in the
 /// state dir), different for two agents with their own state dirs on one machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,11 +283,31 @@ pub fn survey(folder: &Path, lease: Duration, me: Option<&str>) -> Vec<AgentOnFo
             }),
         }
     }
-    if seen.iter().all(|agent| agent.this_agent && agent.claims.is_empty()) {
+    if seen
+        .iter()
+        .all(|agent| agent.this_agent && agent.claims.is_empty())
+    {
         return Vec::new();
     }
     seen.sort_by(|a, b| (!a.this_agent, &a.agent).cmp(&(!b.this_agent, &b.agent)));
     seen
+}
+
+/// [`survey`] of every folder in `folders` where there is something to show.
+pub fn survey_all(
+    folders: &[crate::config::FolderSettings],
+    me: Option<&str>,
+) -> Vec<(PathBuf, Vec<AgentOnFolder>)> {
+    folders
+        .iter()
+        .map(|folder| {
+            (
+                folder.path.clone(),
+                survey(&folder.path, folder.claim_lease, me),
+            )
+        })
+        .filter(|(_, agents)| !agents.is_empty())
+        .collect()
 }
 
 /// This state dir's agent id, if an agent ever ran with it.

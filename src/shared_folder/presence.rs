@@ -111,7 +111,12 @@ impl FolderPresence {
     /// that is new, starts a new stay: other agents may have taken the folder meanwhile, and
     /// this one must then give way. A restart within the lease keeps the stay it had.
     pub fn renew(&mut self) -> io::Result<i128> {
-        std::fs::create_dir_all(&self.agents_dir)?;
+        let folder = self
+            .agents_dir
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"));
+        super::make_inside(folder, &[super::SHARE_DIR, "agents"])?;
         let previous = read_small(&self.path).ok().map(|(bytes, mtime)| {
             let since = serde_json::from_slice::<PresenceRecord>(&bytes)
                 .ok()
@@ -142,9 +147,7 @@ impl FolderPresence {
                 // Renewed in time (by the server's clock): the stay goes on.
                 Some((_, mtime)) if self.last_renewed.is_some() && fresh(mtime) => kept_since,
                 // A restart of this agent within the lease.
-                Some((Some(since), mtime)) if self.last_renewed.is_none() && fresh(mtime) => {
-                    since
-                }
+                Some((Some(since), mtime)) if self.last_renewed.is_none() && fresh(mtime) => since,
                 _ => now,
             };
             rewrite_existing(&self.path, &self.bytes())?;
@@ -276,7 +279,10 @@ mod tests {
         first.renew().unwrap();
         let mut second = FolderPresence::new(dir.path(), &agent("b-2"), false, lease);
         let now = second.renew().unwrap();
-        assert!(matches!(second.verdict(now).unwrap(), Verdict::Refused { .. }));
+        assert!(matches!(
+            second.verdict(now).unwrap(),
+            Verdict::Refused { .. }
+        ));
         // The first stops renewing for longer than the lease: the second takes the folder.
         std::thread::sleep(lease + Duration::from_millis(300));
         let now = second.renew().unwrap();

@@ -23,7 +23,13 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(base: &Path, name: &str, emulator: &hotfolder::Emulator, folder: &Path, extra: &str) -> Agent {
+    fn new(
+        base: &Path,
+        name: &str,
+        emulator: &hotfolder::Emulator,
+        folder: &Path,
+        extra: &str,
+    ) -> Agent {
         let dir = base.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let body = format!(
@@ -113,10 +119,27 @@ async fn without_shared_a_second_agent_refuses_the_folder_naming_the_first_and_t
     let base = tempfile::tempdir().unwrap();
     let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
-    let mut first = Agent::new(base.path(), "first", &emulator, &inbox, "claim_lease = \"2s\"");
-    let mut second = Agent::new(base.path(), "second", &emulator, &inbox, "claim_lease = \"2s\"");
+    let mut first = Agent::new(
+        base.path(),
+        "first",
+        &emulator,
+        &inbox,
+        "claim_lease = \"2s\"",
+    );
+    let mut second = Agent::new(
+        base.path(),
+        "second",
+        &emulator,
+        &inbox,
+        "claim_lease = \"2s\"",
+    );
     first.start();
-    says(&first, "ready: every folder is watched", Duration::from_secs(20)).await;
+    says(
+        &first,
+        "ready: every folder is watched",
+        Duration::from_secs(20),
+    )
+    .await;
     second.start();
     let refusal = format!("another hotfolder agent watches it: host {}", hostname());
     says(&second, &refusal, Duration::from_secs(20)).await;
@@ -160,7 +183,10 @@ async fn without_shared_a_second_agent_refuses_the_folder_naming_the_first_and_t
 }
 
 fn hostname() -> String {
-    let output = std::process::Command::new("uname").arg("-n").output().unwrap();
+    let output = std::process::Command::new("uname")
+        .arg("-n")
+        .output()
+        .unwrap();
     text(&output.stdout).trim().to_owned()
 }
 
@@ -175,10 +201,18 @@ async fn an_agent_stopped_mid_upload_has_its_claim_taken_over_and_the_upload_con
     let mut stalled = Agent::new(base.path(), "stalled", &emulator, &inbox, shared);
     let mut taker = Agent::new(base.path(), "taker", &emulator, &inbox, shared);
     stalled.start();
-    says(&stalled, "ready: every folder is watched", Duration::from_secs(20)).await;
+    says(
+        &stalled,
+        "ready: every folder is watched",
+        Duration::from_secs(20),
+    )
+    .await;
     let sha = write_file(&inbox.join("big.mp4"), 20 * MIB, 3);
     eventually(Duration::from_secs(30), "a few chunks of the video", || {
-        emulator.videos().first().is_some_and(|v| v.chunks_received >= 3)
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 3)
     })
     .await;
     stalled.signal(libc::SIGSTOP);
@@ -220,7 +254,11 @@ async fn an_agent_stopped_mid_upload_has_its_claim_taken_over_and_the_upload_con
         emulator.stats().chunk_posts <= chunk_posts + 1,
         "at most the request it had started"
     );
-    assert_eq!(files_under(&inbox.join("done")).len(), 2, "big.mp4 and its sidecar");
+    assert_eq!(
+        files_under(&inbox.join("done")).len(),
+        2,
+        "big.mp4 and its sidecar"
+    );
     assert!(claimed(&inbox).is_empty(), "{:?}", claimed(&inbox));
     let status = taker.status_text().await;
     assert!(status.contains("agents on"), "{status}");
@@ -260,7 +298,10 @@ async fn three_agents_upload_every_file_once(source: &Path, folders: [PathBuf; 3
         if written < 200 && started.elapsed() > Duration::from_millis(75 * written as u64) {
             let name = format!("clip{written:03}.mp4");
             let size = rng.random_range(100_000..4 * MIB);
-            expected.insert(name.clone(), write_file(&source.join(&name), size, seed * 1000 + written as u64));
+            expected.insert(
+                name.clone(),
+                write_file(&source.join(&name), size, seed * 1000 + written as u64),
+            );
             written += 1;
         }
         let now = std::time::Instant::now();
@@ -355,7 +396,11 @@ async fn three_agents_upload_every_file_once(source: &Path, folders: [PathBuf; 3
     if videos.len() != expected.len() {
         let named: BTreeSet<String> = expected
             .keys()
-            .filter_map(|name| sidecar(&done.join(name))["video_id"].as_str().map(str::to_owned))
+            .filter_map(|name| {
+                sidecar(&done.join(name))["video_id"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
         let extra: Vec<String> = videos
             .iter()
@@ -391,7 +436,11 @@ async fn three_agents_upload_every_file_once(source: &Path, folders: [PathBuf; 3
         assert_eq!(side["status"], "uploaded", "{name}");
         assert_eq!(side["sha256"], sha.as_str(), "{name}");
         let id = side["video_id"].as_str().unwrap_or_default();
-        assert_eq!(by_id.get(id), Some(&Some(sha.clone())), "{name}'s video {id}");
+        assert_eq!(
+            by_id.get(id),
+            Some(&Some(sha.clone())),
+            "{name}'s video {id}"
+        );
     }
     let takeovers: usize = agents
         .iter()
@@ -425,7 +474,11 @@ async fn three_agents_on_three_sshfs_mounts_of_one_share_upload_every_file_once(
             return;
         }
     };
-    let mounts = [share.mount.clone(), share.mount_again(), share.mount_again()];
+    let mounts = [
+        share.mount.clone(),
+        share.mount_again(),
+        share.mount_again(),
+    ];
     let server = share.server.clone();
     three_agents_upload_every_file_once(&server, mounts, 16).await;
     drop(share);

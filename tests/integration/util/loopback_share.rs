@@ -203,4 +203,3 @@ pub fn which(tool: &str) -> Option<PathBuf> {
             .find(|path| path.is_file())
     })
 }
-
