@@ -19,6 +19,7 @@
 //! [`transcoding`] follows the platform's transcoding of the videos of folders that ask for it.
 //! Shutdown is a `CancellationToken` passed in.
 
+mod companion;
 mod dispatch;
 mod dispatch_state;
 mod housekeeping;

@@ -47,6 +47,7 @@ use toml::de::DeTable;
 use url::Url;
 
 use crate::bandwidth::BandwidthPlan;
+use crate::metadata::CompanionRule;
 use crate::notify::{EventKind, SecretUrl};
 use crate::vmpro::api::{PLATFORM_SUFFIXES, VideoMetadata};
 
@@ -328,6 +329,11 @@ pub struct FolderSettings {
     /// After each upload, follow the platform's transcoding of the video (up to 2 h) and
     /// report it: the sidecar, `transcoded` / `transcoding_slow`.
     pub follow_transcoding: bool,
+    /// `metadata_file` and `metadata_wait`: per-file metadata from a companion beside the
+    /// video (see `crate::metadata`).
+    pub companion: CompanionRule,
+    /// `result_xml`: also write `<file name>.xml` in the FTP ingest's result format.
+    pub result_xml: bool,
     /// The VideoManager this folder uploads into; `None` = the account's.
     pub video_manager_id: Option<u64>,
     pub metadata: VideoMetadata,
@@ -352,6 +358,8 @@ impl FolderSettings {
             incomplete_after: DEFAULT_INCOMPLETE_AFTER,
             keep_done_for: None,
             follow_transcoding: false,
+            companion: CompanionRule::default(),
+            result_xml: false,
             video_manager_id: None,
             metadata: VideoMetadata {
                 title: DEFAULT_TITLE.to_owned(),

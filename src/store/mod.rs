@@ -49,6 +49,7 @@
 //! This file is over 800 lines because it keeps the state machine's unit tests (about half of
 //! it) next to the transitions they check; the code itself is about 500 lines.
 
+mod companion;
 mod error;
 mod job;
 mod link;
@@ -62,6 +63,7 @@ mod settling;
 mod status;
 mod transcoding;
 
+pub use companion::JobCompanion;
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, Placed, QueueSummary};
 pub use lock::{AgentNote, LOCK_FILE_NAME, StateLock, read_agent_note};
