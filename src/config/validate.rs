@@ -1160,6 +1160,38 @@ mod tests {
     }
 
     #[test]
+    fn metadata_file_keys_are_read_and_a_wait_without_optional_is_a_problem() {
+        let folder = |lines: &str| {
+            format!(
+                "{}\n[[folder]]\npath = \"/nonexistent/exports\"\n{lines}\n",
+                config_with("password = \"x\"")
+            )
+        };
+        let settings = load_with_env(
+            &folder("metadata_file = \"optional\"\nmetadata_wait = \"5m\"\nresult_xml = true"),
+            &|_| None,
+        )
+        .unwrap();
+        let f = &settings.folders[0];
+        assert_eq!(f.companion.mode, CompanionMode::Optional);
+        assert_eq!(f.companion.wait, Duration::from_secs(300));
+        assert!(f.result_xml);
+        assert!(f.exclude.iter().any(|p| p == "*.xml"), "{:?}", f.exclude);
+        let defaults = load_with_env(&folder(""), &|_| None).unwrap();
+        assert_eq!(defaults.folders[0].companion, CompanionRule::default());
+        assert!(!defaults.folders[0].exclude.iter().any(|p| p == "*.json"));
+
+        let found = problems(load_with_env(
+            &folder("metadata_file = \"required\"\nmetadata_wait = \"5m\""),
+            &|_| None,
+        ));
+        assert_eq!(found[0].key, "folder[1].metadata_wait", "{found:?}");
+        assert!(found[0].message.contains("only applies with metadata_file = \"optional\""), "{found:?}");
+        let found = problems(load_with_env(&folder("metadata_file = \"always\""), &|_| None));
+        assert!(found[0].key.contains("metadata_file"), "{found:?}");
+    }
+
+    #[test]
     fn a_pattern_the_matcher_refuses_is_a_problem_naming_key_and_pattern() {
         let text = format!(
             "{}\n[[folder]]\npath = \"/nonexistent/exports\"\n\
