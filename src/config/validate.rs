@@ -1186,8 +1186,16 @@ mod tests {
             &|_| None,
         ));
         assert_eq!(found[0].key, "folder[1].metadata_wait", "{found:?}");
-        assert!(found[0].message.contains("only applies with metadata_file = \"optional\""), "{found:?}");
-        let found = problems(load_with_env(&folder("metadata_file = \"always\""), &|_| None));
+        assert!(
+            found[0]
+                .message
+                .contains("only applies with metadata_file = \"optional\""),
+            "{found:?}"
+        );
+        let found = problems(load_with_env(
+            &folder("metadata_file = \"always\""),
+            &|_| None,
+        ));
         assert!(found[0].key.contains("metadata_file"), "{found:?}");
     }
 

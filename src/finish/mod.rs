@@ -14,8 +14,6 @@
 mod recover;
 mod sidecar;
 
-#[cfg(test)]
-pub use recover::finish_job_file;
 pub use recover::{Finished, finish_job_file_with, remove_stale_temps};
 pub use sidecar::{
     Sidecar, SidecarUpdateError, TranscodingRecord, add_transcoding, sidecar_path, write_sidecar,

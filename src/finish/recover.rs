@@ -85,9 +85,11 @@ pub fn finish_job_file_with(
     }
     let fresh = store.job(job.id).map_err(|e| chain(&e))?;
     let mut sidecar = Sidecar::from_job(&fresh, file_name);
-    sidecar.other.extend(crate::metadata::finish::finish_companion(
-        store, &fresh, base, &dest, companion, stop,
-    ));
+    sidecar
+        .other
+        .extend(crate::metadata::finish::finish_companion(
+            store, &fresh, base, &dest, companion, stop,
+        ));
     write_sidecar(&dest, &sidecar).map_err(|e| chain(&e))?;
     store
         .mark_moved_as(job.id, &dest, placed(&dest).as_ref())

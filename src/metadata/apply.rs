@@ -89,7 +89,11 @@ pub async fn calls_after_upload(
         let result = platform
             .set_custom_metadata(video_id, &metadata.custom_metadata, shutdown, observer)
             .await;
-        let names: Vec<&str> = metadata.custom_metadata.keys().map(String::as_str).collect();
+        let names: Vec<&str> = metadata
+            .custom_metadata
+            .keys()
+            .map(String::as_str)
+            .collect();
         record(format!("set custom metadata {}", names.join(", ")), result)?;
     }
     if metadata.publish == Some(true) {

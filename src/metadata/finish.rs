@@ -63,7 +63,11 @@ pub fn finish_companion(
     let stored = match store.companion(job.id) {
         Ok(stored) => stored,
         Err(err) => {
-            tracing::warn!(job = job.id, "cannot read the job's companion: {}", crate::chain(&err));
+            tracing::warn!(
+                job = job.id,
+                "cannot read the job's companion: {}",
+                crate::chain(&err)
+            );
             None
         }
     };
@@ -77,11 +81,19 @@ pub fn finish_companion(
         let mut record = serde_json::Map::new();
         record.insert(
             "file".into(),
-            Value::from(path.file_name().unwrap_or_default().to_string_lossy().into_owned()),
+            Value::from(
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
         );
         match moved {
             Ok(to) => {
-                record.insert("moved_to".into(), Value::from(to.to_string_lossy().into_owned()));
+                record.insert(
+                    "moved_to".into(),
+                    Value::from(to.to_string_lossy().into_owned()),
+                );
             }
             Err(why) => {
                 tracing::warn!(file = %escaped(&job.rel_path), "{why}");
@@ -106,7 +118,10 @@ pub fn finish_companion(
                     )),
                 );
             }
-            record.insert("calls".into(), json!(stored.calls.clone().unwrap_or_default()));
+            record.insert(
+                "calls".into(),
+                json!(stored.calls.clone().unwrap_or_default()),
+            );
         }
         fields.insert("companion".into(), Value::Object(record));
     }
@@ -169,9 +184,10 @@ fn upload_result(
     let outcome = match (&job.outcome, &job.video_id) {
         (Some(Outcome::Uploaded), Some(video_id)) => {
             let metadata = match stored {
-                Some(stored) => {
-                    super::apply::create_metadata(&finish.folder_metadata, &stored.companion.metadata)
-                }
+                Some(stored) => super::apply::create_metadata(
+                    &finish.folder_metadata,
+                    &stored.companion.metadata,
+                ),
                 None => finish.folder_metadata.clone(),
             };
             ResultOutcome::Success {

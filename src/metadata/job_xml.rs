@@ -8,8 +8,8 @@
 //! security policy, `inform`, `indexVideo`, elements it does not know) is listed in
 //! [`FileMetadata::not_applied`], never dropped in silence.
 
-use quick_xml::{Reader, XmlVersion};
 use quick_xml::events::{BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
 
 use super::{FileMetadata, JOB_NAMESPACE};
 
@@ -60,9 +60,9 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
     let mut texts: Vec<String> = Vec::new();
     let mut job = Builder::default();
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|err| JobXmlError::Malformed(format!("{err} (near byte {})", reader.error_position())))?;
+        let event = reader.read_event().map_err(|err| {
+            JobXmlError::Malformed(format!("{err} (near byte {})", reader.error_position()))
+        })?;
         match event {
             Event::DocType(_) => return Err(JobXmlError::Doctype),
             Event::Start(start) => {
@@ -196,8 +196,15 @@ impl Builder {
         let at = path.join("/");
         let metadata = &mut self.metadata;
         match at.as_str() {
-            "job" | "job/source" | "job/keywords" | "job/customMetadata" | "job/actions"
-            | "job/actions/release" | "job/actions/delete" | "job/still" | "job/inform"
+            "job"
+            | "job/source"
+            | "job/keywords"
+            | "job/customMetadata"
+            | "job/actions"
+            | "job/actions/release"
+            | "job/actions/delete"
+            | "job/still"
+            | "job/inform"
             | "job/actions/release/publish/period" => {}
             "job/channels" => {
                 if metadata.channels.is_empty() {
@@ -244,9 +251,9 @@ impl Builder {
                 self.publish_period.get_or_insert_default().1 = text.to_owned();
             }
             "job/actions/release/publish" => {}
-            "job/actions/release/download" => metadata.not_applied.push(
-                "actions/release/download: hotfolder does not release downloads".into(),
-            ),
+            "job/actions/release/download" => metadata
+                .not_applied
+                .push("actions/release/download: hotfolder does not release downloads".into()),
             "job/actions/delete/time" => metadata.not_applied.push(format!(
                 "actions/delete/time {text}: hotfolder does not schedule deletions"
             )),
@@ -409,7 +416,9 @@ ut aliquip ex ea commodo consequat.</description>
         );
         assert_eq!(m.group, Some(2233));
         assert_eq!(
-            m.custom_metadata.get("production company").map(String::as_str),
+            m.custom_metadata
+                .get("production company")
+                .map(String::as_str),
             Some("MGM")
         );
         // A period is not an immediate publish.

@@ -180,11 +180,23 @@ mod tests {
     #[test]
     fn metadata_json_wrong_types_name_their_field() {
         for (text, expected) in [
-            (r#"{"channels": "3054"}"#, "`channels`: expected a list of channel ids, found text \"3054\""),
+            (
+                r#"{"channels": "3054"}"#,
+                "`channels`: expected a list of channel ids, found text \"3054\"",
+            ),
             (r#"{"channels": [3054, "x"]}"#, "`channels[1]`"),
-            (r#"{"title": 5}"#, "`title`: expected text, found the number 5"),
-            (r#"{"auto_publish": "yes"}"#, "`auto_publish`: expected true or false"),
-            (r#"{"group": -1}"#, "`group`: expected a positive whole number"),
+            (
+                r#"{"title": 5}"#,
+                "`title`: expected text, found the number 5",
+            ),
+            (
+                r#"{"auto_publish": "yes"}"#,
+                "`auto_publish`: expected true or false",
+            ),
+            (
+                r#"{"group": -1}"#,
+                "`group`: expected a positive whole number",
+            ),
             (r#"{"custom_metadata": {"a": [1]}}"#, "`custom_metadata.a`"),
             (r#"{"titel": "x"}"#, "`titel` is not a known field"),
             (r#"[1]"#, "must be a JSON object"),

@@ -279,9 +279,7 @@ pub fn wait_for_companion(
     if rule.mode == CompanionMode::Off {
         return CompanionWait::Go(String::new());
     }
-    let name_of = |path: &Path| {
-        escaped(path.file_name().unwrap_or_default()).to_string()
-    };
+    let name_of = |path: &Path| escaped(path.file_name().unwrap_or_default()).to_string();
     match find_companion(video, settle, now) {
         Ok(Search::Found(companion)) => CompanionWait::Go(format!(
             "companion {} ({})",

@@ -39,7 +39,8 @@ pub struct UploadResult {
 impl UploadResult {
     /// The document, UTF-8.
     pub fn to_xml(&self) -> String {
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n");
+        let mut out =
+            String::from("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n");
         out.push_str(&format!("<result fileName=\"{}\"", escape(&self.file_name)));
         if let Some(reference) = &self.reference {
             out.push_str(&format!(" reference=\"{}\"", escape(reference)));
@@ -51,7 +52,10 @@ impl UploadResult {
         match &self.outcome {
             ResultOutcome::Success { video_id, title } => {
                 out.push_str("    <success>\n");
-                out.push_str(&format!("        <videoTitle>{}</videoTitle>\n", escape(title)));
+                out.push_str(&format!(
+                    "        <videoTitle>{}</videoTitle>\n",
+                    escape(title)
+                ));
                 out.push_str(&format!("        <video id=\"{}\"/>\n", escape(video_id)));
                 out.push_str("    </success>\n");
             }
@@ -123,13 +127,19 @@ mod tests {
             },
         };
         let xml = result.to_xml();
-        assert!(xml.contains(r#"fileName="a&amp;b &quot;c&quot;.mp4""#), "{xml}");
+        assert!(
+            xml.contains(r#"fileName="a&amp;b &quot;c&quot;.mp4""#),
+            "{xml}"
+        );
         assert!(xml.contains("<message>&lt;bad&gt;</message>"), "{xml}");
         assert!(!xml.contains("reference=\"\""), "{xml}");
         let parsed = crate::metadata::job_xml::parse(&xml);
         // Well-formed: the job reader gets as far as the root's namespace.
         assert!(
-            matches!(parsed, Err(crate::metadata::job_xml::JobXmlError::NotAJob(_))),
+            matches!(
+                parsed,
+                Err(crate::metadata::job_xml::JobXmlError::NotAJob(_))
+            ),
             "{parsed:?}"
         );
     }

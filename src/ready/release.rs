@@ -28,9 +28,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::container::{self, ContainerKind, ContainerVerdict};
-use crate::metadata::{CompanionRule, CompanionWait, wait_for_companion};
 use super::writers::{self, WriterCheck};
 use super::{FileSnapshot, fresh_snapshot, open_readable, reads};
+use crate::metadata::{CompanionRule, CompanionWait, wait_for_companion};
 
 /// What the folder's config asks of a file before it is queued, besides stability.
 #[derive(Debug, Clone, Copy)]

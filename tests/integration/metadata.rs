@@ -93,13 +93,19 @@ async fn the_documentation_sample_job_xml_uploads_its_video_with_every_supported
     let studio = Studio::new(
         &emulator,
         FAST_UPLOAD,
-        &folder("metadata_file = \"required\"\nresult_xml = true\ntitle = \"folder title\"\nkeywords = [\"folder\"]"),
+        &folder(
+            "metadata_file = \"required\"\nresult_xml = true\ntitle = \"folder title\"\nkeywords = [\"folder\"]",
+        ),
     );
     let agent = studio.start();
     // The job XML first, under a name of its own (it names its video in source/file), then the
     // video; a Premiere project XML beside them is left alone.
     std::fs::write(studio.inbox.join("upload-job.xml"), DOCUMENTATION_SAMPLE).unwrap();
-    std::fs::write(studio.inbox.join("project.xml"), "<xmeml version=\"5\"><sequence/></xmeml>").unwrap();
+    std::fs::write(
+        studio.inbox.join("project.xml"),
+        "<xmeml version=\"5\"><sequence/></xmeml>",
+    )
+    .unwrap();
     write_file(&studio.inbox.join("video001.mp4"), 40_000, 1);
     let done = studio.done().join("video001.mp4");
     eventually(WAIT, "video001.mp4 in done/", || arrived(&done)).await;
@@ -107,12 +113,25 @@ async fn the_documentation_sample_job_xml_uploads_its_video_with_every_supported
 
     let video = the_video(&emulator, "video001.mp4");
     assert_eq!(video.title.as_deref(), Some("FtpImportMetaData"));
-    assert!(video.description.as_deref().unwrap_or("").starts_with("Lorem ipsum dolor"), "{video:?}");
-    assert_eq!(video.keywords, vec!["summer".to_string(), "autumn".to_string()]);
+    assert!(
+        video
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Lorem ipsum dolor"),
+        "{video:?}"
+    );
+    assert_eq!(
+        video.keywords,
+        vec!["summer".to_string(), "autumn".to_string()]
+    );
     assert_eq!(video.channel, Some(3054));
     assert_eq!(video.group, Some(2233));
     assert_eq!(
-        video.custom_metadata.get("production company").map(String::as_str),
+        video
+            .custom_metadata
+            .get("production company")
+            .map(String::as_str),
         Some("MGM")
     );
     // A publish *period* is not an immediate publish: no update was sent.
@@ -132,9 +151,18 @@ async fn the_documentation_sample_job_xml_uploads_its_video_with_every_supported
     assert_eq!(companion["applied"]["title"], "FtpImportMetaData");
     assert_eq!(companion["applied"]["group"], 2233);
     assert_eq!(companion["applied"]["channels"][0], 3054);
-    assert_eq!(companion["applied"]["custom_metadata"]["production company"], "MGM");
+    assert_eq!(
+        companion["applied"]["custom_metadata"]["production company"],
+        "MGM"
+    );
     let not_applied = companion["not_applied"].to_string();
-    for what in ["securityPolicyId 950", "publish/period", "still Chysathemum.jpg", "delete/time", "inform employee.name@company.com"] {
+    for what in [
+        "securityPolicyId 950",
+        "publish/period",
+        "still Chysathemum.jpg",
+        "delete/time",
+        "inform employee.name@company.com",
+    ] {
         assert!(not_applied.contains(what), "{what} in {not_applied}");
     }
     assert!(companion["warning"].as_str().is_some(), "{companion}");
@@ -144,16 +172,32 @@ async fn the_documentation_sample_job_xml_uploads_its_video_with_every_supported
     let result_path = studio.done().join("video001.mp4.xml");
     let result = std::fs::read_to_string(&result_path).expect("result XML written");
     assert!(result.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<result fileName=\"video001.mp4\" reference=\"abc\" jobReference=\""), "{result}");
-    assert!(result.contains(&format!("xmlns=\"{RESULT_NAMESPACE}\">")), "{result}");
-    assert!(result.contains("<success>\n        <videoTitle>FtpImportMetaData</videoTitle>\n"), "{result}");
-    assert!(result.contains(&format!("<video id=\"{}\"/>", video.id)), "{result}");
-    assert_eq!(sidecar["result_xml"], result_path.to_string_lossy().as_ref());
+    assert!(
+        result.contains(&format!("xmlns=\"{RESULT_NAMESPACE}\">")),
+        "{result}"
+    );
+    assert!(
+        result.contains("<success>\n        <videoTitle>FtpImportMetaData</videoTitle>\n"),
+        "{result}"
+    );
+    assert!(
+        result.contains(&format!("<video id=\"{}\"/>", video.id)),
+        "{result}"
+    );
+    assert_eq!(
+        sidecar["result_xml"],
+        result_path.to_string_lossy().as_ref()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_a_video_waits_for_its_job_xml_and_goes_once_it_arrives() {
     let emulator = emulator(|_| {}).await;
-    let studio = Studio::new(&emulator, FAST_UPLOAD, &folder("metadata_file = \"required\""));
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
     let agent = studio.start();
     let video = studio.inbox.join("clip.mov");
     write_file(&video, 30_000, 2);
@@ -172,7 +216,10 @@ async fn required_a_video_waits_for_its_job_xml_and_goes_once_it_arrives() {
     let done = studio.done().join("clip.mov");
     eventually(WAIT, "clip.mov in done/", || arrived(&done)).await;
     stop(agent).await;
-    assert_eq!(the_video(&emulator, "clip.mov").title.as_deref(), Some("After the video"));
+    assert_eq!(
+        the_video(&emulator, "clip.mov").title.as_deref(),
+        Some("After the video")
+    );
     assert!(studio.done().join("clip.xml").exists());
 }
 
@@ -191,9 +238,16 @@ async fn required_a_video_whose_companion_never_comes_goes_to_failed_after_incom
     stop(agent).await;
     assert!(emulator.videos().is_empty());
     let reason = error_text(&failed);
-    assert!(reason.contains("no companion arrived within 2s"), "{reason}");
-    let result = std::fs::read_to_string(studio.failed().join("lonely.mov.xml")).expect("result XML");
-    assert!(result.contains("<error>\n        <message>no companion arrived within 2s</message>"), "{result}");
+    assert!(
+        reason.contains("no companion arrived within 2s"),
+        "{reason}"
+    );
+    let result =
+        std::fs::read_to_string(studio.failed().join("lonely.mov.xml")).expect("result XML");
+    assert!(
+        result.contains("<error>\n        <message>no companion arrived within 2s</message>"),
+        "{result}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,16 +263,26 @@ async fn optional_a_video_without_companion_goes_after_metadata_wait_with_the_fo
     write_file(&studio.inbox.join("plain.mov"), 30_000, 4);
     let done = studio.done().join("plain.mov");
     eventually(WAIT, "plain.mov in done/", || arrived(&done)).await;
-    assert!(started.elapsed() >= Duration::from_secs(2), "went before metadata_wait");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "went before metadata_wait"
+    );
     stop(agent).await;
-    assert_eq!(the_video(&emulator, "plain.mov").title.as_deref(), Some("Folder plain"));
+    assert_eq!(
+        the_video(&emulator, "plain.mov").title.as_deref(),
+        Some("Folder plain")
+    );
     assert!(sidecar(&done).get("companion").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_companion_before_its_video_adds_channels_custom_metadata_and_publishes() {
     let emulator = emulator(|_| {}).await;
-    let studio = Studio::new(&emulator, FAST_UPLOAD, &folder("metadata_file = \"optional\"\nmetadata_wait = \"1m\""));
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"optional\"\nmetadata_wait = \"1m\""),
+    );
     let agent = studio.start();
     std::fs::write(
         studio.inbox.join("clip.mp4.json"),
@@ -235,7 +299,10 @@ async fn a_json_companion_before_its_video_adds_channels_custom_metadata_and_pub
     assert_eq!(video.channel, Some(11));
     assert_eq!(video.added_channels, vec![12, 13]);
     assert_eq!(video.group, Some(7));
-    assert_eq!(video.custom_metadata.get("season").map(String::as_str), Some("2"));
+    assert_eq!(
+        video.custom_metadata.get("season").map(String::as_str),
+        Some("2")
+    );
     assert_eq!(video.auto_publish, Some(true));
     assert_eq!(video.updates.len(), 1, "{video:?}");
     assert!(studio.done().join("clip.mp4.json").exists());
@@ -244,7 +311,12 @@ async fn a_json_companion_before_its_video_adds_channels_custom_metadata_and_pub
     assert_eq!(companion["reference"], "ref-1");
     let calls: Vec<String> = companion["calls"]
         .as_array()
-        .map(|calls| calls.iter().map(|c| format!("{} {}", c["call"], c["ok"])).collect())
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| format!("{} {}", c["call"], c["ok"]))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(
         calls,
@@ -258,9 +330,14 @@ async fn a_json_companion_before_its_video_adds_channels_custom_metadata_and_pub
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_failed_with_the_reason() {
+async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_failed_with_the_reason()
+{
     let emulator = emulator(|_| {}).await;
-    let studio = Studio::new(&emulator, FAST_UPLOAD, &folder("metadata_file = \"required\""));
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
     let agent = studio.start();
     // source/file with a path, which the schema forbids.
     std::fs::write(
@@ -277,13 +354,20 @@ async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_faile
     .unwrap();
     write_file(&studio.inbox.join("entity.mov"), 30_000, 7);
     // channels as text, not a list.
-    std::fs::write(studio.inbox.join("typed.mov.json"), r#"{"channels": "3054"}"#).unwrap();
+    std::fs::write(
+        studio.inbox.join("typed.mov.json"),
+        r#"{"channels": "3054"}"#,
+    )
+    .unwrap();
     write_file(&studio.inbox.join("typed.mov"), 30_000, 8);
 
     for (video, expected) in [
         ("bad.mov", "it must be a file name without / or \\"),
         ("entity.mov", "DOCTYPE"),
-        ("typed.mov", "`channels`: expected a list of channel ids, found text \"3054\""),
+        (
+            "typed.mov",
+            "`channels`: expected a list of channel ids, found text \"3054\"",
+        ),
     ] {
         let failed = studio.failed().join(video);
         eventually(WAIT, &format!("{video} in failed/"), || arrived(&failed)).await;
@@ -292,7 +376,10 @@ async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_faile
         assert!(reason.contains("hotfolder retry"), "{video}: {reason}");
     }
     stop(agent).await;
-    assert!(emulator.videos().is_empty(), "nothing is created for an invalid companion");
+    assert!(
+        emulator.videos().is_empty(),
+        "nothing is created for an invalid companion"
+    );
     // Each companion went to failed/ with its video.
     for companion in ["bad.xml", "entity.xml", "typed.mov.json"] {
         assert!(studio.failed().join(companion).exists(), "{companion}");
