@@ -58,7 +58,7 @@ pub(super) fn metadata_for_job(
         Ok(Search::Missing | Search::Arriving(_)) => Ok((folder_metadata, None)),
         Err(err) => Err(JobError {
             status: None,
-            message: err.to_string(),
+            message: crate::chain(&err),
             meaning: "the video was not uploaded: fix its companion (or remove it), then move both back with `hotfolder retry`".into(),
         }),
     }

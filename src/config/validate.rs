@@ -1161,10 +1161,12 @@ mod tests {
 
     #[test]
     fn metadata_file_keys_are_read_and_a_wait_without_optional_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
         let folder = |lines: &str| {
             format!(
-                "{}\n[[folder]]\npath = \"/nonexistent/exports\"\n{lines}\n",
-                config_with("password = \"x\"")
+                "{}\n[[folder]]\npath = \"{}\"\n{lines}\n",
+                config_with("password = \"x\""),
+                dir.path().display()
             )
         };
         let settings = load_with_env(

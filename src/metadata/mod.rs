@@ -122,7 +122,7 @@ pub struct Companion {
 /// Why a companion cannot be used: its video goes to failed/ with this reason.
 #[derive(Debug, thiserror::Error)]
 pub enum CompanionError {
-    #[error("the companion {} cannot be read: {source}", escaped(path))]
+    #[error("the companion {} cannot be read", escaped(path))]
     Unreadable {
         path: PathBuf,
         #[source]
@@ -326,7 +326,7 @@ pub fn wait_for_companion(
             }
         }
         Err(err) => CompanionWait::Refuse {
-            message: err.to_string(),
+            message: crate::chain(&err),
             meaning: "the companion was checked before anything was created, as the FTP ingest checks a job XML; fix it, then move the video and its companion back with `hotfolder retry`".into(),
         },
     }

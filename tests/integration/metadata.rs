@@ -385,3 +385,43 @@ async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_faile
         assert!(studio.failed().join(companion).exists(), "{companion}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_upload_applies_the_companion_the_upload_started_with() {
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, &folder("metadata_file = \"required\""));
+    let video = studio.inbox.join("long.mxf");
+    let companion = studio.inbox.join("long.mxf.json");
+    std::fs::write(
+        &companion,
+        r#"{"title": "First", "channels": [5, 6], "custom_metadata": {"take": "1"}}"#,
+    )
+    .unwrap();
+    std::fs::write(&video, export(&video, 12 * 1024 * 1024, 9)).unwrap();
+    let mut agent = studio.start();
+    eventually(WAIT, "some chunks received", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 3)
+    })
+    .await;
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    // Rewritten while the agent was down: the upload keeps what it started with.
+    std::fs::write(
+        &companion,
+        r#"{"title": "Second", "channels": [7], "custom_metadata": {"take": "2"}}"#,
+    )
+    .unwrap();
+    let agent = studio.start();
+    let done = studio.done().join("long.mxf");
+    eventually(WAIT, "long.mxf in done/", || arrived(&done)).await;
+    stop(agent).await;
+    let record = the_video(&emulator, "long.mxf");
+    assert_eq!(record.title.as_deref(), Some("First"));
+    assert_eq!(record.channel, Some(5));
+    assert_eq!(record.added_channels, vec![6]);
+    assert_eq!(record.custom_metadata.get("take").map(String::as_str), Some("1"));
+    assert_eq!(sidecar(&done)["companion"]["applied"]["title"], "First");
+}
