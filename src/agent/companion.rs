@@ -6,17 +6,21 @@
 //! intake already held the video back until its companion came (or refused it for an invalid
 //! one); a companion found invalid only now (rewritten since) fails the job the same way.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::release::{Refusal, queue_refused};
 use crate::config::FolderSettings;
 use crate::escape::escaped;
 use crate::metadata::apply::{CompanionCall, calls_after_upload, create_metadata};
-use crate::metadata::{Companion, CompanionMode, Search, find_companion};
-use crate::store::{Job, JobError};
+use crate::metadata::{
+    Companion, CompanionMode, OrphanJobXml, Search, find_companion, orphan_job_xmls,
+};
+use crate::store::{Job, JobError, NewJob};
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
 use crate::vmpro::error::VmproError;
 
@@ -93,4 +97,90 @@ pub(super) async fn apply_after_upload(
         shared.store_failed("cannot record the companion's calls", &err);
     }
     Ok(calls)
+}
+
+/// How often the watched folders are looked at for job XMLs whose video never came.
+const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How long one sweep of a folder may take (a share that hangs): the next round tries again.
+const ORPHAN_SWEEP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Runs until `stop`: a job XML directly in a folder with companions on that names a video not
+/// there, unchanged for `incomplete_after`, goes to failed/ with the reason, as the FTP ingest
+/// fails a job whose source is missing.
+pub(super) async fn sweep_orphan_job_xmls(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut refused: Vec<Refusal> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ORPHAN_SWEEP_EVERY) => {}
+        }
+        if !shared.store_health.is_writable() {
+            continue;
+        }
+        let folders: Vec<FolderSettings> = shared
+            .settings()
+            .folders
+            .iter()
+            .filter(|f| f.companion.mode != CompanionMode::Off)
+            .cloned()
+            .collect();
+        for folder in folders {
+            let dir = folder.path.clone();
+            let waited = folder.incomplete_after;
+            let found = tokio::time::timeout(
+                ORPHAN_SWEEP_PATIENCE,
+                tokio::task::spawn_blocking(move || {
+                    orphan_job_xmls(&dir, waited, SystemTime::now())
+                }),
+            )
+            .await;
+            let Ok(Ok(orphans)) = found else {
+                continue;
+            };
+            for orphan in orphans {
+                // Its video may be on its way out (moved to done/ a moment before its
+                // companion): a job for it still open means it is not an orphan.
+                if shared
+                    .store
+                    .active_job_for_path(&orphan.video)
+                    .is_ok_and(|job| job.is_some())
+                {
+                    continue;
+                }
+                refused.push(orphan_refusal(&folder, &orphan));
+            }
+        }
+        if !refused.is_empty() {
+            refused = queue_refused(&shared, std::mem::take(&mut refused));
+        }
+    }
+}
+
+fn orphan_refusal(folder: &FolderSettings, orphan: &OrphanJobXml) -> Refusal {
+    let rel_path = orphan
+        .path
+        .strip_prefix(&folder.path)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| orphan.path.clone());
+    let video = escaped(orphan.video.file_name().unwrap_or_default()).to_string();
+    let waited = humantime::format_duration(folder.incomplete_after);
+    Refusal {
+        job: NewJob {
+            folder: folder.path.clone(),
+            path: orphan.path.clone(),
+            rel_path,
+            size: orphan.size,
+            mtime_ns: i64::try_from(orphan.mtime_ns).unwrap_or(i64::MAX),
+            rule: format!("job XML naming {video}, which is not in the folder"),
+        },
+        error: JobError {
+            status: None,
+            message: format!("the job XML names {video}, which did not arrive within {waited}"),
+            meaning: format!(
+                "a job XML is the trigger for the video it names in <source><file>; {video} is not beside it. Deliver the video, then move the XML back with `hotfolder retry`"
+            ),
+        },
+        never_finished: false,
+    }
 }

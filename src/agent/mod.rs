@@ -447,6 +447,10 @@ pub async fn run(
     shared
         .tasks
         .spawn(retention::run(shared.clone(), stop.clone()));
+    shared.tasks.spawn(companion::sweep_orphan_job_xmls(
+        shared.clone(),
+        stop.clone(),
+    ));
     transcoding::start(&shared, &stop);
     dispatch::dispatch(&shared, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);

@@ -240,6 +240,62 @@ pub fn companion_path_for(video: &Path) -> Option<PathBuf> {
     }
 }
 
+/// A job XML whose video is not beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanJobXml {
+    pub path: PathBuf,
+    /// The video it names (`source/file`), not there.
+    pub video: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+/// Job XMLs directly in `dir` that name a video not there, unchanged for `waited` (the FTP
+/// rule: the video comes first, so a job XML alone this long waits for nothing). Other XML,
+/// invalid job XML (it refuses the video named like it) and XML whose video is there are
+/// left alone. Blocking (reads the folder).
+pub fn orphan_job_xmls(dir: &Path, waited: Duration, now: SystemTime) -> Vec<OrphanJobXml> {
+    use std::os::unix::fs::MetadataExt;
+    let mut orphans = Vec::new();
+    for candidate in job_xml_candidates(dir) {
+        let Ok(meta) = std::fs::symlink_metadata(&candidate) else {
+            continue;
+        };
+        let changed = |secs: i64, nanos: i64| {
+            std::time::UNIX_EPOCH
+                + Duration::new(
+                    u64::try_from(secs).unwrap_or(0),
+                    u32::try_from(nanos).unwrap_or(0).min(999_999_999),
+                )
+        };
+        let last_change =
+            changed(meta.ctime(), meta.ctime_nsec()).max(changed(meta.mtime(), meta.mtime_nsec()));
+        if now.duration_since(last_change).unwrap_or_default() < waited {
+            continue;
+        }
+        let Ok(text) = read_companion(&candidate) else {
+            continue;
+        };
+        if !text.contains(JOB_NAMESPACE) {
+            continue;
+        }
+        let Ok(job) = job_xml::parse(&text) else {
+            continue;
+        };
+        let video = dir.join(&job.source_file);
+        if std::fs::symlink_metadata(&video).is_ok() {
+            continue;
+        }
+        orphans.push(OrphanJobXml {
+            path: candidate,
+            video,
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        });
+    }
+    orphans
+}
+
 /// `clip.mov.json` for `clip.mov`.
 pub fn json_companion_path(video: &Path) -> PathBuf {
     let mut name = video.file_name().unwrap_or_default().to_os_string();
@@ -473,6 +529,21 @@ mod tests {
         // Named after something else, it is left alone.
         let other = write(dir.path(), "other.mov", "x");
         assert!(matches!(find(&other).unwrap(), Search::Missing));
+    }
+
+    #[test]
+    fn metadata_a_job_xml_alone_long_enough_is_an_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "here.mov", "x");
+        write(dir.path(), "here.xml", &job("here.mov"));
+        let alone = write(dir.path(), "alone.xml", &job("gone.mov"));
+        write(dir.path(), "project.xml", "<xmeml/>");
+        let now = SystemTime::now();
+        assert!(orphan_job_xmls(dir.path(), LATER, now).is_empty());
+        let orphans = orphan_job_xmls(dir.path(), Duration::from_secs(1), now + LATER);
+        assert_eq!(orphans.len(), 1, "{orphans:?}");
+        assert_eq!(orphans[0].path, alone);
+        assert_eq!(orphans[0].video, dir.path().join("gone.mov"));
     }
 
     #[test]

@@ -389,7 +389,11 @@ async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_faile
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_upload_applies_the_companion_the_upload_started_with() {
     let emulator = emulator(slow_server).await;
-    let studio = Studio::new(&emulator, FAST_UPLOAD, &folder("metadata_file = \"required\""));
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
     let video = studio.inbox.join("long.mxf");
     let companion = studio.inbox.join("long.mxf.json");
     std::fs::write(
@@ -422,6 +426,34 @@ async fn a_restart_mid_upload_applies_the_companion_the_upload_started_with() {
     assert_eq!(record.title.as_deref(), Some("First"));
     assert_eq!(record.channel, Some(5));
     assert_eq!(record.added_channels, vec![6]);
-    assert_eq!(record.custom_metadata.get("take").map(String::as_str), Some("1"));
+    assert_eq!(
+        record.custom_metadata.get("take").map(String::as_str),
+        Some("1")
+    );
     assert_eq!(sidecar(&done)["companion"]["applied"]["title"], "First");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_xml_naming_a_video_that_never_comes_goes_to_failed_with_the_reason() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"2s\""),
+    );
+    let agent = studio.start();
+    std::fs::write(
+        studio.inbox.join("job.xml"),
+        format!(r#"<job xmlns="{JOB_NAMESPACE}"><source><file>missing.mp4</file></source></job>"#),
+    )
+    .unwrap();
+    let failed = studio.failed().join("job.xml");
+    eventually(WAIT, "job.xml in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("the job XML names missing.mp4, which did not arrive within 2s"),
+        "{reason}"
+    );
+    assert!(emulator.videos().is_empty());
 }
