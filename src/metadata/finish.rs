@@ -236,3 +236,14 @@ fn write_result_xml(dest: &Path, result: &UploadResult) -> std::io::Result<PathB
     }
     Err(std::io::Error::other("no free name for the result XML"))
 }
+
+/// Where a sidecar says its video's companion was moved (`companion.moved_to`), for `retry`
+/// (which puts it back with the video) and `failed` (which does not list it on its own).
+pub fn companion_moved_to(sidecar: &crate::finish::Sidecar) -> Option<PathBuf> {
+    sidecar
+        .other
+        .get("companion")?
+        .get("moved_to")?
+        .as_str()
+        .map(PathBuf::from)
+}

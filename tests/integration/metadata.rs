@@ -384,6 +384,41 @@ async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_faile
     for companion in ["bad.xml", "entity.xml", "typed.mov.json"] {
         assert!(studio.failed().join(companion).exists(), "{companion}");
     }
+    // `failed` lists the videos, not their companions; `retry` puts both back.
+    let listed = run(hotfolder()
+        .arg("failed")
+        .arg("--json")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let mut names: Vec<String> = listed
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| f["rel_path"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    assert_eq!(names, vec!["bad.mov", "entity.mov", "typed.mov"]);
+    let retried = run(hotfolder()
+        .arg("retry")
+        .arg("--config")
+        .arg(&studio.config)
+        .arg(studio.failed().join("typed.mov")))
+    .await;
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    assert!(
+        text(&retried.stderr).contains("its companion went back too"),
+        "{}",
+        text(&retried.stderr)
+    );
+    assert!(studio.inbox.join("typed.mov").exists());
+    assert!(studio.inbox.join("typed.mov.json").exists());
+    assert!(!studio.failed().join("typed.mov.json").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,4 +491,48 @@ async fn a_job_xml_naming_a_video_that_never_comes_goes_to_failed_with_the_reaso
         "{reason}"
     );
     assert!(emulator.videos().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_after_the_upload_is_recorded_and_the_video_is_not_uploaded_again() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    // A <field> without a name, which the schema allows and the platform refuses (400).
+    std::fs::write(
+        studio.inbox.join("clip.xml"),
+        format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>clip.mov</file></source><channels><id>1</id><id>2</id></channels><customMetadata><field>nameless</field></customMetadata></job>"#
+        ),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("clip.mov"), 30_000, 10);
+    let done = studio.done().join("clip.mov");
+    eventually(WAIT, "clip.mov in done/", || arrived(&done)).await;
+    stop(agent).await;
+    let video = the_video(&emulator, "clip.mov");
+    assert!(video.complete);
+    assert_eq!(video.added_channels, vec![2]);
+    assert!(video.custom_metadata.is_empty());
+    let sidecar = sidecar(&done);
+    assert_eq!(sidecar["status"], "uploaded");
+    let calls = &sidecar["companion"]["calls"];
+    assert_eq!(calls[0]["ok"], true, "{calls}");
+    assert_eq!(calls[1]["ok"], false, "{calls}");
+    assert!(
+        calls[1]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("custom metadata field without a name"),
+        "{calls}"
+    );
+    let events = sidecar["events"].to_string();
+    assert!(
+        events.contains("the video stays uploaded without it"),
+        "{events}"
+    );
 }

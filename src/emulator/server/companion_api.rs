@@ -55,6 +55,13 @@ pub(super) fn custom_metadata(
             Ok(fields) => fields,
             Err(answer) => return *answer,
         };
+    // The platform knows its custom fields by name; a nameless one is none of them.
+    if fields.keys().any(|name| name.trim().is_empty()) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "custom metadata field without a name",
+        );
+    }
     let changed = shared.state().change_video(vm_id, video, |record| {
         for (name, value) in fields {
             let text = match value {
