@@ -97,7 +97,16 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
                     current.push(resolved);
                 }
             }
-            Event::Eof => break,
+            Event::Eof => {
+                // A job XML cut short (still being written, or a copy that stopped) must not
+                // pass with what it has so far.
+                if let Some(open) = path.last() {
+                    return Err(JobXmlError::Malformed(format!(
+                        "it ends before </{open}>: the file is incomplete"
+                    )));
+                }
+                break;
+            }
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
         }
     }
@@ -471,6 +480,10 @@ ut aliquip ex ea commodo consequat.</description>
             ),
             (job("<source><file>a.mp4</file></source"), "well-formed"),
             (
+                format!(r#"<job xmlns="{JOB_NAMESPACE}"><source><file>a.mp4</file></source>"#),
+                "ends before </job>",
+            ),
+            (
                 "<job><source><file>a.mp4</file></source></job>".to_string(),
                 "not <job> in the namespace",
             ),
@@ -483,6 +496,12 @@ ut aliquip ex ea commodo consequat.</description>
             (
                 job("<source><file>a.mp4</file></source><title>&x;</title>"),
                 "entity &x;",
+            ),
+            (
+                format!(
+                    r#"<job xmlns="{JOB_NAMESPACE}" reference="&x;"><source><file>a.mp4</file></source></job>"#
+                ),
+                "well-formed",
             ),
         ];
         for (text, expected) in cases {
