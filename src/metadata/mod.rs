@@ -547,6 +547,51 @@ mod tests {
     }
 
     #[test]
+    fn metadata_optional_waits_metadata_wait_and_required_waits_incomplete_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "clip.mov", "x");
+        let since = SystemTime::now();
+        let minute = Duration::from_secs(60);
+        let day = Duration::from_secs(86_400);
+        let optional = CompanionRule {
+            mode: CompanionMode::Optional,
+            wait: minute,
+        };
+        let required = CompanionRule {
+            mode: CompanionMode::Required,
+            wait: minute,
+        };
+        let at = |rule, after| {
+            wait_for_companion(&video, rule, Duration::ZERO, day, since, since + after)
+        };
+        match at(optional, Duration::from_secs(59)) {
+            CompanionWait::Wait { gives_up_at, why } => {
+                assert_eq!(gives_up_at, Some(since + minute));
+                assert!(why.contains("clip.mov.json"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match at(optional, minute) {
+            CompanionWait::Go(signal) => assert!(signal.contains("folder's metadata"), "{signal}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(at(required, minute), CompanionWait::Wait { .. }));
+        match at(required, day) {
+            CompanionWait::Refuse { message, .. } => {
+                assert_eq!(message, "no companion arrived within 1day")
+            }
+            other => panic!("{other:?}"),
+        }
+        write(dir.path(), "clip.mov.json", r#"{"title": "t"}"#);
+        match at(required, Duration::from_secs(3600)) {
+            CompanionWait::Go(signal) => {
+                assert!(signal.contains("clip.mov.json (JSON)"), "{signal}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn metadata_a_companion_over_one_mib_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let video = write(dir.path(), "clip.mov", "x");
