@@ -92,7 +92,16 @@ pub fn list(settings: &Settings, store: Option<&JobStore>) -> Vec<FailedFile> {
         walk(failed_dir, &mut found);
         let sidecars_of_files: HashSet<PathBuf> =
             found.files.iter().map(|f| sidecar_path(f)).collect();
+        // A video's companion (`metadata_file`) is listed with it, not as a failure of its own.
+        let companions: HashSet<PathBuf> = sidecars_of_files
+            .iter()
+            .filter_map(|sidecar| read_sidecar(sidecar))
+            .filter_map(|sidecar| crate::metadata::finish::companion_moved_to(&sidecar))
+            .collect();
         for path in found.files {
+            if companions.contains(&path) {
+                continue;
+            }
             files.push(describe(settings, failed_dir, path, store));
         }
         for sidecar in found.sidecars {
@@ -435,13 +444,40 @@ pub fn retry(
         });
     };
     let to = move_without_overwrite(&path, &folder, &rel_path, &CancellationToken::new())?;
+    let mut note = source.note;
+    // Its companion goes back with it, or the video would wait for one that is not there.
+    if let Some(companion) = sidecar
+        .as_ref()
+        .and_then(crate::metadata::finish::companion_moved_to)
+        .filter(|companion| companion.starts_with(&failed_dir) && companion.exists())
+        && let Ok(companion_rel) = companion.strip_prefix(&failed_dir)
+    {
+        let back = move_without_overwrite(
+            &companion,
+            &folder,
+            companion_rel,
+            &CancellationToken::new(),
+        );
+        let said = match back {
+            Ok(to) => format!("its companion went back too, as {}", escaped(&to)),
+            Err(err) => format!(
+                "its companion {} could not be moved back ({}); move it beside the video by hand",
+                escaped(&companion),
+                crate::chain(&err)
+            ),
+        };
+        note = Some(match note {
+            Some(before) => format!("{before}; {said}"),
+            None => said,
+        });
+    }
     let sidecar = match std::fs::remove_file(&sidecar_at) {
         Ok(()) => Ok(Some(sidecar_at)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(format!("its sidecar {} stays: {err}", escaped(&sidecar_at))),
     };
     Ok(Retried {
-        note: source.note,
+        note,
         renamed: to != folder.join(&rel_path),
         to,
         sidecar,

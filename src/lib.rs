@@ -34,6 +34,7 @@ mod finish;
 mod http;
 mod logging;
 mod manual_upload;
+mod metadata;
 mod nofollow;
 mod notify;
 mod preflight;

@@ -33,6 +33,8 @@ pub enum ScanAction {
     WaitWriter,
     /// Its container is not whole yet.
     WaitContainer,
+    /// It waits for its companion (`metadata_file`).
+    WaitCompanion,
     /// It would go to failed/ without an upload.
     Fail,
     /// The queue has it already (waiting, uploading, paused or being moved).
@@ -53,6 +55,7 @@ impl ScanAction {
             ScanAction::WaitStable => "not stable yet",
             ScanAction::WaitWriter => "open for writing",
             ScanAction::WaitContainer => "incomplete",
+            ScanAction::WaitCompanion => "waiting for its companion",
             ScanAction::Fail => "would fail",
             ScanAction::Queued => "in the queue",
             ScanAction::AlreadyUploaded => "already uploaded",
@@ -241,6 +244,11 @@ fn judge(
                 .unwrap_or_default();
             verdict(ScanAction::WaitContainer, size, format!("{why}{until}"))
         }
+        Ok(Release::Held {
+            by: HeldBy::Companion,
+            why,
+            ..
+        }) => verdict(ScanAction::WaitCompanion, size, why),
         Ok(Release::Refused { message, .. }) => verdict(ScanAction::Fail, size, message),
         Err(err) => verdict(ScanAction::Unreadable, size, err.to_string()),
     }

@@ -293,10 +293,15 @@ async fn work(
             return;
         }
     }
-    let metadata = shared
-        .folder(&job.folder)
-        .map(|f| f.metadata)
-        .unwrap_or_default();
+    let folder = shared.folder(&job.folder);
+    let (metadata, companion) =
+        match super::companion::metadata_for_job(shared, &job, folder.as_ref()) {
+            Ok(found) => found,
+            Err(error) => {
+                fail_before_upload(shared, &job, &name, error, shutdown).await;
+                return;
+            }
+        };
     let url = match (&job.upload_url, job.url_issued_at) {
         (Some(raw), Some(issued)) => Some(UploadUrl::new(raw.clone(), SystemTime::from(issued))),
         _ => None,
@@ -373,6 +378,22 @@ async fn work(
         Ok(report) => {
             end_pause(shared);
             release_hold(shared, video_manager);
+            if let Some(companion) = &companion {
+                let applied = super::companion::apply_after_upload(
+                    shared,
+                    &job,
+                    &platform,
+                    &report.video_id,
+                    companion,
+                    shutdown,
+                    &observer,
+                )
+                .await;
+                if applied.is_err() {
+                    tracing::info!(file = %name, "stopped before the companion's metadata was applied; it is applied when the upload resumes");
+                    return;
+                }
+            }
             shared.counters.upload_took(report.elapsed);
             // The rate as `status` shows it (the whole upload's chunks, resumes included), so
             // that the log, the sidecar and `status` give one figure.
@@ -535,6 +556,35 @@ async fn work(
                 }
             }
         },
+    }
+}
+
+/// A job that fails before anything is sent (its companion is not valid): recorded as
+/// failed and moved to failed/ with the reason.
+async fn fail_before_upload(
+    shared: &Arc<Shared>,
+    job: &Job,
+    name: &str,
+    error: JobError,
+    shutdown: &CancellationToken,
+) {
+    let id = job.id;
+    tracing::error!(file = %name, job = id, "failed: {} ({})", error.message, error.meaning);
+    log_store_error(
+        shared,
+        id,
+        "the failure",
+        shared.store.record_event(id, "failed", &error.message),
+    );
+    let decided = write_when_possible(
+        shared,
+        shutdown,
+        &format!("cannot record that job {id} failed"),
+        || shared.store.decide(id, Outcome::Failed, None, Some(&error)),
+    )
+    .await;
+    if decided.is_ok() {
+        start_finish(shared, id);
     }
 }
 
@@ -822,9 +872,11 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     let watched = escaped(&job.folder).to_string();
     let store = shared.store.clone();
     let stop = shared.stop.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || finish::finish_job_file(&store, &job, &base, &stop))
-            .await;
+    let companion = crate::metadata::finish::CompanionFinish::of(folder.as_ref());
+    let outcome = tokio::task::spawn_blocking(move || {
+        finish::finish_job_file_with(&store, &job, &base, &companion, &stop)
+    })
+    .await;
     if let Ok(Ok(_)) = &outcome {
         // Its fate is sealed: moved, or uploaded and then deleted before the move.
         shared.counters.file_finished(uploaded);

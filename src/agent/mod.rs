@@ -20,6 +20,7 @@
 //! Shutdown is a `CancellationToken` passed in.
 
 mod claimed_job;
+mod companion;
 mod dispatch;
 mod dispatch_state;
 mod housekeeping;
@@ -462,6 +463,10 @@ pub async fn run(
     shared
         .tasks
         .spawn(retention::run(shared.clone(), stop.clone()));
+    shared.tasks.spawn(companion::sweep_orphan_job_xmls(
+        shared.clone(),
+        stop.clone(),
+    ));
     transcoding::start(&shared, &stop);
     dispatch::dispatch(&shared, &stop).await;
     service::notify(&[sd_notify::NotifyState::Stopping]);

@@ -110,6 +110,7 @@ pub(super) fn held_text(by: HeldBy, why: &str) -> String {
     match by {
         HeldBy::Writer => format!("still {why}"),
         HeldBy::Container => format!("container not whole yet: {why}"),
+        HeldBy::Companion => why.to_owned(),
     }
 }
 

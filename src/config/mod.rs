@@ -47,6 +47,7 @@ use toml::de::DeTable;
 use url::Url;
 
 use crate::bandwidth::BandwidthPlan;
+use crate::metadata::CompanionRule;
 use crate::notify::{EventKind, SecretUrl};
 use crate::vmpro::api::{PLATFORM_SUFFIXES, VideoMetadata};
 
@@ -340,6 +341,11 @@ pub struct FolderSettings {
     /// A claim (or an agent's presence on the folder) not renewed this long, by the file
     /// server's clock, belongs to an agent that stopped: it is taken over.
     pub claim_lease: Duration,
+    /// `metadata_file` and `metadata_wait`: per-file metadata from a companion beside the
+    /// video (see `crate::metadata`).
+    pub companion: CompanionRule,
+    /// `result_xml`: also write `<file name>.xml` in the FTP ingest's result format.
+    pub result_xml: bool,
     /// The VideoManager this folder uploads into; `None` = the account's.
     pub video_manager_id: Option<u64>,
     pub metadata: VideoMetadata,
@@ -366,6 +372,8 @@ impl FolderSettings {
             follow_transcoding: false,
             shared: false,
             claim_lease: DEFAULT_CLAIM_LEASE,
+            companion: CompanionRule::default(),
+            result_xml: false,
             video_manager_id: None,
             metadata: VideoMetadata {
                 title: DEFAULT_TITLE.to_owned(),

@@ -117,6 +117,9 @@ pub(super) struct RawFolder {
     pub(super) follow_transcoding: Option<bool>,
     pub(super) shared: Option<bool>,
     pub(super) claim_lease: Option<HumanDuration>,
+    pub(super) metadata_file: Option<RawMetadataFile>,
+    pub(super) metadata_wait: Option<HumanDuration>,
+    pub(super) result_xml: Option<bool>,
     pub(super) video_manager_id: Option<u64>,
     pub(super) title: Option<String>,
     pub(super) description: Option<String>,
@@ -124,6 +127,15 @@ pub(super) struct RawFolder {
     pub(super) group: Option<u64>,
     pub(super) keywords: Option<Vec<String>>,
     pub(super) auto_publish: Option<bool>,
+}
+
+/// `metadata_file`: whether a video comes with a companion (job XML or JSON) and must wait.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawMetadataFile {
+    Off,
+    Optional,
+    Required,
 }
 
 /// One `[[notify]]` table: a webhook (`url`) or e-mail (`email_to`).

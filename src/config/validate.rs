@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::bandwidth::{Bandwidth, BandwidthPlan, BandwidthSchedule};
+use crate::metadata::{CompanionMode, CompanionRule, DEFAULT_METADATA_WAIT};
 use crate::vmpro::api::VideoMetadata;
 
 use super::diagnostics::Problems;
@@ -835,7 +836,17 @@ fn validate_folder(
              leave include out for every video suffix the platform accepts",
         );
     }
-    let exclude = validate_patterns(raw.exclude, default_exclude, &key("exclude"), problems);
+    let mut exclude = validate_patterns(raw.exclude, default_exclude, &key("exclude"), problems);
+    let companion = companion_rule(raw.metadata_file, raw.metadata_wait, &key, problems);
+    if companion.mode != CompanionMode::Off {
+        // Companions are metadata, never videos, even where `include` is widened to `*`;
+        // other `.xml` files stay out too (they are no video either).
+        for pattern in crate::metadata::COMPANION_PATTERNS {
+            if !exclude.iter().any(|p| p == pattern) {
+                exclude.push((*pattern).to_owned());
+            }
+        }
+    }
 
     let title = raw.title.unwrap_or_else(|| DEFAULT_TITLE.to_owned());
     if title.trim().is_empty() {
@@ -877,6 +888,8 @@ fn validate_folder(
         follow_transcoding: raw.follow_transcoding.unwrap_or(false),
         shared: raw.shared.unwrap_or(false),
         claim_lease,
+        companion,
+        result_xml: raw.result_xml.unwrap_or(false),
         video_manager_id: raw.video_manager_id,
         metadata: VideoMetadata {
             title,
@@ -887,6 +900,39 @@ fn validate_folder(
             auto_publish: raw.auto_publish,
         },
     })
+}
+
+/// `metadata_file` and `metadata_wait`: a wait only means something with `optional`, and a
+/// zero wait would make `optional` the same as going without a companion.
+fn companion_rule(
+    mode: Option<super::raw::RawMetadataFile>,
+    wait: Option<super::raw::HumanDuration>,
+    key: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+) -> CompanionRule {
+    use super::raw::RawMetadataFile;
+    let mode = match mode {
+        None | Some(RawMetadataFile::Off) => CompanionMode::Off,
+        Some(RawMetadataFile::Optional) => CompanionMode::Optional,
+        Some(RawMetadataFile::Required) => CompanionMode::Required,
+    };
+    let wait = wait.map(|d| d.0);
+    if wait.is_some() && mode != CompanionMode::Optional {
+        problems.add(
+            key("metadata_wait"),
+            "only applies with metadata_file = \"optional\" (with \"required\" a video waits for its companion up to incomplete_after); remove it or set metadata_file = \"optional\"",
+        );
+    }
+    if wait.is_some_and(|d| d.is_zero()) {
+        problems.add(
+            key("metadata_wait"),
+            "must be longer than 0s: a video would never wait for its companion",
+        );
+    }
+    CompanionRule {
+        mode,
+        wait: wait.unwrap_or(DEFAULT_METADATA_WAIT),
+    }
 }
 
 /// `{word}` placeholders in a title that the upload code will not fill in.
@@ -1124,6 +1170,48 @@ mod tests {
             Some(OsString::from_vec(vec![0xff]))
         }));
         assert!(found[0].message.contains("not valid UTF-8"), "{found:?}");
+    }
+
+    #[test]
+    fn metadata_file_keys_are_read_and_a_wait_without_optional_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = |lines: &str| {
+            format!(
+                "{}\n[[folder]]\npath = \"{}\"\n{lines}\n",
+                config_with("password = \"x\""),
+                dir.path().display()
+            )
+        };
+        let settings = load_with_env(
+            &folder("metadata_file = \"optional\"\nmetadata_wait = \"5m\"\nresult_xml = true"),
+            &|_| None,
+        )
+        .unwrap();
+        let f = &settings.folders[0];
+        assert_eq!(f.companion.mode, CompanionMode::Optional);
+        assert_eq!(f.companion.wait, Duration::from_secs(300));
+        assert!(f.result_xml);
+        assert!(f.exclude.iter().any(|p| p == "*.xml"), "{:?}", f.exclude);
+        let defaults = load_with_env(&folder(""), &|_| None).unwrap();
+        assert_eq!(defaults.folders[0].companion, CompanionRule::default());
+        assert!(!defaults.folders[0].exclude.iter().any(|p| p == "*.json"));
+
+        let found = problems(load_with_env(
+            &folder("metadata_file = \"required\"\nmetadata_wait = \"5m\""),
+            &|_| None,
+        ));
+        assert_eq!(found[0].key, "folder[1].metadata_wait", "{found:?}");
+        assert!(
+            found[0]
+                .message
+                .contains("only applies with metadata_file = \"optional\""),
+            "{found:?}"
+        );
+        let found = problems(load_with_env(
+            &folder("metadata_file = \"always\""),
+            &|_| None,
+        ));
+        assert!(found[0].key.contains("metadata_file"), "{found:?}");
     }
 
     #[test]

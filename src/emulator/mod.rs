@@ -185,6 +185,17 @@ pub struct VideoRecord {
     pub urls_issued: u32,
     /// The fileId that upload URLs must carry now.
     pub file_id: String,
+    /// Channels the video was added to after its create
+    /// (`POST {vm}/channels/{channelId}/videos/{videoId}`), in order.
+    #[serde(default)]
+    pub added_channels: Vec<u64>,
+    /// Custom metadata as set by `PATCH {vm}/videos/{videoId}/metadata` (later calls add to
+    /// and overwrite earlier ones).
+    #[serde(default)]
+    pub custom_metadata: std::collections::BTreeMap<String, String>,
+    /// What `PATCH {vm}/videos/{videoId}` asked, each body as it came.
+    #[serde(default)]
+    pub updates: Vec<serde_json::Value>,
 }
 
 /// Counters since the emulator started. `_emulator/*` requests are not counted.

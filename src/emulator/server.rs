@@ -9,6 +9,7 @@
 //! answer: a service that returns `Err` makes hyper drop the connection on the spot.
 
 mod chunk_upload;
+mod companion_api;
 mod login;
 mod video_api;
 
@@ -341,6 +342,22 @@ enum Route {
         vm: String,
         video: String,
     },
+    /// `POST …/channels/{channel}/videos/{video}`: one more channel.
+    AddToChannel {
+        vm: String,
+        channel: String,
+        video: String,
+    },
+    /// `PATCH …/videos/{video}/metadata`: custom metadata.
+    CustomMetadata {
+        vm: String,
+        video: String,
+    },
+    /// `PATCH …/videos/{video}`: title, description, autoPublish.
+    UpdateVideo {
+        vm: String,
+        video: String,
+    },
     ListVideos,
     Stats,
     MethodNotAllowed,
@@ -375,6 +392,28 @@ impl Route {
             ["v1", "vms", vm, "videos"] => (
                 Route::CreateVideo {
                     vm: (*vm).to_owned(),
+                },
+                Method::POST,
+            ),
+            ["v1", "vms", vm, "videos", video] if *method == Method::PATCH => (
+                Route::UpdateVideo {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                },
+                Method::PATCH,
+            ),
+            ["v1", "vms", vm, "videos", video, "metadata"] => (
+                Route::CustomMetadata {
+                    vm: (*vm).to_owned(),
+                    video: (*video).to_owned(),
+                },
+                Method::PATCH,
+            ),
+            ["v1", "vms", vm, "channels", channel, "videos", video] => (
+                Route::AddToChannel {
+                    vm: (*vm).to_owned(),
+                    channel: (*channel).to_owned(),
+                    video: (*video).to_owned(),
                 },
                 Method::POST,
             ),
@@ -463,6 +502,9 @@ impl Route {
                 | Route::DeleteKeyword { .. }
                 | Route::UploadUrl { .. }
                 | Route::TranscodingStatus { .. }
+                | Route::AddToChannel { .. }
+                | Route::CustomMetadata { .. }
+                | Route::UpdateVideo { .. }
         )
     }
 }
@@ -612,6 +654,15 @@ fn api_call(shared: &Shared, route: Route, parts: &Parts, body: Bytes) -> Answer
         Route::TranscodingStatus { vm, video } => {
             bump(&shared.counters.transcoding_polls);
             transcoding_status(shared, &parts.headers, &vm, &video)
+        }
+        Route::AddToChannel { vm, channel, video } => {
+            companion_api::add_to_channel(shared, &parts.headers, &vm, &channel, &video)
+        }
+        Route::CustomMetadata { vm, video } => {
+            companion_api::custom_metadata(shared, &parts.headers, &vm, &video, &body)
+        }
+        Route::UpdateVideo { vm, video } => {
+            companion_api::update_video(shared, &parts.headers, &vm, &video, &body)
         }
         _ => message(StatusCode::NOT_FOUND, "no such resource"),
     }

@@ -617,6 +617,9 @@ impl PlatformState {
             restarts: 0,
             urls_issued: 0,
             file_id: random_id(16),
+            added_channels: Vec::new(),
+            custom_metadata: std::collections::BTreeMap::new(),
+            updates: Vec::new(),
         };
         self.videos.insert(
             id.clone(),
@@ -1001,6 +1004,27 @@ impl PlatformState {
     }
 
     /// The video `id` in `vm`, as `GET …/videos/{id}` answers it (`None`: no such video there).
+    /// Changes the record of the video `id` in `vm` (the calls after a create: channels,
+    /// custom metadata, updates). `false` when there is no such video.
+    pub(crate) fn change_video(
+        &mut self,
+        vm: u64,
+        id: &str,
+        change: impl FnOnce(&mut VideoRecord),
+    ) -> bool {
+        match self
+            .videos
+            .get_mut(id)
+            .filter(|video| video.record.video_manager_id == vm)
+        {
+            Some(video) => {
+                change(&mut video.record);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn video_in(&self, vm: u64, id: &str) -> Option<VideoRecord> {
         self.videos
             .get(id)

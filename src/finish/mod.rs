@@ -14,7 +14,7 @@
 mod recover;
 mod sidecar;
 
-pub use recover::{Finished, finish_job_file, remove_stale_temps};
+pub use recover::{Finished, finish_job_file_with, remove_stale_temps};
 pub use sidecar::{
     Sidecar, SidecarUpdateError, TranscodingRecord, add_transcoding, sidecar_path, write_sidecar,
 };

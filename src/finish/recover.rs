@@ -12,6 +12,7 @@ use super::{
 };
 use crate::chain;
 use crate::escape::escaped;
+use crate::metadata::finish::CompanionFinish;
 use crate::store::{Job, JobStore, Outcome, Placed};
 
 /// How a job's file left the watched folder.
@@ -26,10 +27,23 @@ pub enum Finished {
 /// interrupted: a file already moved is found by [`find_moved`] instead of being moved twice.
 /// An error is the reason in words; the file is then where it was and the job still finishing.
 /// A copy across file systems stops when `stop` is cancelled (an error; the file stays).
+#[cfg(test)]
 pub fn finish_job_file(
     store: &JobStore,
     job: &Job,
     base: &Path,
+    stop: &CancellationToken,
+) -> Result<Finished, String> {
+    finish_job_file_with(store, job, base, &CompanionFinish::default(), stop)
+}
+
+/// [`finish_job_file`] for a folder with companions or `result_xml` (`crate::metadata`): the
+/// companion moves with the video and the sidecar records it.
+pub fn finish_job_file_with(
+    store: &JobStore,
+    job: &Job,
+    base: &Path,
+    companion: &CompanionFinish,
     stop: &CancellationToken,
 ) -> Result<Finished, String> {
     let dest = if let Some(recorded) = recorded_destination(job) {
@@ -70,7 +84,12 @@ pub fn finish_job_file(
         store.record_move(job.id, &dest).map_err(|e| chain(&e))?;
     }
     let fresh = store.job(job.id).map_err(|e| chain(&e))?;
-    let sidecar = Sidecar::from_job(&fresh, file_name);
+    let mut sidecar = Sidecar::from_job(&fresh, file_name);
+    sidecar
+        .other
+        .extend(crate::metadata::finish::finish_companion(
+            store, &fresh, base, &dest, companion, stop,
+        ));
     write_sidecar(&dest, &sidecar).map_err(|e| chain(&e))?;
     store
         .mark_moved_as(job.id, &dest, placed(&dest).as_ref())

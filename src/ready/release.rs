@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::container::{self, ContainerKind, ContainerVerdict};
 use super::writers::{self, WriterCheck};
 use super::{FileSnapshot, fresh_snapshot, open_readable, reads};
+use crate::metadata::{CompanionRule, CompanionWait, wait_for_companion};
 
 /// What the folder's config asks of a file before it is queued, besides stability.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,10 @@ pub struct ReleaseRules {
     pub check_container: bool,
     /// `incomplete_after`: how long a stable file may stay an unfinished container.
     pub incomplete_after: Duration,
+    /// `metadata_file` and `metadata_wait`: whether it waits for a companion.
+    pub companion: CompanionRule,
+    /// `stable_for`: how long a companion must be unchanged to count as whole.
+    pub stable_for: Duration,
 }
 
 impl ReleaseRules {
@@ -46,6 +51,8 @@ impl ReleaseRules {
         ReleaseRules {
             check_container: folder.check_container,
             incomplete_after: folder.incomplete_after,
+            companion: folder.companion,
+            stable_for: folder.stable_for,
         }
     }
 }
@@ -57,6 +64,8 @@ pub enum HeldBy {
     Writer,
     /// Its container is not whole yet.
     Container,
+    /// Its companion (`metadata_file`) has not come yet, or is still being written.
+    Companion,
 }
 
 /// The verdict of [`look`].
@@ -171,6 +180,36 @@ pub fn look(
             }
         }
     }
+    // Last: the companion is the trigger, as on FTP (the XML comes after the video).
+    let since = changed_at(&meta).max(seen_since);
+    match wait_for_companion(
+        path,
+        rules.companion,
+        rules.stable_for,
+        rules.incomplete_after,
+        since,
+        now,
+    ) {
+        CompanionWait::Go(signal) => {
+            if !signal.is_empty() {
+                signals.push(signal);
+            }
+        }
+        CompanionWait::Wait { why, gives_up_at } => {
+            return Ok(Release::Held {
+                by: HeldBy::Companion,
+                why,
+                gives_up_at,
+            });
+        }
+        CompanionWait::Refuse { message, meaning } => {
+            return Ok(Release::Refused {
+                message,
+                meaning,
+                never_finished: false,
+            });
+        }
+    }
     Ok(Release::Ready { signals })
 }
 
@@ -204,6 +243,11 @@ mod tests {
     const RULES: ReleaseRules = ReleaseRules {
         check_container: true,
         incomplete_after: Duration::from_secs(3600),
+        companion: CompanionRule {
+            mode: crate::metadata::CompanionMode::Off,
+            wait: crate::metadata::DEFAULT_METADATA_WAIT,
+        },
+        stable_for: Duration::from_secs(1),
     };
 
     fn snapshot_of(path: &Path) -> FileSnapshot {

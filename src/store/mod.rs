@@ -50,6 +50,7 @@
 //! it) next to the transitions they check; the code itself is about 500 lines.
 
 mod claimed;
+mod companion;
 mod error;
 mod job;
 mod link;
@@ -64,6 +65,7 @@ mod status;
 mod transcoding;
 
 pub use claimed::ClaimedUpload;
+pub use companion::JobCompanion;
 pub use error::StoreError;
 pub use job::{Enqueued, Job, JobError, JobEvent, JobState, NewJob, Outcome, Placed, QueueSummary};
 pub use lock::{AgentNote, LOCK_FILE_NAME, StateLock, read_agent_note};

@@ -183,6 +183,9 @@ const MIGRATIONS: &[&str] = &[
     // v13: the chunk size the server refused and when, so that the cap it set on auto's
     // choice (`link.max_chunk`) expires and `check`/`status` can say why it is there.
     super::link::LINK_REFUSAL_COLUMNS,
+    // v14: a job's companion (`metadata_file`) and the calls after its upload, so that a
+    // restart mid-upload applies the metadata it started with (see `companion.rs`).
+    super::companion::COMPANION_TABLE,
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).

@@ -26,6 +26,9 @@ pub enum Step {
     GetVideo,
     /// How far the platform has transcoded an uploaded video (`follow_transcoding`).
     TranscodingStatus,
+    /// A companion's further channels, custom metadata or publish, after the upload
+    /// (`crate::metadata::apply`).
+    CompanionMetadata,
     UploadUrl,
     Chunk,
 }
@@ -41,6 +44,7 @@ impl std::fmt::Display for Step {
             Step::CheckVideoManager => "check VideoManager",
             Step::GetVideo => "check the video still exists",
             Step::TranscodingStatus => "transcoding status",
+            Step::CompanionMetadata => "apply the companion's metadata",
             Step::UploadUrl => "get upload URL",
             Step::Chunk => "chunk upload",
         })
@@ -120,7 +124,8 @@ pub fn classify(
             | Step::RemoveMarker
             | Step::CheckVideoManager
             | Step::GetVideo
-            | Step::TranscodingStatus,
+            | Step::TranscodingStatus
+            | Step::CompanionMetadata,
             401,
         ) => Disposition::RefreshToken,
         // The account's rights (the caller refreshes the token once first, so a token issued

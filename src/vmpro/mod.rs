@@ -6,6 +6,7 @@ pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod bandwidth;
 pub(crate) mod chunks;
+pub(crate) mod companion_calls;
 pub(crate) mod create;
 pub(crate) mod error;
 pub(crate) mod link;

@@ -22,6 +22,7 @@ mod finish;
 mod http;
 mod install;
 mod lookup;
+mod metadata;
 mod notify;
 mod operate;
 mod packaging;

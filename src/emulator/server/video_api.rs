@@ -143,7 +143,11 @@ pub(super) fn search_videos(
 
 /// The caller's token checked and the VideoManager in the path one the platform knows, or the
 /// answer that refuses the request (401, 400 for a path that is not a number, 404).
-fn known_video_manager(shared: &Shared, headers: &HeaderMap, vm: &str) -> Result<u64, Box<Answer>> {
+pub(super) fn known_video_manager(
+    shared: &Shared,
+    headers: &HeaderMap,
+    vm: &str,
+) -> Result<u64, Box<Answer>> {
     authorize(shared, headers)?;
     let vm_id = parse_decimal::<u64>(vm).ok_or_else(|| Box::new(bad_video_manager(vm)))?;
     if !shared.knows_video_manager(vm_id) {
@@ -326,7 +330,7 @@ pub(super) fn delete_keyword(
     }
 }
 
-fn no_video(video: &str, vm_id: u64) -> Answer {
+pub(super) fn no_video(video: &str, vm_id: u64) -> Answer {
     message(
         StatusCode::NOT_FOUND,
         &format!("video {video:?} not found in video manager {vm_id}"),

@@ -1,0 +1,189 @@
+//! The dispatcher's side of companions (`metadata_file`, see `crate::metadata`): which
+//! metadata a job's create call carries, and the calls after its upload.
+//!
+//! The companion is read when the upload starts and kept in the store, so that a restart
+//! mid-upload applies the same metadata even if the companion changed or went meanwhile. The
+//! intake already held the video back until its companion came (or refused it for an invalid
+//! one); a companion found invalid only now (rewritten since) fails the job the same way.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::release::{Refusal, queue_refused};
+use crate::config::FolderSettings;
+use crate::escape::escaped;
+use crate::metadata::apply::{CompanionCall, calls_after_upload, create_metadata};
+use crate::metadata::{
+    Companion, CompanionMode, OrphanJobXml, Search, find_companion, orphan_job_xmls,
+};
+use crate::store::{Job, JobError, NewJob};
+use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
+use crate::vmpro::error::VmproError;
+
+/// The create call's metadata for `job`, and its companion when it has one. `Err`: the
+/// companion is not valid; the job fails with this error.
+pub(super) fn metadata_for_job(
+    shared: &Arc<Shared>,
+    job: &Job,
+    folder: Option<&FolderSettings>,
+) -> Result<(VideoMetadata, Option<Companion>), JobError> {
+    let folder_metadata = folder.map(|f| f.metadata.clone()).unwrap_or_default();
+    let mode = folder.map_or(CompanionMode::Off, |f| f.companion.mode);
+    if mode == CompanionMode::Off {
+        return Ok((folder_metadata, None));
+    }
+    match shared.store.companion(job.id) {
+        Ok(Some(stored)) => {
+            let metadata = create_metadata(&folder_metadata, &stored.companion.metadata);
+            return Ok((metadata, Some(stored.companion)));
+        }
+        Ok(None) => {}
+        Err(err) => {
+            // Read again from the file below; the upload is not held back for it.
+            shared.store_failed("cannot read the job's companion", &err);
+        }
+    }
+    // The intake waited for it to settle; here it is read as it is.
+    // Beside the video where it was dropped: a shared folder's video is in a claim folder by
+    // now, its companion still where it was.
+    let dropped_at = job.folder.join(&job.rel_path);
+    match find_companion(&dropped_at, Duration::ZERO, SystemTime::now()) {
+        Ok(Search::Found(companion)) => {
+            if let Err(err) = shared.store.record_companion(job.id, &companion) {
+                shared.store_failed("cannot record the job's companion", &err);
+            }
+            let metadata = create_metadata(&folder_metadata, &companion.metadata);
+            for what in &companion.metadata.not_applied {
+                tracing::warn!(file = %escaped(&job.rel_path), "companion {}: not applied: {what}", escaped(&companion.path));
+            }
+            Ok((metadata, Some(companion)))
+        }
+        Ok(Search::Missing | Search::Arriving(_)) => Ok((folder_metadata, None)),
+        Err(err) => Err(JobError {
+            status: None,
+            message: crate::chain(&err),
+            meaning: "the video was not uploaded: fix its companion (or remove it), then move both back with `hotfolder retry`".into(),
+        }),
+    }
+}
+
+/// The calls after the upload for `companion`, recorded for the sidecar (failures also in
+/// the job's events and the log). `Err(Cancelled)`: the agent stops; they are made again when
+/// the job resumes.
+pub(super) async fn apply_after_upload(
+    shared: &Arc<Shared>,
+    job: &Job,
+    platform: &Platform,
+    video_id: &str,
+    companion: &Companion,
+    shutdown: &CancellationToken,
+    observer: &dyn UploadObserver,
+) -> Result<Vec<CompanionCall>, VmproError> {
+    let calls =
+        calls_after_upload(platform, video_id, &companion.metadata, shutdown, observer).await?;
+    for call in calls.iter().filter(|c| !c.ok) {
+        let text = format!(
+            "{} failed: {}; the video stays uploaded without it",
+            call.call,
+            call.error.as_deref().unwrap_or("")
+        );
+        tracing::warn!(file = %escaped(&job.rel_path), video_id, "{text}");
+        if let Err(err) = shared.store.record_event(job.id, "companion", &text) {
+            shared.store_failed("cannot record a companion call", &err);
+        }
+    }
+    if let Err(err) = shared.store.record_companion_calls(job.id, &calls) {
+        shared.store_failed("cannot record the companion's calls", &err);
+    }
+    Ok(calls)
+}
+
+/// How often the watched folders are looked at for job XMLs whose video never came.
+const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How long one sweep of a folder may take (a share that hangs): the next round tries again.
+const ORPHAN_SWEEP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Runs until `stop`: a job XML directly in a folder with companions on that names a video not
+/// there, unchanged for `incomplete_after`, goes to failed/ with the reason, as the FTP ingest
+/// fails a job whose source is missing.
+pub(super) async fn sweep_orphan_job_xmls(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut refused: Vec<Refusal> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ORPHAN_SWEEP_EVERY) => {}
+        }
+        if !shared.store_health.is_writable() {
+            continue;
+        }
+        let folders: Vec<FolderSettings> = shared
+            .settings()
+            .folders
+            .iter()
+            .filter(|f| f.companion.mode != CompanionMode::Off)
+            .cloned()
+            .collect();
+        for folder in folders {
+            let dir = folder.path.clone();
+            let waited = folder.incomplete_after;
+            let found = tokio::time::timeout(
+                ORPHAN_SWEEP_PATIENCE,
+                tokio::task::spawn_blocking(move || {
+                    orphan_job_xmls(&dir, waited, SystemTime::now())
+                }),
+            )
+            .await;
+            let Ok(Ok(orphans)) = found else {
+                continue;
+            };
+            for orphan in orphans {
+                // Its video may be on its way out (moved to done/ a moment before its
+                // companion): a job for it still open means it is not an orphan.
+                if shared
+                    .store
+                    .active_job_for_path(&orphan.video)
+                    .is_ok_and(|job| job.is_some())
+                {
+                    continue;
+                }
+                refused.push(orphan_refusal(&folder, &orphan));
+            }
+        }
+        if !refused.is_empty() {
+            refused = queue_refused(&shared, std::mem::take(&mut refused));
+        }
+    }
+}
+
+fn orphan_refusal(folder: &FolderSettings, orphan: &OrphanJobXml) -> Refusal {
+    let rel_path = orphan
+        .path
+        .strip_prefix(&folder.path)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| orphan.path.clone());
+    let video = escaped(orphan.video.file_name().unwrap_or_default()).to_string();
+    let waited = humantime::format_duration(folder.incomplete_after);
+    Refusal {
+        job: NewJob {
+            folder: folder.path.clone(),
+            path: orphan.path.clone(),
+            rel_path,
+            size: orphan.size,
+            mtime_ns: i64::try_from(orphan.mtime_ns).unwrap_or(i64::MAX),
+            rule: format!("job XML naming {video}, which is not in the folder"),
+        },
+        error: JobError {
+            status: None,
+            message: format!("the job XML names {video}, which did not arrive within {waited}"),
+            meaning: format!(
+                "a job XML is the trigger for the video it names in <source><file>; {video} is not beside it. Deliver the video, then move the XML back with `hotfolder retry`"
+            ),
+        },
+        never_finished: false,
+    }
+}

@@ -1,0 +1,252 @@
+//! The companion at the end of a job: it moves with its video to done/ or failed/ (keeping
+//! its path relative to the watched folder, never overwriting: ` (1)` on a clash), the sidecar
+//! records it (`companion`: file, format, reference, the fields applied, the ones not applied,
+//! the calls after the upload and how each went), and with `result_xml = true`
+//! `<video file name>.xml` is written beside the video in the FTP ingest's result format.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::result_xml::{ResultOutcome, UploadResult};
+use super::{CompanionMode, CompanionRule, companion_path_for};
+use crate::config::FolderSettings;
+use crate::escape::escaped;
+use crate::store::{Job, JobStore, Outcome};
+use crate::vmpro::api::VideoMetadata;
+
+/// What the finish needs of the folder's settings for companions.
+#[derive(Debug, Clone, Default)]
+pub struct CompanionFinish {
+    pub rule: CompanionRule,
+    pub result_xml: bool,
+    /// The folder's metadata, for the result's `videoTitle`.
+    pub folder_metadata: VideoMetadata,
+}
+
+impl CompanionFinish {
+    /// For a job of `folder` (`None`: a folder no longer configured; nothing extra is done).
+    pub fn of(folder: Option<&FolderSettings>) -> CompanionFinish {
+        match folder {
+            Some(folder) => CompanionFinish {
+                rule: folder.companion,
+                result_xml: folder.result_xml,
+                folder_metadata: folder.metadata.clone(),
+            },
+            None => CompanionFinish::default(),
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        self.rule.mode != CompanionMode::Off || self.result_xml
+    }
+}
+
+/// After `job`'s video was moved to `dest` under `base`: moves its companion along and writes
+/// the result XML. Returns the sidecar's fields to add (`companion`, `result_xml`). A failure
+/// here is logged and recorded in those fields, never a reason to keep the video back: the
+/// upload's outcome is already decided.
+pub fn finish_companion(
+    store: &JobStore,
+    job: &Job,
+    base: &Path,
+    dest: &Path,
+    finish: &CompanionFinish,
+    stop: &CancellationToken,
+) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    if !finish.wanted() {
+        return fields;
+    }
+    let stored = match store.companion(job.id) {
+        Ok(stored) => stored,
+        Err(err) => {
+            tracing::warn!(
+                job = job.id,
+                "cannot read the job's companion: {}",
+                crate::chain(&err)
+            );
+            None
+        }
+    };
+    let companion_path = match &stored {
+        Some(stored) => Some(stored.companion.path.clone()),
+        // Where the video was dropped (a claimed video is elsewhere by now).
+        None if finish.rule.mode != CompanionMode::Off => {
+            companion_path_for(&job.folder.join(&job.rel_path))
+        }
+        None => None,
+    };
+    if let Some(path) = companion_path {
+        let moved = move_companion(&path, job, base, stop);
+        let mut record = serde_json::Map::new();
+        record.insert(
+            "file".into(),
+            Value::from(
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        );
+        match moved {
+            Ok(to) => {
+                record.insert(
+                    "moved_to".into(),
+                    Value::from(to.to_string_lossy().into_owned()),
+                );
+            }
+            Err(why) => {
+                tracing::warn!(file = %escaped(&job.rel_path), "{why}");
+                record.insert("moved_to".into(), Value::Null);
+                record.insert("move_error".into(), Value::from(why));
+            }
+        }
+        if let Some(stored) = &stored {
+            let companion = &stored.companion;
+            record.insert("format".into(), json!(companion.format));
+            record.insert("reference".into(), json!(companion.reference));
+            let mut applied = companion.metadata.clone();
+            let not_applied = std::mem::take(&mut applied.not_applied);
+            record.insert("applied".into(), json!(applied));
+            record.insert("not_applied".into(), json!(not_applied));
+            if !not_applied.is_empty() {
+                record.insert(
+                    "warning".into(),
+                    Value::from(format!(
+                        "{} field(s) of the companion were not applied; see not_applied",
+                        not_applied.len()
+                    )),
+                );
+            }
+            record.insert(
+                "calls".into(),
+                json!(stored.calls.clone().unwrap_or_default()),
+            );
+        }
+        fields.insert("companion".into(), Value::Object(record));
+    }
+    if finish.result_xml {
+        let result = upload_result(job, finish, stored.as_ref());
+        match write_result_xml(dest, &result) {
+            Ok(path) => {
+                fields.insert(
+                    "result_xml".into(),
+                    Value::from(path.to_string_lossy().into_owned()),
+                );
+            }
+            Err(err) => {
+                tracing::warn!(file = %escaped(&job.rel_path), "cannot write the result XML beside {}: {err}", escaped(dest));
+            }
+        }
+    }
+    fields
+}
+
+/// Moves the companion to `base` under its path relative to the watched folder; `Ok` with
+/// where it is now (also when an earlier, interrupted finish moved it already).
+fn move_companion(
+    path: &Path,
+    job: &Job,
+    base: &Path,
+    stop: &CancellationToken,
+) -> Result<PathBuf, String> {
+    let Ok(rel) = path.strip_prefix(&job.folder) else {
+        return Err(format!(
+            "the companion {} is not inside the watched folder; it was left where it is",
+            escaped(path)
+        ));
+    };
+    if !path.exists() {
+        return Err(format!(
+            "the companion {} was no longer there to move",
+            escaped(path)
+        ));
+    }
+    crate::finish::move_without_overwrite(path, base, rel, stop).map_err(|err| {
+        format!(
+            "the companion could not be moved with its video: {}",
+            crate::chain(&err)
+        )
+    })
+}
+
+fn upload_result(
+    job: &Job,
+    finish: &CompanionFinish,
+    stored: Option<&crate::store::JobCompanion>,
+) -> UploadResult {
+    let file_name = job
+        .path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let outcome = match (&job.outcome, &job.video_id) {
+        (Some(Outcome::Uploaded), Some(video_id)) => {
+            let metadata = match stored {
+                Some(stored) => super::apply::create_metadata(
+                    &finish.folder_metadata,
+                    &stored.companion.metadata,
+                ),
+                None => finish.folder_metadata.clone(),
+            };
+            ResultOutcome::Success {
+                video_id: video_id.clone(),
+                title: metadata.title_for(&file_name),
+            }
+        }
+        _ => ResultOutcome::Error {
+            message: job
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_else(|| "not uploaded".into()),
+        },
+    };
+    UploadResult {
+        file_name,
+        reference: stored.and_then(|s| s.companion.reference.clone()),
+        job_reference: uuid::Uuid::new_v4().to_string(),
+        outcome,
+    }
+}
+
+/// `<dest's name>.xml` beside it, or `<dest's name> (1).xml`… when that is taken (by the
+/// moved companion `clip.mov.xml`, or an earlier delivery's result).
+fn write_result_xml(dest: &Path, result: &UploadResult) -> std::io::Result<PathBuf> {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".xml");
+    let wanted = dest.with_file_name(name);
+    let text = result.to_xml();
+    for n in 0..1000 {
+        let candidate = crate::finish::numbered(&wanted, n);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(mut file) => {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()?;
+                return Ok(candidate);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(std::io::Error::other("no free name for the result XML"))
+}
+
+/// Where a sidecar says its video's companion was moved (`companion.moved_to`), for `retry`
+/// (which puts it back with the video) and `failed` (which does not list it on its own).
+pub fn companion_moved_to(sidecar: &crate::finish::Sidecar) -> Option<PathBuf> {
+    sidecar
+        .other
+        .get("companion")?
+        .get("moved_to")?
+        .as_str()
+        .map(PathBuf::from)
+}

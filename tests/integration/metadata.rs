@@ -1,0 +1,538 @@
+//! Per-file metadata (`metadata_file`, issue 17) through the real binary against the emulator:
+//! movingimage's FTP ingest job XML (the documentation's sample, with its own values) and the
+//! JSON companion, arriving before, after or never; invalid companions; `result_xml`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hotfolder::Emulator;
+
+use crate::util::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const JOB_NAMESPACE: &str = "http://schemas.video-cdn.net/vmpro/public/v1/ingest/ftp/job.xsd";
+const RESULT_NAMESPACE: &str = "http://schemas.video-cdn.net/vmpro/public/v1/ingest/ftp/result.xsd";
+
+/// The sample job XML of movingimage's FTP ingest documentation (`docs/platform/vmpro/vam/ftp/
+/// xml.md` in `movingimage-evp/documentation`), with its own values.
+const DOCUMENTATION_SAMPLE: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
+<job xmlns="http://schemas.video-cdn.net/vmpro/public/v1/ingest/ftp/job.xsd" reference="abc">
+    <title>FtpImportMetaData</title>
+    <description>Lorem ipsum dolor sit amet, consectetur adipiscing
+elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.
+Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi
+ut aliquip ex ea commodo consequat.</description>
+    <channels>
+        <id>3054</id>
+    </channels>
+    <keywords>
+        <keyword>summer</keyword>
+        <keyword>autumn</keyword>
+    </keywords>
+    <customMetadata>
+        <field name="production company">MGM</field>
+    </customMetadata>
+    <source>
+        <file>video001.mp4</file>
+    </source>
+    <actions>
+        <release>
+            <publish>
+                <period>
+                    <begin>2019-07-01T09:00:00+02:00</begin>
+                    <end>2019-08-01T09:00:00+02:00</end>
+                </period>
+            </publish>
+            <download/>
+        </release>
+        <delete>
+            <time>2019-08-02T09:00:00+02:00</time>
+        </delete>
+    </actions>
+    <still>
+        <file>Chysathemum.jpg</file>
+    </still>
+    <groupId>2233</groupId>
+    <securityPolicyId>950</securityPolicyId>
+    <inform>
+        <email>employee.name@company.com</email>
+    </inform>
+    <ingestActions>
+        <disableAutoDelete>source</disableAutoDelete>
+        <disableAutoDelete>still</disableAutoDelete>
+    </ingestActions>
+</job>
+"#;
+
+fn folder(lines: &str) -> String {
+    format!("stable_for = \"300ms\"\n{lines}")
+}
+
+fn the_video(emulator: &Emulator, file_name: &str) -> hotfolder::VideoRecord {
+    let videos: Vec<_> = emulator
+        .videos()
+        .into_iter()
+        .filter(|v| v.file_name == file_name)
+        .collect();
+    assert_eq!(videos.len(), 1, "{videos:?}");
+    videos.into_iter().next().unwrap_or_else(|| unreachable!())
+}
+
+fn error_text(path: &Path) -> String {
+    let sidecar = sidecar(path);
+    format!(
+        "{} {}",
+        sidecar["error"]["message"].as_str().unwrap_or(""),
+        sidecar["error"]["meaning"].as_str().unwrap_or("")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documentation_sample_job_xml_uploads_its_video_with_every_supported_field() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder(
+            "metadata_file = \"required\"\nresult_xml = true\ntitle = \"folder title\"\nkeywords = [\"folder\"]",
+        ),
+    );
+    let agent = studio.start();
+    // The job XML first, under a name of its own (it names its video in source/file), then the
+    // video; a Premiere project XML beside them is left alone.
+    std::fs::write(studio.inbox.join("upload-job.xml"), DOCUMENTATION_SAMPLE).unwrap();
+    std::fs::write(
+        studio.inbox.join("project.xml"),
+        "<xmeml version=\"5\"><sequence/></xmeml>",
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("video001.mp4"), 40_000, 1);
+    let done = studio.done().join("video001.mp4");
+    eventually(WAIT, "video001.mp4 in done/", || arrived(&done)).await;
+    stop(agent).await;
+
+    let video = the_video(&emulator, "video001.mp4");
+    assert_eq!(video.title.as_deref(), Some("FtpImportMetaData"));
+    assert!(
+        video
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Lorem ipsum dolor"),
+        "{video:?}"
+    );
+    assert_eq!(
+        video.keywords,
+        vec!["summer".to_string(), "autumn".to_string()]
+    );
+    assert_eq!(video.channel, Some(3054));
+    assert_eq!(video.group, Some(2233));
+    assert_eq!(
+        video
+            .custom_metadata
+            .get("production company")
+            .map(String::as_str),
+        Some("MGM")
+    );
+    // A publish *period* is not an immediate publish: no update was sent.
+    assert!(video.updates.is_empty(), "{video:?}");
+
+    // The companion moved with its video; the project file stayed.
+    assert!(studio.done().join("upload-job.xml").exists());
+    assert!(!studio.inbox.join("upload-job.xml").exists());
+    assert!(studio.inbox.join("project.xml").exists());
+
+    let sidecar = sidecar(&done);
+    assert_eq!(sidecar["status"], "uploaded");
+    let companion = &sidecar["companion"];
+    assert_eq!(companion["file"], "upload-job.xml");
+    assert_eq!(companion["format"], "job_xml");
+    assert_eq!(companion["reference"], "abc");
+    assert_eq!(companion["applied"]["title"], "FtpImportMetaData");
+    assert_eq!(companion["applied"]["group"], 2233);
+    assert_eq!(companion["applied"]["channels"][0], 3054);
+    assert_eq!(
+        companion["applied"]["custom_metadata"]["production company"],
+        "MGM"
+    );
+    let not_applied = companion["not_applied"].to_string();
+    for what in [
+        "securityPolicyId 950",
+        "publish/period",
+        "still Chysathemum.jpg",
+        "delete/time",
+        "inform employee.name@company.com",
+    ] {
+        assert!(not_applied.contains(what), "{what} in {not_applied}");
+    }
+    assert!(companion["warning"].as_str().is_some(), "{companion}");
+    assert_eq!(companion["calls"][0]["ok"], true, "{companion}");
+
+    // The result XML, in the FTP ingest's result format.
+    let result_path = studio.done().join("video001.mp4.xml");
+    let result = std::fs::read_to_string(&result_path).expect("result XML written");
+    assert!(result.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<result fileName=\"video001.mp4\" reference=\"abc\" jobReference=\""), "{result}");
+    assert!(
+        result.contains(&format!("xmlns=\"{RESULT_NAMESPACE}\">")),
+        "{result}"
+    );
+    assert!(
+        result.contains("<success>\n        <videoTitle>FtpImportMetaData</videoTitle>\n"),
+        "{result}"
+    );
+    assert!(
+        result.contains(&format!("<video id=\"{}\"/>", video.id)),
+        "{result}"
+    );
+    assert_eq!(
+        sidecar["result_xml"],
+        result_path.to_string_lossy().as_ref()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_a_video_waits_for_its_job_xml_and_goes_once_it_arrives() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    let video = studio.inbox.join("clip.mov");
+    write_file(&video, 30_000, 2);
+    eventually(WAIT, "the wait for the companion logged", || {
+        studio.log_text().contains("waiting for its companion")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(video.exists(), "uploaded without its companion");
+    assert!(emulator.videos().is_empty());
+    // The trigger comes last, as on FTP.
+    let xml = format!(
+        r#"<job xmlns="{JOB_NAMESPACE}"><title>After the video</title><source><file>clip.mov</file></source></job>"#
+    );
+    std::fs::write(studio.inbox.join("clip.xml"), xml).unwrap();
+    let done = studio.done().join("clip.mov");
+    eventually(WAIT, "clip.mov in done/", || arrived(&done)).await;
+    stop(agent).await;
+    assert_eq!(
+        the_video(&emulator, "clip.mov").title.as_deref(),
+        Some("After the video")
+    );
+    assert!(studio.done().join("clip.xml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_a_video_whose_companion_never_comes_goes_to_failed_after_incomplete_after() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"2s\"\nresult_xml = true"),
+    );
+    let agent = studio.start();
+    write_file(&studio.inbox.join("lonely.mov"), 30_000, 3);
+    let failed = studio.failed().join("lonely.mov");
+    eventually(WAIT, "lonely.mov in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    assert!(emulator.videos().is_empty());
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("no companion arrived within 2s"),
+        "{reason}"
+    );
+    let result =
+        std::fs::read_to_string(studio.failed().join("lonely.mov.xml")).expect("result XML");
+    assert!(
+        result.contains("<error>\n        <message>no companion arrived within 2s</message>"),
+        "{result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_a_video_without_companion_goes_after_metadata_wait_with_the_folders_metadata() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"optional\"\nmetadata_wait = \"2s\"\ntitle = \"Folder {stem}\""),
+    );
+    let agent = studio.start();
+    let started = std::time::Instant::now();
+    write_file(&studio.inbox.join("plain.mov"), 30_000, 4);
+    let done = studio.done().join("plain.mov");
+    eventually(WAIT, "plain.mov in done/", || arrived(&done)).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "went before metadata_wait"
+    );
+    stop(agent).await;
+    assert_eq!(
+        the_video(&emulator, "plain.mov").title.as_deref(),
+        Some("Folder plain")
+    );
+    assert!(sidecar(&done).get("companion").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_companion_before_its_video_adds_channels_custom_metadata_and_publishes() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"optional\"\nmetadata_wait = \"1m\""),
+    );
+    let agent = studio.start();
+    std::fs::write(
+        studio.inbox.join("clip.mp4.json"),
+        r#"{"title": "From JSON", "keywords": ["a"], "channels": [11, 12, 13], "group": 7,
+            "custom_metadata": {"season": "2"}, "auto_publish": true, "reference": "ref-1"}"#,
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("clip.mp4"), 30_000, 5);
+    let done = studio.done().join("clip.mp4");
+    eventually(WAIT, "clip.mp4 in done/", || arrived(&done)).await;
+    stop(agent).await;
+    let video = the_video(&emulator, "clip.mp4");
+    assert_eq!(video.title.as_deref(), Some("From JSON"));
+    assert_eq!(video.channel, Some(11));
+    assert_eq!(video.added_channels, vec![12, 13]);
+    assert_eq!(video.group, Some(7));
+    assert_eq!(
+        video.custom_metadata.get("season").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(video.auto_publish, Some(true));
+    assert_eq!(video.updates.len(), 1, "{video:?}");
+    assert!(studio.done().join("clip.mp4.json").exists());
+    let companion = &sidecar(&done)["companion"];
+    assert_eq!(companion["format"], "json");
+    assert_eq!(companion["reference"], "ref-1");
+    let calls: Vec<String> = companion["calls"]
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|c| format!("{} {}", c["call"], c["ok"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        calls,
+        vec![
+            "\"add to channel 12\" true",
+            "\"add to channel 13\" true",
+            "\"set custom metadata season\" true",
+            "\"publish\" true"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_job_xml_or_a_json_with_a_wrong_type_sends_its_video_to_failed_with_the_reason()
+{
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    // source/file with a path, which the schema forbids.
+    std::fs::write(
+        studio.inbox.join("bad.xml"),
+        format!(r#"<job xmlns="{JOB_NAMESPACE}"><source><file>sub/bad.mov</file></source></job>"#),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("bad.mov"), 30_000, 6);
+    // A DOCTYPE with an entity.
+    std::fs::write(
+        studio.inbox.join("entity.xml"),
+        format!(r#"<!DOCTYPE job [<!ENTITY e "x">]><job xmlns="{JOB_NAMESPACE}"><title>&e;</title><source><file>entity.mov</file></source></job>"#),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("entity.mov"), 30_000, 7);
+    // channels as text, not a list.
+    std::fs::write(
+        studio.inbox.join("typed.mov.json"),
+        r#"{"channels": "3054"}"#,
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("typed.mov"), 30_000, 8);
+
+    for (video, expected) in [
+        ("bad.mov", "it must be a file name without / or \\"),
+        ("entity.mov", "DOCTYPE"),
+        (
+            "typed.mov",
+            "`channels`: expected a list of channel ids, found text \"3054\"",
+        ),
+    ] {
+        let failed = studio.failed().join(video);
+        eventually(WAIT, &format!("{video} in failed/"), || arrived(&failed)).await;
+        let reason = error_text(&failed);
+        assert!(reason.contains(expected), "{video}: {reason}");
+        assert!(reason.contains("hotfolder retry"), "{video}: {reason}");
+    }
+    stop(agent).await;
+    assert!(
+        emulator.videos().is_empty(),
+        "nothing is created for an invalid companion"
+    );
+    // Each companion went to failed/ with its video.
+    for companion in ["bad.xml", "entity.xml", "typed.mov.json"] {
+        assert!(studio.failed().join(companion).exists(), "{companion}");
+    }
+    // `failed` lists the videos, not their companions; `retry` puts both back.
+    let listed = run(hotfolder()
+        .arg("failed")
+        .arg("--json")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let mut names: Vec<String> = listed
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| f["rel_path"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    assert_eq!(names, vec!["bad.mov", "entity.mov", "typed.mov"]);
+    let retried = run(hotfolder()
+        .arg("retry")
+        .arg("--config")
+        .arg(&studio.config)
+        .arg(studio.failed().join("typed.mov")))
+    .await;
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    assert!(
+        text(&retried.stderr).contains("its companion went back too"),
+        "{}",
+        text(&retried.stderr)
+    );
+    assert!(studio.inbox.join("typed.mov").exists());
+    assert!(studio.inbox.join("typed.mov.json").exists());
+    assert!(!studio.failed().join("typed.mov.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_upload_applies_the_companion_the_upload_started_with() {
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let video = studio.inbox.join("long.mxf");
+    let companion = studio.inbox.join("long.mxf.json");
+    std::fs::write(
+        &companion,
+        r#"{"title": "First", "channels": [5, 6], "custom_metadata": {"take": "1"}}"#,
+    )
+    .unwrap();
+    std::fs::write(&video, export(&video, 12 * 1024 * 1024, 9)).unwrap();
+    let mut agent = studio.start();
+    eventually(WAIT, "some chunks received", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 3)
+    })
+    .await;
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    // Rewritten while the agent was down: the upload keeps what it started with.
+    std::fs::write(
+        &companion,
+        r#"{"title": "Second", "channels": [7], "custom_metadata": {"take": "2"}}"#,
+    )
+    .unwrap();
+    let agent = studio.start();
+    let done = studio.done().join("long.mxf");
+    eventually(WAIT, "long.mxf in done/", || arrived(&done)).await;
+    stop(agent).await;
+    let record = the_video(&emulator, "long.mxf");
+    assert_eq!(record.title.as_deref(), Some("First"));
+    assert_eq!(record.channel, Some(5));
+    assert_eq!(record.added_channels, vec![6]);
+    assert_eq!(
+        record.custom_metadata.get("take").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(sidecar(&done)["companion"]["applied"]["title"], "First");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_xml_naming_a_video_that_never_comes_goes_to_failed_with_the_reason() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"2s\""),
+    );
+    let agent = studio.start();
+    std::fs::write(
+        studio.inbox.join("job.xml"),
+        format!(r#"<job xmlns="{JOB_NAMESPACE}"><source><file>missing.mp4</file></source></job>"#),
+    )
+    .unwrap();
+    let failed = studio.failed().join("job.xml");
+    eventually(WAIT, "job.xml in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("the job XML names missing.mp4, which did not arrive within 2s"),
+        "{reason}"
+    );
+    assert!(emulator.videos().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_after_the_upload_is_recorded_and_the_video_is_not_uploaded_again() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    // A <field> without a name, which the schema allows and the platform refuses (400).
+    std::fs::write(
+        studio.inbox.join("clip.xml"),
+        format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>clip.mov</file></source><channels><id>1</id><id>2</id></channels><customMetadata><field>nameless</field></customMetadata></job>"#
+        ),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("clip.mov"), 30_000, 10);
+    let done = studio.done().join("clip.mov");
+    eventually(WAIT, "clip.mov in done/", || arrived(&done)).await;
+    stop(agent).await;
+    let video = the_video(&emulator, "clip.mov");
+    assert!(video.complete);
+    assert_eq!(video.added_channels, vec![2]);
+    assert!(video.custom_metadata.is_empty());
+    let sidecar = sidecar(&done);
+    assert_eq!(sidecar["status"], "uploaded");
+    let calls = &sidecar["companion"]["calls"];
+    assert_eq!(calls[0]["ok"], true, "{calls}");
+    assert_eq!(calls[1]["ok"], false, "{calls}");
+    assert!(
+        calls[1]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("custom metadata field without a name"),
+        "{calls}"
+    );
+    let events = sidecar["events"].to_string();
+    assert!(
+        events.contains("the video stays uploaded without it"),
+        "{events}"
+    );
+}
