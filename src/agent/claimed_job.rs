@@ -87,7 +87,7 @@ pub(super) async fn take(
             Claimed::Ended
         }
         Err(err) => {
-            let why = format!("{}", chain(&err));
+            let why = chain(&err).to_string();
             tracing::warn!(file = %name, "{why}; trying again once the file is looked at again");
             if let Err(err) = shared.store.pause_changed(
                 job.id,

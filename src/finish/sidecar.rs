@@ -153,7 +153,7 @@ fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temp = dir.join(fit_name(
         ".",
         name,
-        &format!("{}{TEMP_SUFFIX}", super::agent_suffix()),
+        format!("{}{TEMP_SUFFIX}", super::agent_suffix()),
     ));
     let written = (|| {
         match fs::remove_file(&temp) {

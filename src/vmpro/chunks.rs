@@ -553,8 +553,6 @@ pub async fn upload_file(
     Ok(report)
 }
 
-/// Sends chunk `index` until it is accepted, acting on each answer.
-#[allow(clippy::too_many_arguments)]
 /// Stops the upload, as a cancellation does, when the observer says it may not go on (another
 /// agent took the file over).
 fn may_continue(observer: &dyn UploadObserver) -> Result<(), VmproError> {
@@ -565,6 +563,8 @@ fn may_continue(observer: &dyn UploadObserver) -> Result<(), VmproError> {
     }
 }
 
+/// Sends chunk `index` until it is accepted, acting on each answer.
+#[allow(clippy::too_many_arguments)]
 async fn send_chunk(
     platform: &Platform,
     video_id: &str,
