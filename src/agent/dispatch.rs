@@ -882,6 +882,7 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
         shared.counters.file_finished(uploaded);
         if let Some(claim) = &claim {
             shared.holds.end(claim, true);
+            super::markers::clear_soon(shared, id);
         }
     }
     let failure = match outcome {

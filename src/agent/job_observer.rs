@@ -139,7 +139,10 @@ impl UploadObserver for JobObserver {
         self.log_store_error("the video id", recorded);
     }
     fn video_on_record(&self) -> bool {
-        self.video_recorded.load(Ordering::Relaxed)
+        // A claimed file's marker stays on until the file is moved (see `markers::clear_soon`):
+        // an agent that takes the claim over finds the video by it, and so knows the video in
+        // the claim record is really this file's.
+        self.claim.is_none() && self.video_recorded.load(Ordering::Relaxed)
     }
     fn marker_removed(&self) {
         self.log_store_error(

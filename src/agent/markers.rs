@@ -85,6 +85,31 @@ async fn sweep_once(shared: &Shared, shutdown: &CancellationToken, warned: &mut 
     }
 }
 
+/// Takes a finished job's marker off the platform now rather than at the next sweep (a
+/// claimed file's marker stays on its video until the file is in done/ or failed/: it is how
+/// an agent that takes the claim over proves the video is the file's). A failure is left to
+/// the sweep.
+pub(super) fn clear_soon(shared: &Arc<Shared>, id: i64) {
+    let shared = shared.clone();
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
+        let Ok(job) = shared.store.job(id) else {
+            return;
+        };
+        if job.marker.is_none() {
+            return;
+        }
+        let platform = shared.platform();
+        if clear_on_platform(&platform, &job, &shared.stop)
+            .await
+            .is_ok()
+            && let Err(err) = shared.store.clear_marker(id)
+        {
+            tracing::debug!(job = id, "state store: {}", chain(&err));
+        }
+    });
+}
+
 /// Takes the job's marker off the platform: off its video, or, for a job that ended while a
 /// create's outcome was unknown, off whatever video that create made (reported: nobody
 /// uploaded into it).

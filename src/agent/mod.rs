@@ -364,6 +364,11 @@ pub async fn run(
     #[cfg(debug_assertions)]
     stuck_thread_for_tests();
     let mut upkeep = tokio::spawn(housekeeping::run(shared.clone(), stop.clone()));
+    // Which folders another agent keeps is known before anything is recovered or watched.
+    share_keeper::round(&shared);
+    shared
+        .tasks
+        .spawn(share_keeper::run(shared.clone(), stop.clone()));
     recover(&shared);
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -373,11 +378,6 @@ pub async fn run(
     // Files an earlier run was watching settle (it was killed): this run's trackers start
     // empty, and find them again with the first scan.
     clear_settling(&shared.store);
-    // Which folders another agent keeps is known before any is watched.
-    share_keeper::round(&shared);
-    shared
-        .tasks
-        .spawn(share_keeper::run(shared.clone(), stop.clone()));
     let missing = intake.watch_all(&shared, &mut watcher)?;
     // A folder watched now that was missing when the agent stopped is back.
     let watched: Vec<PathBuf> = folders
@@ -600,12 +600,14 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// interrupted, as tasks of their own so that READY does not wait for a copy. The temp files a
 /// kill left in done/ and failed/ are cleared in the background first; moves wait for that.
 fn recover(shared: &Arc<Shared>) {
-    // In a shared folder, other agents' copies may be under way: only this agent's go.
+    // In a shared folder, other agents' copies may be under way: only this agent's go. A
+    // folder another agent keeps is that agent's to clear.
     let tag = shared.holds.agent().tag().to_owned();
     let dirs: Vec<(PathBuf, bool)> = shared
         .settings()
         .folders
         .iter()
+        .filter(|f| shared.holds.refusal(&f.path).is_none())
         .flat_map(|f| {
             [
                 (f.done_dir.clone(), f.shared),

@@ -362,16 +362,19 @@ fn adopt_own(shared: &Arc<Shared>, folder: &Path, record_path: &Path) {
     else {
         return;
     };
-    let record = match (Claim {
+    let unread = Claim {
         file: PathBuf::new(),
         record: record_path.to_path_buf(),
-    })
-    .read()
-    {
+    };
+    let record = match unread.read() {
         Ok(record) => record,
+        Err(ClaimError::Lost) => return,
         Err(err) => {
-            tracing::warn!(path = %escaped(record_path), "a claim record of this agent cannot be read: {}", chain(&err));
-            return;
+            let fresh = claim::unreadable_record(shared.holds.agent, folder, &key, &err);
+            if unread.update(&fresh).is_err() {
+                return;
+            }
+            fresh
         }
     };
     let file = claim::find_claimed_file(folder, &key).ok().flatten();
@@ -441,10 +444,22 @@ fn adopt(
         mtime_ns: i64::try_from(mtime_ns).unwrap_or(i64::MAX),
         rule: why.to_owned(),
     };
+    // The record's video is trusted only through its marker keyword: the video that carries
+    // it is the file's (a record written by hand could name anyone's video). Without a marker
+    // (`tag_videos = false`) the video id is taken when the size matches.
+    let (video_id, create_sent) = match (&record.video_id, &record.marker) {
+        (Some(_), Some(_)) => (None, true),
+        (Some(video), None) if record.size == meta.len() => (Some(video.clone()), false),
+        (Some(_), None) => {
+            tracing::warn!(file = %escaped(&rel_path), "the claim record's size does not match its file; its video is not resumed, a new one is made");
+            (None, false)
+        }
+        (None, _) => (None, record.create_sent),
+    };
     let upload = ClaimedUpload {
-        video_id: record.video_id.clone(),
+        video_id,
         marker: record.marker.clone(),
-        create_sent: record.create_sent,
+        create_sent,
         video_manager_id: record.video_manager_id,
         next_chunk: record.next_chunk,
         total_chunks: record.total_chunks,

@@ -183,13 +183,18 @@ pub fn claim(
         record: dir.join(format!("{key}.{RECORD_SUFFIX}")),
     };
     let record = ClaimRecord::new(agent, rel_path, size);
-    {
+    let written = (|| {
         use std::io::Write as _;
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&claim.record)?;
-        out.write_all(&record.bytes())?;
+        out.write_all(&record.bytes())
+    })();
+    if let Err(err) = written {
+        // A record cut short (a full disk) must not be left for other agents to trip over.
+        claim.release();
+        return Err(ClaimError::Io(err));
     }
     match std::fs::rename(file, &claim.file) {
         Ok(()) => Ok((claim, record)),
@@ -255,6 +260,9 @@ pub fn stale_claims(
 /// Every claim record in `folder`: (owner, record path).
 pub fn records(folder: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     let root = claims_dir(folder);
+    if !super::real_dir(&share_dir(folder)) || !super::real_dir(&root) {
+        return Ok(Vec::new());
+    }
     let owners = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -318,7 +326,12 @@ pub fn take_over(
         .unwrap_or_default()
         .to_owned();
     let (bytes, _) = read_small(&record_path)?;
-    let mut record = ClaimRecord::parse(&bytes)?;
+    let mut record = match ClaimRecord::parse(&bytes) {
+        Ok(record) => record,
+        // Cut short by a kill or a full disk, or written by hand: its file (if any) goes on
+        // under its claimed name rather than circulating between agents for ever.
+        Err(err) => unreadable_record(agent, folder, &key, &err),
+    };
     let from = std::mem::replace(&mut record.agent, agent.id.clone());
     record.host = agent.host.clone();
     record.pid = std::process::id();
@@ -363,9 +376,37 @@ pub fn take_over(
     }))
 }
 
+/// A fresh record for a claim whose record cannot be read: the file keeps its claimed name
+/// (`<key>.<suffix>`), as nothing says what it was called; no video is known.
+pub fn unreadable_record(
+    agent: &AgentId,
+    folder: &Path,
+    key: &str,
+    why: &ClaimError,
+) -> ClaimRecord {
+    let file = find_claimed_file(folder, key).ok().flatten();
+    let name = file
+        .as_ref()
+        .and_then(|f| f.file_name())
+        .map_or_else(|| PathBuf::from(format!("{key}.file")), PathBuf::from);
+    let size = file
+        .as_ref()
+        .and_then(|f| std::fs::symlink_metadata(f).ok())
+        .map_or(0, |meta| meta.len());
+    tracing::warn!(
+        folder = %crate::escape::escaped(folder),
+        "the claim record {key}.{RECORD_SUFFIX} cannot be read ({why}); its file goes on as {}",
+        crate::escape::escaped(&name)
+    );
+    ClaimRecord::new(agent, &name, size)
+}
+
 /// The claimed file of `key`, in whichever claim folder it is.
 pub fn find_claimed_file(folder: &Path, key: &str) -> io::Result<Option<PathBuf>> {
     let root = claims_dir(folder);
+    if !super::real_dir(&share_dir(folder)) || !super::real_dir(&root) {
+        return Ok(None);
+    }
     let owners = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -373,6 +414,9 @@ pub fn find_claimed_file(folder: &Path, key: &str) -> io::Result<Option<PathBuf>
     };
     let prefix = format!("{key}.");
     for owner in owners.flatten() {
+        if !owner.file_type().is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(owner.path()) else {
             continue;
         };

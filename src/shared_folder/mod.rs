@@ -193,11 +193,25 @@ pub(crate) fn nanos(time: SystemTime) -> i128 {
     }
 }
 
-/// How long before `now_ns` the time `then_ns` was (zero for a time after it), both by the
-/// file server's clock.
+/// How far in the future a timestamp on the share may be and still count: every agent's
+/// times come from the one file server, so more than this is a hand-set mtime or a server
+/// clock that stepped back, and must not keep a claim or presence alive for ever.
+const FUTURE_SLACK_NS: i128 = 10_000_000_000;
+
+/// How long before `now_ns` the time `then_ns` was, both by the file server's clock: zero for a
+/// time just after it, and "for ever" for one far in the future (see [`FUTURE_SLACK_NS`]).
 pub(crate) fn age(now_ns: i128, then_ns: i128) -> Duration {
+    if then_ns > now_ns.saturating_add(FUTURE_SLACK_NS) {
+        return Duration::MAX;
+    }
     let ns = now_ns.saturating_sub(then_ns).max(0);
     Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// Whether `path` is a folder itself, not a link to one: claims are never listed, taken or
+/// moved through a link swapped in under `.hotfolder/`.
+pub(crate) fn real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())
 }
 
 /// Reads a small JSON file (a presence or a record): at most 64 KiB, never through a link.
@@ -337,8 +351,9 @@ mod tests {
     }
 
     #[test]
-    fn ages_are_never_negative() {
+    fn ages_are_never_negative_and_far_future_times_are_stale() {
         assert_eq!(age(10, 20), Duration::ZERO);
+        assert_eq!(age(0, 3_600_000_000_000), Duration::MAX);
         assert_eq!(age(3_000_000_000, 1_000_000_000), Duration::from_secs(2));
     }
 }

@@ -23,6 +23,10 @@ pub struct PresenceRecord {
     pub since_ns: i128,
     /// Its version, for a person reading the file.
     pub version: String,
+    /// Random per run: a presence of this agent's id rewritten with another nonce is a second
+    /// process running with the same id (a state dir copied to another machine).
+    #[serde(default)]
+    pub nonce: u64,
 }
 
 /// Another agent's presence as seen now.
@@ -50,13 +54,21 @@ pub enum Verdict {
     Ours { others: Vec<SeenAgent> },
     /// No: `holder` came first, and one of the two does not share the folder.
     Refused { holder: SeenAgent },
+    /// No: another process runs with this agent's id (host, pid): both would upload.
+    Twin { host: String, pid: u32 },
 }
 
 impl Verdict {
     /// Why the folder is not watched, in words for the log and `status`.
     pub fn refusal(&self, shared: bool) -> Option<String> {
-        let Verdict::Refused { holder } = self else {
-            return None;
+        let holder = match self {
+            Verdict::Ours { .. } => return None,
+            Verdict::Twin { host, pid } => {
+                return Some(format!(
+                    "another hotfolder agent runs with this agent's id (host {host}, pid {pid}): was the state dir copied from another machine? Stop one of them and delete its agent-id file in the state dir"
+                ));
+            }
+            Verdict::Refused { holder } => holder,
         };
         let advice = if shared {
             "it does not share the folder; set shared = true on both agents"
@@ -79,6 +91,8 @@ pub struct FolderPresence {
     lease: Duration,
     /// The last renewal that worked, by the local monotonic clock.
     last_renewed: Option<std::time::Instant>,
+    /// When another process was last seen writing this agent's presence, and who it was.
+    twin: Option<(std::time::Instant, String, u32)>,
 }
 
 impl FolderPresence {
@@ -94,9 +108,11 @@ impl FolderPresence {
                 shared,
                 since_ns: i128::MAX,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                nonce: rand::random(),
             },
             lease,
             last_renewed: None,
+            twin: None,
         }
     }
 
@@ -117,13 +133,21 @@ impl FolderPresence {
             .and_then(Path::parent)
             .unwrap_or(Path::new("/"));
         super::make_inside(folder, &[super::SHARE_DIR, "agents"])?;
-        let previous = read_small(&self.path).ok().map(|(bytes, mtime)| {
-            let since = serde_json::from_slice::<PresenceRecord>(&bytes)
+        let previous_record = read_small(&self.path).ok().map(|(bytes, mtime)| {
+            let record = serde_json::from_slice::<PresenceRecord>(&bytes)
                 .ok()
-                .filter(|record| record.agent == self.me.agent)
-                .map(|record| record.since_ns);
-            (since, mtime)
+                .filter(|record| record.agent == self.me.agent);
+            (record, mtime)
         });
+        // Rewritten by someone else since this process's last renewal: a twin runs.
+        if self.last_renewed.is_some()
+            && let Some((Some(record), _)) = &previous_record
+            && record.nonce != self.me.nonce
+        {
+            self.twin = Some((std::time::Instant::now(), record.host.clone(), record.pid));
+        }
+        let previous =
+            previous_record.map(|(record, mtime)| (record.map(|record| record.since_ns), mtime));
         // Until the server's clock says whether the stay goes on, the file says "newest": for
         // a moment this agent may look junior to the others, never senior.
         let unsure = self
@@ -165,6 +189,14 @@ impl FolderPresence {
     /// The other agents on the folder whose presence is fresh (renewed within a lease), and
     /// the verdict. `now` is what [`FolderPresence::renew`] returned.
     pub fn verdict(&self, now: i128) -> io::Result<Verdict> {
+        if let Some((seen, host, pid)) = &self.twin
+            && seen.elapsed() <= self.lease
+        {
+            return Ok(Verdict::Twin {
+                host: host.clone(),
+                pid: *pid,
+            });
+        }
         let others = present_agents(&self.agents_dir, now)?
             .into_iter()
             .filter(|seen| seen.record.agent != self.me.agent && seen.age <= self.lease)
@@ -269,6 +301,21 @@ mod tests {
         second.reconfigure(false, lease);
         let now = second.renew().unwrap();
         assert!(matches!(second.verdict(now).unwrap(), Verdict::Ours { .. }));
+    }
+
+    #[test]
+    fn two_processes_with_one_agent_id_both_give_the_folder_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Duration::from_secs(60);
+        let mut one = FolderPresence::new(dir.path(), &agent("a-1"), true, lease);
+        let mut clone = FolderPresence::new(dir.path(), &agent("a-1"), true, lease);
+        one.renew().unwrap();
+        clone.renew().unwrap();
+        let now = one.renew().unwrap();
+        let why = one.verdict(now).unwrap().refusal(true).unwrap();
+        assert!(why.contains("runs with this agent's id"), "{why}");
+        let now = clone.renew().unwrap();
+        assert!(matches!(clone.verdict(now).unwrap(), Verdict::Twin { .. }));
     }
 
     #[test]
