@@ -388,12 +388,25 @@ pub fn write_text(
             )?,
             _ => writeln!(
                 out,
-                "gone       {}  {name}  (it disappeared before it was uploaded)",
-                clock.show(at)
+                "gone       {}  {name}  ({})",
+                clock.show(at),
+                gone_reason(job)
             )?,
         }
     }
     Ok(())
+}
+
+/// Why a job ended without its file being moved: what its `gone` event says (another agent
+/// claimed it, it was replaced...), or that it disappeared.
+pub fn gone_reason(job: &Job) -> &str {
+    job.events
+        .iter()
+        .rev()
+        .find(|event| event.event == "gone")
+        .map_or("it disappeared before it was uploaded", |event| {
+            event.detail.as_str()
+        })
 }
 
 /// What the platform last said about a followed video's transcoding, in words.

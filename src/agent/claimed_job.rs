@@ -105,7 +105,7 @@ pub(super) async fn take(
 /// Another agent took the claim of job `id` over: the job ends here, quietly (that agent
 /// uploads the file, on the same video).
 pub(super) fn taken_over(shared: &Shared, id: i64, name: &str) {
-    tracing::warn!(file = %name, job = id, "another agent took this file's claim over (this agent did not renew it in time); it continues the upload there, on the same video");
+    tracing::warn!(file = %name, job = id, "this file's claim is no longer this agent's: another agent took it over (this agent did not renew it in time) and continues the upload on the same video, or someone changed .hotfolder/ by hand");
     // The marker keyword is the new owner's now (it may be how it finds the video): this
     // agent's sweep of finished jobs' markers must leave it alone.
     if let Err(err) = shared.store.clear_marker(id) {
@@ -113,7 +113,7 @@ pub(super) fn taken_over(shared: &Shared, id: i64, name: &str) {
     }
     if let Err(err) = shared.store.forget(
         id,
-        "another agent took the claim over and continues the upload on the same video",
+        "the claim was taken over by another agent (which continues the upload on the same video) or removed by hand",
     ) {
         shared.store_failed(&format!("cannot forget job {id}"), &err);
     }

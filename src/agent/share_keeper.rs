@@ -250,18 +250,35 @@ pub(super) fn round(shared: &Arc<Shared>) {
                 .presence
                 .renew()
                 .and_then(|now| Ok((now, hold.presence.verdict(now)?)));
-            let now = match verdict {
+            let refusal = match verdict {
                 Ok((now, verdict)) => {
                     hold.io_warned = false;
-                    let refusal = verdict.refusal(hold.shared);
-                    if refusal.is_none() && hold.refusal.is_some() {
-                        tracing::info!(folder = %escaped(path), "the agent that kept this folder is gone (or gave way): this agent watches it now");
+                    let mut refusal = verdict.refusal(hold.shared);
+                    if hold.shared && refusal.is_none() {
+                        // Claims need a folder of this agent's under .hotfolder/claims, never
+                        // reached through a link: without it every claim would fail, again
+                        // and again.
+                        let mine = [crate::shared_folder::SHARE_DIR, "claims", &holds.agent.id];
+                        match crate::shared_folder::make_inside(path, &mine) {
+                            Ok(_) => keep_claims.push((path.clone(), now, *lease)),
+                            Err(err) => {
+                                refusal = Some(format!(
+                                    "this agent cannot keep its claims in {} ({err}), which a shared folder needs",
+                                    escaped(&crate::shared_folder::claim::claims_dir(path))
+                                ));
+                            }
+                        }
                     }
-                    hold.refusal = refusal;
-                    now
+                    refusal
                 }
                 // A folder that is not there: the intake says so.
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                // A shared folder cannot be shared without writing in it: claiming would fail
+                // for every file, again and again.
+                Err(err) if hold.shared => Some(format!(
+                    "this agent cannot write its presence in {} ({err}), which a shared folder needs",
+                    escaped(&crate::shared_folder::share_dir(path))
+                )),
                 Err(err) => {
                     if !std::mem::replace(&mut hold.io_warned, true) {
                         tracing::warn!(
@@ -270,12 +287,13 @@ pub(super) fn round(shared: &Arc<Shared>) {
                             escaped(&crate::shared_folder::share_dir(path))
                         );
                     }
-                    continue;
+                    None
                 }
             };
-            if hold.shared && hold.refusal.is_none() {
-                keep_claims.push((path.clone(), now, *lease));
+            if refusal.is_none() && hold.refusal.is_some() {
+                tracing::info!(folder = %escaped(path), "the folder can be watched again (the agent that kept it is gone, or what stood in the way was mended): this agent watches it now");
             }
+            hold.refusal = refusal;
         }
     }
     for (folder, now, lease) in keep_claims {

@@ -385,7 +385,7 @@ fn write_recent(out: &mut String, snapshot: &StatusSnapshot, clock: &ReportClock
             _ => (
                 "muted",
                 "gone",
-                "it disappeared before it was uploaded".to_owned(),
+                crate::status_report::gone_reason(job).to_owned(),
             ),
         };
         let moved_to = job

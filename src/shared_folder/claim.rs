@@ -516,4 +516,28 @@ mod tests {
         assert!(matches!(held.update(&record), Err(ClaimError::Lost)));
         assert!(!held.file.exists());
     }
+
+    #[test]
+    fn an_unreadable_stale_record_is_taken_once_and_its_file_goes_on_under_its_claimed_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = claims_dir(dir.path()).join("dead-1");
+        std::fs::create_dir_all(&owner).unwrap();
+        std::fs::write(owner.join("aaaa.claim"), b"{\"agent\": 5, garbage").unwrap();
+        std::fs::write(owner.join("aaaa.mov"), b"video").unwrap();
+        let now = super::super::nanos(std::time::SystemTime::now()) + 10_000_000_000;
+        let stale = stale_claims(dir.path(), "b-2", now, Duration::from_secs(3)).unwrap();
+        let taken = take_over(dir.path(), &agent("b-2"), &stale[0])
+            .unwrap()
+            .unwrap();
+        assert!(taken.file_found);
+        assert_eq!(
+            taken.record.rel_path().as_deref(),
+            Some(Path::new("aaaa.mov"))
+        );
+        assert!(
+            taken.claim.is_held_by("b-2"),
+            "the record is readable again"
+        );
+        assert_eq!(taken.record.video_id, None);
+    }
 }

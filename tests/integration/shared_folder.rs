@@ -245,7 +245,7 @@ async fn an_agent_stopped_mid_upload_has_its_claim_taken_over_and_the_upload_con
     stalled.stopped_until = None;
     says(
         &stalled,
-        "another agent took this file's claim over",
+        "this file's claim is no longer this agent's",
         Duration::from_secs(20),
     )
     .await;
@@ -262,6 +262,18 @@ async fn an_agent_stopped_mid_upload_has_its_claim_taken_over_and_the_upload_con
     assert!(claimed(&inbox).is_empty(), "{:?}", claimed(&inbox));
     let status = taker.status_text().await;
     assert!(status.contains("agents on"), "{status}");
+    // The marker keyword, kept on while the file was claimed (how the taker knew the video was
+    // the file's), comes off once the file is in done/.
+    eventually(
+        Duration::from_secs(20),
+        "the marker keyword off the video",
+        || {
+            emulator
+                .video(&video.id)
+                .is_some_and(|v| !v.keywords.iter().any(|k| k.starts_with("hotfolder-")))
+        },
+    )
+    .await;
     stalled.kill().await;
     taker.kill().await;
 }
@@ -482,4 +494,134 @@ async fn three_agents_on_three_sshfs_mounts_of_one_share_upload_every_file_once(
     let server = share.server.clone();
     three_agents_upload_every_file_once(&server, mounts, 16).await;
     drop(share);
+}
+
+/// A stale claim record written by hand in `folder`'s claim folder of a dead agent `owner`,
+/// with its file: `video_id` and `marker` as given; both made an hour old.
+fn plant_claim(
+    folder: &Path,
+    owner: &str,
+    rel_path: &str,
+    video_id: &str,
+    marker: &str,
+    seed: u64,
+) -> String {
+    let dir = folder.join(".hotfolder/claims").join(owner);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dddddddddddddddd.mp4");
+    let sha = write_file(&file, 200_000, seed);
+    let size = std::fs::metadata(&file).unwrap().len();
+    let record = serde_json::json!({
+        "agent": owner, "host": "gone", "pid": 1,
+        "rel_path": rel_path, "rel_path_hex": hex::encode(rel_path),
+        "size": size, "video_id": video_id, "marker": marker, "create_sent": false,
+        "video_manager_id": 12345, "next_chunk": 1, "total_chunks": null, "chunk_size": null,
+    });
+    let record_path = dir.join("dddddddddddddddd.claim");
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    for path in [&file, &record_path] {
+        let status = std::process::Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    sha
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_record_written_by_hand_cannot_send_its_file_into_another_files_video() {
+    let emulator = emulator(|_| {}).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut agent = Agent::new(
+        base.path(),
+        "agent",
+        &emulator,
+        &inbox,
+        "shared = true\nclaim_lease = \"2s\"",
+    );
+    agent.start();
+    let first = write_file(&inbox.join("first.mp4"), 300_000, 1);
+    eventually(Duration::from_secs(30), "first.mp4 in done/", || {
+        arrived(&inbox.join("done/first.mp4"))
+    })
+    .await;
+    let victim = emulator.videos()[0].clone();
+    assert_eq!(victim.sha256.as_deref(), Some(first.as_str()));
+    // A record naming first.mp4's video, with a marker that video does not carry.
+    let planted = plant_claim(
+        &inbox,
+        "vm-dead0002",
+        "hijack.mp4",
+        &victim.id,
+        "hotfolder-not-its-marker",
+        2,
+    );
+    eventually(Duration::from_secs(30), "hijack.mp4 in done/", || {
+        arrived(&inbox.join("done/hijack.mp4"))
+    })
+    .await;
+    let still = emulator.video(&victim.id).unwrap();
+    assert_eq!(
+        still.sha256.as_deref(),
+        Some(first.as_str()),
+        "first.mp4's video untouched"
+    );
+    assert_eq!(still.restarts, 0);
+    let side = sidecar(&inbox.join("done/hijack.mp4"));
+    assert_ne!(side["video_id"], victim.id.as_str());
+    assert_eq!(side["sha256"], planted);
+    assert_eq!(emulator.videos().len(), 2);
+    agent.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_reached_through_a_link_under_hotfolder_are_never_taken() {
+    let emulator = emulator(|_| {}).await;
+    let base = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(base.path()).unwrap();
+    let inbox = root.join("inbox");
+    let outside = root.join("outside");
+    std::fs::create_dir_all(inbox.join(".hotfolder")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // Someone points .hotfolder/claims at a folder elsewhere, with a stale "claim" in it.
+    std::os::unix::fs::symlink(&outside, inbox.join(".hotfolder/claims")).unwrap();
+    plant_claim(
+        &root.join("fake"),
+        "vm-dead0003",
+        "secret.mp4",
+        "x",
+        "hotfolder-x",
+        3,
+    );
+    std::fs::rename(
+        root.join("fake/.hotfolder/claims/vm-dead0003"),
+        outside.join("vm-dead0003"),
+    )
+    .unwrap();
+    let mut agent = Agent::new(
+        base.path(),
+        "agent",
+        &emulator,
+        &inbox,
+        "shared = true\nclaim_lease = \"2s\"",
+    );
+    agent.start();
+    let dropped = write_file(&inbox.join("clip.mp4"), 300_000, 4);
+    says(&agent, "not watching the folder", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing is taken from outside, and the folder's own file stays where it was dropped
+    // (the folder cannot be shared through a link: it is refused, and says why).
+    assert!(outside.join("vm-dead0003/dddddddddddddddd.mp4").exists());
+    assert!(emulator.videos().is_empty());
+    assert_eq!(
+        sha256_hex(&std::fs::read(inbox.join("clip.mp4")).unwrap()),
+        dropped
+    );
+    let log = agent.log_text();
+    assert!(log.contains("is a link, not a folder"), "{log}");
+    agent.kill().await;
 }

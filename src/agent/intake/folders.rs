@@ -271,7 +271,9 @@ impl Intake {
         folder.limit_retry_at = None;
         folder.limit_seen = None;
         watcher.unwatch(&folder.spec.root);
-        if first {
+        if first && shared.holds.refusal(&folder.spec.root).as_deref() == Some(why.as_str()) {
+            tracing::error!(folder = %escaped(&folder.spec.root), "not watching the folder: {why}; checked again every few seconds");
+        } else if first {
             tracing::error!(folder = %escaped(&folder.spec.root), "cannot see the watched folder: {why}; new files there are not noticed until it is back (checked every {} s)", FOLDER_CHECK_EVERY.as_secs());
         } else {
             // The reason changed (deleted, then a link put in its place): the log says what
