@@ -411,7 +411,7 @@ pub fn gone_reason(job: &Job) -> &str {
 
 /// What the platform last said about a followed video's transcoding, in words.
 /// One agent on a folder, in one line: who, whether it runs, what it holds claimed.
-fn describe_agent(agent: &AgentOnFolder) -> String {
+pub fn describe_agent(agent: &AgentOnFolder) -> String {
     let who = match (&agent.host, agent.pid) {
         (Some(host), Some(pid)) => format!("{} (host {}, pid {pid})", agent.agent, escaped(host)),
         _ => agent.agent.clone(),

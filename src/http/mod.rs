@@ -441,6 +441,8 @@ impl Reader {
                 with_common_headers(answer)
             }
             Route::Page => {
+                let mut snapshot = snapshot;
+                snapshot.agents = (self.source.agents)();
                 let body = page::render(&snapshot, &ReportClock::system(), &self.host_name);
                 let mut answer = Response::new(Full::new(Bytes::from(body)));
                 let headers = answer.headers_mut();

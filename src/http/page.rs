@@ -195,7 +195,23 @@ fn write_folders(out: &mut String, snapshot: &StatusSnapshot) -> fmt::Result {
             html(&escaped(&folder.why).to_string())
         )?;
     }
-    writeln!(out, "</table>")
+    writeln!(out, "</table>")?;
+    for (folder, agents) in &snapshot.agents {
+        writeln!(
+            out,
+            "<h3>Agents on {}</h3>\n<ul class=\"agents\">",
+            name(folder)
+        )?;
+        for agent in agents {
+            writeln!(
+                out,
+                "<li>{}</li>",
+                html(&crate::status_report::describe_agent(agent))
+            )?;
+        }
+        writeln!(out, "</ul>")?;
+    }
+    Ok(())
 }
 
 fn write_uploading(out: &mut String, snapshot: &StatusSnapshot) -> fmt::Result {

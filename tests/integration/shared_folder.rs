@@ -124,7 +124,7 @@ async fn without_shared_a_second_agent_refuses_the_folder_naming_the_first_and_t
         "first",
         &emulator,
         &inbox,
-        "claim_lease = \"2s\"",
+        "claim_lease = \"2s\"\n[http]\nlisten = \"127.0.0.1:0\"",
     );
     let mut second = Agent::new(
         base.path(),
@@ -153,6 +153,32 @@ async fn without_shared_a_second_agent_refuses_the_folder_naming_the_first_and_t
         status.contains("FOLDER MISSING") && status.contains(&format!("pid {}", first.pid())),
         "{status}"
     );
+    // The first one's status (command, /api/status, the page) shows the second one on the
+    // folder, giving way.
+    let status = first.status_text().await;
+    assert!(
+        status.contains("agents on") && status.contains(&format!("pid {}", second.pid())),
+        "{status}"
+    );
+    let log = first.log_text();
+    let marker = "listening on http://127.0.0.1:";
+    let port: u16 = log[log.find(marker).expect("the listener's log line") + marker.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    let api: serde_json::Value =
+        serde_json::from_str(&crate::http::get(port, "/api/status").await.body).unwrap();
+    let seen = &api["agents"][0]["agents"];
+    assert!(
+        seen.as_array().unwrap().iter().any(|agent| {
+            agent["pid"] == second.pid() && agent["active"] == true && agent["this_agent"] == false
+        }),
+        "{api}"
+    );
+    let page = crate::http::get(port, "/").await.body;
+    assert!(page.contains("Agents on"), "{page}");
 
     // Files go through the first agent only: one video each.
     let sha = write_file(&inbox.join("one.mp4"), 300_000, 1);
