@@ -266,7 +266,7 @@ pub fn write_text(
         )?;
     }
     for (folder, agents) in &snapshot.agents {
-        writeln!(out, "agents on {}:", escaped(folder))?;
+        writeln!(out, "agents on {}", escaped(folder))?;
         for agent in agents {
             writeln!(out, "  {}", describe_agent(agent))?;
         }

@@ -102,6 +102,52 @@ pub(super) async fn take(
     }
 }
 
+/// The in-place record of an exclusive folder's upload (see `ClaimRecord::in_place`): the one
+/// this agent holds or left before a restart, or a new one. `None` where none can be written
+/// (a read-only folder): the upload goes on without, as before records existed.
+pub(super) async fn keep_in_place(
+    shared: &Arc<Shared>,
+    job: &Job,
+    video_manager: u64,
+) -> Option<Claim> {
+    let holds = &shared.holds;
+    if let Some(claim) = holds.claim_for_file(&job.path) {
+        return Some(claim);
+    }
+    let (folder, path, rel_path, size) = (
+        job.folder.clone(),
+        job.path.clone(),
+        job.rel_path.clone(),
+        job.size,
+    );
+    let agent = holds.agent();
+    let made = tokio::task::spawn_blocking(move || {
+        match claim::find_own_in_place(&folder, agent, &rel_path) {
+            Some(found) => Ok(found),
+            None => claim::record_in_place(&folder, agent, &path, &rel_path, size),
+        }
+    })
+    .await
+    .unwrap_or_else(|err| Err(ClaimError::Io(std::io::Error::other(err))));
+    match made {
+        Ok((claim, mut record)) => {
+            record.video_manager_id = Some(video_manager);
+            holds.hold(&job.folder, claim.clone(), record);
+            let _ = holds.update(&claim, |_| {});
+            Some(claim)
+        }
+        Err(err) => {
+            tracing::debug!(file = %crate::escape::escaped(&job.rel_path), "no record of the upload in the folder: {}", chain(&err));
+            None
+        }
+    }
+}
+
+/// Whether `claim` is an in-place record (its file is where it was dropped).
+pub(super) fn in_place(job: &Job, claim: &Claim) -> bool {
+    claim.file == job.folder.join(&job.rel_path)
+}
+
 /// Another agent took the claim of job `id` over: the job ends here, quietly (that agent
 /// uploads the file, on the same video).
 pub(super) fn taken_over(shared: &Shared, id: i64, name: &str) {

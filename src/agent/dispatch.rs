@@ -254,15 +254,19 @@ async fn work(
             claimed_job::Claimed::Ended | claimed_job::Claimed::NotNow => return,
         }
     } else {
-        None
+        claimed_job::keep_in_place(shared, &job, video_manager).await
     };
+    // A claimed file that changes goes back to its folder; an in-place one is there already.
+    let moved_claim = claim
+        .as_ref()
+        .filter(|claim| !claimed_job::in_place(&job, claim));
     // The file must still be the one the job recorded: replaced or rewritten while hotfolder
     // was stopped (or since it was queued), resuming would mix old and new chunks.
     match ready::inspect(&job.path) {
         Ok(Inspection::Regular(now))
             if now.size == job.size && now.mtime_ns == i128::from(job.mtime_ns) => {}
-        Ok(Inspection::Regular(_)) if claim.is_some() => {
-            if let Some(claim) = &claim {
+        Ok(Inspection::Regular(_)) if moved_claim.is_some() => {
+            if let Some(claim) = moved_claim {
                 claimed_job::give_back(shared, &job, claim, &name);
             }
             return;
@@ -481,9 +485,9 @@ async fn work(
                 }
                 start_or_extend_pause(shared, &err);
             }
-            Blame::StillChanging if claim.is_some() => {
+            Blame::StillChanging if moved_claim.is_some() => {
                 end_pause(shared);
-                if let Some(claim) = &claim {
+                if let Some(claim) = moved_claim {
                     claimed_job::give_back(shared, &job, claim, &name);
                 }
             }
@@ -852,7 +856,11 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     };
     let path = job.path.clone();
     // A claimed file is moved by the agent whose claim it still is, and by no other.
-    let claim = crate::shared_folder::claim::Claim::of_file(&job.folder, &job.path);
+    let claim = crate::shared_folder::claim::Claim::of_file(&job.folder, &job.path)
+        .or_else(|| shared.holds.claim_for_file(&job.path));
+    let moved_from_folder = claim
+        .as_ref()
+        .is_none_or(|claim| claimed_job::in_place(&job, claim));
     if let Some(claim) = &claim {
         let check = claim.clone();
         let me = shared.holds.agent().id.clone();
@@ -898,7 +906,7 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
             );
             // A file now at the old path is a new export (dropped while this one was being
             // moved, or before a restart): it gets a job of its own.
-            if claim.is_none() && path.exists() {
+            if moved_from_folder && path.exists() {
                 let _ = shared.retrack.send(path);
             }
             None

@@ -100,12 +100,20 @@ pub(super) fn clear_soon(shared: &Arc<Shared>, id: i64) {
             return;
         }
         let platform = shared.platform();
-        if clear_on_platform(&platform, &job, &shared.stop)
-            .await
-            .is_ok()
-            && let Err(err) = shared.store.clear_marker(id)
-        {
-            tracing::debug!(job = id, "state store: {}", chain(&err));
+        match clear_on_platform(&platform, &job, &shared.stop).await {
+            Ok(()) => {
+                if let Err(err) = shared.store.clear_marker(id) {
+                    tracing::debug!(job = id, "state store: {}", chain(&err));
+                }
+            }
+            Err(VmproError::Cancelled) => {}
+            Err(err) => tracing::warn!(
+                job = id,
+                "cannot remove the marker keyword of {} from the platform yet (tried again in {} min): {}",
+                job.rel_path.display(),
+                MARKER_SWEEP_EVERY.as_secs() / 60,
+                chain(&err)
+            ),
         }
     });
 }

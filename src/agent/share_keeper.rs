@@ -46,6 +46,8 @@ struct HeldClaim {
     claim: Claim,
     record: ClaimRecord,
     confirmed: ClaimFreshness,
+    /// Since when this agent holds it: one held for a lease without a job is let go.
+    held_since: std::time::Instant,
 }
 
 /// When a held claim was last known to be this agent's (its record written or read back), by
@@ -146,8 +148,17 @@ impl ShareHolds {
                     at: Arc::new(Mutex::new(std::time::Instant::now())),
                     lease,
                 },
+                held_since: std::time::Instant::now(),
             },
         );
+    }
+
+    /// The claim held for the file at `file` (a claimed file, or an in-place record's file).
+    pub(super) fn claim_for_file(&self, file: &Path) -> Option<Claim> {
+        self.claims()
+            .values()
+            .find(|held| held.claim.file == file)
+            .map(|held| held.claim.clone())
     }
 
     /// How fresh the hold on `claim` is (see [`ClaimFreshness`]); `None` if not held.
@@ -254,6 +265,15 @@ pub(super) fn round(shared: &Arc<Shared>) {
                 Ok((now, verdict)) => {
                     hold.io_warned = false;
                     let mut refusal = verdict.refusal(hold.shared);
+                    if !hold.shared && refusal.is_none() {
+                        // An exclusive folder's uploads keep in-place records too (see
+                        // `claimed_job::keep_in_place`): renewed, and taken over from a dead
+                        // agent. Without a claim folder there are none to keep.
+                        let mine = [crate::shared_folder::SHARE_DIR, "claims", &holds.agent.id];
+                        if crate::shared_folder::make_inside(path, &mine).is_ok() {
+                            keep_claims.push((path.clone(), now, *lease));
+                        }
+                    }
                     if hold.shared && refusal.is_none() {
                         // Claims need a folder of this agent's under .hotfolder/claims, never
                         // reached through a link: without it every claim would fail, again
@@ -312,6 +332,16 @@ fn keep_claims_of(shared: &Arc<Shared>, folder: &Path, now: i128, lease: Duratio
         .map(|held| held.claim.clone())
         .collect();
     for claim in mine {
+        // A claim whose job ended without moving its file (the file vanished, or the job was
+        // forgotten) is let go; a moment after it was made its job may not be stored yet.
+        let old_enough = holds
+            .claims()
+            .get(&claim.record)
+            .is_some_and(|held| held.held_since.elapsed() > lease);
+        if old_enough && matches!(shared.store.active_job_for_path(&claim.file), Ok(None)) {
+            holds.end(&claim, true);
+            continue;
+        }
         if let Err(ClaimError::Lost) = holds.update(&claim, |_| {}) {
             tracing::warn!(folder = %escaped(folder), "a claim of this agent was taken over by another agent (this agent did not renew it in time); its upload stops before its next request");
         }
@@ -395,7 +425,14 @@ fn adopt_own(shared: &Arc<Shared>, folder: &Path, record_path: &Path) {
             fresh
         }
     };
-    let file = claim::find_claimed_file(folder, &key).ok().flatten();
+    let file = if record.in_place {
+        record
+            .rel_path()
+            .map(|rel_path| folder.join(rel_path))
+            .filter(|file| std::fs::symlink_metadata(file).is_ok_and(|meta| meta.is_file()))
+    } else {
+        claim::find_claimed_file(folder, &key).ok().flatten()
+    };
     let found = file.is_some();
     let claim = Claim {
         file: file.unwrap_or_default(),
@@ -497,7 +534,16 @@ fn adopt(
             shared.holds.hold(folder, claim, record);
             shared.wake.notify_one();
         }
-        Ok(Enqueued::AlreadyActive(_)) => shared.holds.hold(folder, claim, record),
+        Ok(Enqueued::AlreadyActive(id)) => {
+            // An in-place file this agent had queued itself before it took the folder over:
+            // that job resumes the dead agent's upload, if it has not started one of its own.
+            if record.in_place
+                && let Err(err) = shared.store.resume_from_claim(id, &upload, why)
+            {
+                shared.store_failed("cannot resume a claim taken over", &err);
+            }
+            shared.holds.hold(folder, claim, record);
+        }
         Err(err) => {
             // Not held: not renewed either, so another agent (or the next round) takes it.
             shared.store_failed("cannot queue a claim taken over", &err);

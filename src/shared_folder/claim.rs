@@ -39,6 +39,11 @@ pub struct ClaimRecord {
     pub next_chunk: u32,
     pub total_chunks: Option<u32>,
     pub chunk_size: Option<u64>,
+    /// The file was not moved: it is still at its name in the folder. An exclusive folder's
+    /// uploads keep such a record, so that an agent that takes the folder over from a dead one
+    /// resumes them on their videos.
+    #[serde(default)]
+    pub in_place: bool,
 }
 
 impl ClaimRecord {
@@ -59,6 +64,7 @@ impl ClaimRecord {
             next_chunk: 1,
             total_chunks: None,
             chunk_size: None,
+            in_place: false,
         }
     }
 
@@ -209,6 +215,68 @@ pub fn claim(
     }
 }
 
+/// A record of an upload from an exclusive folder, the file left where it is (see
+/// [`ClaimRecord::in_place`]).
+pub fn record_in_place(
+    folder: &Path,
+    agent: &AgentId,
+    file: &Path,
+    rel_path: &Path,
+    size: u64,
+) -> Result<(Claim, ClaimRecord), ClaimError> {
+    let dir = super::make_inside(folder, &[super::SHARE_DIR, "claims", &agent.id])?;
+    let key = format!("{:016x}", rand::random::<u64>());
+    let claim = Claim {
+        file: file.to_path_buf(),
+        record: dir.join(format!("{key}.{RECORD_SUFFIX}")),
+    };
+    let mut record = ClaimRecord::new(agent, rel_path, size);
+    record.in_place = true;
+    let written = (|| {
+        use std::io::Write as _;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim.record)?;
+        out.write_all(&record.bytes())
+    })();
+    if let Err(err) = written {
+        claim.release();
+        return Err(ClaimError::Io(err));
+    }
+    Ok((claim, record))
+}
+
+/// This agent's in-place record of the file named `rel_path` in `folder`, if it has one (an
+/// upload that resumes after a restart keeps its record).
+pub fn find_own_in_place(
+    folder: &Path,
+    agent: &AgentId,
+    rel_path: &Path,
+) -> Option<(Claim, ClaimRecord)> {
+    for (owner, record_path) in records(folder).ok()? {
+        if owner != agent.id {
+            continue;
+        }
+        let Ok((bytes, _)) = read_small(&record_path) else {
+            continue;
+        };
+        let Ok(record) = ClaimRecord::parse(&bytes) else {
+            continue;
+        };
+        if record.in_place && record.rel_path().as_deref() == Some(rel_path) {
+            return Some((
+                Claim {
+                    file: folder.join(rel_path),
+                    record: record_path,
+                },
+                record,
+            ));
+        }
+    }
+    None
+}
+
 /// `<key>.<suffix>`: the suffix kept (short and plain only) so that a person looking into the
 /// claim folder sees what kind of file it is.
 fn claimed_name(key: &str, rel_path: &Path) -> String {
@@ -340,6 +408,28 @@ pub fn take_over(
         record: record_path,
     };
     placeholder.update(&record)?;
+    if record.in_place {
+        // The file was never moved: it is where it was dropped, if it is still there.
+        let Some(rel_path) = record.rel_path() else {
+            return Ok(Some(TakenOver {
+                claim: placeholder,
+                record,
+                from,
+                file_found: false,
+            }));
+        };
+        let file = folder.join(&rel_path);
+        let found = std::fs::symlink_metadata(&file).is_ok_and(|meta| meta.is_file());
+        return Ok(Some(TakenOver {
+            claim: Claim {
+                file,
+                ..placeholder
+            },
+            record,
+            from,
+            file_found: found,
+        }));
+    }
     let file = find_claimed_file(folder, &key)?;
     let (claim, file_found) = match file {
         Some(found) if found.parent() == Some(dir.as_path()) => (

@@ -16,7 +16,10 @@
 //! refuse it, naming the first (host, pid). A presence not renewed for `claim_lease` belongs to
 //! an agent that stopped; it no longer counts, and an agent that comes back after such a gap
 //! (a `SIGSTOP`, a hung share) counts as new: it is the one that gives way. A lock file with a
-//! heartbeat is used rather than `flock`, which does not cross NFS and SMB reliably.
+//! heartbeat is used rather than `flock`, which does not cross NFS and SMB reliably. An
+//! exclusive folder's uploads keep *in-place* claim records (the file is not moved): the
+//! agent that takes the folder over from a dead one takes those records over too, and resumes
+//! the uploads on their videos as below.
 //!
 //! **Claims** ([`claim`]). With `shared = true`, a complete file is claimed when a worker is
 //! about to upload it, by renaming it into the agent's claim folder (the maildir pattern: a
@@ -33,7 +36,10 @@
 //! new owner resumes **on the same video** from the record, with a fresh upload URL: at the
 //! recorded chunk, or at chunk 1 if the platform will not continue. A create whose answer was
 //! lost is looked up by the marker keyword, as after a crash (see `vmpro::create`), so a
-//! takeover never makes a second video.
+//! takeover never makes a second video. The marker stays on the video until the file is in
+//! done/ or failed/: a record is only believed through it (a record written by hand could
+//! name anyone's video), so the new owner looks the video up by the marker rather than taking
+//! the record's video id.
 //!
 //! **Clocks.** Staleness is judged by modification times on the share, that is by the file
 //! server's clock: an agent learns "now" on the server from the mtime of its own presence
@@ -259,8 +265,8 @@ pub struct AgentOnFolder {
 }
 
 /// The agents on `folder` and their claims, read without writing anything (for `status`).
-/// `me` is this state dir's agent id, if it has one. Empty when only `me` is there with no
-/// claims: a folder with one agent needs no such line.
+/// `me` is this state dir's agent id, if it has one. Empty when only `me` is there: a folder
+/// with one agent needs no such line.
 pub fn survey(folder: &Path, lease: Duration, me: Option<&str>) -> Vec<AgentOnFolder> {
     let now = nanos(SystemTime::now());
     let agents_dir = share_dir(folder).join("agents");
@@ -297,10 +303,8 @@ pub fn survey(folder: &Path, lease: Duration, me: Option<&str>) -> Vec<AgentOnFo
             }),
         }
     }
-    if seen
-        .iter()
-        .all(|agent| agent.this_agent && agent.claims.is_empty())
-    {
+    // One agent alone on its folder (its own uploads' records included): nothing to show.
+    if seen.iter().all(|agent| agent.this_agent) {
         return Vec::new();
     }
     seen.sort_by(|a, b| (!a.this_agent, &a.agent).cmp(&(!b.this_agent, &b.agent)));

@@ -68,6 +68,42 @@ impl JobStore {
     }
 }
 
+impl JobStore {
+    /// Job `id` (waiting, not started on a video of its own) resumes the upload `upload` that
+    /// another agent's record describes. A job that already made or asked for a video keeps
+    /// its own.
+    pub fn resume_from_claim(
+        &self,
+        id: i64,
+        upload: &ClaimedUpload,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let create_sent_at = upload.create_sent.then(|| Stamp(now()));
+            let changed = tx.execute(
+                "UPDATE jobs SET video_id = ?2, marker = ?3, create_sent_at = ?4,
+                    video_manager_id = ?5, next_chunk = ?6, total_chunks = ?7, chunk_size = ?8
+                 WHERE id = ?1 AND state = 'waiting' AND video_id IS NULL
+                    AND create_sent_at IS NULL AND marker IS NULL",
+                params![
+                    id,
+                    upload.video_id,
+                    upload.marker,
+                    create_sent_at,
+                    upload.video_manager_id,
+                    upload.next_chunk.max(1),
+                    upload.total_chunks,
+                    upload.chunk_size,
+                ],
+            )?;
+            if changed > 0 {
+                insert_event(tx, id, "taken over", why)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

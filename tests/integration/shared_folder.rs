@@ -651,3 +651,54 @@ async fn claims_reached_through_a_link_under_hotfolder_are_never_taken() {
     assert!(log.contains("is a link, not a folder"), "{log}");
     agent.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_shared_the_agent_that_takes_a_dead_agents_folder_over_resumes_its_upload_on_the_same_video()
+ {
+    let emulator = emulator(slow_server).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let lease = "claim_lease = \"2s\"";
+    let mut dead = Agent::new(base.path(), "dead", &emulator, &inbox, lease);
+    let mut heir = Agent::new(base.path(), "heir", &emulator, &inbox, lease);
+    dead.start();
+    says(
+        &dead,
+        "ready: every folder is watched",
+        Duration::from_secs(20),
+    )
+    .await;
+    heir.start();
+    says(
+        &heir,
+        "another hotfolder agent watches it",
+        Duration::from_secs(20),
+    )
+    .await;
+    let sha = write_file(&inbox.join("big.mp4"), 20 * MIB, 5);
+    eventually(Duration::from_secs(30), "a few chunks of the video", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 3)
+    })
+    .await;
+    dead.kill().await;
+    let video = emulator.videos()[0].clone();
+    eventually(Duration::from_secs(60), "big.mp4 in done/", || {
+        arrived(&inbox.join("done/big.mp4"))
+    })
+    .await;
+    let log = heir.log_text();
+    assert!(log.contains("taken over from agent"), "{log}");
+    let videos = emulator.videos();
+    assert_eq!(videos.len(), 1, "no second video: {videos:?}");
+    assert_eq!(videos[0].sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(
+        sidecar(&inbox.join("done/big.mp4"))["video_id"],
+        video.id.as_str()
+    );
+    assert!(claimed(&inbox).is_empty(), "{:?}", claimed(&inbox));
+    heir.kill().await;
+}

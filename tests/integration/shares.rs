@@ -361,10 +361,11 @@ async fn the_watch_limit_makes_folders_poll_and_names_the_sysctl() {
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::canonicalize(dir.path()).unwrap();
-    // 3 watches (the folder, done/, failed/) of the 6, then new subfolders at run time.
+    // 7 watches (the folder, done/, failed/, and the agent's .hotfolder/ with agents/, claims/
+    // and claims/<agent>/) of the 10, then new subfolders at run time.
     let growing = base.join("growing");
     std::fs::create_dir_all(&growing).unwrap();
-    // 13 watches: never fits.
+    // 17 watches: never fits.
     let big = base.join("big");
     for i in 0..10 {
         std::fs::create_dir_all(big.join(format!("day-{i}"))).unwrap();
@@ -381,7 +382,7 @@ async fn the_watch_limit_makes_folders_poll_and_names_the_sysctl() {
         std::fs::create_dir_all(big.join(sub)).unwrap();
     }
     let stderr = base.join("run-stderr.log");
-    let agent = in_own_user_namespace(6)
+    let agent = in_own_user_namespace(10)
         .arg("run")
         .arg("--config")
         .arg(&config)
