@@ -50,7 +50,19 @@ pub enum JobXmlError {
     Repeated(String),
     #[error("<channels> lists no <id>; the schema requires at least one (or leave <channels> out)")]
     NoChannel,
+    #[error("its elements are nested more than {MAX_DEPTH} deep; a job XML needs five")]
+    TooDeep,
+    #[error("it has more than {MAX_ELEMENTS} elements; a job XML needs a few dozen")]
+    TooManyElements,
 }
+
+/// How deep elements may nest in a job XML (the schema needs five levels): deeper is refused
+/// before it costs anything.
+pub const MAX_DEPTH: usize = 64;
+
+/// How many elements a job XML may have (the schema's job has a few dozen; keywords, channels
+/// and custom fields a few hundred at most).
+pub const MAX_ELEMENTS: usize = 10_000;
 
 /// Reads `text` as a job XML.
 pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
@@ -59,6 +71,7 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
     // The text of the element being read (its own text, children's aside).
     let mut texts: Vec<String> = Vec::new();
     let mut job = Builder::default();
+    let mut elements = 0usize;
     loop {
         let event = reader.read_event().map_err(|err| {
             JobXmlError::Malformed(format!("{err} (near byte {})", reader.error_position()))
@@ -66,11 +79,13 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
         match event {
             Event::DocType(_) => return Err(JobXmlError::Doctype),
             Event::Start(start) => {
+                count_element(&mut elements, path.len())?;
                 job.open(&path, &start)?;
                 path.push(local_name(&start));
                 texts.push(String::new());
             }
             Event::Empty(start) => {
+                count_element(&mut elements, path.len())?;
                 job.open(&path, &start)?;
                 path.push(local_name(&start));
                 job.close(&path, "")?;
@@ -111,6 +126,18 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
         }
     }
     job.finish()
+}
+
+/// Counts one more element opened at `depth` (its parents), refusing the file past the limits.
+fn count_element(elements: &mut usize, depth: usize) -> Result<(), JobXmlError> {
+    *elements += 1;
+    if depth >= MAX_DEPTH {
+        return Err(JobXmlError::TooDeep);
+    }
+    if *elements > MAX_ELEMENTS {
+        return Err(JobXmlError::TooManyElements);
+    }
+    Ok(())
 }
 
 fn local_name(start: &BytesStart<'_>) -> String {
@@ -508,6 +535,35 @@ ut aliquip ex ea commodo consequat.</description>
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn metadata_a_deeply_nested_or_huge_job_xml_is_refused_at_once() {
+        // 140 000 levels under 1 MiB: refused at the 64th, not parsed in quadratic time.
+        let deep = format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source>{}{}</job>"#,
+            "<a>".repeat(140_000),
+            "</a>".repeat(140_000)
+        );
+        let started = std::time::Instant::now();
+        let err = parse(&deep).unwrap_err();
+        assert_eq!(err, JobXmlError::TooDeep);
+        assert!(err.to_string().contains("nested more than 64"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // 64 levels of the schema's own are not reached by a real job XML.
+        let ok = format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source>{}{}</job>"#,
+            "<a>".repeat(50),
+            "</a>".repeat(50)
+        );
+        assert!(parse(&ok).is_ok());
+        let wide = format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source><x>{}</x></job>"#,
+            "<a/>".repeat(200_000)
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(parse(&wide).unwrap_err(), JobXmlError::TooManyElements);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -170,16 +170,14 @@ pub fn find_companion(
     };
     for candidate in job_xml_candidates(dir) {
         let owned_by_name = named_after(&candidate, video_name);
-        let text = match read_companion(&candidate) {
-            Ok(text) => text,
+        let parsed = match load_job_xml(&candidate) {
+            // Premiere's and Resolve's XML beside media: not ours.
+            Ok(None) => continue,
+            Ok(Some(parsed)) => parsed,
             Err(err) if owned_by_name => return Err(err),
             Err(_) => continue,
         };
-        if !text.contains(JOB_NAMESPACE) {
-            // Premiere's and Resolve's XML beside media: not ours.
-            continue;
-        }
-        match job_xml::parse(&text) {
+        match parsed {
             Ok(job) if job.source_file == video_name => {
                 if recently_changed(&candidate, settle, now) {
                     return Ok(Search::Arriving(candidate));
@@ -273,13 +271,7 @@ pub fn orphan_job_xmls(dir: &Path, waited: Duration, now: SystemTime) -> Vec<Orp
         if now.duration_since(last_change).unwrap_or_default() < waited {
             continue;
         }
-        let Ok(text) = read_companion(&candidate) else {
-            continue;
-        };
-        if !text.contains(JOB_NAMESPACE) {
-            continue;
-        }
-        let Ok(job) = job_xml::parse(&text) else {
+        let Ok(Some(Ok(job))) = load_job_xml(&candidate) else {
             continue;
         };
         let video = dir.join(&job.source_file);
@@ -417,6 +409,71 @@ fn named_after(xml: &Path, video_name: &str) -> bool {
         .and_then(|s| s.to_str())
         .unwrap_or(video_name);
     stem == video_name || stem == video_stem
+}
+
+/// What a file's metadata says of its content: the same key, the same bytes (a rewrite
+/// changes the size, the mtime or the ctime; a replacement the inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some(FileKey {
+        len: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    })
+}
+
+/// A job XML read: `None` when it is not in the job namespace (not ours).
+type JobXmlRead = Option<Result<job_xml::JobXml, job_xml::JobXmlError>>;
+
+/// Job XMLs already read, by path and [`FileKey`]: every video's check and every orphan sweep
+/// looks at every XML of its folder, and a file is read and parsed again only when it changed.
+static JOB_XML_CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<PathBuf, (FileKey, JobXmlRead)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// How many job XMLs the cache holds before it starts again.
+const JOB_XML_CACHE_SIZE: usize = 4096;
+
+/// Reads and parses the XML at `path`, at most once per change (see [`JOB_XML_CACHE`]).
+fn load_job_xml(path: &Path) -> Result<JobXmlRead, CompanionError> {
+    let before = file_key(path);
+    if let Some(key) = before {
+        let cache = JOB_XML_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_key, read)) = cache.get(path)
+            && *cached_key == key
+        {
+            return Ok(read.clone());
+        }
+    }
+    let text = read_companion(path)?;
+    let read = if text.contains(JOB_NAMESPACE) {
+        Some(job_xml::parse(&text))
+    } else {
+        None
+    };
+    // Kept only if the file did not change while it was read.
+    if let Some(key) = before
+        && file_key(path) == Some(key)
+    {
+        let mut cache = JOB_XML_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= JOB_XML_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(path.to_path_buf(), (key, read.clone()));
+    }
+    Ok(read)
 }
 
 /// Reads a companion of at most [`COMPANION_SIZE_LIMIT`] bytes as UTF-8 text.
@@ -589,6 +646,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn metadata_a_job_xml_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "clip.mov", "x");
+        let xml = write(dir.path(), "clip.xml", &job("clip.mov"));
+        let title = |search: Search| match search {
+            Search::Found(c) => c.metadata.title,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(title(find(&video).unwrap()).as_deref(), Some("T"));
+        // Cached: the same answer again.
+        assert_eq!(title(find(&video).unwrap()).as_deref(), Some("T"));
+        // Rewritten (same size, another title): read again.
+        std::fs::write(&xml, job("clip.mov").replace("<title>T<", "<title>U<")).unwrap();
+        assert_eq!(title(find(&video).unwrap()).as_deref(), Some("U"));
+        std::fs::write(&xml, job("else.mov")).unwrap();
+        assert!(matches!(find(&video).unwrap(), Search::Missing));
     }
 
     #[test]

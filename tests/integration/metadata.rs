@@ -536,3 +536,40 @@ async fn a_failed_call_after_the_upload_is_recorded_and_the_video_is_not_uploade
         "{events}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_job_xml_is_refused_at_once_and_does_not_hold_up_other_videos() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    // 140 000 levels, under 1 MiB: parsing it whole took minutes of CPU, on every check.
+    let deep = format!(
+        r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source>{}{}</job>"#,
+        "<a>".repeat(140_000),
+        "</a>".repeat(140_000)
+    );
+    std::fs::write(studio.inbox.join("n.xml"), &deep).unwrap();
+    std::fs::write(studio.inbox.join("deep.xml"), &deep).unwrap();
+    write_file(&studio.inbox.join("n.mp4"), 30_000, 11);
+    write_file(&studio.inbox.join("other2.mp4"), 30_000, 12);
+    std::fs::write(
+        studio.inbox.join("other2.mp4.json"),
+        r#"{"title": "Other two"}"#,
+    )
+    .unwrap();
+    let done = studio.done().join("other2.mp4");
+    eventually(WAIT, "other2.mp4 in done/", || arrived(&done)).await;
+    let failed = studio.failed().join("n.mp4");
+    eventually(WAIT, "n.mp4 in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    assert_eq!(
+        the_video(&emulator, "other2.mp4").title.as_deref(),
+        Some("Other two")
+    );
+    let reason = error_text(&failed);
+    assert!(reason.contains("nested more than 64 deep"), "{reason}");
+}
