@@ -62,6 +62,22 @@ pub(super) fn metadata_for_job(
             }
             Ok((metadata, Some(companion)))
         }
+        // `required`: the video goes only with its companion. It was there at intake and is
+        // gone (removed, renamed, a job XML rewritten to name another video) or is being
+        // written again: the folder's metadata would be a silent substitute.
+        Ok(Search::Missing) if mode == CompanionMode::Required => Err(JobError {
+            status: None,
+            message: "its companion is no longer beside it (removed, renamed, or a job XML now naming another video)".into(),
+            meaning: "metadata_file = \"required\": a video is uploaded only with its companion, and it was gone when the upload was to start; nothing was created. Deliver the companion, then move the video back with `hotfolder retry`".into(),
+        }),
+        Ok(Search::Arriving(path)) if mode == CompanionMode::Required => Err(JobError {
+            status: None,
+            message: format!(
+                "its companion {} was being changed when the upload was to start",
+                escaped(path.file_name().unwrap_or_default())
+            ),
+            meaning: "metadata_file = \"required\": a video is uploaded only with a companion that is whole; nothing was created. Move the video back with `hotfolder retry` once the companion is written".into(),
+        }),
         Ok(Search::Missing | Search::Arriving(_)) => Ok((folder_metadata, None)),
         Err(err) => Err(JobError {
             status: None,

@@ -573,3 +573,48 @@ async fn a_deeply_nested_job_xml_is_refused_at_once_and_does_not_hold_up_other_v
     let reason = error_text(&failed);
     assert!(reason.contains("nested more than 64 deep"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_a_companion_gone_before_the_upload_starts_fails_the_video_not_folder_metadata() {
+    let emulator = emulator(slow_server).await;
+    let upload = FAST_UPLOAD.replace("parallel = 2", "parallel = 1");
+    let studio = Studio::new(
+        &emulator,
+        &upload,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"1h\""),
+    );
+    std::fs::write(studio.inbox.join("v1.mov.json"), r#"{"title": "V1 meta"}"#).unwrap();
+    write_file(&studio.inbox.join("v1.mov"), 24 * 1024 * 1024, 21);
+    let agent = studio.start();
+    eventually(WAIT, "first upload started", || {
+        !emulator.videos().is_empty()
+    })
+    .await;
+    let companion = studio.inbox.join("v2.mov.json");
+    std::fs::write(&companion, r#"{"title": "V2 meta", "channels": [77]}"#).unwrap();
+    write_file(&studio.inbox.join("v2.mov"), 30_000, 22);
+    eventually(WAIT, "v2.mov queued with its companion", || {
+        studio.log_text().contains("v2.mov")
+            && !studio
+                .log_text()
+                .lines()
+                .any(|l| l.contains("v2.mov") && l.contains("waiting for its companion"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !arrived(&studio.done().join("v1.mov")),
+        "v1 finished too soon"
+    );
+    std::fs::remove_file(&companion).unwrap();
+    let failed = studio.failed().join("v2.mov");
+    eventually(WAIT, "v2.mov in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    assert!(
+        emulator.videos().iter().all(|v| v.file_name != "v2.mov"),
+        "v2 uploaded with the folder's metadata"
+    );
+    let reason = error_text(&failed);
+    assert!(reason.contains("no longer beside it"), "{reason}");
+    assert!(reason.contains("hotfolder retry"), "{reason}");
+}
