@@ -246,6 +246,8 @@ pub struct OrphanJobXml {
     pub video: PathBuf,
     pub size: u64,
     pub mtime_ns: i128,
+    /// A job XML, or a `<video name>.json` whose video is not beside it.
+    pub format: CompanionFormat,
 }
 
 /// Job XMLs directly in `dir` that name a video not there, unchanged for `waited` (the FTP
@@ -283,9 +285,69 @@ pub fn orphan_job_xmls(dir: &Path, waited: Duration, now: SystemTime) -> Vec<Orp
             video,
             size: meta.len(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            format: CompanionFormat::JobXml,
+        });
+    }
+    // `clip.mov.json` without `clip.mov`, as long: left, it would be applied to the next
+    // `clip.mov` dropped there, whenever that comes (its video left before it arrived).
+    for (candidate, video) in json_candidates(dir) {
+        let Ok(meta) = std::fs::symlink_metadata(&candidate) else {
+            continue;
+        };
+        if now
+            .duration_since(last_change_of(&meta))
+            .unwrap_or_default()
+            < waited
+            || std::fs::symlink_metadata(&video).is_ok()
+        {
+            continue;
+        }
+        orphans.push(OrphanJobXml {
+            path: candidate,
+            video,
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            format: CompanionFormat::Json,
         });
     }
     orphans
+}
+
+/// The later of a file's mtime and ctime.
+fn last_change_of(meta: &std::fs::Metadata) -> SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    let changed = |secs: i64, nanos: i64| {
+        std::time::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(secs).unwrap_or(0),
+                u32::try_from(nanos).unwrap_or(0).min(999_999_999),
+            )
+    };
+    changed(meta.ctime(), meta.ctime_nsec()).max(changed(meta.mtime(), meta.mtime_nsec()))
+}
+
+/// Regular files `<video name>.json` directly in `dir` (not hidden), with the video each is
+/// for: only a name with an extension before `.json` (`clip.mov.json`), so a `settings.json`
+/// is not taken for a companion.
+fn json_candidates(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, PathBuf)> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let video = name.to_str()?.strip_suffix(".json")?;
+            let (stem, extension) = video.rsplit_once('.')?;
+            if name.to_str()?.starts_with('.') || stem.is_empty() || extension.is_empty() {
+                return None;
+            }
+            Some((entry.path(), dir.join(video)))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// `clip.mov.json` for `clip.mov`.

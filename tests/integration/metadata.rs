@@ -487,7 +487,7 @@ async fn a_job_xml_naming_a_video_that_never_comes_goes_to_failed_with_the_reaso
     stop(agent).await;
     let reason = error_text(&failed);
     assert!(
-        reason.contains("the job XML names missing.mp4, which did not arrive within 2s"),
+        reason.contains("the job XML names missing.mp4, which has not been beside it for 2s"),
         "{reason}"
     );
     assert!(emulator.videos().is_empty());
@@ -617,4 +617,132 @@ async fn required_a_companion_gone_before_the_upload_starts_fails_the_video_not_
     let reason = error_text(&failed);
     assert!(reason.contains("no longer beside it"), "{reason}");
     assert!(reason.contains("hotfolder retry"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_companion_not_used_is_not_kept_for_a_later_video_of_the_same_name() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"optional\"\nmetadata_wait = \"1s\"\nincomplete_after = \"2s\""),
+    );
+    let agent = studio.start();
+    // A job XML and a JSON for k.mp4: the job XML wins, the JSON goes with the video.
+    std::fs::write(
+        studio.inbox.join("k.mp4.json"),
+        r#"{"title": "K from json"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        studio.inbox.join("k.xml"),
+        format!(r#"<job xmlns="{JOB_NAMESPACE}"><title>K from xml</title><source><file>k.mp4</file></source></job>"#),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("k.mp4"), 30_000, 31);
+    let done = studio.done().join("k.mp4");
+    eventually(WAIT, "k.mp4 in done/", || arrived(&done)).await;
+    assert!(studio.done().join("k.mp4.json").exists());
+    assert!(!studio.inbox.join("k.mp4.json").exists());
+    let record = sidecar(&done);
+    assert_eq!(record["companion"]["file"], "k.xml");
+    assert_eq!(record["unused_companion"]["file"], "k.mp4.json");
+    assert!(
+        record["unused_companion"]["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("job XML"),
+        "{record}"
+    );
+    // A JSON after its (optional) video left: to failed/ after incomplete_after, not applied
+    // to the next video of that name.
+    write_file(&studio.inbox.join("late.mp4"), 30_000, 32);
+    let late_done = studio.done().join("late.mp4");
+    eventually(WAIT, "late.mp4 in done/", || arrived(&late_done)).await;
+    std::fs::write(studio.inbox.join("late.mp4.json"), r#"{"title": "LATE"}"#).unwrap();
+    let failed = studio.failed().join("late.mp4.json");
+    eventually(WAIT, "late.mp4.json in failed/", || arrived(&failed)).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("the JSON companion is for late.mp4, which has not been beside it"),
+        "{reason}"
+    );
+    std::fs::copy(&late_done, studio.inbox.join("late.mp4")).unwrap();
+    eventually(WAIT, "the second late.mp4 uploaded", || {
+        emulator
+            .videos()
+            .iter()
+            .filter(|v| v.file_name == "late.mp4")
+            .count()
+            == 2
+    })
+    .await;
+    stop(agent).await;
+    assert!(
+        emulator.videos().iter().all(
+            |v| v.title.as_deref() != Some("LATE") && v.title.as_deref() != Some("K from json")
+        ),
+        "{:?}",
+        emulator.videos()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_xmls_in_failed_are_not_listed_and_retry_removes_them_with_the_sidecar() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"1s\"\nresult_xml = true"),
+    );
+    let agent = studio.start();
+    std::fs::write(studio.inbox.join("c.mp4.json"), r#"{"channels": "x"}"#).unwrap();
+    write_file(&studio.inbox.join("c.mp4"), 30_000, 33);
+    write_file(&studio.inbox.join("nocomp.mp4"), 30_000, 34);
+    for name in ["c.mp4", "nocomp.mp4"] {
+        let failed = studio.failed().join(name);
+        eventually(WAIT, &format!("{name} in failed/"), || arrived(&failed)).await;
+    }
+    stop(agent).await;
+    assert!(studio.failed().join("c.mp4.xml").exists());
+    assert!(studio.failed().join("nocomp.mp4.xml").exists());
+    let listed = run(hotfolder()
+        .arg("failed")
+        .arg("--json")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let mut names: Vec<String> = listed
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| f["rel_path"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    assert_eq!(names, vec!["c.mp4", "nocomp.mp4"]);
+    let retried = run(hotfolder()
+        .arg("retry")
+        .arg("--all")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    let mut back: Vec<String> = std::fs::read_dir(&studio.inbox)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !matches!(n.as_str(), "failed" | "done"))
+        .collect();
+    back.sort();
+    assert_eq!(back, vec!["c.mp4", "c.mp4.json", "nocomp.mp4"]);
+    assert!(
+        files_under(&studio.failed()).is_empty(),
+        "{:?}",
+        files_under(&studio.failed())
+    );
 }
