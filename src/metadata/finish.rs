@@ -76,11 +76,16 @@ pub fn finish_companion(
         // Where the video was dropped (a claimed video is elsewhere by now).
         None if finish.rule.mode != CompanionMode::Off => {
             companion_path_for(&job.folder.join(&job.rel_path))
+                .or_else(|| moved_companion_in(job, base))
         }
         None => None,
     };
     if let Some(path) = &companion_path {
-        let moved = move_companion(path, job, base, stop);
+        let moved = match moved_before(path, job, base) {
+            // An earlier finish of this job moved it, then was interrupted (a kill).
+            Some(there) if !path.exists() => Ok(there),
+            _ => move_companion(path, job, base, stop),
+        };
         let mut record = serde_json::Map::new();
         record.insert(
             "file".into(),
@@ -188,6 +193,25 @@ pub fn finish_companion(
         }
     }
     fields
+}
+
+/// Where an interrupted finish of `job` moved the companion that was at `original`: the same
+/// path under `base`, put there (its ctime) after the job was detected; an older file of that
+/// name is an earlier delivery's.
+fn moved_before(original: &Path, job: &Job, base: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let there = base.join(original.strip_prefix(&job.folder).ok()?);
+    let meta = std::fs::symlink_metadata(&there).ok()?;
+    let ctime_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+    (meta.is_file() && ctime_ns >= job.detected_at.unix_timestamp_nanos()).then_some(there)
+}
+
+/// The companion of `job` an interrupted finish already moved to `base`, when the store has
+/// none recorded (the job failed before its upload): returned as where it was in the folder.
+fn moved_companion_in(job: &Job, base: &Path) -> Option<PathBuf> {
+    let in_base = companion_path_for(&base.join(&job.rel_path))?;
+    let original = job.folder.join(in_base.strip_prefix(base).ok()?);
+    moved_before(&original, job, base).map(|_| original)
 }
 
 /// Moves the companion to `base` under its path relative to the watched folder; `Ok` with
