@@ -65,12 +65,53 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_ELEMENTS: usize = 10_000;
 
 /// Reads `text` as a job XML.
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
+    parse_detailed(text).map_err(|refused| refused.error)
+}
+
+/// A job XML refused, with the video it names when that could be read (a wrong value
+/// elsewhere does not hide which video the job was for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub error: JobXmlError,
+    pub source_file: Option<String>,
+}
+
+/// [`parse`], saying which video a refused job XML names when it can.
+pub fn parse_detailed(text: &str) -> Result<JobXml, Refused> {
+    let mut first_error: Option<JobXmlError> = None;
+    let mut job = Builder::default();
+    let outcome = read_job(text, &mut job, &mut first_error);
+    let source_file = job.source_file.clone();
+    let refused = |error| Refused { error, source_file };
+    match (outcome, first_error) {
+        (Err(error), _) | (Ok(()), Some(error)) => Err(refused(error)),
+        (Ok(()), None) => job.finish().map_err(refused),
+    }
+}
+
+/// Reads `text` into `job`. A wrong value (`first_error`) does not stop the reading, so that
+/// `source/file` is known; a file that cannot be read on (`Err`) does.
+fn read_job(
+    text: &str,
+    job: &mut Builder,
+    first_error: &mut Option<JobXmlError>,
+) -> Result<(), JobXmlError> {
+    let mut keep = |result: Result<(), JobXmlError>| -> Result<(), JobXmlError> {
+        match result {
+            Err(err @ JobXmlError::NotAJob(_)) => Err(err),
+            Err(err) => {
+                first_error.get_or_insert(err);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    };
     let mut reader = Reader::from_str(text);
     let mut path: Vec<String> = Vec::new();
     // The text of the element being read (its own text, children's aside).
     let mut texts: Vec<String> = Vec::new();
-    let mut job = Builder::default();
     let mut elements = 0usize;
     loop {
         let event = reader.read_event().map_err(|err| {
@@ -80,20 +121,20 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
             Event::DocType(_) => return Err(JobXmlError::Doctype),
             Event::Start(start) => {
                 count_element(&mut elements, path.len())?;
-                job.open(&path, &start)?;
+                keep(job.open(&path, &start))?;
                 path.push(local_name(&start));
                 texts.push(String::new());
             }
             Event::Empty(start) => {
                 count_element(&mut elements, path.len())?;
-                job.open(&path, &start)?;
+                keep(job.open(&path, &start))?;
                 path.push(local_name(&start));
-                job.close(&path, "")?;
+                keep(job.close(&path, ""))?;
                 path.pop();
             }
             Event::End(_) => {
                 let text = texts.pop().unwrap_or_default();
-                job.close(&path, text.trim())?;
+                keep(job.close(&path, text.trim()))?;
                 path.pop();
             }
             Event::Text(text) => {
@@ -125,7 +166,7 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
         }
     }
-    job.finish()
+    Ok(())
 }
 
 /// Counts one more element opened at `depth` (its parents), refusing the file past the limits.

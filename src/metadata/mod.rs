@@ -137,6 +137,17 @@ pub enum CompanionError {
     InvalidXml { path: PathBuf, why: String },
     #[error("the JSON companion {} is not valid: {why}", escaped(path))]
     InvalidJson { path: PathBuf, why: String },
+    #[error(
+        "two job XMLs name {}: {} and {}; a video is uploaded with one job",
+        escaped(video),
+        escaped(first),
+        escaped(second)
+    )]
+    TwoJobXmls {
+        video: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 /// What looking for a video's companion found.
@@ -168,6 +179,7 @@ pub fn find_companion(
         // The platform's names are text; a job XML cannot name this one.
         return Ok(Search::Missing);
     };
+    let mut found: Option<Companion> = None;
     for candidate in job_xml_candidates(dir) {
         let owned_by_name = named_after(&candidate, video_name);
         let parsed = match load_job_xml(&candidate) {
@@ -182,25 +194,37 @@ pub fn find_companion(
                 if recently_changed(&candidate, settle, now) {
                     return Ok(Search::Arriving(candidate));
                 }
-                return Ok(Search::Found(Companion {
+                if let Some(first) = found {
+                    // Two jobs for one video: which one is meant is not for hotfolder to guess.
+                    return Err(CompanionError::TwoJobXmls {
+                        video: video_name.to_owned(),
+                        first: first.path,
+                        second: candidate,
+                    });
+                }
+                found = Some(Companion {
                     path: candidate,
                     format: CompanionFormat::JobXml,
                     reference: job.reference,
                     metadata: job.metadata,
-                }));
+                });
             }
             Ok(_) => {}
-            Err(why) if owned_by_name => {
+            // Named after the video, or naming it in <source><file> (under any name).
+            Err(refused) if owned_by_name || refused.source_file.as_deref() == Some(video_name) => {
                 if recently_changed(&candidate, settle, now) {
                     return Ok(Search::Arriving(candidate));
                 }
                 return Err(CompanionError::InvalidXml {
                     path: candidate,
-                    why: why.to_string(),
+                    why: refused.error.to_string(),
                 });
             }
             Err(_) => {}
         }
+    }
+    if let Some(companion) = found {
+        return Ok(Search::Found(companion));
     }
     let json_path = json_companion_path(video);
     if std::fs::symlink_metadata(&json_path).is_ok_and(|m| m.is_file()) {
@@ -233,7 +257,8 @@ pub fn companion_path_for(video: &Path) -> Option<PathBuf> {
             CompanionError::Unreadable { path, .. }
             | CompanionError::TooLarge { path, .. }
             | CompanionError::InvalidXml { path, .. }
-            | CompanionError::InvalidJson { path, .. },
+            | CompanionError::InvalidJson { path, .. }
+            | CompanionError::TwoJobXmls { first: path, .. },
         ) => Some(path),
     }
 }
@@ -497,7 +522,7 @@ fn file_key(path: &Path) -> Option<FileKey> {
 }
 
 /// A job XML read: `None` when it is not in the job namespace (not ours).
-type JobXmlRead = Option<Result<job_xml::JobXml, job_xml::JobXmlError>>;
+type JobXmlRead = Option<Result<job_xml::JobXml, job_xml::Refused>>;
 
 /// Job XMLs already read, by path and [`FileKey`]: every video's check and every orphan sweep
 /// looks at every XML of its folder, and a file is read and parsed again only when it changed.
@@ -521,7 +546,7 @@ fn load_job_xml(path: &Path) -> Result<JobXmlRead, CompanionError> {
     }
     let text = read_companion(path)?;
     let read = if text.contains(JOB_NAMESPACE) {
-        Some(job_xml::parse(&text))
+        Some(job_xml::parse_detailed(&text))
     } else {
         None
     };
@@ -727,6 +752,44 @@ mod tests {
         assert_eq!(title(find(&video).unwrap()).as_deref(), Some("U"));
         std::fs::write(&xml, job("else.mov")).unwrap();
         assert!(matches!(find(&video).unwrap(), Search::Missing));
+    }
+
+    #[test]
+    fn metadata_two_job_xmls_for_one_video_refuse_it_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "j.mp4", "x");
+        write(dir.path(), "j1.xml", &job("j.mp4"));
+        write(dir.path(), "j2.xml", &job("j.mp4"));
+        let err = find(&video).unwrap_err().to_string();
+        assert!(
+            err.contains("two job XMLs name j.mp4")
+                && err.contains("j1.xml")
+                && err.contains("j2.xml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_an_invalid_job_xml_under_another_name_naming_the_video_refuses_it_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "gv.mp4", "x");
+        let bad = write(
+            dir.path(),
+            "upload-job.xml",
+            &format!(
+                r#"<job xmlns="{JOB_NAMESPACE}"><groupId>-5</groupId><source><file>gv.mp4</file></source></job>"#
+            ),
+        );
+        let err = find(&video).unwrap_err();
+        assert!(
+            matches!(&err, CompanionError::InvalidXml { path, .. } if *path == bad),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("groupId"), "{err}");
+        assert_eq!(companion_path_for(&video), Some(bad));
+        // Another video is not refused for it.
+        let other = write(dir.path(), "other.mp4", "x");
+        assert!(matches!(find(&other).unwrap(), Search::Missing));
     }
 
     #[test]

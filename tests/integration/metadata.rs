@@ -746,3 +746,47 @@ async fn result_xmls_in_failed_are_not_listed_and_retry_removes_them_with_the_si
         files_under(&studio.failed())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_job_xmls_for_one_video_or_an_invalid_one_under_another_name_refuse_it_by_name() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    for (name, title) in [("j1.xml", "J one"), ("j2.xml", "J two")] {
+        std::fs::write(
+            studio.inbox.join(name),
+            format!(r#"<job xmlns="{JOB_NAMESPACE}"><title>{title}</title><source><file>j.mp4</file></source></job>"#),
+        )
+        .unwrap();
+    }
+    write_file(&studio.inbox.join("j.mp4"), 30_000, 41);
+    std::fs::write(
+        studio.inbox.join("upload-job.xml"),
+        format!(r#"<job xmlns="{JOB_NAMESPACE}"><groupId>-5</groupId><source><file>gv.mp4</file></source></job>"#),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("gv.mp4"), 30_000, 42);
+    let failed = studio.failed().join("j.mp4");
+    eventually(WAIT, "j.mp4 in failed/", || arrived(&failed)).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("two job XMLs name j.mp4")
+            && reason.contains("j1.xml")
+            && reason.contains("j2.xml"),
+        "{reason}"
+    );
+    let failed = studio.failed().join("gv.mp4");
+    eventually(WAIT, "gv.mp4 in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("upload-job.xml") && reason.contains("groupId"),
+        "{reason}"
+    );
+    assert!(studio.failed().join("upload-job.xml").exists());
+    assert!(emulator.videos().is_empty());
+}
