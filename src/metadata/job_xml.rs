@@ -50,6 +50,10 @@ pub enum JobXmlError {
     Repeated(String),
     #[error("<channels> lists no <id>; the schema requires at least one (or leave <channels> out)")]
     NoChannel,
+    #[error(
+        "it contains the control character U+{0:04X}; a companion's text may not hold control characters (tab and line breaks aside)"
+    )]
+    ControlCharacter(u32),
     #[error("its elements are nested more than {MAX_DEPTH} deep; a job XML needs five")]
     TooDeep,
     #[error("it has more than {MAX_ELEMENTS} elements; a job XML needs a few dozen")]
@@ -98,6 +102,8 @@ fn read_job(
     job: &mut Builder,
     first_error: &mut Option<JobXmlError>,
 ) -> Result<(), JobXmlError> {
+    // Raw control characters (a NUL, an ESC) are not XML; they would reach titles and logs.
+    refuse_control_characters(text)?;
     let mut keep = |result: Result<(), JobXmlError>| -> Result<(), JobXmlError> {
         match result {
             Err(err @ JobXmlError::NotAJob(_)) => Err(err),
@@ -169,6 +175,19 @@ fn read_job(
     Ok(())
 }
 
+/// A control character in `text`, other than tab, line feed and carriage return: refused.
+pub(crate) fn refuse_control_characters(text: &str) -> Result<(), JobXmlError> {
+    match text.chars().find(|c| is_forbidden_control(*c)) {
+        Some(c) => Err(JobXmlError::ControlCharacter(u32::from(c))),
+        None => Ok(()),
+    }
+}
+
+/// C0 controls but tab, LF and CR; DEL; C1 controls.
+pub(crate) fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
 /// Counts one more element opened at `depth` (its parents), refusing the file past the limits.
 fn count_element(elements: &mut usize, depth: usize) -> Result<(), JobXmlError> {
     *elements += 1;
@@ -189,6 +208,9 @@ fn local_name(start: &BytesStart<'_>) -> String {
 fn resolve_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<char, JobXmlError> {
     if reference.is_char_ref() {
         return match reference.resolve_char_ref() {
+            Ok(Some(c)) if is_forbidden_control(c) => {
+                Err(JobXmlError::ControlCharacter(u32::from(c)))
+            }
             Ok(Some(c)) => Ok(c),
             _ => Err(JobXmlError::Malformed(format!(
                 "&{}; is not a valid character reference",
@@ -233,6 +255,13 @@ impl Builder {
             }
             self.root_seen = true;
             let mut namespace_ok = false;
+            // The root's own namespace: `xmlns` for `<job>`, `xmlns:p` for `<p:job>`; a prefix
+            // declared for the job namespace does not make an unprefixed root a job.
+            let qualified = String::from_utf8_lossy(start.name().as_ref().as_bytes()).into_owned();
+            let declaration = match qualified.split_once(':') {
+                Some((prefix, _)) => format!("xmlns:{prefix}"),
+                None => "xmlns".to_owned(),
+            };
             for attribute in start.attributes() {
                 let attribute = attribute.map_err(|err| JobXmlError::Malformed(err.to_string()))?;
                 let key = String::from_utf8_lossy(attribute.key.as_ref().as_bytes()).into_owned();
@@ -240,9 +269,10 @@ impl Builder {
                     .normalized_value(XmlVersion::Implicit1_0)
                     .map_err(|err| JobXmlError::Malformed(err.to_string()))?
                     .into_owned();
-                if (key == "xmlns" || key.starts_with("xmlns:")) && value == JOB_NAMESPACE {
+                if key == declaration && value == JOB_NAMESPACE {
                     namespace_ok = true;
                 } else if key == "reference" {
+                    refuse_control_characters(&value)?;
                     self.reference = Some(value);
                 }
             }
@@ -398,6 +428,7 @@ fn attribute(start: &BytesStart<'_>, wanted: &str) -> Result<Option<String>, Job
             let value = attribute
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|err| JobXmlError::Malformed(err.to_string()))?;
+            refuse_control_characters(&value)?;
             return Ok(Some(value.into_owned()));
         }
     }
@@ -605,6 +636,44 @@ ut aliquip ex ea commodo consequat.</description>
         let started = std::time::Instant::now();
         assert_eq!(parse(&wide).unwrap_err(), JobXmlError::TooManyElements);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn metadata_the_root_must_be_in_the_job_namespace_and_control_characters_are_refused() {
+        let wrong_root = format!(
+            r#"<job xmlns:x="{JOB_NAMESPACE}" xmlns="urn:wrong"><source><file>a.mp4</file></source></job>"#
+        );
+        assert!(matches!(parse(&wrong_root), Err(JobXmlError::NotAJob(_))));
+        let prefixed = format!(
+            r#"<x:job xmlns:x="{JOB_NAMESPACE}"><x:source><x:file>a.mp4</x:file></x:source></x:job>"#
+        );
+        assert_eq!(parse(&prefixed).unwrap().source_file, "a.mp4");
+        let job = |inner: &str| {
+            format!(
+                r#"<job xmlns="{JOB_NAMESPACE}"><source><file>a.mp4</file></source>{inner}</job>"#
+            )
+        };
+        for text in [
+            job("<title>a\u{1}b</title>"),
+            job("<title>a\u{1b}[31mb</title>"),
+            job("<title>a&#1;b</title>"),
+            job("<title>a&#x9F;b</title>"),
+            format!(
+                r#"<job xmlns="{JOB_NAMESPACE}"><source><file>a{}.mp4</file></source></job>"#,
+                '\0'
+            ),
+            format!(
+                r#"<job xmlns="{JOB_NAMESPACE}" reference="a&#27;b"><source><file>a.mp4</file></source></job>"#
+            ),
+        ] {
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.to_string().contains("control character"),
+                "{text:?}: {err}"
+            );
+        }
+        // Tabs and line breaks are text.
+        assert!(parse(&job("<description>a\tb\r\nc&#10;</description>")).is_ok());
     }
 
     #[test]
