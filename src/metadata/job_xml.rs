@@ -319,7 +319,7 @@ impl Builder {
                 }
             }
             "job/source/file" => {
-                if text.is_empty() || text.contains(['/', '\\']) {
+                if text.is_empty() || text.contains(['/', '\\']) || text == "." || text == ".." {
                     return Err(JobXmlError::BadSource(text.to_owned()));
                 }
                 self.source_file = Some(text.to_owned());
@@ -561,6 +561,7 @@ ut aliquip ex ea commodo consequat.</description>
             (job("<source><file>a/b.mp4</file></source>"), "without /"),
             (job("<source><file>a\\b.mp4</file></source>"), "without /"),
             (job("<source><file></file></source>"), "without /"),
+            (job("<source><file>..</file></source>"), "without /"),
             (
                 job("<source><file>a.mp4</file></source><channels><id>0</id></channels>"),
                 "positive whole number",

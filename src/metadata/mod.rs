@@ -138,6 +138,11 @@ pub enum CompanionError {
     #[error("the JSON companion {} is not valid: {why}", escaped(path))]
     InvalidJson { path: PathBuf, why: String },
     #[error(
+        "the companion {} is not a regular file (a link, a folder, a pipe); companions are never read through a link",
+        escaped(path)
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
         "two job XMLs name {}: {} and {}; a video is uploaded with one job",
         escaped(video),
         escaped(first),
@@ -227,7 +232,13 @@ pub fn find_companion(
         return Ok(Search::Found(companion));
     }
     let json_path = json_companion_path(video);
-    if std::fs::symlink_metadata(&json_path).is_ok_and(|m| m.is_file()) {
+    let json_meta = std::fs::symlink_metadata(&json_path);
+    if json_meta.as_ref().is_ok_and(|m| !m.is_file()) {
+        // A link (or anything but a file) under the companion's name: said, never opened,
+        // rather than waited for as if nothing were there.
+        return Err(CompanionError::NotAFile { path: json_path });
+    }
+    if json_meta.is_ok_and(|m| m.is_file()) {
         if recently_changed(&json_path, settle, now) {
             return Ok(Search::Arriving(json_path));
         }
@@ -258,6 +269,7 @@ pub fn companion_path_for(video: &Path) -> Option<PathBuf> {
             | CompanionError::TooLarge { path, .. }
             | CompanionError::InvalidXml { path, .. }
             | CompanionError::InvalidJson { path, .. }
+            | CompanionError::NotAFile { path }
             | CompanionError::TwoJobXmls { first: path, .. },
         ) => Some(path),
     }
@@ -302,7 +314,8 @@ pub fn orphan_job_xmls(dir: &Path, waited: Duration, now: SystemTime) -> Vec<Orp
             continue;
         };
         let video = dir.join(&job.source_file);
-        if std::fs::symlink_metadata(&video).is_ok() {
+        // A job XML naming itself names no video.
+        if std::fs::symlink_metadata(&video).is_ok() && video != candidate {
             continue;
         }
         orphans.push(OrphanJobXml {
@@ -688,6 +701,19 @@ mod tests {
         assert_eq!(orphans.len(), 1, "{orphans:?}");
         assert_eq!(orphans[0].path, alone);
         assert_eq!(orphans[0].video, dir.path().join("gone.mov"));
+        // A JSON companion without its video too; a settings.json is no companion.
+        write(dir.path(), "here.mov.json", "{}");
+        let alone_json = write(dir.path(), "left.mov.json", "{}");
+        write(dir.path(), "settings.json", "{}");
+        let orphans = orphan_job_xmls(dir.path(), Duration::from_secs(1), now + LATER);
+        let found: Vec<_> = orphans.iter().map(|o| (&o.path, o.format)).collect();
+        assert_eq!(
+            found,
+            vec![
+                (&alone, CompanionFormat::JobXml),
+                (&alone_json, CompanionFormat::Json)
+            ]
+        );
     }
 
     #[test]
@@ -790,6 +816,30 @@ mod tests {
         // Another video is not refused for it.
         let other = write(dir.path(), "other.mp4", "x");
         assert!(matches!(find(&other).unwrap(), Search::Missing));
+    }
+
+    #[test]
+    fn metadata_a_linked_json_companion_is_refused_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "g.mp4", "x");
+        let target = write(dir.path(), "elsewhere.txt", r#"{"title": "t"}"#);
+        std::os::unix::fs::symlink(&target, dir.path().join("g.mp4.json")).unwrap();
+        let err = find(&video).unwrap_err();
+        assert!(matches!(err, CompanionError::NotAFile { .. }), "{err:?}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn metadata_a_job_xml_naming_itself_is_an_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = write(dir.path(), "self.xml", &job("self.xml"));
+        let orphans = orphan_job_xmls(
+            dir.path(),
+            Duration::from_secs(1),
+            SystemTime::now() + LATER,
+        );
+        assert_eq!(orphans.len(), 1, "{orphans:?}");
+        assert_eq!(orphans[0].path, own);
     }
 
     #[test]
