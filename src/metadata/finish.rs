@@ -139,7 +139,12 @@ pub fn finish_companion(
     if finish.rule.mode != CompanionMode::Off {
         let json = super::json_companion_path(&job.folder.join(&job.rel_path));
         let used = companion_path.as_deref() == Some(json.as_path());
-        if !used && std::fs::symlink_metadata(&json).is_ok_and(|m| m.is_file()) {
+        let here = std::fs::symlink_metadata(&json).is_ok_and(|m| m.is_file());
+        // Moved by an earlier finish of this job that was killed before the sidecar.
+        let moved_earlier = (!used && !here)
+            .then(|| moved_before(&json, job, base))
+            .flatten();
+        if !used && (here || moved_earlier.is_some()) {
             let mut record = serde_json::Map::new();
             record.insert(
                 "file".into(),
@@ -156,7 +161,11 @@ pub fn finish_companion(
                 "not used: it was not there (or not whole) when the upload started"
             };
             record.insert("why".into(), Value::from(why));
-            match move_companion(&json, job, base, stop) {
+            let moved = match moved_earlier {
+                Some(there) => Ok(there),
+                None => move_companion(&json, job, base, stop),
+            };
+            match moved {
                 Ok(to) => {
                     tracing::warn!(
                         file = %escaped(&job.rel_path),
