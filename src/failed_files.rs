@@ -92,11 +92,16 @@ pub fn list(settings: &Settings, store: Option<&JobStore>) -> Vec<FailedFile> {
         walk(failed_dir, &mut found);
         let sidecars_of_files: HashSet<PathBuf> =
             found.files.iter().map(|f| sidecar_path(f)).collect();
-        // A video's companion (`metadata_file`) is listed with it, not as a failure of its own.
+        // A video's companion (`metadata_file`) and its result XML are listed with it, not as
+        // failures of their own.
         let companions: HashSet<PathBuf> = sidecars_of_files
             .iter()
             .filter_map(|sidecar| read_sidecar(sidecar))
-            .filter_map(|sidecar| crate::metadata::finish::companion_moved_to(&sidecar))
+            .flat_map(|sidecar| {
+                let mut files = crate::metadata::finish::companions_moved_to(&sidecar);
+                files.extend(crate::metadata::finish::result_xml_of(&sidecar));
+                files
+            })
             .collect();
         for path in found.files {
             if companions.contains(&path) {
@@ -446,12 +451,17 @@ pub fn retry(
     let to = move_without_overwrite(&path, &folder, &rel_path, &CancellationToken::new())?;
     let mut note = source.note;
     // Its companion goes back with it, or the video would wait for one that is not there.
-    if let Some(companion) = sidecar
+    let companions = sidecar
         .as_ref()
-        .and_then(crate::metadata::finish::companion_moved_to)
-        .filter(|companion| companion.starts_with(&failed_dir) && companion.exists())
-        && let Ok(companion_rel) = companion.strip_prefix(&failed_dir)
-    {
+        .map(crate::metadata::finish::companions_moved_to)
+        .unwrap_or_default();
+    for companion in companions {
+        if !(companion.starts_with(&failed_dir) && companion.exists()) {
+            continue;
+        }
+        let Ok(companion_rel) = companion.strip_prefix(&failed_dir) else {
+            continue;
+        };
         let back = move_without_overwrite(
             &companion,
             &folder,
@@ -466,6 +476,20 @@ pub fn retry(
                 crate::chain(&err)
             ),
         };
+        note = Some(match note {
+            Some(before) => format!("{before}; {said}"),
+            None => said,
+        });
+    }
+    // The result XML reported this failure; it goes with the sidecar.
+    if let Some(result) = sidecar
+        .as_ref()
+        .and_then(crate::metadata::finish::result_xml_of)
+        .filter(|result| result.starts_with(&failed_dir))
+        && let Err(err) = std::fs::remove_file(&result)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        let said = format!("its result XML {} stays: {err}", escaped(&result));
         note = Some(match note {
             Some(before) => format!("{before}; {said}"),
             None => said,

@@ -18,7 +18,8 @@ use crate::config::FolderSettings;
 use crate::escape::escaped;
 use crate::metadata::apply::{CompanionCall, calls_after_upload, create_metadata};
 use crate::metadata::{
-    Companion, CompanionMode, OrphanJobXml, Search, find_companion, orphan_job_xmls,
+    Companion, CompanionFormat, CompanionMode, OrphanJobXml, Search, find_companion,
+    orphan_job_xmls,
 };
 use crate::store::{Job, JobError, NewJob};
 use crate::vmpro::api::{Platform, UploadObserver, VideoMetadata};
@@ -62,6 +63,22 @@ pub(super) fn metadata_for_job(
             }
             Ok((metadata, Some(companion)))
         }
+        // `required`: the video goes only with its companion. It was there at intake and is
+        // gone (removed, renamed, a job XML rewritten to name another video) or is being
+        // written again: the folder's metadata would be a silent substitute.
+        Ok(Search::Missing) if mode == CompanionMode::Required => Err(JobError {
+            status: None,
+            message: "its companion is no longer beside it (removed, renamed, or a job XML now naming another video)".into(),
+            meaning: "metadata_file = \"required\": a video is uploaded only with its companion, and it was gone when the upload was to start; nothing was created. Deliver the companion, then move the video back with `hotfolder retry`".into(),
+        }),
+        Ok(Search::Arriving(path)) if mode == CompanionMode::Required => Err(JobError {
+            status: None,
+            message: format!(
+                "its companion {} was being changed when the upload was to start",
+                escaped(path.file_name().unwrap_or_default())
+            ),
+            meaning: "metadata_file = \"required\": a video is uploaded only with a companion that is whole; nothing was created. Move the video back with `hotfolder retry` once the companion is written".into(),
+        }),
         Ok(Search::Missing | Search::Arriving(_)) => Ok((folder_metadata, None)),
         Err(err) => Err(JobError {
             status: None,
@@ -168,6 +185,26 @@ fn orphan_refusal(folder: &FolderSettings, orphan: &OrphanJobXml) -> Refusal {
         .unwrap_or_else(|_| orphan.path.clone());
     let video = escaped(orphan.video.file_name().unwrap_or_default()).to_string();
     let waited = humantime::format_duration(folder.incomplete_after);
+    let (rule, message, meaning) = match orphan.format {
+        CompanionFormat::JobXml => (
+            format!("job XML naming {video}, which is not in the folder"),
+            format!(
+                "the job XML names {video}, which has not been beside it for {waited} (it never came, or it left before this XML did)"
+            ),
+            format!(
+                "a job XML is the trigger for the video it names in <source><file>; {video} is not beside it. Deliver the video, then move the XML back with `hotfolder retry`"
+            ),
+        ),
+        CompanionFormat::Json => (
+            format!("JSON companion of {video}, which is not in the folder"),
+            format!(
+                "the JSON companion is for {video}, which has not been beside it for {waited} (it never came, or it left before this JSON did)"
+            ),
+            format!(
+                "left in the folder it would be applied to the next {video} dropped there; to use it, deliver the video, then move the JSON back with `hotfolder retry`"
+            ),
+        ),
+    };
     Refusal {
         job: NewJob {
             folder: folder.path.clone(),
@@ -175,14 +212,12 @@ fn orphan_refusal(folder: &FolderSettings, orphan: &OrphanJobXml) -> Refusal {
             rel_path,
             size: orphan.size,
             mtime_ns: i64::try_from(orphan.mtime_ns).unwrap_or(i64::MAX),
-            rule: format!("job XML naming {video}, which is not in the folder"),
+            rule,
         },
         error: JobError {
             status: None,
-            message: format!("the job XML names {video}, which did not arrive within {waited}"),
-            meaning: format!(
-                "a job XML is the trigger for the video it names in <source><file>; {video} is not beside it. Deliver the video, then move the XML back with `hotfolder retry`"
-            ),
+            message,
+            meaning,
         },
         never_finished: false,
     }

@@ -898,6 +898,7 @@ fn validate_folder(
             group: raw.group,
             keywords,
             auto_publish: raw.auto_publish,
+            title_as_written: false,
         },
     })
 }

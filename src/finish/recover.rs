@@ -386,4 +386,110 @@ mod tests {
         );
         assert!(sidecar_path(&dest).exists());
     }
+
+    /// A kill after the companion was moved, before the sidecar was written: the companion is
+    /// found in done/ (or failed/) and recorded where it is, with a companion recorded in the
+    /// store or without one (a job that failed before its upload).
+    #[test]
+    fn metadata_a_companion_moved_by_an_interrupted_finish_is_recorded_where_it_is() {
+        use crate::metadata::finish::CompanionFinish;
+        use crate::metadata::{
+            Companion, CompanionFormat, CompanionMode, CompanionRule, DEFAULT_METADATA_WAIT,
+        };
+        let finish = CompanionFinish {
+            rule: CompanionRule {
+                mode: CompanionMode::Required,
+                wait: DEFAULT_METADATA_WAIT,
+            },
+            ..CompanionFinish::default()
+        };
+        for stored in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, job) = decided(dir.path(), "z.mp4", b"video bytes");
+            let inbox = dir.path().join("inbox");
+            let json = inbox.join("z.mp4.json");
+            write(&json, br#"{"title": "Z"}"#);
+            if stored {
+                let companion = Companion {
+                    path: json.clone(),
+                    format: CompanionFormat::Json,
+                    reference: None,
+                    metadata: Default::default(),
+                };
+                store.record_companion(job.id, &companion).unwrap();
+            }
+            let base = dir.path().join("done");
+            let stop = CancellationToken::new();
+            // The killed run: the video and its companion moved, nothing recorded after.
+            let dest = move_without_overwrite(&job.path, &base, &job.rel_path, &stop).unwrap();
+            move_without_overwrite(&json, &base, Path::new("z.mp4.json"), &stop).unwrap();
+
+            let again = store.job(job.id).unwrap();
+            let finished =
+                moved_to(finish_job_file_with(&store, &again, &base, &finish, &stop).unwrap());
+            assert_eq!(finished, dest);
+            let sidecar: serde_json::Value =
+                serde_json::from_slice(&fs::read(sidecar_path(&dest)).unwrap()).unwrap();
+            assert_eq!(
+                sidecar["companion"]["moved_to"],
+                base.join("z.mp4.json").to_string_lossy().as_ref(),
+                "stored {stored}: {sidecar}"
+            );
+            assert!(
+                sidecar["companion"].get("move_error").is_none(),
+                "{sidecar}"
+            );
+        }
+    }
+
+    /// The same for a JSON companion that was not used (a job XML was): found where the killed
+    /// finish put it and recorded as `unused_companion`.
+    #[test]
+    fn metadata_an_unused_json_moved_by_an_interrupted_finish_is_recorded_where_it_is() {
+        use crate::metadata::finish::CompanionFinish;
+        use crate::metadata::{
+            Companion, CompanionFormat, CompanionMode, CompanionRule, DEFAULT_METADATA_WAIT,
+        };
+        let finish = CompanionFinish {
+            rule: CompanionRule {
+                mode: CompanionMode::Required,
+                wait: DEFAULT_METADATA_WAIT,
+            },
+            ..CompanionFinish::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (store, job) = decided(dir.path(), "k.mp4", b"video bytes");
+        let inbox = dir.path().join("inbox");
+        let xml = inbox.join("k.xml");
+        let json = inbox.join("k.mp4.json");
+        write(&xml, b"<job/>");
+        write(&json, br#"{"title": "K"}"#);
+        let companion = Companion {
+            path: xml.clone(),
+            format: CompanionFormat::JobXml,
+            reference: None,
+            metadata: Default::default(),
+        };
+        store.record_companion(job.id, &companion).unwrap();
+        let base = dir.path().join("done");
+        let stop = CancellationToken::new();
+        let dest = move_without_overwrite(&job.path, &base, &job.rel_path, &stop).unwrap();
+        move_without_overwrite(&xml, &base, Path::new("k.xml"), &stop).unwrap();
+        move_without_overwrite(&json, &base, Path::new("k.mp4.json"), &stop).unwrap();
+
+        let again = store.job(job.id).unwrap();
+        moved_to(finish_job_file_with(&store, &again, &base, &finish, &stop).unwrap());
+        let sidecar: serde_json::Value =
+            serde_json::from_slice(&fs::read(sidecar_path(&dest)).unwrap()).unwrap();
+        assert_eq!(
+            sidecar["companion"]["moved_to"],
+            base.join("k.xml").to_string_lossy().as_ref(),
+            "{sidecar}"
+        );
+        assert_eq!(
+            sidecar["unused_companion"]["moved_to"],
+            base.join("k.mp4.json").to_string_lossy().as_ref(),
+            "{sidecar}"
+        );
+    }
 }

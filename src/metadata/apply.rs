@@ -30,6 +30,7 @@ pub fn create_metadata(folder: &VideoMetadata, companion: &FileMetadata) -> Vide
     let mut metadata = folder.clone();
     if let Some(title) = companion.title.as_ref().filter(|t| !t.trim().is_empty()) {
         metadata.title = title.clone();
+        metadata.title_as_written = true;
     }
     if let Some(description) = &companion.description {
         metadata.description = Some(description.clone()).filter(|d| !d.is_empty());
@@ -116,6 +117,7 @@ mod tests {
             group: Some(2),
             keywords: vec!["folder".into()],
             auto_publish: None,
+            title_as_written: false,
         };
         let companion = FileMetadata {
             title: Some("Summer".into()),
@@ -129,5 +131,23 @@ mod tests {
         assert_eq!(merged.channel, Some(3054));
         assert_eq!(merged.group, Some(2));
         assert!(merged.keywords.is_empty());
+    }
+
+    #[test]
+    fn metadata_a_companion_title_is_sent_as_written_not_as_a_template() {
+        let folder = VideoMetadata {
+            title: "Folder {stem}".into(),
+            ..VideoMetadata::default()
+        };
+        let companion = FileMetadata {
+            title: Some("{stem} X {name}".into()),
+            ..FileMetadata::default()
+        };
+        let merged = create_metadata(&folder, &companion);
+        assert_eq!(merged.title_for("a.mp4"), "{stem} X {name}");
+        assert_eq!(merged.create_body("a.mp4")["title"], "{stem} X {name}");
+        // Without a title of its own, the folder's template still applies.
+        let merged = create_metadata(&folder, &FileMetadata::default());
+        assert_eq!(merged.title_for("a.mp4"), "Folder a");
     }
 }

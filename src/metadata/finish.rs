@@ -76,11 +76,16 @@ pub fn finish_companion(
         // Where the video was dropped (a claimed video is elsewhere by now).
         None if finish.rule.mode != CompanionMode::Off => {
             companion_path_for(&job.folder.join(&job.rel_path))
+                .or_else(|| moved_companion_in(job, base))
         }
         None => None,
     };
-    if let Some(path) = companion_path {
-        let moved = move_companion(&path, job, base, stop);
+    if let Some(path) = &companion_path {
+        let moved = match moved_before(path, job, base) {
+            // An earlier finish of this job moved it, then was interrupted (a kill).
+            Some(there) if !path.exists() => Ok(there),
+            _ => move_companion(path, job, base, stop),
+        };
         let mut record = serde_json::Map::new();
         record.insert(
             "file".into(),
@@ -128,6 +133,60 @@ pub fn finish_companion(
         }
         fields.insert("companion".into(), Value::Object(record));
     }
+    // `clip.mov.json` beside a video whose job XML was used (or that left without one): kept
+    // in the folder it would be applied to the next `clip.mov` dropped there. It goes with
+    // this video, recorded as not used.
+    if finish.rule.mode != CompanionMode::Off {
+        let json = super::json_companion_path(&job.folder.join(&job.rel_path));
+        let used = companion_path.as_deref() == Some(json.as_path());
+        let here = std::fs::symlink_metadata(&json).is_ok_and(|m| m.is_file());
+        // Moved by an earlier finish of this job that was killed before the sidecar.
+        let moved_earlier = (!used && !here)
+            .then(|| moved_before(&json, job, base))
+            .flatten();
+        if !used && (here || moved_earlier.is_some()) {
+            let mut record = serde_json::Map::new();
+            record.insert(
+                "file".into(),
+                Value::from(
+                    json.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                ),
+            );
+            let why = if companion_path.is_some() {
+                "not used: the job XML naming the video was used instead"
+            } else {
+                "not used: it was not there (or not whole) when the upload started"
+            };
+            record.insert("why".into(), Value::from(why));
+            let moved = match moved_earlier {
+                Some(there) => Ok(there),
+                None => move_companion(&json, job, base, stop),
+            };
+            match moved {
+                Ok(to) => {
+                    tracing::warn!(
+                        file = %escaped(&job.rel_path),
+                        "the JSON companion {} was {why}; it was moved with the video to {}",
+                        escaped(json.file_name().unwrap_or_default()),
+                        escaped(&to)
+                    );
+                    record.insert(
+                        "moved_to".into(),
+                        Value::from(to.to_string_lossy().into_owned()),
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(file = %escaped(&job.rel_path), "the JSON companion was {why}: {err}");
+                    record.insert("moved_to".into(), Value::Null);
+                    record.insert("move_error".into(), Value::from(err));
+                }
+            }
+            fields.insert("unused_companion".into(), Value::Object(record));
+        }
+    }
     if finish.result_xml {
         let result = upload_result(job, finish, stored.as_ref());
         match write_result_xml(dest, &result) {
@@ -143,6 +202,25 @@ pub fn finish_companion(
         }
     }
     fields
+}
+
+/// Where an interrupted finish of `job` moved the companion that was at `original`: the same
+/// path under `base`, put there (its ctime) after the job was detected; an older file of that
+/// name is an earlier delivery's.
+fn moved_before(original: &Path, job: &Job, base: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let there = base.join(original.strip_prefix(&job.folder).ok()?);
+    let meta = std::fs::symlink_metadata(&there).ok()?;
+    let ctime_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+    (meta.is_file() && ctime_ns >= job.detected_at.unix_timestamp_nanos()).then_some(there)
+}
+
+/// The companion of `job` an interrupted finish already moved to `base`, when the store has
+/// none recorded (the job failed before its upload): returned as where it was in the folder.
+fn moved_companion_in(job: &Job, base: &Path) -> Option<PathBuf> {
+    let in_base = companion_path_for(&base.join(&job.rel_path))?;
+    let original = job.folder.join(in_base.strip_prefix(base).ok()?);
+    moved_before(&original, job, base).map(|_| original)
 }
 
 /// Moves the companion to `base` under its path relative to the watched folder; `Ok` with
@@ -240,13 +318,25 @@ fn write_result_xml(dest: &Path, result: &UploadResult) -> std::io::Result<PathB
     Err(std::io::Error::other("no free name for the result XML"))
 }
 
-/// Where a sidecar says its video's companion was moved (`companion.moved_to`), for `retry`
-/// (which puts it back with the video) and `failed` (which does not list it on its own).
-pub fn companion_moved_to(sidecar: &crate::finish::Sidecar) -> Option<PathBuf> {
-    sidecar
-        .other
-        .get("companion")?
-        .get("moved_to")?
-        .as_str()
-        .map(PathBuf::from)
+/// Where a sidecar says its video's companions were moved (`companion.moved_to`, and
+/// `unused_companion.moved_to`), for `retry` (which puts them back with the video) and
+/// `failed` (which does not list them on their own).
+pub fn companions_moved_to(sidecar: &crate::finish::Sidecar) -> Vec<PathBuf> {
+    ["companion", "unused_companion"]
+        .iter()
+        .filter_map(|field| {
+            sidecar
+                .other
+                .get(*field)?
+                .get("moved_to")?
+                .as_str()
+                .map(PathBuf::from)
+        })
+        .collect()
+}
+
+/// The result XML the sidecar says was written beside its video (`result_xml`): hotfolder's
+/// own report, like the sidecar, never a failed file of its own.
+pub fn result_xml_of(sidecar: &crate::finish::Sidecar) -> Option<PathBuf> {
+    sidecar.other.get("result_xml")?.as_str().map(PathBuf::from)
 }

@@ -50,15 +50,75 @@ pub enum JobXmlError {
     Repeated(String),
     #[error("<channels> lists no <id>; the schema requires at least one (or leave <channels> out)")]
     NoChannel,
+    #[error(
+        "it contains the control character U+{0:04X}; a companion's text may not hold control characters (tab and line breaks aside)"
+    )]
+    ControlCharacter(u32),
+    #[error("its elements are nested more than {MAX_DEPTH} deep; a job XML needs five")]
+    TooDeep,
+    #[error("it has more than {MAX_ELEMENTS} elements; a job XML needs a few dozen")]
+    TooManyElements,
 }
 
+/// How deep elements may nest in a job XML (the schema needs five levels): deeper is refused
+/// before it costs anything.
+pub const MAX_DEPTH: usize = 64;
+
+/// How many elements a job XML may have (the schema's job has a few dozen; keywords, channels
+/// and custom fields a few hundred at most).
+pub const MAX_ELEMENTS: usize = 10_000;
+
 /// Reads `text` as a job XML.
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
+    parse_detailed(text).map_err(|refused| refused.error)
+}
+
+/// A job XML refused, with the video it names when that could be read (a wrong value
+/// elsewhere does not hide which video the job was for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub error: JobXmlError,
+    pub source_file: Option<String>,
+}
+
+/// [`parse`], saying which video a refused job XML names when it can.
+pub fn parse_detailed(text: &str) -> Result<JobXml, Refused> {
+    let mut first_error: Option<JobXmlError> = None;
+    let mut job = Builder::default();
+    let outcome = read_job(text, &mut job, &mut first_error);
+    let source_file = job.source_file.clone();
+    let refused = |error| Refused { error, source_file };
+    match (outcome, first_error) {
+        (Err(error), _) | (Ok(()), Some(error)) => Err(refused(error)),
+        (Ok(()), None) => job.finish().map_err(refused),
+    }
+}
+
+/// Reads `text` into `job`. A wrong value (`first_error`) does not stop the reading, so that
+/// `source/file` is known; a file that cannot be read on (`Err`) does.
+fn read_job(
+    text: &str,
+    job: &mut Builder,
+    first_error: &mut Option<JobXmlError>,
+) -> Result<(), JobXmlError> {
+    // Raw control characters (a NUL, an ESC) are not XML; they would reach titles and logs.
+    refuse_control_characters(text)?;
+    let mut keep = |result: Result<(), JobXmlError>| -> Result<(), JobXmlError> {
+        match result {
+            Err(err @ JobXmlError::NotAJob(_)) => Err(err),
+            Err(err) => {
+                first_error.get_or_insert(err);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    };
     let mut reader = Reader::from_str(text);
     let mut path: Vec<String> = Vec::new();
     // The text of the element being read (its own text, children's aside).
     let mut texts: Vec<String> = Vec::new();
-    let mut job = Builder::default();
+    let mut elements = 0usize;
     loop {
         let event = reader.read_event().map_err(|err| {
             JobXmlError::Malformed(format!("{err} (near byte {})", reader.error_position()))
@@ -66,19 +126,21 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
         match event {
             Event::DocType(_) => return Err(JobXmlError::Doctype),
             Event::Start(start) => {
-                job.open(&path, &start)?;
+                count_element(&mut elements, path.len())?;
+                keep(job.open(&path, &start))?;
                 path.push(local_name(&start));
                 texts.push(String::new());
             }
             Event::Empty(start) => {
-                job.open(&path, &start)?;
+                count_element(&mut elements, path.len())?;
+                keep(job.open(&path, &start))?;
                 path.push(local_name(&start));
-                job.close(&path, "")?;
+                keep(job.close(&path, ""))?;
                 path.pop();
             }
             Event::End(_) => {
                 let text = texts.pop().unwrap_or_default();
-                job.close(&path, text.trim())?;
+                keep(job.close(&path, text.trim()))?;
                 path.pop();
             }
             Event::Text(text) => {
@@ -110,7 +172,32 @@ pub fn parse(text: &str) -> Result<JobXml, JobXmlError> {
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
         }
     }
-    job.finish()
+    Ok(())
+}
+
+/// A control character in `text`, other than tab, line feed and carriage return: refused.
+pub(crate) fn refuse_control_characters(text: &str) -> Result<(), JobXmlError> {
+    match text.chars().find(|c| is_forbidden_control(*c)) {
+        Some(c) => Err(JobXmlError::ControlCharacter(u32::from(c))),
+        None => Ok(()),
+    }
+}
+
+/// C0 controls but tab, LF and CR; DEL; C1 controls.
+pub(crate) fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// Counts one more element opened at `depth` (its parents), refusing the file past the limits.
+fn count_element(elements: &mut usize, depth: usize) -> Result<(), JobXmlError> {
+    *elements += 1;
+    if depth >= MAX_DEPTH {
+        return Err(JobXmlError::TooDeep);
+    }
+    if *elements > MAX_ELEMENTS {
+        return Err(JobXmlError::TooManyElements);
+    }
+    Ok(())
 }
 
 fn local_name(start: &BytesStart<'_>) -> String {
@@ -121,6 +208,9 @@ fn local_name(start: &BytesStart<'_>) -> String {
 fn resolve_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<char, JobXmlError> {
     if reference.is_char_ref() {
         return match reference.resolve_char_ref() {
+            Ok(Some(c)) if is_forbidden_control(c) => {
+                Err(JobXmlError::ControlCharacter(u32::from(c)))
+            }
             Ok(Some(c)) => Ok(c),
             _ => Err(JobXmlError::Malformed(format!(
                 "&{}; is not a valid character reference",
@@ -165,6 +255,13 @@ impl Builder {
             }
             self.root_seen = true;
             let mut namespace_ok = false;
+            // The root's own namespace: `xmlns` for `<job>`, `xmlns:p` for `<p:job>`; a prefix
+            // declared for the job namespace does not make an unprefixed root a job.
+            let qualified = String::from_utf8_lossy(start.name().as_ref().as_bytes()).into_owned();
+            let declaration = match qualified.split_once(':') {
+                Some((prefix, _)) => format!("xmlns:{prefix}"),
+                None => "xmlns".to_owned(),
+            };
             for attribute in start.attributes() {
                 let attribute = attribute.map_err(|err| JobXmlError::Malformed(err.to_string()))?;
                 let key = String::from_utf8_lossy(attribute.key.as_ref().as_bytes()).into_owned();
@@ -172,9 +269,10 @@ impl Builder {
                     .normalized_value(XmlVersion::Implicit1_0)
                     .map_err(|err| JobXmlError::Malformed(err.to_string()))?
                     .into_owned();
-                if (key == "xmlns" || key.starts_with("xmlns:")) && value == JOB_NAMESPACE {
+                if key == declaration && value == JOB_NAMESPACE {
                     namespace_ok = true;
                 } else if key == "reference" {
+                    refuse_control_characters(&value)?;
                     self.reference = Some(value);
                 }
             }
@@ -221,7 +319,7 @@ impl Builder {
                 }
             }
             "job/source/file" => {
-                if text.is_empty() || text.contains(['/', '\\']) {
+                if text.is_empty() || text.contains(['/', '\\']) || text == "." || text == ".." {
                     return Err(JobXmlError::BadSource(text.to_owned()));
                 }
                 self.source_file = Some(text.to_owned());
@@ -330,6 +428,7 @@ fn attribute(start: &BytesStart<'_>, wanted: &str) -> Result<Option<String>, Job
             let value = attribute
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|err| JobXmlError::Malformed(err.to_string()))?;
+            refuse_control_characters(&value)?;
             return Ok(Some(value.into_owned()));
         }
     }
@@ -462,6 +561,7 @@ ut aliquip ex ea commodo consequat.</description>
             (job("<source><file>a/b.mp4</file></source>"), "without /"),
             (job("<source><file>a\\b.mp4</file></source>"), "without /"),
             (job("<source><file></file></source>"), "without /"),
+            (job("<source><file>..</file></source>"), "without /"),
             (
                 job("<source><file>a.mp4</file></source><channels><id>0</id></channels>"),
                 "positive whole number",
@@ -508,6 +608,73 @@ ut aliquip ex ea commodo consequat.</description>
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn metadata_a_deeply_nested_or_huge_job_xml_is_refused_at_once() {
+        // 140 000 levels under 1 MiB: refused at the 64th, not parsed in quadratic time.
+        let deep = format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source>{}{}</job>"#,
+            "<a>".repeat(140_000),
+            "</a>".repeat(140_000)
+        );
+        let started = std::time::Instant::now();
+        let err = parse(&deep).unwrap_err();
+        assert_eq!(err, JobXmlError::TooDeep);
+        assert!(err.to_string().contains("nested more than 64"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // 64 levels of the schema's own are not reached by a real job XML.
+        let ok = format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source>{}{}</job>"#,
+            "<a>".repeat(50),
+            "</a>".repeat(50)
+        );
+        assert!(parse(&ok).is_ok());
+        let wide = format!(
+            r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source><x>{}</x></job>"#,
+            "<a/>".repeat(200_000)
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(parse(&wide).unwrap_err(), JobXmlError::TooManyElements);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn metadata_the_root_must_be_in_the_job_namespace_and_control_characters_are_refused() {
+        let wrong_root = format!(
+            r#"<job xmlns:x="{JOB_NAMESPACE}" xmlns="urn:wrong"><source><file>a.mp4</file></source></job>"#
+        );
+        assert!(matches!(parse(&wrong_root), Err(JobXmlError::NotAJob(_))));
+        let prefixed = format!(
+            r#"<x:job xmlns:x="{JOB_NAMESPACE}"><x:source><x:file>a.mp4</x:file></x:source></x:job>"#
+        );
+        assert_eq!(parse(&prefixed).unwrap().source_file, "a.mp4");
+        let job = |inner: &str| {
+            format!(
+                r#"<job xmlns="{JOB_NAMESPACE}"><source><file>a.mp4</file></source>{inner}</job>"#
+            )
+        };
+        for text in [
+            job("<title>a\u{1}b</title>"),
+            job("<title>a\u{1b}[31mb</title>"),
+            job("<title>a&#1;b</title>"),
+            job("<title>a&#x9F;b</title>"),
+            format!(
+                r#"<job xmlns="{JOB_NAMESPACE}"><source><file>a{}.mp4</file></source></job>"#,
+                '\0'
+            ),
+            format!(
+                r#"<job xmlns="{JOB_NAMESPACE}" reference="a&#27;b"><source><file>a.mp4</file></source></job>"#
+            ),
+        ] {
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.to_string().contains("control character"),
+                "{text:?}: {err}"
+            );
+        }
+        // Tabs and line breaks are text.
+        assert!(parse(&job("<description>a\tb\r\nc&#10;</description>")).is_ok());
     }
 
     #[test]

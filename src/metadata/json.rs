@@ -33,12 +33,95 @@ pub enum JsonCompanionError {
         "`{0}` is not a known field (title, description, keywords, channels, group, custom_metadata, auto_publish, reference)"
     )]
     UnknownField(String),
+    #[error("`{0}` is given more than once; which one is meant is not for hotfolder to guess")]
+    Repeated(String),
+    #[error(
+        "`{field}` contains the control character U+{code:04X}; a companion's text may not hold control characters (tab and line breaks aside)"
+    )]
+    ControlCharacter { field: String, code: u32 },
 }
+
+/// A JSON value read with every object's keys checked for repeats (serde_json keeps the
+/// last of two silently).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if fields.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("{REPEATED}{key}")));
+            }
+            fields.insert(key, value);
+        }
+        Ok(Value::Object(fields))
+    }
+}
+
+/// How a repeated key is told apart from other syntax errors.
+const REPEATED: &str = "repeated key: ";
 
 /// Reads `text` as a JSON companion.
 pub fn parse(text: &str) -> Result<JsonCompanion, JsonCompanionError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|err| JsonCompanionError::Syntax(err.to_string()))?;
+    let value = match serde_json::from_str::<Strict>(text) {
+        Ok(Strict(value)) => value,
+        Err(err) => {
+            let said = err.to_string();
+            return Err(match said.strip_prefix(REPEATED) {
+                Some(rest) => JsonCompanionError::Repeated(
+                    rest.rsplit_once(" at line ")
+                        .map_or(rest, |(key, _)| key)
+                        .to_owned(),
+                ),
+                None => JsonCompanionError::Syntax(said),
+            });
+        }
+    };
     let Value::Object(fields) = value else {
         return Err(JsonCompanionError::NotAnObject(kind(&value)));
     };
@@ -49,7 +132,12 @@ pub fn parse(text: &str) -> Result<JsonCompanion, JsonCompanionError> {
             "title" => metadata.title = Some(text_of(field, value)?),
             "description" => metadata.description = Some(text_of(field, value)?),
             "reference" => reference = Some(text_of(field, value)?),
-            "keywords" => metadata.keywords = Some(texts_of(field, value)?),
+            // Empty keywords are dropped, as in a job XML.
+            "keywords" => {
+                let mut keywords = texts_of(field, value)?;
+                keywords.retain(|k| !k.trim().is_empty());
+                metadata.keywords = Some(keywords);
+            }
             "channels" => metadata.channels = ids_of(field, value)?,
             "group" => metadata.group = Some(id_of(field, value)?),
             "auto_publish" => match value {
@@ -97,7 +185,18 @@ fn wrong(field: &str, expected: &'static str, found: &Value) -> JsonCompanionErr
 
 fn text_of(field: &str, value: &Value) -> Result<String, JsonCompanionError> {
     match value {
-        Value::String(text) => Ok(text.clone()),
+        Value::String(text) => {
+            if let Some(c) = text
+                .chars()
+                .find(|c| super::job_xml::is_forbidden_control(*c))
+            {
+                return Err(JsonCompanionError::ControlCharacter {
+                    field: field.to_owned(),
+                    code: u32::from(c),
+                });
+            }
+            Ok(text.clone())
+        }
         other => Err(wrong(field, "text", other)),
     }
 }
@@ -140,7 +239,7 @@ fn custom_of(
         .iter()
         .map(|(name, value)| {
             let text = match value {
-                Value::String(text) => text.clone(),
+                Value::String(_) => text_of(&format!("{field}.{name}"), value)?,
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
@@ -178,6 +277,12 @@ mod tests {
     }
 
     #[test]
+    fn metadata_json_empty_keywords_are_dropped_as_in_xml() {
+        let parsed = parse(r#"{"keywords": ["", "k1", "  "]}"#).unwrap();
+        assert_eq!(parsed.metadata.keywords, Some(vec!["k1".to_string()]));
+    }
+
+    #[test]
     fn metadata_json_wrong_types_name_their_field() {
         for (text, expected) in [
             (
@@ -201,6 +306,22 @@ mod tests {
             (r#"{"titel": "x"}"#, "`titel` is not a known field"),
             (r#"[1]"#, "must be a JSON object"),
             (r#"{"title": "#, "not valid JSON"),
+            (
+                r#"{"title": "a", "title": "b"}"#,
+                "`title` is given more than once",
+            ),
+            (
+                r#"{"custom_metadata": {"a": "1", "a": "2"}}"#,
+                "`a` is given more than once",
+            ),
+            (
+                r#"{"title": "a\u0001b"}"#,
+                "`title` contains the control character U+0001",
+            ),
+            (
+                r#"{"keywords": ["\u001b[31m"]}"#,
+                "`keywords[0]` contains the control character U+001B",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");

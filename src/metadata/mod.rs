@@ -137,6 +137,22 @@ pub enum CompanionError {
     InvalidXml { path: PathBuf, why: String },
     #[error("the JSON companion {} is not valid: {why}", escaped(path))]
     InvalidJson { path: PathBuf, why: String },
+    #[error(
+        "the companion {} is not a regular file (a link, a folder, a pipe); companions are never read through a link",
+        escaped(path)
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
+        "two job XMLs name {}: {} and {}; a video is uploaded with one job",
+        escaped(video),
+        escaped(first),
+        escaped(second)
+    )]
+    TwoJobXmls {
+        video: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 /// What looking for a video's companion found.
@@ -168,44 +184,61 @@ pub fn find_companion(
         // The platform's names are text; a job XML cannot name this one.
         return Ok(Search::Missing);
     };
+    let mut found: Option<Companion> = None;
     for candidate in job_xml_candidates(dir) {
         let owned_by_name = named_after(&candidate, video_name);
-        let text = match read_companion(&candidate) {
-            Ok(text) => text,
+        let parsed = match load_job_xml(&candidate) {
+            // Premiere's and Resolve's XML beside media: not ours.
+            Ok(None) => continue,
+            Ok(Some(parsed)) => parsed,
             Err(err) if owned_by_name => return Err(err),
             Err(_) => continue,
         };
-        if !text.contains(JOB_NAMESPACE) {
-            // Premiere's and Resolve's XML beside media: not ours.
-            continue;
-        }
-        match job_xml::parse(&text) {
+        match parsed {
             Ok(job) if job.source_file == video_name => {
                 if recently_changed(&candidate, settle, now) {
                     return Ok(Search::Arriving(candidate));
                 }
-                return Ok(Search::Found(Companion {
+                if let Some(first) = found {
+                    // Two jobs for one video: which one is meant is not for hotfolder to guess.
+                    return Err(CompanionError::TwoJobXmls {
+                        video: video_name.to_owned(),
+                        first: first.path,
+                        second: candidate,
+                    });
+                }
+                found = Some(Companion {
                     path: candidate,
                     format: CompanionFormat::JobXml,
                     reference: job.reference,
                     metadata: job.metadata,
-                }));
+                });
             }
             Ok(_) => {}
-            Err(why) if owned_by_name => {
+            // Named after the video, or naming it in <source><file> (under any name).
+            Err(refused) if owned_by_name || refused.source_file.as_deref() == Some(video_name) => {
                 if recently_changed(&candidate, settle, now) {
                     return Ok(Search::Arriving(candidate));
                 }
                 return Err(CompanionError::InvalidXml {
                     path: candidate,
-                    why: why.to_string(),
+                    why: refused.error.to_string(),
                 });
             }
             Err(_) => {}
         }
     }
+    if let Some(companion) = found {
+        return Ok(Search::Found(companion));
+    }
     let json_path = json_companion_path(video);
-    if std::fs::symlink_metadata(&json_path).is_ok_and(|m| m.is_file()) {
+    let json_meta = std::fs::symlink_metadata(&json_path);
+    if json_meta.as_ref().is_ok_and(|m| !m.is_file()) {
+        // A link (or anything but a file) under the companion's name: said, never opened,
+        // rather than waited for as if nothing were there.
+        return Err(CompanionError::NotAFile { path: json_path });
+    }
+    if json_meta.is_ok_and(|m| m.is_file()) {
         if recently_changed(&json_path, settle, now) {
             return Ok(Search::Arriving(json_path));
         }
@@ -235,7 +268,9 @@ pub fn companion_path_for(video: &Path) -> Option<PathBuf> {
             CompanionError::Unreadable { path, .. }
             | CompanionError::TooLarge { path, .. }
             | CompanionError::InvalidXml { path, .. }
-            | CompanionError::InvalidJson { path, .. },
+            | CompanionError::InvalidJson { path, .. }
+            | CompanionError::NotAFile { path }
+            | CompanionError::TwoJobXmls { first: path, .. },
         ) => Some(path),
     }
 }
@@ -248,6 +283,8 @@ pub struct OrphanJobXml {
     pub video: PathBuf,
     pub size: u64,
     pub mtime_ns: i128,
+    /// A job XML, or a `<video name>.json` whose video is not beside it.
+    pub format: CompanionFormat,
 }
 
 /// Job XMLs directly in `dir` that name a video not there, unchanged for `waited` (the FTP
@@ -273,17 +310,12 @@ pub fn orphan_job_xmls(dir: &Path, waited: Duration, now: SystemTime) -> Vec<Orp
         if now.duration_since(last_change).unwrap_or_default() < waited {
             continue;
         }
-        let Ok(text) = read_companion(&candidate) else {
-            continue;
-        };
-        if !text.contains(JOB_NAMESPACE) {
-            continue;
-        }
-        let Ok(job) = job_xml::parse(&text) else {
+        let Ok(Some(Ok(job))) = load_job_xml(&candidate) else {
             continue;
         };
         let video = dir.join(&job.source_file);
-        if std::fs::symlink_metadata(&video).is_ok() {
+        // A job XML naming itself names no video.
+        if std::fs::symlink_metadata(&video).is_ok() && video != candidate {
             continue;
         }
         orphans.push(OrphanJobXml {
@@ -291,9 +323,69 @@ pub fn orphan_job_xmls(dir: &Path, waited: Duration, now: SystemTime) -> Vec<Orp
             video,
             size: meta.len(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            format: CompanionFormat::JobXml,
+        });
+    }
+    // `clip.mov.json` without `clip.mov`, as long: left, it would be applied to the next
+    // `clip.mov` dropped there, whenever that comes (its video left before it arrived).
+    for (candidate, video) in json_candidates(dir) {
+        let Ok(meta) = std::fs::symlink_metadata(&candidate) else {
+            continue;
+        };
+        if now
+            .duration_since(last_change_of(&meta))
+            .unwrap_or_default()
+            < waited
+            || std::fs::symlink_metadata(&video).is_ok()
+        {
+            continue;
+        }
+        orphans.push(OrphanJobXml {
+            path: candidate,
+            video,
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            format: CompanionFormat::Json,
         });
     }
     orphans
+}
+
+/// The later of a file's mtime and ctime.
+fn last_change_of(meta: &std::fs::Metadata) -> SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    let changed = |secs: i64, nanos: i64| {
+        std::time::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(secs).unwrap_or(0),
+                u32::try_from(nanos).unwrap_or(0).min(999_999_999),
+            )
+    };
+    changed(meta.ctime(), meta.ctime_nsec()).max(changed(meta.mtime(), meta.mtime_nsec()))
+}
+
+/// Regular files `<video name>.json` directly in `dir` (not hidden), with the video each is
+/// for: only a name with an extension before `.json` (`clip.mov.json`), so a `settings.json`
+/// is not taken for a companion.
+fn json_candidates(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, PathBuf)> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let video = name.to_str()?.strip_suffix(".json")?;
+            let (stem, extension) = video.rsplit_once('.')?;
+            if name.to_str()?.starts_with('.') || stem.is_empty() || extension.is_empty() {
+                return None;
+            }
+            Some((entry.path(), dir.join(video)))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// `clip.mov.json` for `clip.mov`.
@@ -417,6 +509,71 @@ fn named_after(xml: &Path, video_name: &str) -> bool {
         .and_then(|s| s.to_str())
         .unwrap_or(video_name);
     stem == video_name || stem == video_stem
+}
+
+/// What a file's metadata says of its content: the same key, the same bytes (a rewrite
+/// changes the size, the mtime or the ctime; a replacement the inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+fn file_key(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some(FileKey {
+        len: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    })
+}
+
+/// A job XML read: `None` when it is not in the job namespace (not ours).
+type JobXmlRead = Option<Result<job_xml::JobXml, job_xml::Refused>>;
+
+/// Job XMLs already read, by path and [`FileKey`]: every video's check and every orphan sweep
+/// looks at every XML of its folder, and a file is read and parsed again only when it changed.
+static JOB_XML_CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<PathBuf, (FileKey, JobXmlRead)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// How many job XMLs the cache holds before it starts again.
+const JOB_XML_CACHE_SIZE: usize = 4096;
+
+/// Reads and parses the XML at `path`, at most once per change (see [`JOB_XML_CACHE`]).
+fn load_job_xml(path: &Path) -> Result<JobXmlRead, CompanionError> {
+    let before = file_key(path);
+    if let Some(key) = before {
+        let cache = JOB_XML_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_key, read)) = cache.get(path)
+            && *cached_key == key
+        {
+            return Ok(read.clone());
+        }
+    }
+    let text = read_companion(path)?;
+    let read = if text.contains(JOB_NAMESPACE) {
+        Some(job_xml::parse_detailed(&text))
+    } else {
+        None
+    };
+    // Kept only if the file did not change while it was read.
+    if let Some(key) = before
+        && file_key(path) == Some(key)
+    {
+        let mut cache = JOB_XML_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= JOB_XML_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(path.to_path_buf(), (key, read.clone()));
+    }
+    Ok(read)
 }
 
 /// Reads a companion of at most [`COMPANION_SIZE_LIMIT`] bytes as UTF-8 text.
@@ -544,6 +701,19 @@ mod tests {
         assert_eq!(orphans.len(), 1, "{orphans:?}");
         assert_eq!(orphans[0].path, alone);
         assert_eq!(orphans[0].video, dir.path().join("gone.mov"));
+        // A JSON companion without its video too; a settings.json is no companion.
+        write(dir.path(), "here.mov.json", "{}");
+        let alone_json = write(dir.path(), "left.mov.json", "{}");
+        write(dir.path(), "settings.json", "{}");
+        let orphans = orphan_job_xmls(dir.path(), Duration::from_secs(1), now + LATER);
+        let found: Vec<_> = orphans.iter().map(|o| (&o.path, o.format)).collect();
+        assert_eq!(
+            found,
+            vec![
+                (&alone, CompanionFormat::JobXml),
+                (&alone_json, CompanionFormat::Json)
+            ]
+        );
     }
 
     #[test]
@@ -589,6 +759,87 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn metadata_a_job_xml_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "clip.mov", "x");
+        let xml = write(dir.path(), "clip.xml", &job("clip.mov"));
+        let title = |search: Search| match search {
+            Search::Found(c) => c.metadata.title,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(title(find(&video).unwrap()).as_deref(), Some("T"));
+        // Cached: the same answer again.
+        assert_eq!(title(find(&video).unwrap()).as_deref(), Some("T"));
+        // Rewritten (same size, another title): read again.
+        std::fs::write(&xml, job("clip.mov").replace("<title>T<", "<title>U<")).unwrap();
+        assert_eq!(title(find(&video).unwrap()).as_deref(), Some("U"));
+        std::fs::write(&xml, job("else.mov")).unwrap();
+        assert!(matches!(find(&video).unwrap(), Search::Missing));
+    }
+
+    #[test]
+    fn metadata_two_job_xmls_for_one_video_refuse_it_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "j.mp4", "x");
+        write(dir.path(), "j1.xml", &job("j.mp4"));
+        write(dir.path(), "j2.xml", &job("j.mp4"));
+        let err = find(&video).unwrap_err().to_string();
+        assert!(
+            err.contains("two job XMLs name j.mp4")
+                && err.contains("j1.xml")
+                && err.contains("j2.xml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn metadata_an_invalid_job_xml_under_another_name_naming_the_video_refuses_it_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "gv.mp4", "x");
+        let bad = write(
+            dir.path(),
+            "upload-job.xml",
+            &format!(
+                r#"<job xmlns="{JOB_NAMESPACE}"><groupId>-5</groupId><source><file>gv.mp4</file></source></job>"#
+            ),
+        );
+        let err = find(&video).unwrap_err();
+        assert!(
+            matches!(&err, CompanionError::InvalidXml { path, .. } if *path == bad),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("groupId"), "{err}");
+        assert_eq!(companion_path_for(&video), Some(bad));
+        // Another video is not refused for it.
+        let other = write(dir.path(), "other.mp4", "x");
+        assert!(matches!(find(&other).unwrap(), Search::Missing));
+    }
+
+    #[test]
+    fn metadata_a_linked_json_companion_is_refused_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "g.mp4", "x");
+        let target = write(dir.path(), "elsewhere.txt", r#"{"title": "t"}"#);
+        std::os::unix::fs::symlink(&target, dir.path().join("g.mp4.json")).unwrap();
+        let err = find(&video).unwrap_err();
+        assert!(matches!(err, CompanionError::NotAFile { .. }), "{err:?}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn metadata_a_job_xml_naming_itself_is_an_orphan() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = write(dir.path(), "self.xml", &job("self.xml"));
+        let orphans = orphan_job_xmls(
+            dir.path(),
+            Duration::from_secs(1),
+            SystemTime::now() + LATER,
+        );
+        assert_eq!(orphans.len(), 1, "{orphans:?}");
+        assert_eq!(orphans[0].path, own);
     }
 
     #[test]

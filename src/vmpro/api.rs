@@ -34,6 +34,9 @@ pub struct VideoMetadata {
     pub group: Option<u64>,
     pub keywords: Vec<String>,
     pub auto_publish: Option<bool>,
+    /// The title is sent as written, `{stem}` and `{name}` included (a companion's title: it
+    /// is the video's own, not a template).
+    pub title_as_written: bool,
 }
 
 /// File suffixes the platform accepts (lower case); others are answered `415`.
@@ -52,6 +55,9 @@ impl VideoMetadata {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| file_name.to_string());
+        if self.title_as_written && !self.title.trim().is_empty() {
+            return self.title.clone();
+        }
         let template = if self.title.trim().is_empty() {
             "{stem}"
         } else {

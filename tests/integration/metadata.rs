@@ -487,7 +487,7 @@ async fn a_job_xml_naming_a_video_that_never_comes_goes_to_failed_with_the_reaso
     stop(agent).await;
     let reason = error_text(&failed);
     assert!(
-        reason.contains("the job XML names missing.mp4, which did not arrive within 2s"),
+        reason.contains("the job XML names missing.mp4, which has not been beside it for 2s"),
         "{reason}"
     );
     assert!(emulator.videos().is_empty());
@@ -535,4 +535,258 @@ async fn a_failed_call_after_the_upload_is_recorded_and_the_video_is_not_uploade
         events.contains("the video stays uploaded without it"),
         "{events}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_job_xml_is_refused_at_once_and_does_not_hold_up_other_videos() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    // 140 000 levels, under 1 MiB: parsing it whole took minutes of CPU, on every check.
+    let deep = format!(
+        r#"<job xmlns="{JOB_NAMESPACE}"><source><file>n.mp4</file></source>{}{}</job>"#,
+        "<a>".repeat(140_000),
+        "</a>".repeat(140_000)
+    );
+    std::fs::write(studio.inbox.join("n.xml"), &deep).unwrap();
+    std::fs::write(studio.inbox.join("deep.xml"), &deep).unwrap();
+    write_file(&studio.inbox.join("n.mp4"), 30_000, 11);
+    write_file(&studio.inbox.join("other2.mp4"), 30_000, 12);
+    std::fs::write(
+        studio.inbox.join("other2.mp4.json"),
+        r#"{"title": "Other two"}"#,
+    )
+    .unwrap();
+    let done = studio.done().join("other2.mp4");
+    eventually(WAIT, "other2.mp4 in done/", || arrived(&done)).await;
+    let failed = studio.failed().join("n.mp4");
+    eventually(WAIT, "n.mp4 in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    assert_eq!(
+        the_video(&emulator, "other2.mp4").title.as_deref(),
+        Some("Other two")
+    );
+    let reason = error_text(&failed);
+    assert!(reason.contains("nested more than 64 deep"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_a_companion_gone_before_the_upload_starts_fails_the_video_not_folder_metadata() {
+    let emulator = emulator(slow_server).await;
+    let upload = FAST_UPLOAD.replace("parallel = 2", "parallel = 1");
+    let studio = Studio::new(
+        &emulator,
+        &upload,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"1h\""),
+    );
+    std::fs::write(studio.inbox.join("v1.mov.json"), r#"{"title": "V1 meta"}"#).unwrap();
+    write_file(&studio.inbox.join("v1.mov"), 24 * 1024 * 1024, 21);
+    let agent = studio.start();
+    eventually(WAIT, "first upload started", || {
+        !emulator.videos().is_empty()
+    })
+    .await;
+    let companion = studio.inbox.join("v2.mov.json");
+    std::fs::write(&companion, r#"{"title": "V2 meta", "channels": [77]}"#).unwrap();
+    write_file(&studio.inbox.join("v2.mov"), 30_000, 22);
+    eventually(WAIT, "v2.mov queued with its companion", || {
+        studio.log_text().contains("v2.mov")
+            && !studio
+                .log_text()
+                .lines()
+                .any(|l| l.contains("v2.mov") && l.contains("waiting for its companion"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !arrived(&studio.done().join("v1.mov")),
+        "v1 finished too soon"
+    );
+    std::fs::remove_file(&companion).unwrap();
+    let failed = studio.failed().join("v2.mov");
+    eventually(WAIT, "v2.mov in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    assert!(
+        emulator.videos().iter().all(|v| v.file_name != "v2.mov"),
+        "v2 uploaded with the folder's metadata"
+    );
+    let reason = error_text(&failed);
+    assert!(reason.contains("no longer beside it"), "{reason}");
+    assert!(reason.contains("hotfolder retry"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_companion_not_used_is_not_kept_for_a_later_video_of_the_same_name() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"optional\"\nmetadata_wait = \"1s\"\nincomplete_after = \"2s\""),
+    );
+    let agent = studio.start();
+    // A job XML and a JSON for k.mp4: the job XML wins, the JSON goes with the video.
+    std::fs::write(
+        studio.inbox.join("k.mp4.json"),
+        r#"{"title": "K from json"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        studio.inbox.join("k.xml"),
+        format!(r#"<job xmlns="{JOB_NAMESPACE}"><title>K from xml</title><source><file>k.mp4</file></source></job>"#),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("k.mp4"), 30_000, 31);
+    let done = studio.done().join("k.mp4");
+    eventually(WAIT, "k.mp4 in done/", || arrived(&done)).await;
+    assert!(studio.done().join("k.mp4.json").exists());
+    assert!(!studio.inbox.join("k.mp4.json").exists());
+    let record = sidecar(&done);
+    assert_eq!(record["companion"]["file"], "k.xml");
+    assert_eq!(record["unused_companion"]["file"], "k.mp4.json");
+    assert!(
+        record["unused_companion"]["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("job XML"),
+        "{record}"
+    );
+    // A JSON after its (optional) video left: to failed/ after incomplete_after, not applied
+    // to the next video of that name.
+    write_file(&studio.inbox.join("late.mp4"), 30_000, 32);
+    let late_done = studio.done().join("late.mp4");
+    eventually(WAIT, "late.mp4 in done/", || arrived(&late_done)).await;
+    std::fs::write(studio.inbox.join("late.mp4.json"), r#"{"title": "LATE"}"#).unwrap();
+    let failed = studio.failed().join("late.mp4.json");
+    eventually(WAIT, "late.mp4.json in failed/", || arrived(&failed)).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("the JSON companion is for late.mp4, which has not been beside it"),
+        "{reason}"
+    );
+    std::fs::copy(&late_done, studio.inbox.join("late.mp4")).unwrap();
+    eventually(WAIT, "the second late.mp4 uploaded", || {
+        emulator
+            .videos()
+            .iter()
+            .filter(|v| v.file_name == "late.mp4")
+            .count()
+            == 2
+    })
+    .await;
+    stop(agent).await;
+    assert!(
+        emulator.videos().iter().all(
+            |v| v.title.as_deref() != Some("LATE") && v.title.as_deref() != Some("K from json")
+        ),
+        "{:?}",
+        emulator.videos()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_xmls_in_failed_are_not_listed_and_retry_removes_them_with_the_sidecar() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"1s\"\nresult_xml = true"),
+    );
+    let agent = studio.start();
+    std::fs::write(studio.inbox.join("c.mp4.json"), r#"{"channels": "x"}"#).unwrap();
+    write_file(&studio.inbox.join("c.mp4"), 30_000, 33);
+    write_file(&studio.inbox.join("nocomp.mp4"), 30_000, 34);
+    for name in ["c.mp4", "nocomp.mp4"] {
+        let failed = studio.failed().join(name);
+        eventually(WAIT, &format!("{name} in failed/"), || arrived(&failed)).await;
+    }
+    stop(agent).await;
+    assert!(studio.failed().join("c.mp4.xml").exists());
+    assert!(studio.failed().join("nocomp.mp4.xml").exists());
+    let listed = run(hotfolder()
+        .arg("failed")
+        .arg("--json")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let mut names: Vec<String> = listed
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| f["rel_path"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    assert_eq!(names, vec!["c.mp4", "nocomp.mp4"]);
+    let retried = run(hotfolder()
+        .arg("retry")
+        .arg("--all")
+        .arg("--config")
+        .arg(&studio.config))
+    .await;
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    let mut back: Vec<String> = std::fs::read_dir(&studio.inbox)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !matches!(n.as_str(), "failed" | "done"))
+        .collect();
+    back.sort();
+    assert_eq!(back, vec!["c.mp4", "c.mp4.json", "nocomp.mp4"]);
+    assert!(
+        files_under(&studio.failed()).is_empty(),
+        "{:?}",
+        files_under(&studio.failed())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_job_xmls_for_one_video_or_an_invalid_one_under_another_name_refuse_it_by_name() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\""),
+    );
+    let agent = studio.start();
+    for (name, title) in [("j1.xml", "J one"), ("j2.xml", "J two")] {
+        std::fs::write(
+            studio.inbox.join(name),
+            format!(r#"<job xmlns="{JOB_NAMESPACE}"><title>{title}</title><source><file>j.mp4</file></source></job>"#),
+        )
+        .unwrap();
+    }
+    write_file(&studio.inbox.join("j.mp4"), 30_000, 41);
+    std::fs::write(
+        studio.inbox.join("upload-job.xml"),
+        format!(r#"<job xmlns="{JOB_NAMESPACE}"><groupId>-5</groupId><source><file>gv.mp4</file></source></job>"#),
+    )
+    .unwrap();
+    write_file(&studio.inbox.join("gv.mp4"), 30_000, 42);
+    let failed = studio.failed().join("j.mp4");
+    eventually(WAIT, "j.mp4 in failed/", || arrived(&failed)).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("two job XMLs name j.mp4")
+            && reason.contains("j1.xml")
+            && reason.contains("j2.xml"),
+        "{reason}"
+    );
+    let failed = studio.failed().join("gv.mp4");
+    eventually(WAIT, "gv.mp4 in failed/", || arrived(&failed)).await;
+    stop(agent).await;
+    let reason = error_text(&failed);
+    assert!(
+        reason.contains("upload-job.xml") && reason.contains("groupId"),
+        "{reason}"
+    );
+    assert!(studio.failed().join("upload-job.xml").exists());
+    assert!(emulator.videos().is_empty());
 }
