@@ -169,6 +169,21 @@ pub(super) fn taken_over(shared: &Shared, id: i64, name: &str) {
 /// into the folder under its name (numbered if the name is taken meanwhile) and the claim
 /// ends; the intake finds it there and queues it once it is stable again.
 pub(super) fn give_back(shared: &Arc<Shared>, job: &Job, claim: &Claim, name: &str) {
+    if std::fs::symlink_metadata(&claim.file).is_err() {
+        // Deleted from the claim folder by someone: nothing to give back or upload.
+        tracing::info!(file = %name, "the claimed file is gone from the claim folder; forgetting it");
+        shared.holds.end(claim, true);
+        if let Err(err) = shared.store.forget(
+            job.id,
+            "the file disappeared from the claim folder before it was uploaded",
+        ) {
+            shared.store_failed(&format!("cannot forget job {}", job.id), &err);
+        }
+        return;
+    }
+    if let Ok(Some(video)) = shared.store.job(job.id).map(|job| job.video_id) {
+        tracing::warn!(file = %name, video_id = %video, "the file changed after it was claimed: it is uploaded again once stable, by whichever agent claims it, as a new video; video {video} stays incomplete on the platform (delete it in VideoManager Pro)");
+    }
     let result = crate::finish::move_without_overwrite(
         &claim.file,
         &job.folder,

@@ -139,10 +139,13 @@ impl UploadObserver for JobObserver {
         self.log_store_error("the video id", recorded);
     }
     fn video_on_record(&self) -> bool {
+        self.video_recorded.load(Ordering::Relaxed)
+    }
+    fn keeps_marker(&self) -> bool {
         // A claimed file's marker stays on until the file is moved (see `markers::clear_soon`):
         // an agent that takes the claim over finds the video by it, and so knows the video in
         // the claim record is really this file's.
-        self.claim.is_none() && self.video_recorded.load(Ordering::Relaxed)
+        self.claim.is_some()
     }
     fn marker_removed(&self) {
         self.log_store_error(

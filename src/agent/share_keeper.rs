@@ -133,11 +133,13 @@ impl ShareHolds {
     }
 
     /// Holds `claim` (just made, or found again after a restart) with `record`.
-    pub(super) fn hold(&self, folder: &Path, claim: Claim, record: ClaimRecord) {
+    pub(super) fn hold(&self, folder: &Path, claim: Claim, mut record: ClaimRecord) {
         let lease = self
             .folders()
             .get(folder)
             .map_or(Duration::from_secs(120), |hold| hold.lease);
+        // Written with the next renewal: others wait out the longer of the two leases.
+        record.lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         self.claims().insert(
             claim.record.clone(),
             HeldClaim {
@@ -501,24 +503,46 @@ fn adopt(
     };
     // The record's video is trusted only through its marker keyword: the video that carries
     // it is the file's (a record written by hand could name anyone's video). Without a marker
-    // (`tag_videos = false`) the video id is taken when the size matches.
-    let (video_id, create_sent) = match (&record.video_id, &record.marker) {
-        (Some(_), Some(_)) => (None, true),
-        (Some(video), None) if record.size == meta.len() => (Some(video.clone()), false),
-        (Some(_), None) => {
-            tracing::warn!(file = %escaped(&rel_path), "the claim record's size does not match its file; its video is not resumed, a new one is made");
-            (None, false)
+    // (`tag_videos = false`) the video id is taken as it is. Neither is believed for a record
+    // whose size is not its file's, or whose marker another claim of the folder holds too (a
+    // copy of a live record).
+    let believed = record.size == meta.len() && !marker_held_elsewhere(folder, &claim, &record);
+    let (video_id, marker, create_sent) = match (&record.video_id, &record.marker) {
+        _ if !believed => {
+            tracing::warn!(file = %escaped(&rel_path), "the claim record does not match its file (size) or shares its marker with another claim; its video is not resumed, a new one is made");
+            (None, None, false)
         }
-        (None, _) => (None, record.create_sent),
+        (Some(_), Some(marker)) => (None, Some(marker.clone()), true),
+        (Some(video), None) => (Some(video.clone()), None, false),
+        (None, marker) => (None, marker.clone(), record.create_sent),
+    };
+    // Chunk progress that does not fit the file starts the content again at chunk 1.
+    let fits = match (record.chunk_size, record.total_chunks) {
+        (Some(chunk), Some(total)) if chunk > 0 && chunk <= 4 << 30 && total > 0 => {
+            let total = u64::from(total);
+            chunk
+                .checked_mul(total)
+                .is_some_and(|all| all >= meta.len())
+                && chunk
+                    .checked_mul(total - 1)
+                    .is_some_and(|before| before < meta.len())
+                && u64::from(record.next_chunk) <= total + 1
+        }
+        _ => false,
+    };
+    let (next_chunk, total_chunks, chunk_size) = if fits && believed {
+        (record.next_chunk, record.total_chunks, record.chunk_size)
+    } else {
+        (1, None, None)
     };
     let upload = ClaimedUpload {
         video_id,
-        marker: record.marker.clone(),
+        marker,
         create_sent,
         video_manager_id: record.video_manager_id,
-        next_chunk: record.next_chunk,
-        total_chunks: record.total_chunks,
-        chunk_size: record.chunk_size,
+        next_chunk,
+        total_chunks,
+        chunk_size,
     };
     match shared.store.adopt_claim(&job, &upload, why) {
         Ok(Enqueued::New(_)) => {
@@ -549,6 +573,22 @@ fn adopt(
             shared.store_failed("cannot queue a claim taken over", &err);
         }
     }
+}
+
+/// Whether another claim record in `folder` than `claim`'s carries `record`'s marker.
+fn marker_held_elsewhere(folder: &Path, claim: &Claim, record: &ClaimRecord) -> bool {
+    let Some(marker) = &record.marker else {
+        return false;
+    };
+    claim::records(folder)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, path)| *path != claim.record)
+        .filter_map(|(_, path)| {
+            let (bytes, _) = crate::shared_folder::read_small(&path).ok()?;
+            serde_json::from_slice::<ClaimRecord>(&bytes).ok()
+        })
+        .any(|other| other.marker.as_ref() == Some(marker))
 }
 
 /// Keeps the presences and claims every quarter of the shortest lease until `stop`. A round

@@ -44,6 +44,11 @@ pub struct ClaimRecord {
     /// resumes them on their videos.
     #[serde(default)]
     pub in_place: bool,
+    /// The owner's `claim_lease` in milliseconds: others judge the claim stale only after the
+    /// longer of theirs and this, so agents configured with different leases never take a
+    /// claim that is being renewed.
+    #[serde(default)]
+    pub lease_ms: u64,
 }
 
 impl ClaimRecord {
@@ -65,6 +70,7 @@ impl ClaimRecord {
             total_chunks: None,
             chunk_size: None,
             in_place: false,
+            lease_ms: 0,
         }
     }
 
@@ -78,9 +84,11 @@ impl ClaimRecord {
             _ => PathBuf::from(&self.rel_path),
         };
         let plain = !path.as_os_str().is_empty()
-            && path
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            && !path.as_os_str().as_bytes().contains(&0)
+            && path.components().all(|c| match c {
+                std::path::Component::Normal(name) => name.len() <= 255,
+                _ => false,
+            });
         plain.then_some(path)
     }
 
@@ -314,11 +322,14 @@ pub fn stale_claims(
         if owner == me {
             continue;
         }
-        let Ok((_, mtime)) = read_small(&record) else {
+        let Ok((bytes, mtime)) = read_small(&record) else {
             continue;
         };
+        let theirs = ClaimRecord::parse(&bytes)
+            .map(|record| Duration::from_millis(record.lease_ms))
+            .unwrap_or_default();
         let age = age(now, mtime);
-        if age > lease {
+        if age > lease.max(theirs) {
             stale.push(StaleClaim { owner, record, age });
         }
     }
@@ -349,7 +360,17 @@ pub fn records(folder: &Path) -> io::Result<Vec<(String, PathBuf)>> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|ext| ext == RECORD_SUFFIX) {
+            // Keys are hex, as `claim` makes them: a file of another shape is not a claim
+            // (its file could not be told from its record).
+            let is_key = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .is_some_and(|stem| {
+                    !stem.is_empty()
+                        && stem.len() <= 32
+                        && stem.chars().all(|c| c.is_ascii_hexdigit())
+                });
+            if is_key && path.extension().is_some_and(|ext| ext == RECORD_SUFFIX) {
                 found.push((name.clone(), path));
             }
         }

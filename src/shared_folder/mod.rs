@@ -275,12 +275,12 @@ pub fn survey(folder: &Path, lease: Duration, me: Option<&str>) -> Vec<AgentOnFo
         .into_iter()
         .map(|agent| AgentOnFolder {
             this_agent: me == Some(agent.record.agent.as_str()),
+            active: agent.age <= agent.record.lease_for(lease),
             agent: agent.record.agent,
             host: Some(agent.record.host),
             pid: Some(agent.record.pid),
             shared: Some(agent.record.shared),
             seen_secs_ago: Some(agent.age.as_secs()),
-            active: agent.age <= lease,
             claims: Vec::new(),
         })
         .collect();

@@ -27,6 +27,19 @@ pub struct PresenceRecord {
     /// process running with the same id (a state dir copied to another machine).
     #[serde(default)]
     pub nonce: u64,
+    /// Its `claim_lease` in milliseconds: the others count it present until the longer of
+    /// theirs and this has passed without a renewal (agents configured with different leases
+    /// must not take each other for gone).
+    #[serde(default)]
+    pub lease_ms: u64,
+}
+
+impl PresenceRecord {
+    /// How long this presence counts without a renewal, for an agent whose own lease is
+    /// `mine`.
+    pub fn lease_for(&self, mine: Duration) -> Duration {
+        mine.max(Duration::from_millis(self.lease_ms))
+    }
 }
 
 /// Another agent's presence as seen now.
@@ -109,6 +122,7 @@ impl FolderPresence {
                 since_ns: i128::MAX,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 nonce: rand::random(),
+                lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
             },
             lease,
             last_renewed: None,
@@ -120,6 +134,7 @@ impl FolderPresence {
     pub fn reconfigure(&mut self, shared: bool, lease: Duration) {
         self.me.shared = shared;
         self.lease = lease;
+        self.me.lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
     }
 
     /// Rewrites this agent's presence and returns "now" by the file server's clock. A presence
@@ -199,7 +214,9 @@ impl FolderPresence {
         }
         let others = present_agents(&self.agents_dir, now)?
             .into_iter()
-            .filter(|seen| seen.record.agent != self.me.agent && seen.age <= self.lease)
+            .filter(|seen| {
+                seen.record.agent != self.me.agent && seen.age <= seen.record.lease_for(self.lease)
+            })
             .collect::<Vec<_>>();
         let me = (self.me.since_ns, self.me.agent.as_str());
         let holder = others
@@ -301,6 +318,22 @@ mod tests {
         second.reconfigure(false, lease);
         let now = second.renew().unwrap();
         assert!(matches!(second.verdict(now).unwrap(), Verdict::Ours { .. }));
+    }
+
+    #[test]
+    fn an_agent_with_a_shorter_lease_still_sees_one_with_a_longer_lease_as_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut slow =
+            FolderPresence::new(dir.path(), &agent("a-1"), false, Duration::from_secs(60));
+        slow.renew().unwrap();
+        let mut quick =
+            FolderPresence::new(dir.path(), &agent("b-2"), false, Duration::from_secs(2));
+        // The long-lease agent renews every 15 s; 3 s after its renewal it is still there.
+        let now = quick.renew().unwrap() + 3_000_000_000;
+        assert!(matches!(
+            quick.verdict(now).unwrap(),
+            Verdict::Refused { .. }
+        ));
     }
 
     #[test]

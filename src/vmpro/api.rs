@@ -223,6 +223,11 @@ pub trait UploadObserver: Send + Sync {
     }
     /// The marker keyword is off the platform again.
     fn marker_removed(&self) {}
+    /// The marker keyword stays on until the caller takes it off itself (a claimed file's,
+    /// until the file is moved: see `shared_folder`).
+    fn keeps_marker(&self) -> bool {
+        false
+    }
     fn url_issued(&self, _url: &UploadUrl) {}
     /// Chunk `index` of `total` was accepted; `next_chunk` is what a resume starts from.
     /// `took` is the time it was being sent (see `UploadReport::sending`), for rates that do

@@ -1130,6 +1130,9 @@ impl UploadObserver for UnlessReadFailed<'_> {
     fn video_on_record(&self) -> bool {
         self.observer.video_on_record()
     }
+    fn keeps_marker(&self) -> bool {
+        self.observer.keeps_marker()
+    }
     fn marker_removed(&self) {
         self.observer.marker_removed();
     }

@@ -497,6 +497,9 @@ pub(super) async fn remove_marker_or_note(
     let Some(marker) = video.marker.as_deref() else {
         return true;
     };
+    if observer.keeps_marker() {
+        return false;
+    }
     if !observer.video_on_record() {
         tracing::warn!(video_id = %video.id, "the video's id could not be recorded; its marker keyword stays on so that it can be found again");
         return false;

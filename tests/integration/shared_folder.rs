@@ -702,3 +702,59 @@ async fn without_shared_the_agent_that_takes_a_dead_agents_folder_over_resumes_i
     assert!(claimed(&inbox).is_empty(), "{:?}", claimed(&inbox));
     heir.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_with_a_shorter_claim_lease_never_takes_a_live_agent_with_a_longer_one_for_gone() {
+    let emulator = emulator(|_| {}).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // The first renews every 15 s; the second would call anything older than 2 s gone.
+    let mut patient = Agent::new(
+        base.path(),
+        "patient",
+        &emulator,
+        &inbox,
+        "claim_lease = \"60s\"",
+    );
+    let mut hasty = Agent::new(
+        base.path(),
+        "hasty",
+        &emulator,
+        &inbox,
+        "claim_lease = \"2s\"",
+    );
+    patient.start();
+    says(
+        &patient,
+        "ready: every folder is watched",
+        Duration::from_secs(20),
+    )
+    .await;
+    hasty.start();
+    says(
+        &hasty,
+        "another hotfolder agent watches it",
+        Duration::from_secs(20),
+    )
+    .await;
+    let mut wanted = Vec::new();
+    for i in 0..3 {
+        wanted.push(write_file(
+            &inbox.join(format!("clip{i}.mp4")),
+            200_000,
+            40 + i,
+        ));
+    }
+    eventually(Duration::from_secs(30), "every clip in done/", || {
+        (0..3).all(|i| arrived(&inbox.join(format!("done/clip{i}.mp4"))))
+    })
+    .await;
+    // Well past the short lease, and past a renewal of the long one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = hasty.log_text();
+    assert!(!log.contains("this agent watches it now"), "{log}");
+    assert_eq!(emulator.videos().len(), 3, "one video per file");
+    patient.kill().await;
+    hasty.kill().await;
+}
