@@ -169,6 +169,23 @@ impl Claim {
         }
     }
 
+    /// Writes the claim's record, which must not exist yet. A record cut short (a full disk)
+    /// is removed again: it must not be left for other agents to trip over.
+    fn write_new(&self, record: &ClaimRecord) -> Result<(), ClaimError> {
+        let written = (|| {
+            use std::io::Write as _;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&self.record)?;
+            out.write_all(&record.bytes())
+        })();
+        written.map_err(|err| {
+            self.release();
+            ClaimError::Io(err)
+        })
+    }
+
     /// The file has left the claim folder (done/, failed/) or is gone: the claim ends.
     pub fn release(&self) {
         let _ = std::fs::remove_file(&self.record);
@@ -197,19 +214,7 @@ pub fn claim(
         record: dir.join(format!("{key}.{RECORD_SUFFIX}")),
     };
     let record = ClaimRecord::new(agent, rel_path, size);
-    let written = (|| {
-        use std::io::Write as _;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&claim.record)?;
-        out.write_all(&record.bytes())
-    })();
-    if let Err(err) = written {
-        // A record cut short (a full disk) must not be left for other agents to trip over.
-        claim.release();
-        return Err(ClaimError::Io(err));
-    }
+    claim.write_new(&record)?;
     match std::fs::rename(file, &claim.file) {
         Ok(()) => Ok((claim, record)),
         Err(err) => {
@@ -240,18 +245,7 @@ pub fn record_in_place(
     };
     let mut record = ClaimRecord::new(agent, rel_path, size);
     record.in_place = true;
-    let written = (|| {
-        use std::io::Write as _;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&claim.record)?;
-        out.write_all(&record.bytes())
-    })();
-    if let Err(err) = written {
-        claim.release();
-        return Err(ClaimError::Io(err));
-    }
+    claim.write_new(&record)?;
     Ok((claim, record))
 }
 

@@ -44,31 +44,12 @@ impl JobStore {
         self.write(|tx| {
             let enqueued = enqueue_in(tx, job)?;
             if let Enqueued::New(id) = enqueued {
-                let create_sent_at = upload.create_sent.then(|| Stamp(now()));
-                tx.execute(
-                    "UPDATE jobs SET video_id = ?2, marker = ?3, create_sent_at = ?4,
-                        video_manager_id = ?5, next_chunk = ?6, total_chunks = ?7,
-                        chunk_size = ?8
-                     WHERE id = ?1",
-                    params![
-                        id,
-                        upload.video_id,
-                        upload.marker,
-                        create_sent_at,
-                        upload.video_manager_id,
-                        upload.next_chunk.max(1),
-                        upload.total_chunks,
-                        upload.chunk_size,
-                    ],
-                )?;
-                insert_event(tx, id, "taken over", why)?;
+                resume_in(tx, id, upload, why, "")?;
             }
             Ok(enqueued)
         })
     }
-}
 
-impl JobStore {
     /// Job `id` (waiting, not started on a video of its own) resumes the upload `upload` that
     /// another agent's record describes. A job that already made or asked for a video keeps
     /// its own.
@@ -79,29 +60,49 @@ impl JobStore {
         why: &str,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let create_sent_at = upload.create_sent.then(|| Stamp(now()));
-            let changed = tx.execute(
-                "UPDATE jobs SET video_id = ?2, marker = ?3, create_sent_at = ?4,
-                    video_manager_id = ?5, next_chunk = ?6, total_chunks = ?7, chunk_size = ?8
-                 WHERE id = ?1 AND state = 'waiting' AND video_id IS NULL
-                    AND create_sent_at IS NULL AND marker IS NULL",
-                params![
-                    id,
-                    upload.video_id,
-                    upload.marker,
-                    create_sent_at,
-                    upload.video_manager_id,
-                    upload.next_chunk.max(1),
-                    upload.total_chunks,
-                    upload.chunk_size,
-                ],
-            )?;
-            if changed > 0 {
-                insert_event(tx, id, "taken over", why)?;
-            }
-            Ok(())
+            resume_in(
+                tx,
+                id,
+                upload,
+                why,
+                "AND state = 'waiting' AND video_id IS NULL AND create_sent_at IS NULL
+                    AND marker IS NULL",
+            )
         })
     }
+}
+
+/// Puts `upload` on job `id` (when `only_if`, more SQL conditions, holds) with a `taken over`
+/// event saying `why`.
+fn resume_in(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    upload: &ClaimedUpload,
+    why: &str,
+    only_if: &str,
+) -> Result<(), StoreError> {
+    let create_sent_at = upload.create_sent.then(|| Stamp(now()));
+    let changed = tx.execute(
+        &format!(
+            "UPDATE jobs SET video_id = ?2, marker = ?3, create_sent_at = ?4,
+                video_manager_id = ?5, next_chunk = ?6, total_chunks = ?7, chunk_size = ?8
+             WHERE id = ?1 {only_if}"
+        ),
+        params![
+            id,
+            upload.video_id,
+            upload.marker,
+            create_sent_at,
+            upload.video_manager_id,
+            upload.next_chunk.max(1),
+            upload.total_chunks,
+            upload.chunk_size,
+        ],
+    )?;
+    if changed > 0 {
+        insert_event(tx, id, "taken over", why)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,54 +15,7 @@ const RESULT_NAMESPACE: &str = "http://schemas.video-cdn.net/vmpro/public/v1/ing
 
 /// The sample job XML of movingimage's FTP ingest documentation (`docs/platform/vmpro/vam/ftp/
 /// xml.md` in `movingimage-evp/documentation`), with its own values.
-const DOCUMENTATION_SAMPLE: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
-<job xmlns="http://schemas.video-cdn.net/vmpro/public/v1/ingest/ftp/job.xsd" reference="abc">
-    <title>FtpImportMetaData</title>
-    <description>Lorem ipsum dolor sit amet, consectetur adipiscing
-elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.
-Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi
-ut aliquip ex ea commodo consequat.</description>
-    <channels>
-        <id>3054</id>
-    </channels>
-    <keywords>
-        <keyword>summer</keyword>
-        <keyword>autumn</keyword>
-    </keywords>
-    <customMetadata>
-        <field name="production company">MGM</field>
-    </customMetadata>
-    <source>
-        <file>video001.mp4</file>
-    </source>
-    <actions>
-        <release>
-            <publish>
-                <period>
-                    <begin>2019-07-01T09:00:00+02:00</begin>
-                    <end>2019-08-01T09:00:00+02:00</end>
-                </period>
-            </publish>
-            <download/>
-        </release>
-        <delete>
-            <time>2019-08-02T09:00:00+02:00</time>
-        </delete>
-    </actions>
-    <still>
-        <file>Chysathemum.jpg</file>
-    </still>
-    <groupId>2233</groupId>
-    <securityPolicyId>950</securityPolicyId>
-    <inform>
-        <email>employee.name@company.com</email>
-    </inform>
-    <ingestActions>
-        <disableAutoDelete>source</disableAutoDelete>
-        <disableAutoDelete>still</disableAutoDelete>
-    </ingestActions>
-</job>
-"#;
+const DOCUMENTATION_SAMPLE: &str = include_str!("../fixtures/ftp-job-sample.xml");
 
 fn folder(lines: &str) -> String {
     format!("stable_for = \"300ms\"\n{lines}")
