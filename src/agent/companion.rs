@@ -148,10 +148,24 @@ pub(super) async fn sweep_orphan_job_xmls(shared: Arc<Shared>, stop: Cancellatio
         for folder in folders {
             let dir = folder.path.clone();
             let waited = folder.incomplete_after;
+            let names = crate::ready::NameFilter::new(&folder.include, &folder.exclude);
             let found = tokio::time::timeout(
                 ORPHAN_SWEEP_PATIENCE,
                 tokio::task::spawn_blocking(move || {
-                    orphan_job_xmls(&dir, waited, SystemTime::now())
+                    let mut orphans = orphan_job_xmls(&dir, waited, SystemTime::now());
+                    orphans.retain(|orphan| {
+                        let video = orphan.video.file_name().unwrap_or_default();
+                        // `notes.txt.json` is not the companion of a video this folder takes.
+                        let a_video = orphan.format != CompanionFormat::Json
+                            || names.verdict(video).is_accepted();
+                        // A video claimed by some agent (moved into a claim folder, or being
+                        // uploaded in place) is on its way: its companion waits for it.
+                        let claimed = orphan.video.strip_prefix(&dir).is_ok_and(|rel_path| {
+                            crate::shared_folder::claim::is_claimed(&dir, rel_path)
+                        });
+                        a_video && !claimed
+                    });
+                    orphans
                 }),
             )
             .await;

@@ -558,8 +558,13 @@ fn load_job_xml(path: &Path) -> Result<JobXmlRead, CompanionError> {
         }
     }
     let text = read_companion(path)?;
+    // The namespace named somewhere (a comment, an attribute of another tool's XML) does not
+    // make a job XML: only a root element in it does.
     let read = if text.contains(JOB_NAMESPACE) {
-        Some(job_xml::parse_detailed(&text))
+        match job_xml::parse_detailed(&text) {
+            Err(refused) if matches!(refused.error, job_xml::JobXmlError::NotAJob(_)) => None,
+            parsed => Some(parsed),
+        }
     } else {
         None
     };

@@ -181,7 +181,6 @@ pub enum NameVerdict {
 }
 
 impl NameVerdict {
-    #[cfg(test)]
     pub fn is_accepted(&self) -> bool {
         matches!(self, NameVerdict::Accepted { .. })
     }

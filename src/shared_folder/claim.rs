@@ -373,6 +373,21 @@ pub fn records(folder: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     Ok(found)
 }
 
+/// Whether some agent holds a claim on the file named `rel_path` in `folder` (moved into a claim
+/// folder, or in place): its companion is not an orphan, whoever's queue it is in.
+pub fn is_claimed(folder: &Path, rel_path: &Path) -> bool {
+    records(folder)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|(_, path)| {
+            read_small(&path)
+                .ok()
+                .and_then(|(bytes, _)| ClaimRecord::parse(&bytes).ok())
+                .and_then(|record| record.rel_path())
+                .is_some_and(|claimed| claimed == rel_path)
+        })
+}
+
 /// A claim taken over: the record (now `agent`'s) and where the file is, if it was found.
 #[derive(Debug)]
 pub struct TakenOver {

@@ -743,3 +743,42 @@ async fn two_job_xmls_for_one_video_or_an_invalid_one_under_another_name_refuse_
     assert!(studio.failed().join("upload-job.xml").exists());
     assert!(emulator.videos().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_only_look_like_companions_are_left_alone() {
+    let emulator = emulator(|_| {}).await;
+    let studio = Studio::new(
+        &emulator,
+        FAST_UPLOAD,
+        &folder("metadata_file = \"required\"\nincomplete_after = \"2s\""),
+    );
+    let agent = studio.start();
+    // Not a companion of any video this folder takes, and another tool's XML that merely
+    // mentions the job namespace (in a comment): neither is failed, neither refuses m.mp4.
+    std::fs::write(studio.inbox.join("notes.txt.json"), r#"{"title": "x"}"#).unwrap();
+    std::fs::write(
+        studio.inbox.join("m.xml"),
+        format!(
+            "<?xml version=\"1.0\"?>\n<!-- exported for {JOB_NAMESPACE} -->\n<xmeml version=\"5\"/>"
+        ),
+    )
+    .unwrap();
+    std::fs::write(studio.inbox.join("m.mp4.json"), r#"{"title": "From JSON"}"#).unwrap();
+    write_file(&studio.inbox.join("m.mp4"), 40_000, 7);
+    let done = studio.done().join("m.mp4");
+    eventually(WAIT, "m.mp4 in done/", || arrived(&done)).await;
+    // Past incomplete_after and a sweep of the folder.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    stop(agent).await;
+    assert_eq!(
+        the_video(&emulator, "m.mp4").title.as_deref(),
+        Some("From JSON")
+    );
+    assert!(studio.inbox.join("notes.txt.json").exists());
+    assert!(studio.inbox.join("m.xml").exists());
+    assert!(
+        files_under(&studio.failed()).is_empty(),
+        "{:?}",
+        files_under(&studio.failed())
+    );
+}

@@ -758,3 +758,57 @@ async fn an_agent_with_a_shorter_claim_lease_never_takes_a_live_agent_with_a_lon
     patient.kill().await;
     hasty.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claimed_videos_job_xml_is_no_other_agents_orphan() {
+    let emulator = emulator(slow_server).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let extra = "shared = true\nclaim_lease = \"2s\"\nmetadata_file = \"required\"\nincomplete_after = \"2s\"";
+    let mut uploader = Agent::new(base.path(), "uploader", &emulator, &inbox, extra);
+    let mut other = Agent::new(base.path(), "other", &emulator, &inbox, extra);
+    uploader.start();
+    says(
+        &uploader,
+        "ready: every folder is watched",
+        Duration::from_secs(20),
+    )
+    .await;
+    // The video, then its job XML (the trigger): a long upload (one request every 60 ms).
+    write_file(&inbox.join("long.mp4"), 120 * MIB, 8);
+    std::fs::write(
+        inbox.join("job.xml"),
+        format!(
+            r#"<job xmlns="{}"><title>Long one</title><source><file>long.mp4</file></source></job>"#,
+            "http://schemas.video-cdn.net/vmpro/public/v1/ingest/ftp/job.xsd"
+        ),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(30), "the upload under way", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 1)
+    })
+    .await;
+    // The other agent sees job.xml beside no long.mp4 (it is claimed) for longer than
+    // incomplete_after: it must leave it for the video's agent.
+    other.start();
+    eventually(Duration::from_secs(120), "long.mp4 in done/", || {
+        arrived(&inbox.join("done/long.mp4"))
+    })
+    .await;
+    assert!(
+        inbox.join("done/job.xml").exists(),
+        "the job XML moved with its video"
+    );
+    assert!(
+        files_under(&inbox.join("failed")).is_empty(),
+        "{:?}",
+        files_under(&inbox.join("failed"))
+    );
+    assert_eq!(emulator.videos()[0].title.as_deref(), Some("Long one"));
+    uploader.kill().await;
+    other.kill().await;
+}
