@@ -60,6 +60,7 @@ pub use test_skip::test_skipped;
 pub use logging::{LOG_FILE_PREFIX, LOG_FILE_SUFFIX, stderr_is_journal};
 /// The names of the files hotfolder makes in its state dir, for the package's purge (tested
 /// against packaging/deb/postrm).
+pub use shared_folder::AGENT_ID_FILE_NAME;
 pub use store::{
     DB_FILE_NAME, LOCK_FILE_NAME, MANUAL_DB_FILE_NAME, RETRY_LOCK_FILE_NAME, SQLITE_SIDE_SUFFIXES,
 };

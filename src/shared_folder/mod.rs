@@ -70,6 +70,9 @@ use serde::{Deserialize, Serialize};
 /// input (see `watch::WatchSpec`).
 pub const SHARE_DIR: &str = ".hotfolder";
 
+/// The file in the state dir that keeps this agent's id.
+pub const AGENT_ID_FILE_NAME: &str = "agent-id";
+
 /// `.hotfolder/` of a watched folder.
 pub fn share_dir(folder: &Path) -> PathBuf {
     folder.join(SHARE_DIR)
@@ -145,7 +148,7 @@ impl AgentId {
 
     /// The agent of the state dir `state_dir` (`agent-id` there), made on first use.
     pub fn of_state_dir(state_dir: &Path) -> io::Result<AgentId> {
-        let path = state_dir.join("agent-id");
+        let path = state_dir.join(AGENT_ID_FILE_NAME);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let id = text.trim();
@@ -330,7 +333,7 @@ pub fn survey_all(
 
 /// This state dir's agent id, if an agent ever ran with it.
 pub fn agent_id_in(state_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(state_dir.join("agent-id")).ok()?;
+    let text = std::fs::read_to_string(state_dir.join(AGENT_ID_FILE_NAME)).ok()?;
     let id = text.trim();
     is_file_name(id).then(|| id.to_owned())
 }

@@ -989,6 +989,7 @@ fn maintainer_scripts_are_valid_and_purge_deletes_only_what_hotfolder_made() {
     state_names.extend(sqlite(hotfolder::MANUAL_DB_FILE_NAME));
     state_names.push(hotfolder::LOCK_FILE_NAME.to_owned());
     state_names.push(hotfolder::RETRY_LOCK_FILE_NAME.to_owned());
+    state_names.push(hotfolder::AGENT_ID_FILE_NAME.to_owned());
     let log_names = [
         format!(
             "{}.2026-12-02.{}",
