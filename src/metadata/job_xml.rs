@@ -295,6 +295,13 @@ impl Builder {
                 return Err(JobXmlError::Repeated(name));
             }
             self.seen_once.push(name);
+        } else if parent == "job/source" && name == "file" {
+            // One video per job: a second <file> would silently win over the first.
+            let once = "source/file".to_owned();
+            if self.seen_once.contains(&once) {
+                return Err(JobXmlError::Repeated(once));
+            }
+            self.seen_once.push(once);
         }
         Ok(())
     }
@@ -531,6 +538,10 @@ pub(crate) mod tests {
             (
                 job("<source><file>a.mp4</file></source><channels></channels>"),
                 "no <id>",
+            ),
+            (
+                job("<source><file>a.mp4</file><file>b.mp4</file></source>"),
+                "<source/file> is given more than once",
             ),
             (job("<source><file>a.mp4</file></source"), "well-formed"),
             (
