@@ -890,8 +890,10 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
         shared.counters.file_finished(uploaded);
         if let Some(claim) = &claim {
             shared.holds.end(claim, true);
-            super::markers::clear_soon(shared, id);
         }
+        // A claimed upload's marker stays on until now; so does one whose claim this run
+        // does not hold (its finish resumed after a restart).
+        super::markers::clear_soon(shared, id);
     }
     let failure = match outcome {
         Ok(Ok(finish::Finished::Moved(dest))) => {

@@ -85,6 +85,9 @@ async fn sweep_once(shared: &Shared, shutdown: &CancellationToken, warned: &mut 
     }
 }
 
+/// How long [`clear_soon`] tries before it leaves a marker to the sweep.
+const CLEAR_SOON_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Takes a finished job's marker off the platform now rather than at the next sweep (a
 /// claimed file's marker stays on its video until the file is in done/ or failed/: it is how
 /// an agent that takes the claim over proves the video is the file's). A failure is left to
@@ -100,7 +103,16 @@ pub(super) fn clear_soon(shared: &Arc<Shared>, id: i64) {
             return;
         }
         let platform = shared.platform();
-        match clear_on_platform(&platform, &job, &shared.stop).await {
+        // Not cut short by a stop: one request (and its retries), which the shutdown's grace
+        // waits for, rather than a marker left on until the next start.
+        let unstopped = CancellationToken::new();
+        let cleared = tokio::time::timeout(
+            CLEAR_SOON_PATIENCE,
+            clear_on_platform(&platform, &job, &unstopped),
+        )
+        .await
+        .unwrap_or(Err(VmproError::Cancelled));
+        match cleared {
             Ok(()) => {
                 if let Err(err) = shared.store.clear_marker(id) {
                     tracing::debug!(job = id, "state store: {}", chain(&err));
