@@ -207,11 +207,10 @@ pub fn claim(
     rel_path: &Path,
     size: u64,
 ) -> Result<(Claim, ClaimRecord), ClaimError> {
-    let dir = super::make_inside(folder, &[super::SHARE_DIR, "claims", &agent.id])?;
-    let key = format!("{:016x}", rand::random::<u64>());
+    let (dir, key, record_path) = new_record_place(folder, agent)?;
     let claim = Claim {
         file: dir.join(claimed_name(&key, rel_path)),
-        record: dir.join(format!("{key}.{RECORD_SUFFIX}")),
+        record: record_path,
     };
     let record = ClaimRecord::new(agent, rel_path, size);
     claim.write_new(&record)?;
@@ -228,6 +227,18 @@ pub fn claim(
     }
 }
 
+/// Where a new record of `agent` goes in `folder`: its claim folder (made, never through a
+/// link), a new random key, and the record's path.
+fn new_record_place(
+    folder: &Path,
+    agent: &AgentId,
+) -> Result<(PathBuf, String, PathBuf), ClaimError> {
+    let dir = super::make_inside(folder, &[super::SHARE_DIR, "claims", &agent.id])?;
+    let key = format!("{:016x}", rand::random::<u64>());
+    let record = dir.join(format!("{key}.{RECORD_SUFFIX}"));
+    Ok((dir, key, record))
+}
+
 /// A record of an upload from an exclusive folder, the file left where it is (see
 /// [`ClaimRecord::in_place`]).
 pub fn record_in_place(
@@ -237,11 +248,10 @@ pub fn record_in_place(
     rel_path: &Path,
     size: u64,
 ) -> Result<(Claim, ClaimRecord), ClaimError> {
-    let dir = super::make_inside(folder, &[super::SHARE_DIR, "claims", &agent.id])?;
-    let key = format!("{:016x}", rand::random::<u64>());
+    let (_, _, record) = new_record_place(folder, agent)?;
     let claim = Claim {
         file: file.to_path_buf(),
-        record: dir.join(format!("{key}.{RECORD_SUFFIX}")),
+        record,
     };
     let mut record = ClaimRecord::new(agent, rel_path, size);
     record.in_place = true;

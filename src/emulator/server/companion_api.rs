@@ -26,16 +26,11 @@ pub(super) fn add_to_channel(
             &format!("channel id {channel:?} is not a positive number"),
         );
     };
-    let changed = shared.state().change_video(vm_id, video, |record| {
+    change_or_404(shared, vm_id, video, |record| {
         if !record.added_channels.contains(&channel_id) {
             record.added_channels.push(channel_id);
         }
-    });
-    if changed {
-        empty(StatusCode::NO_CONTENT)
-    } else {
-        no_video(video, vm_id)
-    }
+    })
 }
 
 /// `PATCH /v1/vms/{vm}/videos/{videoId}/metadata` with `{"name": "value", …}`: 204.
@@ -62,7 +57,7 @@ pub(super) fn custom_metadata(
             "custom metadata field without a name",
         );
     }
-    let changed = shared.state().change_video(vm_id, video, |record| {
+    change_or_404(shared, vm_id, video, |record| {
         for (name, value) in fields {
             let text = match value {
                 serde_json::Value::String(text) => text,
@@ -70,12 +65,7 @@ pub(super) fn custom_metadata(
             };
             record.custom_metadata.insert(name, text);
         }
-    });
-    if changed {
-        empty(StatusCode::NO_CONTENT)
-    } else {
-        no_video(video, vm_id)
-    }
+    })
 }
 
 /// `PATCH /v1/vms/{vm}/videos/{videoId}` with `title`, `description`, `autoPublish`: 204.
@@ -97,7 +87,7 @@ pub(super) fn update_video(
     if !update.is_object() {
         return message(StatusCode::BAD_REQUEST, "the update must be a JSON object");
     }
-    let changed = shared.state().change_video(vm_id, video, |record| {
+    change_or_404(shared, vm_id, video, |record| {
         if let Some(title) = update.get("title").and_then(|t| t.as_str()) {
             record.title = Some(title.to_owned());
         }
@@ -108,8 +98,18 @@ pub(super) fn update_video(
             record.auto_publish = Some(publish);
         }
         record.updates.push(update.clone());
-    });
-    if changed {
+    })
+}
+
+/// Applies `change` to video `video` of VideoManager `vm_id`: 204, or 404 for a video it does
+/// not have.
+fn change_or_404(
+    shared: &Shared,
+    vm_id: u64,
+    video: &str,
+    change: impl FnOnce(&mut crate::emulator::VideoRecord),
+) -> Answer {
+    if shared.state().change_video(vm_id, video, change) {
         empty(StatusCode::NO_CONTENT)
     } else {
         no_video(video, vm_id)
