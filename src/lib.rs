@@ -86,7 +86,7 @@ pub use watch::{
     WatchSpec, file_system_of, mode_now, scan,
 };
 // The platform client and the upload engine.
-pub use vmpro::api::{Platform, Unobserved, UploadObserver, VideoMetadata};
+pub use vmpro::api::{Platform, SendingCheck, Unobserved, UploadObserver, VideoMetadata};
 pub use vmpro::chunks::{ResumePoint, UploadReport, UploadRequest, upload_file};
 pub use vmpro::create::is_marker;
 pub use vmpro::error::{Blame, Step, VmproError};

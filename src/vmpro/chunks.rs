@@ -151,7 +151,8 @@ struct ReadPiece {
 #[derive(Clone)]
 struct BufferPool {
     buffers: Arc<Mutex<Vec<BytesMut>>>,
-    /// The pieces of the chunk in flight, those read ahead, and a spare or two.
+    /// The pieces of the chunk in flight, those read ahead (for the socket and the hasher), the
+    /// ones being read and hashed, and a spare.
     keep: usize,
 }
 
@@ -161,7 +162,7 @@ impl BufferPool {
             usize::try_from(plan.chunk_size.div_ceil(READ_PIECE as u64)).unwrap_or(usize::MAX);
         BufferPool {
             buffers: Arc::default(),
-            keep: pieces_per_chunk.saturating_add(PIECES_AHEAD + 2),
+            keep: pieces_per_chunk.saturating_add(PIECES_AHEAD + HASH_AHEAD + 3),
         }
     }
 
@@ -829,12 +830,18 @@ struct ChunkSource {
 
 /// Bytes read, hashed and handed to the socket at a time: small enough to be in the CPU cache
 /// when hashed and, soon after, copied into the socket (an 8 MiB chunk read long before it is
-/// sent is not: measured, the kernel's send copy took twice the time).
-const READ_PIECE: usize = 256 * 1024;
+/// sent is not: measured, the kernel's send copy took twice the time), large enough that
+/// handing pieces between threads costs little (512 KiB was ~1.5% faster than 256 KiB, and
+/// as fast as 1 MiB, in interleaved runs of `bench/upload_bench.py`).
+const READ_PIECE: usize = 512 * 1024;
 
-/// Pieces read ahead of the socket (2 MiB): the reader keeps hashing while the server answers
-/// a chunk (2 pieces ahead was measured ~5% slower), and they are still in cache when sent.
-const PIECES_AHEAD: usize = 8;
+/// Pieces hashed ahead of the socket (2 MiB): the hasher goes on while the server answers a
+/// chunk, and they are still in cache when sent.
+const PIECES_AHEAD: usize = 4;
+
+/// Pieces read ahead of the hasher: the reader is about four times faster, so the hasher
+/// never waits for the disk's page cache.
+const HASH_AHEAD: usize = 2;
 
 /// The file's pieces as the reader thread delivers them, and the current chunk's pieces so far:
 /// every send of a chunk (retries, lost answers, renewed URLs) passes on exactly the same bytes
@@ -861,8 +868,11 @@ impl ChunkFeed {
     /// are read and hashed only, so that the final hash covers the whole content.
     fn start(source: &ChunkSource, from: u32) -> ChunkFeed {
         let (sender, pieces) = tokio::sync::mpsc::channel(PIECES_AHEAD);
+        let (to_hash, read) = std::sync::mpsc::sync_channel(HASH_AHEAD);
         let reading = source.clone();
-        tokio::task::spawn_blocking(move || read_pieces_blocking(&reading, from, &sender));
+        tokio::task::spawn_blocking(move || read_pieces_blocking(&reading, &to_hash));
+        let buffers = source.buffers.clone();
+        tokio::task::spawn_blocking(move || hash_pieces_blocking(&read, from, &buffers, &sender));
         ChunkFeed {
             state: Arc::new(Mutex::new(FeedState {
                 pieces,
@@ -1161,15 +1171,22 @@ impl UploadObserver for UnlessReadFailed<'_> {
     }
 }
 
-/// Reads the file piece by piece on a blocking thread, hashing each piece while it is in the
-/// CPU cache, and sends the pieces from chunk `from` on; stops when the feed is dropped.
+/// A piece on its way from the reader thread to the hasher thread.
+struct ReadInOrder {
+    data: Bytes,
+    /// The chunk it belongs to.
+    index: u32,
+    /// Whether it is the file's last piece.
+    last: bool,
+}
+
+/// Reads the file piece by piece on a blocking thread and hands each piece, in order, to the
+/// hasher thread; stops at the first failure, or when the hasher is gone.
 fn read_pieces_blocking(
     source: &ChunkSource,
-    from: u32,
-    sender: &tokio::sync::mpsc::Sender<Result<ReadPiece, VmproError>>,
+    to_hash: &std::sync::mpsc::SyncSender<Result<ReadInOrder, VmproError>>,
 ) {
     let plan = source.plan;
-    let mut hasher = Sha256::new();
     for index in 1..=plan.total {
         let (offset, len) = plan.span(index);
         let mut done = 0;
@@ -1179,25 +1196,54 @@ fn read_pieces_blocking(
             let data = match read_piece_blocking(source, offset + done, piece_len) {
                 Ok(data) => data,
                 Err(err) => {
-                    let _ = sender.blocking_send(Err(err));
+                    let _ = to_hash.send(Err(err));
                     return;
                 }
             };
-            hasher.update(&data);
             done += piece_len as u64;
-            if index < from {
-                source.buffers.give(data);
-                continue;
-            }
             let last = index == plan.total && done == len;
-            let digest = last.then(|| hasher.clone().finalize().into());
-            // The receiver is gone when the upload stopped or restarted: stop reading.
-            if sender
-                .blocking_send(Ok(ReadPiece { data, digest }))
-                .is_err()
-            {
+            if to_hash.send(Ok(ReadInOrder { data, index, last })).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Hashes the pieces on a blocking thread of its own, while the reader reads the next ones and
+/// the socket takes earlier ones: with the sha256 on the reader's thread, reading and hashing
+/// one GiB (0.64 s on the development VM) was the longest chain of the upload, longer than
+/// curl's whole run. Passes the pieces from chunk `from` on (the file's last one carrying the
+/// digest); chunks before it, sent before a restart, are hashed only. Stops when the feed is
+/// dropped.
+fn hash_pieces_blocking(
+    read: &std::sync::mpsc::Receiver<Result<ReadInOrder, VmproError>>,
+    from: u32,
+    buffers: &BufferPool,
+    sender: &tokio::sync::mpsc::Sender<Result<ReadPiece, VmproError>>,
+) {
+    let mut hasher = Sha256::new();
+    // Ends when the reader is done (or stopped after sending its failure).
+    while let Ok(piece) = read.recv() {
+        let ReadInOrder { data, index, last } = match piece {
+            Ok(piece) => piece,
+            Err(err) => {
+                let _ = sender.blocking_send(Err(err));
+                return;
+            }
+        };
+        hasher.update(&data);
+        if index < from {
+            buffers.give(data);
+            continue;
+        }
+        let digest = last.then(|| hasher.clone().finalize().into());
+        // The receiver is gone when the upload stopped or restarted: stop hashing (and so
+        // the reader, whose next hand-over fails).
+        if sender
+            .blocking_send(Ok(ReadPiece { data, digest }))
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -15,7 +15,13 @@
 //! [`VmproError::CreateUnconfirmed`] (the file goes to failed/ saying what to check) instead
 //! of being repeated blindly.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -23,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::api::{
-    Platform, UploadObserver, VideoMetadata, created_video_id, percent_encode_segment, read_answer,
+    Platform, SendingCheck, UploadObserver, VideoMetadata, created_video_id,
+    percent_encode_segment, read_answer,
 };
 use super::error::{Blame, Disposition, Step, VmproError, excerpt};
 use crate::chain;
@@ -166,13 +173,23 @@ pub(super) async fn create_or_find(
         // Not abandoned on shutdown once sent: the platform may create the video and answer
         // late, and a client that stopped listening would have to look it up after a restart.
         // `request_timeout` bounds the wait.
+        let checked = CheckedJson::new(&body, observer.sending_check());
+        let refused = checked.refused.clone();
         let request = platform
             .transport
             .http
             .post(url.clone())
             .bearer_auth(token.expose_secret())
-            .json(&body);
-        let failure = match create_once(request, &url).await {
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(reqwest::Body::wrap(checked));
+        let answered = create_once(request, &url).await;
+        if refused.load(Ordering::Relaxed) {
+            // The body never went out whole, so the platform made no video; the agent that
+            // took the file over makes it (or has made it) under the same marker.
+            observer.create_settled();
+            return Err(VmproError::Cancelled);
+        }
+        let failure = match answered {
             Ok(id) => {
                 observer.video_created(&id);
                 observer.event("created", &format!("video {id} created"));
@@ -267,6 +284,63 @@ pub(super) async fn create_or_find(
             _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// The create-video body, handed to the connection only if the observer's sending check still
+/// passes at that moment. A process stopped (`SIGSTOP`, a frozen VM) after it recorded "a
+/// create is on its way" but before the request left may wake after another agent took its
+/// file over, looked the marker up, found nothing and created the video itself: the late
+/// create would be a second video. The check is the one chunk bodies ask (the claim confirmed
+/// within half a lease, no I/O), asked as late as it can be: when the body is written.
+struct CheckedJson {
+    data: Option<Bytes>,
+    len: u64,
+    check: Option<SendingCheck>,
+    /// Set when the check failed and the body was cut short.
+    refused: Arc<AtomicBool>,
+}
+
+impl CheckedJson {
+    fn new(body: &Value, check: Option<SendingCheck>) -> CheckedJson {
+        let data = Bytes::from(body.to_string());
+        CheckedJson {
+            len: data.len() as u64,
+            data: Some(data),
+            check,
+            refused: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl hyper::body::Body for CheckedJson {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        let Some(data) = self.data.take() else {
+            return Poll::Ready(None);
+        };
+        if let Some(check) = &self.check
+            && !check()
+        {
+            self.refused.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "the file's claim was not confirmed recently enough to create its video",
+            ))));
+        }
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len)
     }
 }
 

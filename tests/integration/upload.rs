@@ -747,3 +747,95 @@ async fn resuming_sends_only_what_the_platform_has_not_accepted() {
         "one video per upload_file without a resume point"
     );
 }
+
+/// A process stopped (SIGSTOP, a frozen VM) after it recorded "a create is on its way" and
+/// before the request left must not create the video when it wakes: by then another agent
+/// may have taken the file over, found no video by its marker and created it. The create's
+/// body asks the observer's sending check when it is written; a stale claim cuts it short,
+/// so the platform makes nothing, and the upload stops as if cancelled. The same upload with
+/// a fresh claim creates its one video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() {
+    use hotfolder::{
+        Platform, ResumePoint, SendingCheck, Settings, UploadRequest, VmproError, upload_file,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio_util::sync::CancellationToken;
+
+    /// Goes stale the moment the create is recorded, as a claim does when its process is
+    /// stopped for longer than the lease right there.
+    struct StoppedAfterRecording {
+        stale_on_create: bool,
+        stale: Arc<AtomicBool>,
+        recorded: AtomicBool,
+    }
+    impl hotfolder::UploadObserver for StoppedAfterRecording {
+        fn create_sending(
+            &self,
+            _marker: Option<&str>,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            self.recorded.store(true, Ordering::SeqCst);
+            if self.stale_on_create {
+                self.stale.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        fn sending_check(&self) -> Option<SendingCheck> {
+            let stale = self.stale.clone();
+            Some(Arc::new(move || !stale.load(Ordering::SeqCst)))
+        }
+    }
+
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
+    );
+    let settings =
+        Settings::from_toml_str(&std::fs::read_to_string(&config).unwrap(), &config).unwrap();
+    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
+    let path = dir.path().join("claimed.mov");
+    let expected = write_file(&path, MIB + 10, 17);
+    let request = || UploadRequest {
+        path: path.clone(),
+        file_name: "claimed.mov".into(),
+        metadata: Default::default(),
+        resume: ResumePoint::default(),
+    };
+    let stop = CancellationToken::new();
+
+    let stopped = StoppedAfterRecording {
+        stale_on_create: true,
+        stale: Arc::default(),
+        recorded: AtomicBool::new(false),
+    };
+    let result = upload_file(&platform, request(), &stopped, &stop).await;
+    assert!(
+        stopped.recorded.load(Ordering::SeqCst),
+        "the create got as far as being recorded"
+    );
+    assert!(
+        matches!(result, Err(VmproError::Cancelled)),
+        "stops as if cancelled: {result:?}"
+    );
+    assert!(
+        emulator.videos().is_empty(),
+        "the late create made a video: {:?}",
+        emulator.videos()
+    );
+
+    let fresh = StoppedAfterRecording {
+        stale_on_create: false,
+        stale: Arc::default(),
+        recorded: AtomicBool::new(false),
+    };
+    let report = upload_file(&platform, request(), &fresh, &stop)
+        .await
+        .unwrap();
+    assert_eq!(report.sha256, expected);
+    let videos = emulator.videos();
+    assert_eq!(videos.len(), 1, "{videos:?}");
+    assert_eq!(videos[0].id, report.video_id);
+}
