@@ -225,6 +225,20 @@ impl UploadObserver for JobObserver {
             fresh
         }))
     }
+    fn create_check(&self) -> Option<SendingCheck> {
+        // Without marking the job taken over: a failed check is asked of `may_continue`,
+        // which decides (and marks it).
+        if let Some(claim) = &self.claim {
+            let freshness = self.shared.holds.freshness(claim)?;
+            return Some(Arc::new(move || freshness.fresh()));
+        }
+        // An exclusive folder's upload: the folder's presence renewed within half a lease (a
+        // takeover of the folder needs a whole lease without renewal). Only for the create,
+        // not for chunk bodies: a late renewal then costs one more request, not a chunk.
+        let folder = self.exclusive_folder.clone()?;
+        let shared = self.shared.clone();
+        Some(Arc::new(move || shared.holds.folder_recently_ours(&folder)))
+    }
     fn may_continue(&self) -> bool {
         let ours = match (&self.claim, &self.exclusive_folder) {
             (Some(claim), _) => self.shared.holds.still_held(claim),

@@ -99,6 +99,20 @@ impl ShareHolds {
             .and_then(|hold| hold.refusal.clone())
     }
 
+    /// Whether `folder` was confirmed this agent's within half a lease, without I/O (see
+    /// `JobObserver::create_check`). A folder without a hold is not contended.
+    pub(super) fn folder_recently_ours(&self, folder: &Path) -> bool {
+        let folders = self.folders();
+        let Some(hold) = folders.get(folder) else {
+            return true;
+        };
+        hold.refusal.is_none()
+            && hold
+                .presence
+                .last_renewed()
+                .is_some_and(|at| at.elapsed() <= hold.lease / 2)
+    }
+
     /// For an upload from an exclusive folder, before each request: the folder is still this
     /// agent's. Renewed here when the last renewal is older than half a lease (the process was
     /// stopped, or the keeper is late): another agent may have taken the folder meanwhile.

@@ -257,6 +257,13 @@ pub trait UploadObserver: Send + Sync {
     fn sending_check(&self) -> Option<SendingCheck> {
         None
     }
+    /// The same, asked as the create-video request's body is written: a process stopped after
+    /// it recorded the create but before the request left must not make a second video for a
+    /// file another agent took over meanwhile. A failed check is then asked of `may_continue`
+    /// (with I/O): a file that is still this agent's gets its create sent again at once.
+    fn create_check(&self) -> Option<SendingCheck> {
+        self.sending_check()
+    }
     /// The server refused a chunk for its size, and `link` (the link to `api_url`) now caps
     /// auto's choice: kept at once, so that a process killed before the file ends keeps it.
     fn size_refused(&self, _api_url: &str, _link: &super::link::MeasuredLink) {}

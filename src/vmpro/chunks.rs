@@ -1169,6 +1169,9 @@ impl UploadObserver for UnlessReadFailed<'_> {
     fn sending_check(&self) -> Option<SendingCheck> {
         self.observer.sending_check()
     }
+    fn create_check(&self) -> Option<SendingCheck> {
+        self.observer.create_check()
+    }
 }
 
 /// A piece on its way from the reader thread to the hasher thread.

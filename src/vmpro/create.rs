@@ -117,6 +117,8 @@ pub(super) async fn create_or_find(
     let mut failed = 0u32;
     let mut refreshed = false;
     let mut recreated = false;
+    // A create body was cut short by a failed check while the file was still ours: once.
+    let mut late_create_refused = false;
     loop {
         if outcome_unknown {
             let Some(marker) = marker.as_deref() else {
@@ -173,7 +175,7 @@ pub(super) async fn create_or_find(
         // Not abandoned on shutdown once sent: the platform may create the video and answer
         // late, and a client that stopped listening would have to look it up after a restart.
         // `request_timeout` bounds the wait.
-        let checked = CheckedJson::new(&body, observer.sending_check());
+        let checked = CheckedJson::new(&body, observer.create_check());
         let refused = checked.refused.clone();
         let request = platform
             .transport
@@ -184,9 +186,15 @@ pub(super) async fn create_or_find(
             .body(reqwest::Body::wrap(checked));
         let answered = create_once(request, &url).await;
         if refused.load(Ordering::Relaxed) {
-            // The body never went out whole, so the platform made no video; the agent that
-            // took the file over makes it (or has made it) under the same marker.
+            // The body never went out whole, so the platform made no video.
             observer.create_settled();
+            // The check is local and strict; the file server decides. Still ours (the process
+            // was merely slow, and this confirmed it again): send it again at once. Else the
+            // agent that took the file over makes the video (or has made it) under the marker.
+            if !late_create_refused && observer.may_continue() {
+                late_create_refused = true;
+                continue;
+            }
             return Err(VmproError::Cancelled);
         }
         let failure = match answered {

@@ -751,32 +751,33 @@ async fn resuming_sends_only_what_the_platform_has_not_accepted() {
 /// A process stopped (SIGSTOP, a frozen VM) after it recorded "a create is on its way" and
 /// before the request left must not create the video when it wakes: by then another agent
 /// may have taken the file over, found no video by its marker and created it. The create's
-/// body asks the observer's sending check when it is written; a stale claim cuts it short,
-/// so the platform makes nothing, and the upload stops as if cancelled. The same upload with
-/// a fresh claim creates its one video.
+/// body asks the observer's check when it is written; a failed check cuts it short, so the
+/// platform makes nothing, and the file server (`may_continue`) decides: taken over, the
+/// upload stops as if cancelled; still this agent's (it was only slow), the create goes again
+/// and makes the file's one video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() {
     use hotfolder::{
         Platform, ResumePoint, SendingCheck, Settings, UploadRequest, VmproError, upload_file,
     };
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use tokio_util::sync::CancellationToken;
 
     /// Goes stale the moment the create is recorded, as a claim does when its process is
-    /// stopped for longer than the lease right there.
+    /// stopped for longer than half a lease right there.
     struct StoppedAfterRecording {
-        stale_on_create: bool,
+        /// What the file server says when asked: the claim is still this process's.
+        still_ours: bool,
         stale: Arc<AtomicBool>,
-        recorded: AtomicBool,
+        recorded: AtomicU32,
     }
     impl hotfolder::UploadObserver for StoppedAfterRecording {
         fn create_sending(
             &self,
             _marker: Option<&str>,
         ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            self.recorded.store(true, Ordering::SeqCst);
-            if self.stale_on_create {
+            if self.recorded.fetch_add(1, Ordering::SeqCst) == 0 {
                 self.stale.store(true, Ordering::SeqCst);
             }
             Ok(())
@@ -784,6 +785,15 @@ async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() 
         fn sending_check(&self) -> Option<SendingCheck> {
             let stale = self.stale.clone();
             Some(Arc::new(move || !stale.load(Ordering::SeqCst)))
+        }
+        fn may_continue(&self) -> bool {
+            // Taken over (if at all) while stopped after recording the create.
+            let ours = self.still_ours || self.recorded.load(Ordering::SeqCst) == 0;
+            if ours {
+                // Asked of the file server, which confirms the claim again.
+                self.stale.store(false, Ordering::SeqCst);
+            }
+            ours
         }
     }
 
@@ -806,15 +816,16 @@ async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() 
     };
     let stop = CancellationToken::new();
 
-    let stopped = StoppedAfterRecording {
-        stale_on_create: true,
+    let taken_over = StoppedAfterRecording {
+        still_ours: false,
         stale: Arc::default(),
-        recorded: AtomicBool::new(false),
+        recorded: AtomicU32::new(0),
     };
-    let result = upload_file(&platform, request(), &stopped, &stop).await;
-    assert!(
-        stopped.recorded.load(Ordering::SeqCst),
-        "the create got as far as being recorded"
+    let result = upload_file(&platform, request(), &taken_over, &stop).await;
+    assert_eq!(
+        taken_over.recorded.load(Ordering::SeqCst),
+        1,
+        "the create got as far as being recorded, once"
     );
     assert!(
         matches!(result, Err(VmproError::Cancelled)),
@@ -826,16 +837,22 @@ async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() 
         emulator.videos()
     );
 
-    let fresh = StoppedAfterRecording {
-        stale_on_create: false,
+    let only_slow = StoppedAfterRecording {
+        still_ours: true,
         stale: Arc::default(),
-        recorded: AtomicBool::new(false),
+        recorded: AtomicU32::new(0),
     };
-    let report = upload_file(&platform, request(), &fresh, &stop)
+    let report = upload_file(&platform, request(), &only_slow, &stop)
         .await
         .unwrap();
+    assert_eq!(
+        only_slow.recorded.load(Ordering::SeqCst),
+        2,
+        "the create was cut short once, then sent again"
+    );
     assert_eq!(report.sha256, expected);
     let videos = emulator.videos();
     assert_eq!(videos.len(), 1, "{videos:?}");
     assert_eq!(videos[0].id, report.video_id);
+    assert!(videos[0].complete, "{videos:?}");
 }
