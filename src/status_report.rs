@@ -62,9 +62,17 @@ pub struct StatusSnapshot {
     /// Per folder where more than this agent was seen, or claims are held: the agents and
     /// their claims (read from the folders, not the store; empty leaves it out).
     pub agents: Vec<(PathBuf, Vec<AgentOnFolder>)>,
+    /// Folders whose `.hotfolder/` did not answer in time (a hung share): agents not known.
+    pub not_answering: Vec<PathBuf>,
 }
 
 impl StatusSnapshot {
+    /// What reading the folders found (see [`crate::shared_folder::survey_all`]).
+    pub fn set_surveys(&mut self, surveys: crate::shared_folder::Surveys) {
+        self.agents = surveys.agents;
+        self.not_answering = surveys.not_answering;
+    }
+
     /// Reads the store; `recent` is how many finished jobs to include.
     /// `agent_pause` is a pause the agent could not record in the store (its disk is full) and
     /// noted in its lock file instead; it wins over what the store says.
@@ -93,6 +101,7 @@ impl StatusSnapshot {
             notifications: store.notify_backlog()?,
             chunk_cap: None,
             agents: Vec::new(),
+            not_answering: Vec::new(),
         })
     }
 
@@ -270,6 +279,9 @@ pub fn write_text(
         for agent in agents {
             writeln!(out, "  {}", describe_agent(agent))?;
         }
+    }
+    for folder in &snapshot.not_answering {
+        writeln!(out, "{}", not_answering_line(folder))?;
     }
     for folder in &snapshot.missing {
         writeln!(
@@ -541,6 +553,8 @@ pub fn to_json(snapshot: &StatusSnapshot) -> serde_json::Value {
             "folder": folder.to_string_lossy(),
             "agents": agents,
         })).collect::<Vec<_>>(),
+        "folders_not_answering": snapshot.not_answering.iter()
+            .map(|folder| folder.to_string_lossy()).collect::<Vec<_>>(),
         "missing_folders": snapshot.missing.iter().map(|folder| serde_json::json!({
             "path": folder.path.to_string_lossy(),
             "why": folder.why,
@@ -586,6 +600,15 @@ pub fn to_json(snapshot: &StatusSnapshot) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "recent": snapshot.recent.iter().map(job_json).collect::<Vec<_>>(),
     })
+}
+
+/// The line `status` and the page show for a folder whose `.hotfolder/` did not answer.
+pub fn not_answering_line(folder: &std::path::Path) -> String {
+    format!(
+        "FOLDER NOT ANSWERING: {}: reading it took longer than {} s (a hung network share?); the agents and claims there are not shown",
+        escaped(folder),
+        crate::shared_folder::SURVEY_WAIT.as_secs()
+    )
 }
 
 #[cfg(test)]

@@ -530,7 +530,7 @@ fn start_listener(shared: &Arc<Shared>, stop: &CancellationToken) {
             })
         }),
         agents: Box::new(move || {
-            agents_of.upgrade().map_or_else(Vec::new, |shared| {
+            agents_of.upgrade().map_or_else(Default::default, |shared| {
                 let folders = shared.settings().folders.clone();
                 let me = shared.holds.agent().id.clone();
                 crate::shared_folder::survey_all(&folders, Some(&me))

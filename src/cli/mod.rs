@@ -865,7 +865,7 @@ fn retry(arg: &ConfigArg, all: bool, paths: &[PathBuf]) -> Result<ExitCode, Comm
 fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, CommandError> {
     use crate::status_report::{ReportClock, StatusSnapshot};
     use crate::store::{JobStore, StoreError};
-    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Inspect)?;
+    let settings = config::load_for(arg.config.as_deref(), config::Purpose::Status)?;
     // A store at schema version 0 is one that `run` is creating this very moment.
     let mut opened = JobStore::open_read_only(&settings.state_dir);
     for _ in 0..20 {
@@ -905,7 +905,11 @@ fn status(arg: &ConfigArg, json: bool, recent: usize) -> Result<ExitCode, Comman
         .map_err(anyhow::Error::from)?;
     snapshot.bandwidth = Some(bandwidth);
     let me = crate::shared_folder::agent_id_in(&settings.state_dir);
-    snapshot.agents = crate::shared_folder::survey_all(&settings.folders, me.as_deref());
+    // Still one thread here (see `run`): the folders are read in a child process.
+    snapshot.set_surveys(crate::shared_folder::survey_apart(
+        &settings.folders,
+        me.as_deref(),
+    ));
     if settings.upload.chunk_size == crate::config::ChunkSize::Auto {
         // A store from before the link was kept has no such row: nothing to show.
         snapshot.chunk_cap = store

@@ -447,6 +447,11 @@ pub enum Purpose {
     /// not exist. An admin asks for the status exactly when a share is gone, and from a shell
     /// without the service's credentials.
     Inspect,
+    /// `status`: as [`Inspect`](Purpose::Inspect), and the folders are not looked at at all
+    /// (paths as written): a folder on a hung share would hang the process for good, even
+    /// its exit. `status` reads them in a process of its own (see
+    /// `shared_folder::survey_apart`).
+    Status,
 }
 
 /// Reads the config file ([`Purpose::Run`]): `explicit` if given, else

@@ -258,6 +258,14 @@ fn validate_account(
     })
 }
 
+/// Relative done/failed dirs are read against the watched folder, like their defaults.
+fn side_dir(folder: &Path, value: Option<PathBuf>, default: &str) -> PathBuf {
+    match value {
+        Some(dir) => resolve_path(folder, &dir),
+        None => folder.join(default),
+    }
+}
+
 /// The password in `path`, or what is wrong with the file. Also read again while the agent
 /// runs, to notice a new password (see `vmpro::auth`).
 pub(crate) fn read_password_file(path: &Path) -> Result<SecretString, String> {
@@ -348,7 +356,7 @@ fn resolve_password(
             );
             return None;
         }
-        if purpose == Purpose::Inspect {
+        if matches!(purpose, Purpose::Inspect | Purpose::Status) {
             return Some((SecretString::from(String::new()), PasswordSource::Env(name)));
         }
         return match env(&name).map(OsString::into_string) {
@@ -378,7 +386,7 @@ fn resolve_password(
     }
     if let Some(file) = from_file {
         let path = resolve_path(base, &file);
-        if purpose == Purpose::Inspect {
+        if matches!(purpose, Purpose::Inspect | Purpose::Status) {
             return Some((
                 SecretString::from(String::new()),
                 PasswordSource::File(path),
@@ -675,6 +683,8 @@ fn validate_folder(
             problems.add(key("path"), "empty: the folder to watch");
             None
         }
+        // Not looked at: `status` reads the folders apart (see `shared_folder::survey_apart`).
+        Some(path) if purpose == Purpose::Status => Some(resolve_path(base, &path)),
         Some(path) => {
             let path = resolve_path(base, &path);
             match std::fs::metadata(&path) {
@@ -723,17 +733,19 @@ fn validate_folder(
         }
     };
 
-    // Relative done/failed dirs are read against the watched folder, like their defaults.
-    let side_dir = |value: Option<PathBuf>, default: &str| -> Option<PathBuf> {
-        let path = path.as_ref()?;
-        Some(match value {
-            Some(dir) => resolve_path(path, &dir),
-            None => path.join(default),
-        })
-        .map(|dir| canonical_prefix(&dir))
+    let (path, done_dir, failed_dir) = match path {
+        Some(path) if purpose == Purpose::Status => {
+            let done = side_dir(&path, raw.done_dir, "done");
+            let failed = side_dir(&path, raw.failed_dir, "failed");
+            (Some(path), Some(done), Some(failed))
+        }
+        Some(path) => {
+            let done = canonical_prefix(&side_dir(&path, raw.done_dir, "done"));
+            let failed = canonical_prefix(&side_dir(&path, raw.failed_dir, "failed"));
+            (Some(path), Some(done), Some(failed))
+        }
+        None => (None, None, None),
     };
-    let done_dir = side_dir(raw.done_dir, "done");
-    let failed_dir = side_dir(raw.failed_dir, "failed");
     if let (Some(path), Some(done), Some(failed)) = (&path, &done_dir, &failed_dir) {
         for (dir, what, files) in [
             (done, "done_dir", "uploaded"),

@@ -128,6 +128,7 @@ mod tests {
             notifications: Vec::new(),
             chunk_cap: None,
             agents: Vec::new(),
+            not_answering: Vec::new(),
         }
     }
 

@@ -97,7 +97,7 @@ pub struct StatusSource {
 }
 
 /// See [`StatusSource::agents`].
-pub type AgentsOnFolders = Vec<(PathBuf, Vec<crate::shared_folder::AgentOnFolder>)>;
+pub type AgentsOnFolders = crate::shared_folder::Surveys;
 
 /// The read side of one listener.
 struct Reader {
@@ -404,7 +404,7 @@ impl Reader {
         match route {
             Route::Status => {
                 let mut snapshot = snapshot;
-                snapshot.agents = (self.source.agents)();
+                snapshot.set_surveys((self.source.agents)());
                 json(StatusCode::OK, &to_json(&snapshot))
             }
             Route::Health => {
@@ -442,7 +442,7 @@ impl Reader {
             }
             Route::Page => {
                 let mut snapshot = snapshot;
-                snapshot.agents = (self.source.agents)();
+                snapshot.set_surveys((self.source.agents)());
                 let body = page::render(&snapshot, &ReportClock::system(), &self.host_name);
                 let mut answer = Response::new(Full::new(Bytes::from(body)));
                 let headers = answer.headers_mut();

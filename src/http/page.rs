@@ -196,6 +196,13 @@ fn write_folders(out: &mut String, snapshot: &StatusSnapshot) -> fmt::Result {
         )?;
     }
     writeln!(out, "</table>")?;
+    for folder in &snapshot.not_answering {
+        writeln!(
+            out,
+            "<p class=\"bad\">{}</p>",
+            html(&crate::status_report::not_answering_line(folder))
+        )?;
+    }
     for (folder, agents) in &snapshot.agents {
         writeln!(
             out,

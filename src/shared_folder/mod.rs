@@ -60,6 +60,7 @@ pub mod claim;
 pub mod presence;
 
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -251,7 +252,7 @@ pub(crate) fn rewrite_existing(path: &Path, bytes: &[u8]) -> io::Result<i128> {
 }
 
 /// One agent seen on a folder, for `status`: from its presence and the claims it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentOnFolder {
     pub agent: String,
     /// `None` for claims whose agent has no presence left (it stopped).
@@ -315,20 +316,239 @@ pub fn survey(folder: &Path, lease: Duration, me: Option<&str>) -> Vec<AgentOnFo
 }
 
 /// [`survey`] of every folder in `folders` where there is something to show.
-pub fn survey_all(
-    folders: &[crate::config::FolderSettings],
-    me: Option<&str>,
-) -> Vec<(PathBuf, Vec<AgentOnFolder>)> {
-    folders
+/// How long `status`, `/api/status` and the status page wait for the folders' `.hotfolder/`
+/// to be read: a hung network share must not hang them.
+pub const SURVEY_WAIT: Duration = Duration::from_secs(2);
+
+/// What reading the configured folders' `.hotfolder/` found (see [`survey_all`]).
+#[derive(Debug, Clone, Default)]
+pub struct Surveys {
+    /// Per folder where more than this agent was seen, or claims are held: the agents and
+    /// their claims.
+    pub agents: Vec<(PathBuf, Vec<AgentOnFolder>)>,
+    /// Folders whose `.hotfolder/` was not read within [`SURVEY_WAIT`] (a hung share): their
+    /// agents and claims are not known.
+    pub not_answering: Vec<PathBuf>,
+}
+
+/// Folders whose survey is still under way: a thread stuck on a hung share stays stuck, so a
+/// folder is not surveyed again until it returns (else every status request would leave one
+/// more thread behind).
+fn surveys_under_way() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static UNDER_WAY: OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        OnceLock::new();
+    UNDER_WAY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`survey`] of every folder, each on a thread of its own, waited for at most
+/// [`SURVEY_WAIT`] in all.
+pub fn survey_all(folders: &[crate::config::FolderSettings], me: Option<&str>) -> Surveys {
+    let (found, answers) = std::sync::mpsc::channel();
+    let mut asked = vec![false; folders.len()];
+    for (index, folder) in folders.iter().enumerate() {
+        if !surveys_under_way().insert(folder.path.clone()) {
+            continue;
+        }
+        let (path, lease, me) = (
+            folder.path.clone(),
+            folder.claim_lease,
+            me.map(str::to_owned),
+        );
+        let found = found.clone();
+        let started = std::thread::Builder::new()
+            .name("survey".into())
+            .spawn(move || {
+                let agents = survey(&path, lease, me.as_deref());
+                surveys_under_way().remove(&path);
+                // The receiver is gone when the answer came too late: nothing to do.
+                let _ = found.send((index, agents));
+            });
+        match started {
+            Ok(_) => asked[index] = true,
+            Err(_) => {
+                surveys_under_way().remove(&folder.path);
+            }
+        }
+    }
+    drop(found);
+    let deadline = std::time::Instant::now() + SURVEY_WAIT;
+    let mut answered: Vec<Option<Vec<AgentOnFolder>>> = vec![None; folders.len()];
+    let mut waiting = asked.iter().filter(|asked| **asked).count();
+    while waiting > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match answers.recv_timeout(left) {
+            Ok((index, agents)) => {
+                answered[index] = Some(agents);
+                waiting -= 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let mut surveys = Surveys::default();
+    for (folder, agents) in folders.iter().zip(answered) {
+        match agents {
+            Some(agents) if agents.is_empty() => {}
+            Some(agents) => surveys.agents.push((folder.path.clone(), agents)),
+            None => surveys.not_answering.push(folder.path.clone()),
+        }
+    }
+    surveys
+}
+
+/// [`survey_all`] for `hotfolder status`, in a child process: a thread that waits on a hung
+/// network share cannot be ended, and keeps its process from exiting (a FUSE request already
+/// with its server is waited out even by a killed process), so `status` would print and then
+/// never return. The child resolves each folder's path as the agent does (links), surveys it
+/// and writes one line per folder; the folders whose line has not come within
+/// [`SURVEY_WAIT`] are not answering, and the child is left to end when its share answers.
+///
+/// Must be called while the process has one thread: `fork` copies only the calling thread,
+/// and the child must not find a lock held by another one.
+pub fn survey_apart(folders: &[crate::config::FolderSettings], me: Option<&str>) -> Surveys {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, |tasks| tasks.count());
+    if threads != 1 {
+        return survey_all(folders, me);
+    }
+    let mut ends = [0; 2];
+    // SAFETY: pipe2 fills the two-element array with two new descriptors.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return survey_all(folders, me);
+    }
+    let [read_end, write_end] = ends;
+    // SAFETY: single-threaded here (see above); the child only reads files, writes to its
+    // pipe and leaves with `_exit`.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // The child: nothing of the parent's output stays open in it (a `$(hotfolder status)`
+        // would wait for it), only its pipe.
+        // SAFETY: descriptors of this process; /dev/null is a C string literal.
+        unsafe {
+            libc::close(read_end);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        // SAFETY: the write end is this process's and owned by the File from here on.
+        let mut out = unsafe { std::fs::File::from_raw_fd(write_end) };
+        for (index, folder) in folders.iter().enumerate() {
+            let path = match std::fs::metadata(&folder.path) {
+                Ok(meta) if meta.is_dir() => {
+                    std::fs::canonicalize(&folder.path).unwrap_or_else(|_| folder.path.clone())
+                }
+                _ => folder.path.clone(),
+            };
+            let agents = survey(&path, folder.claim_lease, me);
+            let line = serde_json::json!({
+                "index": index,
+                "path_hex": hex::encode(path.as_os_str().as_encoded_bytes()),
+                "agents": agents,
+            });
+            if writeln!(out, "{line}").is_err() {
+                break;
+            }
+        }
+        // SAFETY: ends the child without running the parent's exit handlers or destructors.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: the parent's copy of the write end; the child holds its own.
+    unsafe { libc::close(write_end) };
+    if child < 0 {
+        // SAFETY: the read end is this process's.
+        unsafe { libc::close(read_end) };
+        return survey_all(folders, me);
+    }
+    // SAFETY: the read end is this process's and owned by the File from here on.
+    let from_child = unsafe { std::fs::File::from_raw_fd(read_end) };
+    let (lines, ended) = read_lines_until(&from_child, std::time::Instant::now() + SURVEY_WAIT);
+    drop(from_child);
+    if !ended {
+        // Stuck on a share: it dies once the share answers, instead of going on surveying.
+        // SAFETY: kill(2) of this process's own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+    }
+    // SAFETY: waitpid(2) of this process's own child; WNOHANG never blocks.
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), libc::WNOHANG) };
+
+    let mut answered: Vec<Option<(PathBuf, Vec<AgentOnFolder>)>> = vec![None; folders.len()];
+    for line in lines {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let index = value["index"]
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok());
+        let path = value["path_hex"]
+            .as_str()
+            .and_then(|text| hex::decode(text).ok())
+            .map(|bytes| PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+        let agents = serde_json::from_value::<Vec<AgentOnFolder>>(value["agents"].clone()).ok();
+        if let (Some(index), Some(path), Some(agents)) = (index, path, agents)
+            && let Some(slot) = answered.get_mut(index)
+        {
+            *slot = Some((path, agents));
+        }
+    }
+    let mut surveys = Surveys::default();
+    for (folder, answer) in folders.iter().zip(answered) {
+        match answer {
+            Some((_, agents)) if agents.is_empty() => {}
+            Some((path, agents)) => surveys.agents.push((path, agents)),
+            None => surveys.not_answering.push(folder.path.clone()),
+        }
+    }
+    surveys
+}
+
+/// The lines read from `pipe` until it ends (`true`) or `deadline` passes (`false`).
+fn read_lines_until(pipe: &std::fs::File, deadline: std::time::Instant) -> (Vec<Vec<u8>>, bool) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut got = Vec::new();
+    let mut ended = false;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut ready = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let wait = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one pollfd, valid for the call.
+        let polled = unsafe { libc::poll(&mut ready, 1, wait) };
+        if polled < 0 && std::io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if polled <= 0 {
+            break;
+        }
+        let mut buffer = [0u8; 64 * 1024];
+        match (&*pipe).read(&mut buffer) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => got.extend_from_slice(&buffer[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    // Only whole lines: one cut short by the deadline is not an answer.
+    let whole = got
         .iter()
-        .map(|folder| {
-            (
-                folder.path.clone(),
-                survey(&folder.path, folder.claim_lease, me),
-            )
-        })
-        .filter(|(_, agents)| !agents.is_empty())
-        .collect()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |end| end + 1);
+    let lines = got[..whole]
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    (lines, ended)
 }
 
 /// This state dir's agent id, if an agent ever ran with it.

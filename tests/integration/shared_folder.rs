@@ -812,3 +812,98 @@ async fn a_claimed_videos_job_xml_is_no_other_agents_orphan() {
     uploader.kill().await;
     other.kill().await;
 }
+
+/// A network share that hangs (its server stopped) must hang neither `hotfolder status` nor
+/// the agent's `/api/status` and page: the folder is named as not answering within a few
+/// seconds, again on the next request (no second thread is left waiting on it), and shown as
+/// before once the share answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_share_hangs_neither_status_nor_the_page_and_is_named_not_answering() {
+    let share = match LoopbackShare::start() {
+        Ok(share) => share,
+        Err(why) => {
+            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
+            return;
+        }
+    };
+    let emulator = emulator(|_| {}).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = share.mount.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut agent = Agent::new(
+        base.path(),
+        "agent",
+        &emulator,
+        &inbox,
+        "[http]\nlisten = \"127.0.0.1:0\"",
+    );
+    agent.start();
+    says(
+        &agent,
+        "ready: every folder is watched",
+        Duration::from_secs(30),
+    )
+    .await;
+    let log = agent.log_text();
+    let marker = "listening on http://127.0.0.1:";
+    let port: u16 = log[log.find(marker).expect("the listener's log line") + marker.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    let folder = inbox.to_string_lossy().into_owned();
+
+    share.freeze(true);
+    for round in 1..=2 {
+        let asked = std::time::Instant::now();
+        let api = tokio::time::timeout(
+            Duration::from_secs(15),
+            crate::http::get(port, "/api/status"),
+        )
+        .await
+        .expect("/api/status answers while the share hangs");
+        let api: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+        assert_eq!(
+            api["folders_not_answering"],
+            serde_json::json!([folder]),
+            "round {round}: {api}"
+        );
+        let page = tokio::time::timeout(Duration::from_secs(15), crate::http::get(port, "/"))
+            .await
+            .expect("the page answers while the share hangs")
+            .body;
+        assert!(page.contains("FOLDER NOT ANSWERING"), "{page}");
+        let status = tokio::time::timeout(Duration::from_secs(15), agent.status_text())
+            .await
+            .expect("`hotfolder status` answers while the share hangs");
+        assert!(
+            status.contains(&format!("FOLDER NOT ANSWERING: {folder}: ")),
+            "{status}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(12),
+            "round {round} took {:?}",
+            asked.elapsed()
+        );
+    }
+    share.freeze(false);
+    let answering_again = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = run(hotfolder()
+            .args(["status", "--json", "--config"])
+            .arg(&agent.config))
+        .await;
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        if json["folders_not_answering"] == serde_json::json!([]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < answering_again,
+            "the folder answers again once the share does: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    agent.kill().await;
+    drop(share);
+}

@@ -165,6 +165,17 @@ impl LoopbackShare {
         mount
     }
 
+    /// Stops (`true`) or continues (`false`) the server side: sshd and its sessions' sftp
+    /// servers. Stopped, the share hangs as a network share whose server went away does:
+    /// every access through the mount waits.
+    pub fn freeze(&self, stop: bool) {
+        let signal = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        for pid in descendants_and_self(self.sshd.id() as i32) {
+            // SAFETY: kill(2) with a pid of a process this share started, and a valid signal.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
     /// Unmounts the share (`fusermount3`, or `fusermount`); `false` when neither could.
     pub fn unmount(&mut self) -> bool {
         let unmounted = ["fusermount3", "fusermount"].iter().any(|tool| {
@@ -182,8 +193,41 @@ impl LoopbackShare {
     }
 }
 
+/// `root` and every process below it, from `/proc/*/stat` (parent pid: the field after the
+/// command name, which may itself hold spaces and parentheses).
+fn descendants_and_self(root: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| {
+                    let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                    let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    let ppid: i32 = after.split_whitespace().nth(1)?.parse().ok()?;
+                    Some((pid, ppid))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        next += 1;
+    }
+    found
+}
+
 impl Drop for LoopbackShare {
     fn drop(&mut self) {
+        self.freeze(false);
         for mount in &self.more {
             let _ = Command::new("umount").arg("-l").arg(mount).status();
         }
