@@ -460,16 +460,27 @@ pub fn wait_for_companion(
                 };
             }
             let waited = humantime::format_duration(limit);
+            // A job XML under the video's name that is a link (or a pipe): never opened, and
+            // said, so that "no companion" does not look like a lie.
+            let skipped: String = unread_named_after(video)
+                .iter()
+                .map(|path| {
+                    format!(
+                        "; {} is not a regular file (a link?) and was not read",
+                        name_of(path)
+                    )
+                })
+                .collect();
             match rule.mode {
                 CompanionMode::Required => CompanionWait::Refuse {
-                    message: format!("no companion arrived within {waited}"),
+                    message: format!("no companion arrived within {waited}{skipped}"),
                     meaning: format!(
                         "metadata_file = \"required\": a video is uploaded only with its job XML or {}; none came within incomplete_after ({waited}). Deliver the companion, then move the video back with `hotfolder retry`",
                         name_of(&json_companion_path(video))
                     ),
                 },
                 _ => CompanionWait::Go(format!(
-                    "no companion within metadata_wait ({waited}): the folder's metadata"
+                    "no companion within metadata_wait ({waited}): the folder's metadata{skipped}"
                 )),
             }
         }
@@ -493,6 +504,32 @@ fn job_xml_candidates(dir: &Path) -> Vec<PathBuf> {
             path.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| !n.starts_with('.') && n.to_ascii_lowercase().ends_with(".xml"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `.xml` entries named after `video` ([`named_after`]) that are not regular files, which
+/// [`job_xml_candidates`] leaves out.
+fn unread_named_after(video: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(video_name)) =
+        (video.parent(), video.file_name().and_then(|n| n.to_str()))
+    else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_file()))
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".xml"))
+                && named_after(path, video_name)
         })
         .collect();
     found.sort();
@@ -832,6 +869,34 @@ mod tests {
         let err = find(&video).unwrap_err();
         assert!(matches!(err, CompanionError::NotAFile { .. }), "{err:?}");
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn metadata_a_linked_job_xml_under_the_videos_name_is_named_when_no_companion_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = write(dir.path(), "h.mp4", "x");
+        let target = write(dir.path(), "elsewhere.txt", &job("h.mp4"));
+        std::os::unix::fs::symlink(&target, dir.path().join("h.xml")).unwrap();
+        let since = SystemTime::now() - Duration::from_secs(7200);
+        let rule = CompanionRule {
+            mode: CompanionMode::Required,
+            ..CompanionRule::default()
+        };
+        let wait = wait_for_companion(
+            &video,
+            rule,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            since,
+            SystemTime::now(),
+        );
+        let CompanionWait::Refuse { message, .. } = wait else {
+            panic!("refused after incomplete_after: {wait:?}");
+        };
+        assert_eq!(
+            message,
+            "no companion arrived within 1m; h.xml is not a regular file (a link?) and was not read"
+        );
     }
 
     #[test]
