@@ -92,6 +92,18 @@ impl Agent {
         }
     }
 
+    /// The port of its status listener, from its log line.
+    fn listener_port(&self) -> u16 {
+        let log = self.log_text();
+        let marker = "listening on http://127.0.0.1:";
+        log[log.find(marker).expect("the listener's log line") + marker.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .expect("a port in the listener's log line")
+    }
+
     async fn status_text(&self) -> String {
         let output = run(hotfolder().arg("status").arg("--config").arg(&self.config)).await;
         assert!(output.status.success(), "{}", text(&output.stderr));
@@ -160,14 +172,7 @@ async fn without_shared_a_second_agent_refuses_the_folder_naming_the_first_and_t
         status.contains("agents on") && status.contains(&format!("pid {}", second.pid())),
         "{status}"
     );
-    let log = first.log_text();
-    let marker = "listening on http://127.0.0.1:";
-    let port: u16 = log[log.find(marker).expect("the listener's log line") + marker.len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap();
+    let port = first.listener_port();
     let api: serde_json::Value =
         serde_json::from_str(&crate::http::get(port, "/api/status").await.body).unwrap();
     let seen = &api["agents"][0]["agents"];
@@ -505,12 +510,8 @@ async fn three_agents_on_one_local_folder_upload_every_file_once_through_kills_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_agents_on_three_sshfs_mounts_of_one_share_upload_every_file_once() {
-    let mut share = match LoopbackShare::start() {
-        Ok(share) => share,
-        Err(why) => {
-            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
-            return;
-        }
+    let Some(mut share) = LoopbackShare::start_or_skip() else {
+        return;
     };
     let mounts = [
         share.mount.clone(),
@@ -819,12 +820,8 @@ async fn a_claimed_videos_job_xml_is_no_other_agents_orphan() {
 /// before once the share answers again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_share_hangs_neither_status_nor_the_page_and_is_named_not_answering() {
-    let share = match LoopbackShare::start() {
-        Ok(share) => share,
-        Err(why) => {
-            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
-            return;
-        }
+    let Some(share) = LoopbackShare::start_or_skip() else {
+        return;
     };
     let emulator = emulator(|_| {}).await;
     let base = tempfile::tempdir().unwrap();
@@ -844,14 +841,7 @@ async fn a_hung_share_hangs_neither_status_nor_the_page_and_is_named_not_answeri
         Duration::from_secs(30),
     )
     .await;
-    let log = agent.log_text();
-    let marker = "listening on http://127.0.0.1:";
-    let port: u16 = log[log.find(marker).expect("the listener's log line") + marker.len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap();
+    let port = agent.listener_port();
     let folder = inbox.to_string_lossy().into_owned();
 
     share.freeze(true);

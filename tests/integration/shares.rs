@@ -118,12 +118,8 @@ async fn log_says(studio_log: impl Fn() -> String, needle: &str, limit: Duration
 /// same writes, for comparison.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_written_on_the_far_side_of_an_sshfs_share_are_found_and_never_taken_early() {
-    let share = match LoopbackShare::start() {
-        Ok(share) => share,
-        Err(why) => {
-            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
-            return;
-        }
+    let Some(share) = LoopbackShare::start_or_skip() else {
+        return;
     };
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
@@ -610,12 +606,8 @@ async fn an_event_queue_overflow_is_walked_at_once_with_one_warning() {
 /// local folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmounted_share_is_a_missing_folder_not_an_empty_local_one() {
-    let mut share = match LoopbackShare::start() {
-        Ok(share) => share,
-        Err(why) => {
-            hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
-            return;
-        }
+    let Some(mut share) = LoopbackShare::start_or_skip() else {
+        return;
     };
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();

@@ -622,25 +622,34 @@ async fn bandwidth_limit_caps_the_rate() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
 
+/// The library's view of `emulator` with [`FAST_UPLOAD`]'s settings, from a config written
+/// in `dir`.
+fn library_platform(
+    emulator: &Emulator,
+    dir: &std::path::Path,
+) -> std::sync::Arc<hotfolder::Platform> {
+    let config = write_config(
+        dir,
+        &format!("{}\n{FAST_UPLOAD}", account_toml(emulator, "keycloak")),
+    );
+    let settings =
+        hotfolder::Settings::from_toml_str(&std::fs::read_to_string(&config).unwrap(), &config)
+            .unwrap();
+    hotfolder::Platform::new(&settings.account, &settings.upload).unwrap()
+}
+
 /// The library's resume: a job whose chunks were all accepted before the agent stopped (it
 /// died between the last chunk and the move) finishes with the hash of the content and sends
 /// nothing more; a resume in the middle sends only the rest, to the same video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_sends_only_what_the_platform_has_not_accepted() {
-    use hotfolder::Settings;
-    use hotfolder::{Platform, Unobserved};
+    use hotfolder::Unobserved;
     use hotfolder::{ResumePoint, UploadRequest, upload_file};
     use tokio_util::sync::CancellationToken;
 
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
-    );
-    let settings =
-        Settings::from_toml_str(&std::fs::read_to_string(&config).unwrap(), &config).unwrap();
-    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
+    let platform = library_platform(&emulator, dir.path());
     let path = dir.path().join("resumed.mov");
     let expected = write_file(&path, 3 * MIB + 10, 91);
     let request = |resume: ResumePoint| UploadRequest {
@@ -757,9 +766,7 @@ async fn resuming_sends_only_what_the_platform_has_not_accepted() {
 /// and makes the file's one video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() {
-    use hotfolder::{
-        Platform, ResumePoint, SendingCheck, Settings, UploadRequest, VmproError, upload_file,
-    };
+    use hotfolder::{ResumePoint, SendingCheck, UploadRequest, VmproError, upload_file};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use tokio_util::sync::CancellationToken;
@@ -799,13 +806,7 @@ async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() 
 
     let emulator = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("{}\n{FAST_UPLOAD}", account_toml(&emulator, "keycloak")),
-    );
-    let settings =
-        Settings::from_toml_str(&std::fs::read_to_string(&config).unwrap(), &config).unwrap();
-    let platform = Platform::new(&settings.account, &settings.upload).unwrap();
+    let platform = library_platform(&emulator, dir.path());
     let path = dir.path().join("claimed.mov");
     let expected = write_file(&path, MIB + 10, 17);
     let request = || UploadRequest {

@@ -29,6 +29,18 @@ pub struct LoopbackShare {
 }
 
 impl LoopbackShare {
+    /// [`LoopbackShare::start`], or `None` after saying (for the test's output) why the test
+    /// skips.
+    pub fn start_or_skip() -> Option<LoopbackShare> {
+        match LoopbackShare::start() {
+            Ok(share) => Some(share),
+            Err(why) => {
+                hotfolder::test_skipped(format_args!("no loopback sshfs share: {why}"));
+                None
+            }
+        }
+    }
+
     /// `Err` says why it cannot be had here (not root, no FUSE, no sshd or sshfs).
     pub fn start() -> Result<LoopbackShare, String> {
         if !is_root() {
