@@ -292,11 +292,24 @@ async fn work(
             forget_replaced(shared, id, &name, &format!("it is now {reason}"));
             return;
         }
+        Err(err) if crate::vmpro::error::may_recover(&err) => {
+            wait_until_stable_again(
+                shared,
+                &job,
+                &name,
+                &format!("it cannot be looked at now: {err}"),
+                "the file cannot be looked at now (a share that dropped?); waiting until it can",
+            );
+            return;
+        }
         Err(err) => {
             forget_replaced(shared, id, &name, &format!("it cannot be looked at: {err}"));
             return;
         }
     }
+    // Which file system the folder is on now: a share that drops mid-upload leaves its mount
+    // point (another file system) where the file "vanished" (see `share_gone`).
+    let folder_device = folder_device(&job.folder);
     let folder = shared.folder(&job.folder);
     let (metadata, companion) =
         match super::companion::metadata_for_job(shared, &job, folder.as_ref()) {
@@ -493,14 +506,22 @@ async fn work(
             }
             Blame::StillChanging => {
                 end_pause(shared);
+                let waits_for = if matches!(err, VmproError::Read { .. }) {
+                    "the file could not be read; waiting until it can be read and is stable"
+                } else {
+                    "the file changed while uploading; waiting until it is stable"
+                };
                 match still_there(&job.path) {
-                    Ok(()) => wait_until_stable_again(
-                        shared,
-                        &job,
-                        &name,
-                        &chain(&err),
-                        "the file changed while uploading; waiting until it is stable",
-                    ),
+                    Ok(()) => wait_until_stable_again(shared, &job, &name, &chain(&err), waits_for),
+                    Err(None) if share_gone(&job.folder, folder_device) => {
+                        wait_until_stable_again(
+                            shared,
+                            &job,
+                            &name,
+                            &chain(&err),
+                            "the folder's share is not there now; waiting until it is back",
+                        );
+                    }
                     Err(None) => forget_vanished(shared, id, &name),
                     Err(Some(why)) => forget_replaced(shared, id, &name, &why),
                 }
@@ -509,6 +530,16 @@ async fn work(
                 end_pause(shared);
                 match still_there(&job.path) {
                     Ok(()) => {}
+                    Err(None) if share_gone(&job.folder, folder_device) => {
+                        wait_until_stable_again(
+                            shared,
+                            &job,
+                            &name,
+                            &chain(&err),
+                            "the folder's share is not there now; waiting until it is back",
+                        );
+                        return;
+                    }
                     Err(None) => {
                         forget_vanished(shared, id, &name);
                         return;
@@ -633,11 +664,27 @@ fn forget_vanished(shared: &Shared, id: i64, name: &str) {
 
 /// Whether the job's file is still a regular file reached without a link: `Err(None)` when it
 /// is gone, `Err(Some(why))` when something else is there now.
+/// The device of the file system `folder` is on, if it can be looked at.
+fn folder_device(folder: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(folder).ok().map(|meta| meta.dev())
+}
+
+/// Whether `folder` is no longer on the file system it was on when the upload started
+/// (`before`): its share was unmounted (the empty mount point is on the disk below) or cannot
+/// be looked at. A file missing there has not vanished: its share has.
+fn share_gone(folder: &Path, before: Option<u64>) -> bool {
+    before.is_some() && folder_device(folder) != before
+}
+
+/// A share that does not answer now cannot tell: the file counts as still there (the intake
+/// waits until it can be looked at again).
 fn still_there(path: &std::path::Path) -> Result<(), Option<String>> {
     match ready::inspect(path) {
         Ok(Inspection::Regular(_)) => Ok(()),
         Ok(Inspection::Vanished) => Err(None),
         Ok(Inspection::Skipped(reason)) => Err(Some(format!("it is now {reason}"))),
+        Err(err) if crate::vmpro::error::may_recover(&err) => Ok(()),
         Err(err) => Err(Some(format!("it cannot be looked at: {err}"))),
     }
 }
@@ -864,13 +911,27 @@ async fn finish_job(shared: &Arc<Shared>, id: i64) {
     if let Some(claim) = &claim {
         let check = claim.clone();
         let me = shared.holds.agent().id.clone();
-        let held = tokio::task::spawn_blocking(move || check.is_held_by(&me))
+        let held = tokio::task::spawn_blocking(move || check.held_by(&me))
             .await
-            .unwrap_or(false);
-        if !held {
-            shared.holds.end(claim, false);
-            claimed_job::taken_over(shared, id, &escaped(&job.rel_path).to_string());
-            return;
+            .unwrap_or(Ok(false));
+        match held {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.holds.end(claim, false);
+                claimed_job::taken_over(shared, id, &escaped(&job.rel_path).to_string());
+                return;
+            }
+            Err(err) => {
+                // A share that dropped: the move is tried again, like one that failed.
+                let message = format!(
+                    "cannot read the file's claim record {} ({err}): not moved yet",
+                    escaped(&claim.record)
+                );
+                if shared.dispatch.finish_stuck(id, message.clone()) {
+                    tracing::warn!(file = %escaped(&job.rel_path), job = id, "{message}; tried again every {} s", FINISH_RETRY_EVERY.as_secs());
+                }
+                return;
+            }
         }
     }
     // For the log lines below: the same FILE (and JOB, VIDEO_ID, FOLDER) as the job's other

@@ -208,8 +208,20 @@ impl ShareHolds {
     }
 
     /// Whether `claim` is still this agent's, asked of the file server.
+    /// A file server that cannot tell (a share that dropped) counts as still held, without
+    /// confirming it: chunk bodies then stop within half a lease (see `ClaimFreshness`), and
+    /// nothing is given up for a hiccup.
     pub(super) fn still_held(&self, claim: &Claim) -> bool {
-        let held = claim.is_held_by(&self.agent.id);
+        let held = match claim.held_by(&self.agent.id) {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::debug!(
+                    "cannot read the claim record {}: {err}; taken as still held",
+                    crate::escape::escaped(&claim.record)
+                );
+                return true;
+            }
+        };
         let mut claims = self.claims();
         if held {
             if let Some(known) = claims.get(&claim.record) {

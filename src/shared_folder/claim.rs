@@ -142,11 +142,28 @@ impl Claim {
     }
 
     /// Whether the claim is still `agent`'s: its record is in `agent`'s folder and names it.
-    /// Asked of the file server (the record is opened and read), before every request.
+    #[cfg(test)]
     pub fn is_held_by(&self, agent: &str) -> bool {
+        self.held_by(agent).unwrap_or(false)
+    }
+
+    /// Whether the claim is still `agent`'s: its record is in `agent`'s folder and names it.
+    /// Asked of the file server (the record is opened and read), before every request. `Err`
+    /// where the file server cannot tell: an I/O error (a share whose connection dropped), or
+    /// no record because this agent's claim folder is gone too (a share not mounted now). A
+    /// takeover renames the record out of that folder and leaves the folder.
+    pub fn held_by(&self, agent: &str) -> io::Result<bool> {
         match read_small(&self.record) {
-            Ok((bytes, _)) => ClaimRecord::parse(&bytes).is_ok_and(|record| record.agent == agent),
-            Err(_) => false,
+            Ok((bytes, _)) => {
+                Ok(ClaimRecord::parse(&bytes).is_ok_and(|record| record.agent == agent))
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                match self.record.parent().map(std::fs::symlink_metadata) {
+                    Some(Ok(_)) | None => Ok(false),
+                    Some(Err(folder_err)) => Err(folder_err),
+                }
+            }
+            Err(err) => Err(err),
         }
     }
 
@@ -155,7 +172,16 @@ impl Claim {
     pub fn update(&self, record: &ClaimRecord) -> Result<(), ClaimError> {
         match rewrite_existing(&self.record, &record.bytes()) {
             Ok(_) => Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(ClaimError::Lost),
+            // Gone with this agent's claim folder: a share not mounted now, not a takeover.
+            Err(err)
+                if err.kind() == io::ErrorKind::NotFound
+                    && self
+                        .record
+                        .parent()
+                        .is_none_or(|folder| std::fs::symlink_metadata(folder).is_ok()) =>
+            {
+                Err(ClaimError::Lost)
+            }
             Err(err) => Err(ClaimError::Io(err)),
         }
     }

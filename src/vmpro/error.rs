@@ -401,6 +401,30 @@ pub enum Blame {
     Cancelled,
 }
 
+/// Whether reading a file failed in a way that may pass: an I/O error (a network share's
+/// connection dropping shows as one), or a network file system that lost its server. A file
+/// that cannot be read for these waits and is tried again instead of failing.
+pub fn may_recover(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::EIO
+                | libc::ENOTCONN
+                | libc::ESTALE
+                | libc::ETIMEDOUT
+                | libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENETDOWN
+                | libc::ENETUNREACH
+                | libc::ECONNRESET
+                | libc::ECONNABORTED
+                | libc::ECONNREFUSED
+                | libc::EAGAIN
+                | libc::EINTR
+        )
+    )
+}
+
 impl VmproError {
     /// Who is at fault, which decides where the file goes.
     pub fn blame(&self) -> Blame {
@@ -419,6 +443,9 @@ impl VmproError {
                 other => other.blame(),
             },
             VmproError::FileChanged { .. } => Blame::StillChanging,
+            // A network share that dropped (or a disk that failed once): waited out like a file
+            // still changing, on the same video, rather than failed for good.
+            VmproError::Read { source, .. } if may_recover(source) => Blame::StillChanging,
             VmproError::Cancelled => Blame::Cancelled,
             // The state store failing is not the file's fault; the pause probes until it works.
             VmproError::NotRecorded { .. } => Blame::AccountOrNetwork,
@@ -530,6 +557,9 @@ impl VmproError {
                 "this machine cannot connect to the platform as it is set up; nothing is wrong with the file".into()
             }
             VmproError::GaveUp { last, .. } => format!("{} (retried until the limit)", last.meaning()),
+            VmproError::Read { source, .. } if may_recover(source) => {
+                "the file could not be read just now (a network share that dropped?): hotfolder waits until it can be read and is stable, then sends it again to the same video".into()
+            }
             VmproError::Read { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => {
                     "the file is gone: it was moved or deleted before it was read".into()

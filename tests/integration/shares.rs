@@ -633,3 +633,77 @@ async fn an_unmounted_share_is_a_missing_folder_not_an_empty_local_one() {
     assert!(!log().contains("watching the new one"), "{}", log());
     stop(agent).await;
 }
+
+/// A share whose connection drops in the middle of an upload and comes back (sshd's sessions
+/// killed, the share mounted again) costs neither the file nor a second video: reading fails
+/// for a while, the upload waits until the file can be read and is stable, then sends it to
+/// the same video. Nothing goes to failed/, and no other agent is blamed (hostile test: the
+/// claim record's read error was taken for a takeover, and a read error failed the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_that_drops_mid_upload_and_comes_back_uploads_its_file_once_to_one_video() {
+    let Some(mut share) = LoopbackShare::start_or_skip() else {
+        return;
+    };
+    // 4 MiB/s: the 12 MiB file takes about 3 s, time to drop the share in the middle.
+    let emulator = emulator(|o| o.link_rate = Some(4 << 20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{}\n{FAST_UPLOAD}\n[[folder]]\npath = \"{}\"\nstable_for = \"1s\"\npoll_interval = \"1s\"\n",
+        account_toml(&emulator, "keycloak"),
+        share.mount.display(),
+    );
+    let config = write_config(dir.path(), &body);
+    let (agent, stderr) = start_agent(&config);
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    log_says(
+        log,
+        "ready: every folder is watched",
+        Duration::from_secs(20),
+    )
+    .await;
+    let sha = write_file(&share.server.join("clip.mp4"), 12 << 20, 77);
+
+    eventually(Duration::from_secs(30), "3 chunks accepted", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 3)
+    })
+    .await;
+    share.cut();
+    let cut = Instant::now();
+    while !log().contains("cannot read") {
+        assert!(
+            cut.elapsed() < Duration::from_secs(20),
+            "the upload notices the share is gone: {}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    share.remount();
+
+    eventually(Duration::from_secs(60), "clip.mp4 in done/", || {
+        arrived(&share.server.join("done/clip.mp4"))
+    })
+    .await;
+    let videos = emulator.videos();
+    assert_eq!(videos.len(), 1, "one video for the file: {videos:?}");
+    assert!(videos[0].complete, "{videos:?}");
+    assert_eq!(videos[0].sha256.as_deref(), Some(sha.as_str()));
+    let sidecar = sidecar(&share.server.join("done/clip.mp4"));
+    assert_eq!(sidecar["video_id"], videos[0].id.as_str(), "{sidecar}");
+    assert_eq!(sidecar["sha256"], sha.as_str(), "{sidecar}");
+    assert!(
+        !share.server.join("failed").exists()
+            || std::fs::read_dir(share.server.join("failed"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing in failed/"
+    );
+    let log = log();
+    assert!(!log.contains("another agent took it over"), "{log}");
+    assert!(!log.contains("forgetting it"), "{log}");
+    stop(agent).await;
+}

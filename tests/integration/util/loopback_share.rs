@@ -188,6 +188,40 @@ impl LoopbackShare {
         }
     }
 
+    /// Drops the share's connection as a network outage does: sshd's sessions (and their sftp
+    /// servers) are killed, sshd itself keeps listening. sshfs then exits and every access
+    /// through the mount fails ("Transport endpoint is not connected") until
+    /// [`LoopbackShare::remount`].
+    pub fn cut(&self) {
+        let sshd = self.sshd.id() as i32;
+        for pid in descendants_and_self(sshd) {
+            if pid != sshd {
+                // SAFETY: kill(2) of a process below this share's sshd.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Mounts the share again at the same mount point after [`LoopbackShare::cut`] (the dead
+    /// mount is detached first).
+    pub fn remount(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        let (options, remote) = &self.how;
+        let mounted = Command::new("sshfs")
+            .arg("-o")
+            .arg(options)
+            .arg(remote)
+            .arg(&self.mount)
+            .output()
+            .expect("sshfs runs");
+        assert!(
+            mounted.status.success(),
+            "sshfs mounted the share again: {}",
+            text(&mounted.stderr)
+        );
+        self.mounted = true;
+    }
+
     /// Unmounts the share (`fusermount3`, or `fusermount`); `false` when neither could.
     pub fn unmount(&mut self) -> bool {
         let unmounted = ["fusermount3", "fusermount"].iter().any(|tool| {
