@@ -215,22 +215,15 @@ impl UploadObserver for JobObserver {
         self.log_store_error("the restart", self.shared.store.restart_content(self.id));
     }
     fn sending_check(&self) -> Option<SendingCheck> {
+        // Without marking the job taken over: a body cut short is followed by `may_continue`,
+        // which asks the file server (a process stopped for less than a lease still holds
+        // its claim).
         let freshness = self.shared.holds.freshness(self.claim.as_ref()?)?;
-        let taken_over = self.taken_over.clone();
-        Some(Arc::new(move || {
-            let fresh = freshness.fresh();
-            if !fresh {
-                taken_over.store(true, Ordering::Relaxed);
-            }
-            fresh
-        }))
+        Some(Arc::new(move || freshness.fresh()))
     }
     fn create_check(&self) -> Option<SendingCheck> {
-        // Without marking the job taken over: a failed check is asked of `may_continue`,
-        // which decides (and marks it).
-        if let Some(claim) = &self.claim {
-            let freshness = self.shared.holds.freshness(claim)?;
-            return Some(Arc::new(move || freshness.fresh()));
+        if self.claim.is_some() {
+            return self.sending_check();
         }
         // An exclusive folder's upload: the folder's presence renewed within half a lease (a
         // takeover of the folder needs a whole lease without renewal). Only for the create,

@@ -580,6 +580,8 @@ async fn send_chunk(
     // Renewals in a row without an accepted chunk: a URL refused again and again means the
     // server refuses this upload, not that the token expired.
     let mut renewals = 0u32;
+    // Sends cut short in a row by the body's claim check (see `UploadObserver::sending_check`).
+    let mut checks_failed = 0u32;
     loop {
         may_continue(observer)?;
         // Quiet hours: no request starts (one under way finishes; see `bandwidth`). Waited out
@@ -663,8 +665,23 @@ async fn send_chunk(
             .await;
         report.bytes_sent += sends.into_inner() * feed.chunk_len();
         if let Some(failure) = feed.take_failure() {
+            if matches!(failure, VmproError::Cancelled) && !shutdown.is_cancelled() {
+                // The claim check cut the body short (the server drops it): the file server
+                // decides at the top of the loop. Taken over, the upload stops there; still
+                // this agent's, the chunk goes again. A claim confirmed again goes at once; one
+                // the share cannot confirm now (it dropped) waits a little between tries.
+                checks_failed += 1;
+                if checks_failed > 1 {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                        _ = tokio::time::sleep(CHECK_FAILED_PAUSE) => {}
+                    }
+                }
+                continue;
+            }
             return Err(failure);
         }
+        checks_failed = 0;
         let answer = answer?;
         match answer.disposition(Step::Chunk) {
             Disposition::Accepted => {
@@ -980,6 +997,10 @@ struct Pacing {
     limiter: Option<Arc<BandwidthLimiter>>,
     progress: Arc<BodyProgress>,
 }
+
+/// Between sends of a chunk whose claim the file server cannot confirm now (a share that
+/// dropped): the body's check would cut each one short.
+const CHECK_FAILED_PAUSE: Duration = Duration::from_secs(1);
 
 /// The whole-request limit of a chunk post: longer than any chunk takes at a rate anyone
 /// sets; the exchange's own stall timeout (`request_timeout`) is the one that acts.

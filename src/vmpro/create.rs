@@ -117,8 +117,8 @@ pub(super) async fn create_or_find(
     let mut failed = 0u32;
     let mut refreshed = false;
     let mut recreated = false;
-    // A create body was cut short by a failed check while the file was still ours: once.
-    let mut late_create_refused = false;
+    // Create bodies cut short in a row by the check while the file was still ours.
+    let mut checks_failed = 0u32;
     loop {
         if outcome_unknown {
             let Some(marker) = marker.as_deref() else {
@@ -188,14 +188,21 @@ pub(super) async fn create_or_find(
         if refused.load(Ordering::Relaxed) {
             // The body never went out whole, so the platform made no video.
             observer.create_settled();
-            // The check is local and strict; the file server decides. Still ours (the process
-            // was merely slow, and this confirmed it again): send it again at once. Else the
-            // agent that took the file over makes the video (or has made it) under the marker.
-            if !late_create_refused && observer.may_continue() {
-                late_create_refused = true;
-                continue;
+            // The check is local and strict; the file server decides. Taken over: the agent
+            // that took the file makes the video (or has made it) under the marker. Still ours
+            // (the process was merely slow, and this confirmed it again): sent again at once;
+            // again and again refused (a share that cannot confirm it now): a pause between.
+            if !observer.may_continue() {
+                return Err(VmproError::Cancelled);
             }
-            return Err(VmproError::Cancelled);
+            checks_failed += 1;
+            if checks_failed > 1 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+                    _ = tokio::time::sleep(CHECK_FAILED_PAUSE) => {}
+                }
+            }
+            continue;
         }
         let failure = match answered {
             Ok(id) => {
@@ -294,6 +301,9 @@ pub(super) async fn create_or_find(
         }
     }
 }
+
+/// Between creates whose claim the file server cannot confirm now (a share that dropped).
+const CHECK_FAILED_PAUSE: Duration = Duration::from_secs(1);
 
 /// The create-video body, handed to the connection only if the observer's sending check still
 /// passes at that moment. A process stopped (`SIGSTOP`, a frozen VM) after it recorded "a

@@ -897,3 +897,63 @@ async fn a_hung_share_hangs_neither_status_nor_the_page_and_is_named_not_answeri
     agent.kill().await;
     drop(share);
 }
+
+/// An agent stopped for longer than half its `claim_lease` but less than a whole one (a
+/// SIGSTOP, a VM paused for a moment) still holds its claim: no other agent may have taken it
+/// yet. Its chunk body stops at the claim check, the file server confirms the claim, and the
+/// chunk goes again: one video, the file in done/, and no false "another agent took it over"
+/// or "claimed before a restart" in its log (hostile test).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_stopped_for_less_than_a_lease_keeps_its_claim_and_says_nothing_false() {
+    // 8 MiB/s: a 16 MiB chunk's body takes 2 s, so the stop lands in one.
+    let emulator = emulator(|o| o.link_rate = Some(8 * MIB as u64)).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = std::fs::canonicalize(base.path()).unwrap().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut agent = Agent::new(
+        base.path(),
+        "alone",
+        &emulator,
+        &inbox,
+        "shared = true\nclaim_lease = \"4s\"",
+    );
+    // Chunks larger than the socket's buffers: a body is handed over as the link takes it.
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    let config = config.replace("chunk_size = \"1 MiB\"", "chunk_size = \"16 MiB\"");
+    std::fs::write(&agent.config, config).unwrap();
+    agent.start();
+    says(
+        &agent,
+        "ready: every folder is watched",
+        Duration::from_secs(20),
+    )
+    .await;
+    let sha = write_file(&inbox.join("big.mp4"), 40 * MIB, 5);
+    eventually(Duration::from_secs(30), "the file's video", || {
+        !emulator.videos().is_empty()
+    })
+    .await;
+    // Into the first chunk's body (2 s long).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    agent.signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    agent.signal(libc::SIGCONT);
+    eventually(Duration::from_secs(60), "big.mp4 in done/", || {
+        arrived(&inbox.join("done/big.mp4"))
+    })
+    .await;
+    let videos = emulator.videos();
+    assert_eq!(videos.len(), 1, "one video for the file: {videos:?}");
+    assert!(videos[0].complete);
+    assert_eq!(videos[0].sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(sidecar(&inbox.join("done/big.mp4"))["sha256"], sha);
+    let log = agent.log_text();
+    for false_claim in [
+        "another agent took it over",
+        "claimed by this agent before a restart",
+        "whose answer was lost",
+    ] {
+        assert!(!log.contains(false_claim), "{false_claim:?} in {log}");
+    }
+    agent.kill().await;
+}

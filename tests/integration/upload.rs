@@ -857,3 +857,61 @@ async fn a_create_whose_claim_went_stale_after_it_was_recorded_makes_no_video() 
     assert_eq!(videos[0].id, report.video_id);
     assert!(videos[0].complete, "{videos:?}");
 }
+
+/// A chunk body cut short by the claim check (the process was stopped for more than half a
+/// lease) is not the end of the upload when the file server says the claim is still this
+/// process's: the chunk goes again, whole, and the upload finishes on its one video (hostile
+/// test: the job was taken for taken over, and adopted again as if after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_cut_short_by_the_claim_check_goes_again_while_the_claim_is_still_held() {
+    use hotfolder::{ResumePoint, SendingCheck, UploadRequest, upload_file};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio_util::sync::CancellationToken;
+
+    /// Stale once, at the third piece (the first of chunk 2); the file server then confirms.
+    struct StaleOnce {
+        checks: Arc<AtomicU32>,
+        asked: AtomicU32,
+    }
+    impl hotfolder::UploadObserver for StaleOnce {
+        fn sending_check(&self) -> Option<SendingCheck> {
+            let checks = self.checks.clone();
+            Some(Arc::new(move || checks.fetch_add(1, Ordering::SeqCst) != 2))
+        }
+        fn may_continue(&self) -> bool {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+    }
+
+    let emulator = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let platform = library_platform(&emulator, dir.path());
+    let path = dir.path().join("held.mov");
+    let expected = write_file(&path, 3 * MIB + 10, 23);
+    let observer = StaleOnce {
+        checks: Arc::default(),
+        asked: AtomicU32::new(0),
+    };
+    let request = UploadRequest {
+        path: path.clone(),
+        file_name: "held.mov".into(),
+        metadata: Default::default(),
+        resume: ResumePoint::default(),
+    };
+    let report = upload_file(&platform, request, &observer, &CancellationToken::new())
+        .await
+        .expect("the upload goes on after the claim is confirmed");
+    assert_eq!(report.sha256, expected);
+    assert_eq!(report.chunks, 4);
+    assert_eq!(
+        emulator.stats().chunk_posts,
+        5,
+        "chunk 2 went twice, the rest once"
+    );
+    let videos = emulator.videos();
+    assert_eq!(videos.len(), 1, "{videos:?}");
+    assert!(videos[0].complete);
+    assert_eq!(videos[0].sha256.as_deref(), Some(expected.as_str()));
+}
