@@ -307,6 +307,34 @@ async fn work(
             return;
         }
     }
+    // The inode's change time: kept as the content starts uploading and compared at every
+    // later start, as a write moves it even when the mtime is put back (`touch -r`, `rsync
+    // --inplace`); resuming then would mix old and new chunks.
+    if let Ok(entry) = crate::nofollow::lstat(&job.path) {
+        match job.content_ctime_ns {
+            Some(before) if i128::from(before) != entry.ctime_ns => {
+                wait_until_stable_again(
+                    shared,
+                    &job,
+                    &name,
+                    "the file was rewritten since its upload started (its change time moved, though size and modification time are as before)",
+                    "the file changed; waiting until it is stable",
+                );
+                return;
+            }
+            Some(_) => {}
+            None => {
+                if let Ok(ctime_ns) = i64::try_from(entry.ctime_ns) {
+                    log_store_error(
+                        shared,
+                        id,
+                        "the file's change time",
+                        shared.store.record_content_ctime(id, ctime_ns),
+                    );
+                }
+            }
+        }
+    }
     // Which file system the folder is on now: a share that drops mid-upload leaves its mount
     // point (another file system) where the file "vanished" (see `share_gone`).
     let folder_device = folder_device(&job.folder);

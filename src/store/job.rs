@@ -223,6 +223,9 @@ pub struct Job {
     pub placed: Option<Placed>,
     /// What done/ retention did with the file (`deleted …`, `kept: …`); `None` while undecided.
     pub retention: Option<String>,
+    /// The file's inode change time (ns) when its content started uploading; `None` before,
+    /// and again after a restart of the content.
+    pub content_ctime_ns: Option<i64>,
 }
 
 /// A file as hotfolder placed it in done/ or failed/: only a file still the same (the same

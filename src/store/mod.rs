@@ -335,6 +335,17 @@ impl JobStore {
         )
     }
 
+    /// The file's inode change time as its content starts uploading (kept only if none is).
+    pub fn record_content_ctime(&self, id: i64, ctime_ns: i64) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "the file's change time",
+            ACTIVE,
+            "UPDATE jobs SET content_ctime_ns = COALESCE(content_ctime_ns, ?2) WHERE id = ?1",
+            params![id, ctime_ns],
+        )
+    }
+
     /// The create-video request was answered and made no video: nothing to look up.
     pub fn record_create_settled(&self, id: i64) -> Result<(), StoreError> {
         self.update(
@@ -896,8 +907,8 @@ fn restart_content_in(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
         id,
         "restarted",
         ACTIVE,
-        "UPDATE jobs SET next_chunk = 1, bytes_sent = 0, sending_us = 0, updated_at = ?2
-         WHERE id = ?1",
+        "UPDATE jobs SET next_chunk = 1, bytes_sent = 0, sending_us = 0, content_ctime_ns = NULL,
+         updated_at = ?2 WHERE id = ?1",
         params![id, Stamp(now())],
     )
 }

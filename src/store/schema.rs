@@ -186,6 +186,10 @@ const MIGRATIONS: &[&str] = &[
     // v14: a job's companion (`metadata_file`) and the calls after its upload, so that a
     // restart mid-upload applies the metadata it started with (see `companion.rs`).
     super::companion::COMPANION_TABLE,
+    // v15: the file's inode change time when its upload started, so that a resume after a
+    // restart notices content rewritten with its mtime put back (`touch -r`, `rsync
+    // --inplace`), which size and mtime alone do not show.
+    "ALTER TABLE jobs ADD COLUMN content_ctime_ns INTEGER;",
 ];
 
 /// Every column of `jobs`, for [`job_from_row`] (which reads them by name).
@@ -193,7 +197,7 @@ const JOB_COLUMNS: &str = "id, folder, path, rel_path, size, mtime_ns, rule, sta
     video_id, upload_url, url_issued_at, next_chunk, total_chunks, chunk_size, bytes_sent, \
     sha256, outcome, error, pause_reason, detected_at, started_at, finished_at, destination, \
     updated_at, marker, create_sent_at, sending_us, video_manager_id, moved_at, placed_dev, \
-    placed_ino, placed_size, placed_mtime_ns, placed_ctime_ns, retention";
+    placed_ino, placed_size, placed_mtime_ns, placed_ctime_ns, retention, content_ctime_ns";
 
 /// Brings the schema up to date (or creates it), in one transaction.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -357,6 +361,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
             _ => None,
         },
         retention: row.get("retention")?,
+        content_ctime_ns: row.get("content_ctime_ns")?,
     })
 }
 

@@ -789,15 +789,21 @@ struct Opened {
     mtime: SystemTime,
     /// Device and inode: a file put in its place (or a link swapped in on the way) is another.
     identity: Option<(u64, u64)>,
+    /// The inode's change time (ns): a write moves it even when the mtime is put back.
+    ctime_ns: Option<i128>,
 }
 
 impl Opened {
     fn of(file: &File, size: u64, mtime: SystemTime) -> Opened {
         use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().ok();
         Opened {
             size,
             mtime,
-            identity: file.metadata().ok().map(|m| (m.dev(), m.ino())),
+            identity: meta.as_ref().map(|m| (m.dev(), m.ino())),
+            ctime_ns: meta
+                .as_ref()
+                .map(|m| i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())),
         }
     }
 }
@@ -832,6 +838,14 @@ async fn unchanged_since_start(path: &Path, opened: Opened) -> Result<(), VmproE
             "size {} → {} bytes or modification time changed",
             opened.size, now.size
         )));
+    }
+    if opened
+        .ctime_ns
+        .is_some_and(|ctime_ns| ctime_ns != now.ctime_ns)
+    {
+        return Err(changed(
+            "it was rewritten (its change time moved, though size and modification time are as before)".into(),
+        ));
     }
     Ok(())
 }

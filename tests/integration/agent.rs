@@ -237,6 +237,54 @@ async fn kill_9_mid_upload_then_restart_finishes_on_the_same_video() {
     stop(agent).await;
 }
 
+/// Content rewritten while the agent was down, with the size and the modification time put
+/// back (`touch -r`, `rsync --inplace`), is not resumed as if it were the same: the inode's
+/// change time moved, so the upload starts again at chunk 1 on the same video, and the video,
+/// the sidecar and the file in done/ agree (hostile test: old chunks 1-4 and new 5-10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_rewritten_with_its_mtime_put_back_while_stopped_is_sent_again_from_chunk_1() {
+    let emulator = emulator(slow_server).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let path = studio.inbox.join("big.mxf");
+    let mut data = export("big.mxf", 12 * MIB, 12);
+    std::fs::write(&path, &data).unwrap();
+    let mut agent = studio.start();
+    eventually(WAIT, "some chunks received", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 4)
+    })
+    .await;
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+
+    // 16 bytes of chunk 1 rewritten in place; size and mtime as before.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    for byte in &mut data[1000..1016] {
+        *byte ^= 0xff;
+    }
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(1000)).unwrap();
+        file.write_all(&data[1000..1016]).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+
+    let agent = studio.start();
+    let done = studio.done().join("big.mxf");
+    eventually(WAIT, "big.mxf in done/", || arrived(&done)).await;
+    let video = only_video(&emulator, "big.mxf");
+    let sha = sha256_hex(&data);
+    assert_eq!(video.sha256.as_deref(), Some(sha.as_str()), "{video:?}");
+    assert_eq!(sidecar(&done)["sha256"], sha);
+    assert_eq!(std::fs::read(&done).unwrap(), data);
+    assert!(video.restarts >= 1, "sent again from chunk 1: {video:?}");
+    stop(agent).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_0_quickly_and_a_restart_finishes() {
     let emulator = emulator(slow_server).await;
