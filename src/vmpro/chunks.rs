@@ -532,8 +532,23 @@ pub async fn upload_file(
     let digest = feed.digest();
     feed.recycle();
 
-    // And after it: a change during the last chunk means the platform has a mix.
-    unchanged_since_start(&request.path, opened).await?;
+    // And after it: a change during the last chunk means the platform has a mix. A file
+    // deleted meanwhile is another matter: what was read through the open file is the file's
+    // (deleting changes no byte), so the video holds it whole and the upload counts (the
+    // agent then says it was removed before it could be moved).
+    match unchanged_since_start(&request.path, opened).await {
+        Ok(()) => {}
+        Err(changed) if deleted_unchanged(&source.file, opened) => {
+            observer.event(
+                "deleted",
+                &format!(
+                    "the file was deleted while its last chunk was on its way ({}); the video holds it whole",
+                    crate::chain(&changed)
+                ),
+            );
+        }
+        Err(changed) => return Err(changed),
+    }
 
     let Some(digest) = digest else {
         return Err(VmproError::Protocol {
@@ -806,6 +821,17 @@ impl Opened {
                 .map(|m| i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())),
         }
     }
+}
+
+/// Whether the open `file` has no name left (deleted) and is otherwise as it was opened: the
+/// same size and modification time (deleting moves only its change time).
+fn deleted_unchanged(file: &File, opened: Opened) -> bool {
+    file.metadata().is_ok_and(|meta| {
+        use std::os::unix::fs::MetadataExt;
+        meta.nlink() == 0
+            && meta.len() == opened.size
+            && meta.modified().is_ok_and(|mtime| mtime == opened.mtime)
+    })
 }
 
 /// The content must be what it was when the upload started: the same file at the path (reached

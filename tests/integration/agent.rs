@@ -285,6 +285,56 @@ async fn content_rewritten_with_its_mtime_put_back_while_stopped_is_sent_again_f
     stop(agent).await;
 }
 
+/// A file deleted while its last chunk is on its way has a complete video on the platform:
+/// the upload counts (what was read through the open file is the file), the log and history
+/// say it was removed before it could be moved, and neither its claim record nor its marker
+/// keyword stays behind (hostile test: "disappeared before it was uploaded", a record left
+/// for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_during_its_last_chunk_is_reported_uploaded_and_leaves_nothing_behind() {
+    // 1 MiB/s: each 1 MiB chunk takes a second.
+    let emulator = emulator(|o| o.link_rate = Some(MIB as u64)).await;
+    let studio = Studio::new(&emulator, FAST_UPLOAD, QUICK);
+    let path = studio.inbox.join("gone.mxf");
+    let data = export("gone.mxf", 2 * MIB, 14);
+    std::fs::write(&path, &data).unwrap();
+    let agent = studio.start();
+    eventually(WAIT, "chunk 1 of 2 received", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_file(&path).unwrap();
+
+    eventually(WAIT, "the removal after the upload in the log", || {
+        studio
+            .log_text()
+            .contains("was removed from the folder after it uploaded as video")
+    })
+    .await;
+    let video = only_video(&emulator, "gone.mxf");
+    assert!(video.complete, "{video:?}");
+    assert_eq!(video.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    let log = studio.log_text();
+    assert!(!log.contains("disappeared before it was uploaded"), "{log}");
+    assert!(
+        files_under(&studio.inbox.join(".hotfolder/claims")).is_empty(),
+        "no claim record left: {:?}",
+        files_under(&studio.inbox.join(".hotfolder/claims"))
+    );
+    eventually(WAIT, "the marker keyword off the video", || {
+        only_video(&emulator, "gone.mxf")
+            .keywords
+            .iter()
+            .all(|keyword| !hotfolder::is_marker(keyword))
+    })
+    .await;
+    stop(agent).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_0_quickly_and_a_restart_finishes() {
     let emulator = emulator(slow_server).await;
