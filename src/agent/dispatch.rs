@@ -542,13 +542,7 @@ async fn work(
                 match still_there(&job.path) {
                     Ok(()) => wait_until_stable_again(shared, &job, &name, &chain(&err), waits_for),
                     Err(None) if share_gone(&job.folder, folder_device) => {
-                        wait_until_stable_again(
-                            shared,
-                            &job,
-                            &name,
-                            &chain(&err),
-                            "the folder's share is not there now; waiting until it is back",
-                        );
+                        wait_for_share(shared, &job, &name, &err);
                     }
                     Err(None) => forget_vanished(shared, id, &name),
                     Err(Some(why)) => forget_replaced(shared, id, &name, &why),
@@ -559,13 +553,7 @@ async fn work(
                 match still_there(&job.path) {
                     Ok(()) => {}
                     Err(None) if share_gone(&job.folder, folder_device) => {
-                        wait_until_stable_again(
-                            shared,
-                            &job,
-                            &name,
-                            &chain(&err),
-                            "the folder's share is not there now; waiting until it is back",
-                        );
+                        wait_for_share(shared, &job, &name, &err);
                         return;
                     }
                     Err(None) => {
@@ -692,6 +680,17 @@ fn forget_vanished(shared: &Shared, id: i64, name: &str) {
 
 /// Whether the job's file is still a regular file reached without a link: `Err(None)` when it
 /// is gone, `Err(Some(why))` when something else is there now.
+/// The job's folder is not on its share now (see [`share_gone`]): the job waits for it.
+fn wait_for_share(shared: &Shared, job: &Job, name: &str, err: &VmproError) {
+    wait_until_stable_again(
+        shared,
+        job,
+        name,
+        &chain(err),
+        "the folder's share is not there now; waiting until it is back",
+    );
+}
+
 /// The device of the file system `folder` is on, if it can be looked at.
 fn folder_device(folder: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;

@@ -685,13 +685,7 @@ async fn send_chunk(
                 // decides at the top of the loop. Taken over, the upload stops there; still
                 // this agent's, the chunk goes again. A claim confirmed again goes at once; one
                 // the share cannot confirm now (it dropped) waits a little between tries.
-                checks_failed += 1;
-                if checks_failed > 1 {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-                        _ = tokio::time::sleep(CHECK_FAILED_PAUSE) => {}
-                    }
-                }
+                super::create::after_failed_check(&mut checks_failed, shutdown).await?;
                 continue;
             }
             return Err(failure);
@@ -1037,10 +1031,6 @@ struct Pacing {
     limiter: Option<Arc<BandwidthLimiter>>,
     progress: Arc<BodyProgress>,
 }
-
-/// Between sends of a chunk whose claim the file server cannot confirm now (a share that
-/// dropped): the body's check would cut each one short.
-const CHECK_FAILED_PAUSE: Duration = Duration::from_secs(1);
 
 /// The whole-request limit of a chunk post: longer than any chunk takes at a rate anyone
 /// sets; the exchange's own stall timeout (`request_timeout`) is the one that acts.

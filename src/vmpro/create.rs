@@ -195,13 +195,7 @@ pub(super) async fn create_or_find(
             if !observer.may_continue() {
                 return Err(VmproError::Cancelled);
             }
-            checks_failed += 1;
-            if checks_failed > 1 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
-                    _ = tokio::time::sleep(CHECK_FAILED_PAUSE) => {}
-                }
-            }
+            after_failed_check(&mut checks_failed, shutdown).await?;
             continue;
         }
         let failure = match answered {
@@ -302,8 +296,26 @@ pub(super) async fn create_or_find(
     }
 }
 
-/// Between creates whose claim the file server cannot confirm now (a share that dropped).
+/// Between sends (a create, a chunk) whose claim the file server cannot confirm now (a share
+/// that dropped): the body's check would cut each one short.
 const CHECK_FAILED_PAUSE: Duration = Duration::from_secs(1);
+
+/// Counts a send cut short by the claim check while the claim is still this agent's, and
+/// waits [`CHECK_FAILED_PAUSE`] before the next one unless it is the first in a row (a claim
+/// confirmed again goes at once). `Cancelled` at shutdown.
+pub(super) async fn after_failed_check(
+    checks_failed: &mut u32,
+    shutdown: &CancellationToken,
+) -> Result<(), VmproError> {
+    *checks_failed += 1;
+    if *checks_failed > 1 {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(VmproError::Cancelled),
+            _ = tokio::time::sleep(CHECK_FAILED_PAUSE) => {}
+        }
+    }
+    Ok(())
+}
 
 /// The create-video body, handed to the connection only if the observer's sending check still
 /// passes at that moment. A process stopped (`SIGSTOP`, a frozen VM) after it recorded "a
