@@ -30,20 +30,33 @@ pub(super) async fn take(
 ) -> Claimed {
     let holds = &shared.holds;
     if let Some(existing) = claim::Claim::of_file(&job.folder, &job.path) {
-        let held = tokio::task::spawn_blocking({
+        let read = tokio::task::spawn_blocking({
             let existing = existing.clone();
-            let me = holds.agent().id.clone();
-            move || existing.read().ok().filter(|record| record.agent == me)
+            move || existing.read()
         })
         .await
-        .ok()
-        .flatten();
-        return match held {
-            Some(record) => {
+        .unwrap_or_else(|err| Err(ClaimError::Io(std::io::Error::other(err))));
+        let me = &holds.agent().id;
+        return match read {
+            Ok(record) if record.agent == *me => {
                 holds.hold(&job.folder, existing.clone(), record);
                 Claimed::Held(existing)
             }
-            None => {
+            // A share that dropped cannot tell: not a takeover (see `Claim::held_by`).
+            Err(ClaimError::Io(err)) => {
+                let why = format!("cannot read the file's claim record now: {err}");
+                tracing::warn!(file = %name, "{why}; trying again once the file is looked at again");
+                if let Err(err) = shared.store.pause_changed(
+                    job.id,
+                    &why,
+                    "cannot read the file's claim record now (a share that dropped?); trying again",
+                ) {
+                    shared.store_failed(&format!("cannot requeue job {}", job.id), &err);
+                }
+                let _ = shared.retrack.send(job.path.clone());
+                Claimed::NotNow
+            }
+            _ => {
                 taken_over(shared, job.id, name);
                 Claimed::Ended
             }

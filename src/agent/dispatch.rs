@@ -526,6 +526,15 @@ async fn work(
                 }
                 start_or_extend_pause(shared, &err);
             }
+            // A claimed file that cannot be read now (its share dropped) has not changed: it
+            // stays claimed and waits (the share keeper puts it back in the queue once it can
+            // be looked at), instead of going back to the folder as a new video.
+            Blame::StillChanging
+                if moved_claim.is_some() && share_trouble(&err, &job, folder_device) =>
+            {
+                end_pause(shared);
+                wait_until_stable_again(shared, &job, &name, &chain(&err), UNREADABLE_PAUSE);
+            }
             Blame::StillChanging if moved_claim.is_some() => {
                 end_pause(shared);
                 if let Some(claim) = moved_claim {
@@ -535,7 +544,7 @@ async fn work(
             Blame::StillChanging => {
                 end_pause(shared);
                 let waits_for = if matches!(err, VmproError::Read { .. }) {
-                    "the file could not be read; waiting until it can be read and is stable"
+                    UNREADABLE_PAUSE
                 } else {
                     "the file changed while uploading; waiting until it is stable"
                 };
@@ -680,6 +689,11 @@ fn forget_vanished(shared: &Shared, id: i64, name: &str) {
 
 /// Whether the job's file is still a regular file reached without a link: `Err(None)` when it
 /// is gone, `Err(Some(why))` when something else is there now.
+/// Why a job waits whose file could not be read for a reason that may pass (see
+/// `vmpro::error::may_recover`); a claimed one is put back in the queue by the share keeper.
+pub(super) const UNREADABLE_PAUSE: &str =
+    "the file could not be read; waiting until it can be read and is stable";
+
 /// The job's folder is not on its share now (see [`share_gone`]): the job waits for it.
 fn wait_for_share(shared: &Shared, job: &Job, name: &str, err: &VmproError) {
     wait_until_stable_again(
@@ -689,6 +703,15 @@ fn wait_for_share(shared: &Shared, job: &Job, name: &str, err: &VmproError) {
         &chain(err),
         "the folder's share is not there now; waiting until it is back",
     );
+}
+
+/// Whether `err` (a file that changed or could not be read) comes from the share rather than
+/// the file: a read error that may pass, the folder's share gone, or the file not to be looked
+/// at now for such a reason.
+fn share_trouble(err: &VmproError, job: &Job, folder_device: Option<u64>) -> bool {
+    matches!(err, VmproError::Read { .. })
+        || share_gone(&job.folder, folder_device)
+        || matches!(ready::inspect(&job.path), Err(e) if crate::vmpro::error::may_recover(&e))
 }
 
 /// The device of the file system `folder` is on, if it can be looked at.

@@ -39,6 +39,9 @@ struct FolderHold {
     refusal: Option<String>,
     /// A presence that cannot be written was said once.
     io_warned: bool,
+    /// The network file system the folder was on when last renewed (`fuse.sshfs`): found on
+    /// a local one now, its share is not mounted (see `round`).
+    share: Option<String>,
 }
 
 struct HeldClaim {
@@ -281,7 +284,17 @@ pub(super) fn round(shared: &Arc<Shared>) {
                 lease: *lease,
                 refusal: None,
                 io_warned: false,
+                share: None,
             });
+            // A share that is not mounted now leaves its empty mount point on the disk below:
+            // nothing is written there (it would hide under the share when it comes back, and
+            // make this agent's claims there look taken over); the intake says the folder is
+            // missing, and the claims wait for the share.
+            match crate::watch::file_system_of(path) {
+                Ok(fs) if fs.remote => hold.share = Some(fs.name),
+                Ok(_) if hold.share.is_some() => continue,
+                _ => {}
+            }
             hold.shared = *is_shared;
             hold.lease = *lease;
             hold.presence.reconfigure(*is_shared, *lease);
@@ -366,9 +379,25 @@ fn keep_claims_of(shared: &Arc<Shared>, folder: &Path, now: i128, lease: Duratio
             .claims()
             .get(&claim.record)
             .is_some_and(|held| held.held_since.elapsed() > lease);
-        if old_enough && matches!(shared.store.active_job_for_path(&claim.file), Ok(None)) {
+        let job = shared.store.active_job_for_path(&claim.file);
+        if old_enough && matches!(job, Ok(None)) {
             holds.end(&claim, true);
             continue;
+        }
+        // A claimed upload that waits because its file could not be read (its share dropped)
+        // goes back in the queue once the file can be looked at: the intake does not look
+        // inside claim folders.
+        if let Ok(Some(job)) = &job
+            && job.state == crate::store::JobState::Paused
+            && job.pause_reason.as_deref() == Some(crate::agent::dispatch::UNREADABLE_PAUSE)
+            && crate::nofollow::is_regular_file(&claim.file)
+        {
+            match shared.store.set_waiting(job.id) {
+                Ok(()) => shared.wake.notify_waiters(),
+                Err(err) => {
+                    shared.store_failed(&format!("cannot requeue job {}", job.id), &err);
+                }
+            }
         }
         if let Err(ClaimError::Lost) = holds.update(&claim, |_| {}) {
             tracing::warn!(folder = %escaped(folder), "a claim of this agent was taken over by another agent (this agent did not renew it in time); its upload stops before its next request");

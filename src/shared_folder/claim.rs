@@ -157,11 +157,8 @@ impl Claim {
             Ok((bytes, _)) => {
                 Ok(ClaimRecord::parse(&bytes).is_ok_and(|record| record.agent == agent))
             }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                match self.record.parent().map(std::fs::symlink_metadata) {
-                    Some(Ok(_)) | None => Ok(false),
-                    Some(Err(folder_err)) => Err(folder_err),
-                }
+            Err(err) if err.kind() == io::ErrorKind::NotFound && self.folder_is_there() => {
+                Ok(false)
             }
             Err(err) => Err(err),
         }
@@ -173,13 +170,7 @@ impl Claim {
         match rewrite_existing(&self.record, &record.bytes()) {
             Ok(_) => Ok(()),
             // Gone with this agent's claim folder: a share not mounted now, not a takeover.
-            Err(err)
-                if err.kind() == io::ErrorKind::NotFound
-                    && self
-                        .record
-                        .parent()
-                        .is_none_or(|folder| std::fs::symlink_metadata(folder).is_ok()) =>
-            {
+            Err(err) if err.kind() == io::ErrorKind::NotFound && self.folder_is_there() => {
                 Err(ClaimError::Lost)
             }
             Err(err) => Err(ClaimError::Io(err)),
@@ -190,9 +181,19 @@ impl Claim {
     pub fn read(&self) -> Result<ClaimRecord, ClaimError> {
         match read_small(&self.record) {
             Ok((bytes, _)) => ClaimRecord::parse(&bytes),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(ClaimError::Lost),
+            Err(err) if err.kind() == io::ErrorKind::NotFound && self.folder_is_there() => {
+                Err(ClaimError::Lost)
+            }
             Err(err) => Err(ClaimError::Io(err)),
         }
+    }
+
+    /// Whether the record's claim folder is there: a takeover renames the record out of it
+    /// and leaves it; a share not mounted now takes it away too.
+    fn folder_is_there(&self) -> bool {
+        self.record
+            .parent()
+            .is_none_or(|folder| std::fs::symlink_metadata(folder).is_ok())
     }
 
     /// Writes the claim's record, which must not exist yet. A record cut short (a full disk)

@@ -641,6 +641,17 @@ async fn an_unmounted_share_is_a_missing_folder_not_an_empty_local_one() {
 /// claim record's read error was taken for a takeover, and a read error failed the file).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_that_drops_mid_upload_and_comes_back_uploads_its_file_once_to_one_video() {
+    share_drops_mid_upload_and_comes_back("").await;
+}
+
+/// The same with `shared = true`: the file waits in its claim folder, claimed, and goes on to
+/// the same video (it must not go back to the folder as a changed file, a new video).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_folders_share_that_drops_mid_upload_uploads_its_file_once_to_one_video() {
+    share_drops_mid_upload_and_comes_back("shared = true\nclaim_lease = \"4s\"").await;
+}
+
+async fn share_drops_mid_upload_and_comes_back(extra: &str) {
     let Some(mut share) = LoopbackShare::start_or_skip() else {
         return;
     };
@@ -648,7 +659,7 @@ async fn a_share_that_drops_mid_upload_and_comes_back_uploads_its_file_once_to_o
     let emulator = emulator(|o| o.link_rate = Some(4 << 20)).await;
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
-        "{}\n{FAST_UPLOAD}\n[[folder]]\npath = \"{}\"\nstable_for = \"1s\"\npoll_interval = \"1s\"\n",
+        "{}\n{FAST_UPLOAD}\n[[folder]]\npath = \"{}\"\nstable_for = \"1s\"\npoll_interval = \"1s\"\n{extra}\n",
         account_toml(&emulator, "keycloak"),
         share.mount.display(),
     );
@@ -672,7 +683,9 @@ async fn a_share_that_drops_mid_upload_and_comes_back_uploads_its_file_once_to_o
     .await;
     share.cut();
     let cut = Instant::now();
-    while !log().contains("cannot read") {
+    // Reads through the dead mount fail ("cannot read") or come up short ("changed"):
+    // either way the upload waits.
+    while !log().contains("waiting until it is stable, then sending it again") {
         assert!(
             cut.elapsed() < Duration::from_secs(20),
             "the upload notices the share is gone: {}",
@@ -683,10 +696,15 @@ async fn a_share_that_drops_mid_upload_and_comes_back_uploads_its_file_once_to_o
     tokio::time::sleep(Duration::from_secs(2)).await;
     share.remount();
 
-    eventually(Duration::from_secs(60), "clip.mp4 in done/", || {
-        arrived(&share.server.join("done/clip.mp4"))
-    })
-    .await;
+    let back = Instant::now();
+    while !arrived(&share.server.join("done/clip.mp4")) {
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "clip.mp4 in done/ once the share is back: {}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let videos = emulator.videos();
     assert_eq!(videos.len(), 1, "one video for the file: {videos:?}");
     assert!(videos[0].complete, "{videos:?}");
