@@ -670,9 +670,33 @@ fn wait_until_stable_again(shared: &Shared, job: &Job, name: &str, why: &str, pa
         "that the file changed",
         shared.store.pause_changed(job.id, why, pause_reason),
     );
+    if pause_reason == UNREADABLE_PAUSE {
+        // A file that fails to read again and again (a disk that keeps failing, a share that
+        // keeps dropping) is looked at again after a wait that doubles with each try, up to
+        // [`UNREADABLE_RETRY_MAX`]: every try reads (and hashes) the file from its start.
+        let wait = Duration::from_secs(1u64 << job.attempts.min(10)).min(UNREADABLE_RETRY_MAX);
+        tracing::info!(file = %name, "looked at again in {} s", wait.as_secs());
+        let (retrack, path, stop) = (
+            shared.retrack.clone(),
+            job.path.clone(),
+            shared.stop.clone(),
+        );
+        shared.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {
+                    let _ = retrack.send(path);
+                }
+            }
+        });
+        return;
+    }
     // The intake's receiver lives as long as the agent: a send cannot fail while we run.
     let _ = shared.retrack.send(job.path.clone());
 }
+
+/// The longest wait before a file that could not be read is looked at again.
+const UNREADABLE_RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// The file is gone before it was uploaded: its job is forgotten, nothing goes to failed/.
 fn forget_vanished(shared: &Shared, id: i64, name: &str) {

@@ -43,6 +43,20 @@ pub(super) struct JobObserver {
     pub(super) taken_over: Arc<AtomicBool>,
 }
 
+/// Runs `io` (reads and writes of claim records and presences on the watched folder's file
+/// system) so that it cannot stall the async runtime: on a share that hangs it waits until the
+/// share answers, and on a runtime worker that would hold up every other folder's uploads, the
+/// status page and `/healthz` (hostile test). Inside the multi-thread runtime the worker hands
+/// its other tasks to another thread first (`block_in_place`); anywhere else it just runs.
+fn off_the_runtime<T>(io: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(io)
+        }
+        _ => io(),
+    }
+}
+
 impl JobObserver {
     /// The job's video id as far as this upload knows it.
     pub(super) fn video_id(&self) -> Option<String> {
@@ -57,7 +71,7 @@ impl JobObserver {
         let Some(claim) = &self.claim else {
             return Ok(());
         };
-        let result = self.shared.holds.update(claim, change);
+        let result = off_the_runtime(|| self.shared.holds.update(claim, change));
         if matches!(result, Err(ClaimError::Lost)) {
             self.taken_over.store(true, Ordering::Relaxed);
         }
@@ -234,8 +248,8 @@ impl UploadObserver for JobObserver {
     }
     fn may_continue(&self) -> bool {
         let ours = match (&self.claim, &self.exclusive_folder) {
-            (Some(claim), _) => self.shared.holds.still_held(claim),
-            (None, Some(folder)) => self.shared.holds.folder_still_ours(folder),
+            (Some(claim), _) => off_the_runtime(|| self.shared.holds.still_held(claim)),
+            (None, Some(folder)) => off_the_runtime(|| self.shared.holds.folder_still_ours(folder)),
             (None, None) => true,
         };
         if !ours {

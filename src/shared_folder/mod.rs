@@ -435,24 +435,29 @@ pub fn survey_apart(folders: &[crate::config::FolderSettings], me: Option<&str>)
             }
         }
         // SAFETY: the write end is this process's and owned by the File from here on.
-        let mut out = unsafe { std::fs::File::from_raw_fd(write_end) };
-        for (index, folder) in folders.iter().enumerate() {
-            let path = match std::fs::metadata(&folder.path) {
-                Ok(meta) if meta.is_dir() => {
-                    std::fs::canonicalize(&folder.path).unwrap_or_else(|_| folder.path.clone())
-                }
-                _ => folder.path.clone(),
-            };
-            let agents = survey(&path, folder.claim_lease, me);
-            let line = serde_json::json!({
-                "index": index,
-                "path_hex": hex::encode(path.as_os_str().as_encoded_bytes()),
-                "agents": agents,
-            });
-            if writeln!(out, "{line}").is_err() {
-                break;
+        let out = std::sync::Mutex::new(unsafe { std::fs::File::from_raw_fd(write_end) });
+        // Each folder on a thread of its own (the child is a new, single-threaded process):
+        // a folder on a hung share must not keep the others from answering.
+        std::thread::scope(|scope| {
+            for (index, folder) in folders.iter().enumerate() {
+                let out = &out;
+                scope.spawn(move || {
+                    let path = match std::fs::metadata(&folder.path) {
+                        Ok(meta) if meta.is_dir() => std::fs::canonicalize(&folder.path)
+                            .unwrap_or_else(|_| folder.path.clone()),
+                        _ => folder.path.clone(),
+                    };
+                    let agents = survey(&path, folder.claim_lease, me);
+                    let line = serde_json::json!({
+                        "index": index,
+                        "path_hex": hex::encode(path.as_os_str().as_encoded_bytes()),
+                        "agents": agents,
+                    });
+                    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = writeln!(out, "{line}");
+                });
             }
-        }
+        });
         // SAFETY: ends the child without running the parent's exit handlers or destructors.
         unsafe { libc::_exit(0) };
     }

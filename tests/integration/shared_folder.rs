@@ -827,12 +827,18 @@ async fn a_hung_share_hangs_neither_status_nor_the_page_and_is_named_not_answeri
     let base = tempfile::tempdir().unwrap();
     let inbox = share.mount.join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
+    // A second folder, on the local disk, must not be reported with the hung one.
+    let local = std::fs::canonicalize(base.path()).unwrap().join("local");
+    std::fs::create_dir_all(&local).unwrap();
     let mut agent = Agent::new(
         base.path(),
         "agent",
         &emulator,
         &inbox,
-        "[http]\nlisten = \"127.0.0.1:0\"",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[[folder]]\npath = \"{}\"\n",
+            local.display()
+        ),
     );
     agent.start();
     says(
@@ -870,6 +876,16 @@ async fn a_hung_share_hangs_neither_status_nor_the_page_and_is_named_not_answeri
         assert!(
             status.contains(&format!("FOLDER NOT ANSWERING: {folder}: ")),
             "{status}"
+        );
+        let json = run(hotfolder()
+            .args(["status", "--json", "--config"])
+            .arg(&agent.config))
+        .await;
+        let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(
+            json["folders_not_answering"],
+            serde_json::json!([folder]),
+            "only the hung folder: {json}"
         );
         assert!(
             asked.elapsed() < Duration::from_secs(12),
@@ -956,4 +972,65 @@ async fn an_agent_stopped_for_less_than_a_lease_keeps_its_claim_and_says_nothing
         assert!(!log.contains(false_claim), "{false_claim:?} in {log}");
     }
     agent.kill().await;
+}
+
+/// A share that hangs in the middle of an upload holds up that upload and nothing else: the
+/// agent's `/healthz`, `/api/status` and page answer within seconds while the share hangs
+/// (hostile test: the claim record's read on a runtime thread froze the whole agent), and the
+/// upload finishes on its one video once the share answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_that_hangs_mid_upload_does_not_freeze_the_agent() {
+    let Some(share) = LoopbackShare::start_or_skip() else {
+        return;
+    };
+    // 4 MiB/s: the 16 MiB file takes about 4 s.
+    let emulator = emulator(|o| o.link_rate = Some(4 * MIB as u64)).await;
+    let base = tempfile::tempdir().unwrap();
+    let inbox = share.mount.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut agent = Agent::new(
+        base.path(),
+        "agent",
+        &emulator,
+        &inbox,
+        "[http]\nlisten = \"127.0.0.1:0\"",
+    );
+    agent.start();
+    says(
+        &agent,
+        "ready: every folder is watched",
+        Duration::from_secs(30),
+    )
+    .await;
+    let port = agent.listener_port();
+    let sha = write_file(&share.server.join("inbox/big.mp4"), 16 * MIB, 8);
+    eventually(Duration::from_secs(30), "a few chunks of the video", || {
+        emulator
+            .videos()
+            .first()
+            .is_some_and(|v| v.chunks_received >= 2)
+    })
+    .await;
+    share.freeze(true);
+    // Long enough for the upload to reach its next check of the share.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for path in ["/healthz", "/api/status", "/"] {
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), crate::http::get(port, path)).await;
+        assert!(
+            answered.is_ok(),
+            "{path} answers while the share hangs: {}",
+            agent.log_text()
+        );
+    }
+    share.freeze(false);
+    eventually(Duration::from_secs(60), "big.mp4 in done/", || {
+        arrived(&share.server.join("inbox/done/big.mp4"))
+    })
+    .await;
+    let videos = emulator.videos();
+    assert_eq!(videos.len(), 1, "{videos:?}");
+    assert_eq!(videos[0].sha256.as_deref(), Some(sha.as_str()));
+    agent.kill().await;
+    drop(share);
 }
