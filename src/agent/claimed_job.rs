@@ -43,19 +43,13 @@ pub(super) async fn take(
                 Claimed::Held(existing)
             }
             // A share that dropped cannot tell: not a takeover (see `Claim::held_by`).
-            Err(ClaimError::Io(err)) => {
-                let why = format!("cannot read the file's claim record now: {err}");
-                tracing::warn!(file = %name, "{why}; trying again once the file is looked at again");
-                if let Err(err) = shared.store.pause_changed(
-                    job.id,
-                    &why,
-                    "cannot read the file's claim record now (a share that dropped?); trying again",
-                ) {
-                    shared.store_failed(&format!("cannot requeue job {}", job.id), &err);
-                }
-                let _ = shared.retrack.send(job.path.clone());
-                Claimed::NotNow
-            }
+            Err(ClaimError::Io(err)) => not_now(
+                shared,
+                job,
+                name,
+                &format!("cannot read the file's claim record now: {err}"),
+                "cannot read the file's claim record now (a share that dropped?); trying again",
+            ),
             _ => {
                 taken_over(shared, job.id, name);
                 Claimed::Ended
@@ -99,20 +93,25 @@ pub(super) async fn take(
             }
             Claimed::Ended
         }
-        Err(err) => {
-            let why = chain(&err).to_string();
-            tracing::warn!(file = %name, "{why}; trying again once the file is looked at again");
-            if let Err(err) = shared.store.pause_changed(
-                job.id,
-                &why,
-                "cannot claim the file in the shared folder; trying again",
-            ) {
-                shared.store_failed(&format!("cannot requeue job {}", job.id), &err);
-            }
-            let _ = shared.retrack.send(job.path.clone());
-            Claimed::NotNow
-        }
+        Err(err) => not_now(
+            shared,
+            job,
+            name,
+            &chain(&err).to_string(),
+            "cannot claim the file in the shared folder; trying again",
+        ),
     }
+}
+
+/// The claim cannot be made or checked now (`why`): the job waits, paused with
+/// `pause_reason`, until the intake looks at its file again.
+fn not_now(shared: &Shared, job: &Job, name: &str, why: &str, pause_reason: &str) -> Claimed {
+    tracing::warn!(file = %name, "{why}; trying again once the file is looked at again");
+    if let Err(err) = shared.store.pause_changed(job.id, why, pause_reason) {
+        shared.store_failed(&format!("cannot requeue job {}", job.id), &err);
+    }
+    let _ = shared.retrack.send(job.path.clone());
+    Claimed::NotNow
 }
 
 /// The in-place record of an exclusive folder's upload (see `ClaimRecord::in_place`): the one
