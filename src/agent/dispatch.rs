@@ -711,8 +711,6 @@ fn forget_vanished(shared: &Shared, id: i64, name: &str) {
     );
 }
 
-/// Whether the job's file is still a regular file reached without a link: `Err(None)` when it
-/// is gone, `Err(Some(why))` when something else is there now.
 /// Why a job waits whose file could not be read for a reason that may pass (see
 /// `vmpro::error::may_recover`); a claimed one is put back in the queue by the share keeper.
 pub(super) const UNREADABLE_PAUSE: &str =
@@ -751,8 +749,10 @@ fn share_gone(folder: &Path, before: Option<u64>) -> bool {
     before.is_some() && folder_device(folder) != before
 }
 
-/// A share that does not answer now cannot tell: the file counts as still there (the intake
-/// waits until it can be looked at again).
+/// Whether the job's file is still a regular file reached without a link: `Err(None)` when it
+/// is gone, `Err(Some(why))` when something else is there now. A share that does not answer
+/// now cannot tell: the file counts as still there (the intake waits until it can be looked
+/// at again).
 fn still_there(path: &std::path::Path) -> Result<(), Option<String>> {
     match ready::inspect(path) {
         Ok(Inspection::Regular(_)) => Ok(()),
